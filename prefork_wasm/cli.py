@@ -1,0 +1,100 @@
+"""`prefork-wasm`: the command line, with Apache httpd's flags."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+from . import __version__
+from .arbiter import Arbiter, StartupError
+from .compiler import CompileError, ensure_compiled
+from .config import ConfigError, ServerConfig, parse_config
+from .engine import WASMTIME_VERSION
+
+DESCRIPTION = """\
+A pre-fork HTTP server for WebAssembly (WASI) modules, configured like Apache httpd
+with mod_wasm. Runs in the foreground until SIGTERM or SIGINT."""
+
+EPILOG = """\
+examples:
+  prefork-wasm -f conf/server.conf          serve in the foreground
+  prefork-wasm -f conf/server.conf -t       check the config and compile the modules
+  prefork-wasm -f conf/server.conf -D DEV   define DEV for <IfDefine DEV> sections
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prefork-wasm",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-f", dest="config", default="conf/server.conf", metavar="FILE",
+        help="the configuration file (default: conf/server.conf)",
+    )
+    parser.add_argument(
+        "-t", dest="test", action="store_true",
+        help="check the configuration and compile its modules, print 'Syntax OK', then exit",
+    )
+    parser.add_argument(
+        "-D", dest="defines", action="append", default=[], metavar="NAME",
+        help="define a parameter for <IfDefine NAME> (repeatable)",
+    )
+    parser.add_argument(
+        "-v", dest="version", action="store_true",
+        help="print the versions of prefork-wasm, wasmtime and Python, then exit",
+    )
+    return parser
+
+
+def versions() -> str:
+    return (
+        f"Server version: prefork-wasm/{__version__}\n"
+        f"wasmtime: {WASMTIME_VERSION}\n"
+        f"Python: {platform.python_implementation()} {platform.python_version()}"
+    )
+
+
+def load(path: str, defines: list[str]) -> ServerConfig | None:
+    try:
+        return parse_config(path, defines)
+    except ConfigError as e:
+        print(f"prefork-wasm: {e}", file=sys.stderr)
+        return None
+
+
+def check(config: ServerConfig) -> int:
+    """-t: everything a start would check before binding: the config, then the modules."""
+    for warning in config.warnings:
+        print(f"prefork-wasm: warning: {warning}", file=sys.stderr)
+    try:
+        ensure_compiled(config.modules(), config.wasm_cache_dir)
+    except CompileError as e:
+        print(f"prefork-wasm: {e}", file=sys.stderr)
+        return 1
+    print("Syntax OK")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.version:
+        print(versions())
+        return 0
+    config = load(args.config, args.defines)
+    if config is None:
+        return 1
+    if args.test:
+        return check(config)
+    try:
+        return Arbiter(config).run()
+    except StartupError as e:
+        print(f"prefork-wasm: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,873 @@
+"""Read an httpd.conf-style configuration into a ServerConfig.
+
+Apache's syntax is kept (Define, IfDefine, Include, <Location>, prefork and
+mod_wasm directive names, Apache's defaults) so existing habits and configs
+carry over.  Unlike Apache, everything is checked up front and every error
+names the file, the line, the directive and the fix, because a pre-fork
+server that dies in its children is much harder to debug than one that
+refuses to start.
+
+This module is pure logic: it reads files and never opens sockets or
+compiles modules.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import functools
+import glob
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+PREDEFINED_LOG_FORMATS: dict[str, str] = {
+    "common": '%h %l %u %t "%r" %>s %b',
+    "combined": '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"',
+}
+LOG_LEVELS = (
+    "emerg", "alert", "crit", "error", "warn", "notice", "info", "debug",
+    *(f"trace{n}" for n in range(1, 9)),
+)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+MAX_SERVER_LIMIT = 20000  # Apache prefork's compile-time MAX_SERVER_LIMIT
+_LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+class ConfigError(Exception):
+    """A configuration mistake, located so the user can go straight to it.
+
+    str(e) is 'FILE:LINE: Directive: message'; LINE is 1-based, and for
+    whole-file problems (line 0) it is left out: 'FILE: message'.
+    """
+
+    def __init__(self, file: str, line: int, message: str, directive: str | None = None) -> None:
+        self.file = file
+        self.line = line
+        self.message = message
+        self.directive = directive
+        where = f"{file}:{line}" if line else file
+        super().__init__(f"{where}: {directive}: {message}" if directive else f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Listen:
+    """One address to bind; host '' means all interfaces, IPv6 is kept without brackets."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = "*" if not self.host else f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass
+class LocationConfig:
+    """The merged settings serving one URL prefix (server-level defaults + its <Location>).
+
+    `require` holds each Require line's arguments joined by single spaces,
+    e.g. ['local', 'ip 10.0.0.0/8']; they were validated while parsing.
+    """
+
+    prefix: str
+    source: str
+    handler: str | None = None
+    module: Path | None = None
+    wasm_dirs: list[Path] = field(default_factory=list)
+    wasm_map_dirs: list[tuple[str, Path]] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    enable_cgi: bool = False
+    map_cgi_file_names: bool = False
+    entry_point: str = "_start"
+    timeout: float = 30.0
+    memory_limit: int | None = None
+    force_type: str | None = None
+    require: list[str] = field(default_factory=list)
+    limit_request_body: int = 1073741824
+
+    def allows(self, addr: str) -> bool:
+        """Apache's implicit <RequireAny>: no Require lines, or any one granting, lets addr in."""
+        if not self.require:
+            return True
+        ip = _client_ip(addr)
+        for rule in self.require:
+            everyone, networks = _require_rule(rule)
+            if everyone or (ip is not None and any(ip in net for net in networks)):
+                return True
+        return False
+
+
+@dataclass(kw_only=True)
+class ServerConfig:
+    """Everything the master and its children need; defaults are Apache's (prefork MPM)."""
+
+    file: Path
+    server_root: Path
+    defines: dict[str, str] = field(default_factory=dict)
+    listens: list[Listen] = field(default_factory=list)
+    server_name: str | None = None
+    pid_file: Path
+    error_log: str = "stderr"
+    log_level: str = "warn"
+    log_formats: dict[str, str] = field(default_factory=lambda: dict(PREDEFINED_LOG_FORMATS))
+    custom_logs: list[tuple[str, str]] = field(default_factory=list)
+    timeout: float = 60.0
+    keep_alive: bool = True
+    keep_alive_timeout: float = 5.0
+    max_keep_alive_requests: int = 100
+    start_servers: int = 5
+    min_spare_servers: int = 5
+    max_spare_servers: int = 10
+    max_request_workers: int = 256
+    server_limit: int = 256
+    max_connections_per_child: int = 0
+    max_memory_per_child: tuple[int, int | None] | None = None
+    memory_metric: str = "uss"
+    graceful_shutdown_timeout: float = 0.0
+    wasm_cache_dir: Path
+    user: str | None = None
+    group: str | None = None
+    limit_request_line: int = 8190
+    limit_request_field_size: int = 8190
+    limit_request_fields: int = 100
+    listen_backlog: int = 511
+    limit_response_body: int = 0
+    locations: list[LocationConfig] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # match() relies on this order; the sort is stable, so equal lengths keep config order.
+        self.locations = sorted(self.locations, key=lambda loc: -len(loc.prefix))
+
+    def match(self, path: str) -> LocationConfig | None:
+        """The location with the longest prefix covering path (segment-wise: /a is not /ab)."""
+        return next((loc for loc in self.locations if _prefix_covers(loc.prefix, path)), None)
+
+    def modules(self) -> list[Path]:
+        """Distinct modules served by wasm-handler locations, first use first (in `locations` order)."""
+        used = (loc.module for loc in self.locations if loc.handler == "wasm-handler")
+        return list(dict.fromkeys(module for module in used if module is not None))
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '1048576', '512K', '256M' or '1G' (powers of 1024), so limits stay readable."""
+    match = re.fullmatch(r"([0-9]+)([kmg]?)", text, re.IGNORECASE)
+    if not match:
+        raise ValueError(f"expected a size in bytes or with a K, M or G suffix (e.g. 256M), got {text!r}")
+    return int(match[1]) * _SIZE_UNITS[match[2].lower()]
+
+
+def parse_config(path: str | Path, defines: Iterable[str] = ()) -> ServerConfig:
+    """Parse the main config file; `defines` are -D names (defined with value '').
+
+    Raises ConfigError on the first error, so fixes are made one at a time in file order.
+    """
+    file = Path(path).absolute()
+    parser = _Parser(file, defines)
+    try:
+        text = _read_text(file)
+    except ValueError as exc:
+        raise ConfigError(str(path), 0, str(exc)) from None
+    parser.read(text, str(path), file)
+    return parser.finish(file, str(path))
+
+
+# --- values ---------------------------------------------------------------------------------
+
+_Convert = Callable[..., Any]
+
+
+def _on_off(arg: str) -> bool:
+    if arg.lower() not in ("on", "off"):
+        raise ValueError(f"expected On or Off, got {arg!r}")
+    return arg.lower() == "on"
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """Whole numbers only: '1.5 workers' or '-1' are mistakes, not something to round."""
+
+    def convert(arg: str) -> int:
+        if not re.fullmatch(r"[0-9]+", arg) or int(arg) < minimum:
+            raise ValueError(f"expected a whole number >= {minimum}, got {arg!r}")
+        return int(arg)
+
+    return convert
+
+
+def _seconds(*, positive: bool) -> Callable[[str], float]:
+    """Plain decimals only, so 'inf', 'nan' and '1e9' are rejected rather than surprising."""
+    bound = "> 0" if positive else ">= 0"
+
+    def convert(arg: str) -> float:
+        if not re.fullmatch(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", arg) or (positive and float(arg) == 0):
+            raise ValueError(f"expected seconds {bound}, such as 30 or 2.5, got {arg!r}")
+        return float(arg)
+
+    return convert
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def convert(arg: str) -> str:
+        if arg.lower() not in options:
+            raise ValueError(f"expected one of {', '.join(options)}; got {arg!r}")
+        return arg.lower()
+
+    return convert
+
+
+def _handler(arg: str) -> str | None:
+    """'none' switches an inherited handler off, as in Apache."""
+    name = _choice("wasm-handler", "server-status", "none")(arg)
+    return None if name == "none" else name
+
+
+def _force_type(arg: str) -> str | None:
+    """'None' switches an inherited ForceType off, as in Apache."""
+    if arg.lower() == "none":
+        return None
+    if "/" not in arg:
+        raise ValueError(f"expected a MIME type such as text/plain, or None; got {arg!r}")
+    return arg
+
+
+def _memory_limit(arg: str) -> int | None:
+    """0 means no cap, matching the other 0 = unlimited limits."""
+    return parse_size(arg) or None
+
+
+def _memory_per_child(soft: str, hard: str | None = None) -> tuple[int, int | None] | None:
+    soft_bytes = parse_size(soft)
+    hard_bytes = None if hard is None else parse_size(hard)
+    if soft_bytes == 0:
+        if hard_bytes is not None:
+            raise ValueError("soft limit must be above 0 (use 'MaxMemoryPerChild 0' alone for no limit)")
+        return None
+    if hard_bytes is not None and hard_bytes < soft_bytes:
+        raise ValueError(f"hard limit {hard} is below soft limit {soft}; expected SOFT [HARD] with HARD >= SOFT")
+    return soft_bytes, hard_bytes
+
+
+def _parse_listen(arg: str) -> Listen:
+    match = re.fullmatch(r"(?:\[(?P<ipv6>[^\]]+)\]:|(?P<host>[^:\[\]]+):)?(?P<port>[^:]+)", arg)
+    if not match:
+        raise ValueError(
+            f"expected PORT, HOST:PORT or [IPV6]:PORT (e.g. 8080, 127.0.0.1:8080, [::1]:8080), got {arg!r}"
+        )
+    if match["ipv6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["ipv6"])
+        except ValueError:
+            raise ValueError(f"{match['ipv6']!r} in brackets is not an IPv6 address") from None
+    port = match["port"]
+    if not re.fullmatch(r"[0-9]+", port) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"port must be 1-65535, got {port!r}")
+    host = match["ipv6"] or match["host"] or ""
+    return Listen("" if host == "*" else host, int(port))
+
+
+@functools.lru_cache(maxsize=256)
+def _require_rule(rule: str) -> tuple[bool, tuple[_Network, ...]]:
+    """(grants everyone, networks granted) for one Require line; cached since allows() runs per request."""
+    match rule.lower().split():
+        case ["all", "granted"]:
+            return True, ()
+        case ["all", "denied"]:
+            return False, ()
+        case ["local"]:
+            return False, _LOOPBACK
+        case ["ip", *addresses] if addresses:
+            return False, tuple(_network(address) for address in addresses)
+    raise ValueError(f"expected 'all granted', 'all denied', 'local' or 'ip ADDRESS[/BITS] ...', got {rule!r}")
+
+
+def _network(address: str) -> _Network:
+    try:
+        return ipaddress.ip_network(address, strict=False)
+    except ValueError:
+        raise ValueError(f"'ip' takes IPv4/IPv6 addresses or networks such as 10.0.0.0/8 or ::1, got {address!r}") from None
+
+
+def _client_ip(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The peer as an IP, with IPv4-mapped IPv6 (dual-stack sockets) unwrapped; None if not an IP."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _prefix_covers(prefix: str, path: str) -> bool:
+    if prefix.endswith("/"):
+        return path.startswith(prefix)
+    return path.startswith(prefix) and path[len(prefix):len(prefix) + 1] in ("", "/", "?")
+
+
+# --- syntax ---------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r""""((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'|(["'])|(\S+)""")
+_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+
+
+def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(first line number, text) per directive: continuations joined, blanks and comments dropped."""
+    parts: list[str] = []
+    start = 0
+    # The extra empty line ends a continuation left open on the last line.
+    for number, raw in enumerate([*text.splitlines(), ""], 1):
+        line = raw.strip()
+        if not parts:
+            start = number
+        parts.append(line.removesuffix("\\").rstrip())
+        if line.endswith("\\"):
+            continue
+        joined = " ".join(parts).strip()
+        parts = []
+        if joined and not joined.startswith("#"):
+            yield start, joined
+
+
+def _split_args(text: str) -> list[str]:
+    """Split like Apache: whitespace separates, a word starting with a quote runs to the matching quote."""
+    words = []
+    for match in _TOKEN.finditer(text):
+        double, single, stray, bare = match.groups()
+        if stray:
+            raise ValueError(f"unterminated {stray} quote; close it or escape it as \\{stray}")
+        if double is not None:
+            words.append(double.replace('\\"', '"'))
+        elif single is not None:
+            words.append(single.replace("\\'", "'"))
+        else:
+            words.append(bare)
+    return words
+
+
+def _key(word: str) -> str:
+    """Table key for a directive word: lower case, sections as '<name>'."""
+    name = word.lower().rstrip(">")
+    return f"{name}>" if name.startswith("<") else name
+
+
+def _join(base: Path, arg: str) -> Path:
+    return Path(os.path.normpath(base / arg))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read '{path}': {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"'{path}' is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Line:
+    """One directive as read: where it is (for messages) and its text."""
+
+    file: str
+    number: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.number}"
+
+    def error(self, message: str, directive: str | None = None) -> ConfigError:
+        return ConfigError(self.file, self.number, message, directive)
+
+
+@dataclass
+class _Scope:
+    """Settings given explicitly in one place; presence of a key is what 'set here' means for merging."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, _Line] = field(default_factory=dict)
+
+    def set(self, attr: str, value: Any, line: _Line) -> None:
+        self.values[attr] = value
+        self.sources[attr] = line
+
+    def append(self, attr: str, value: Any, line: _Line) -> None:
+        self.values.setdefault(attr, []).append(value)
+        self.sources[attr] = line
+
+
+@dataclass
+class _Block:
+    """A <Location>; repeated sections for the same prefix share one."""
+
+    line: _Line
+    scope: _Scope = field(default_factory=_Scope)
+
+
+@dataclass
+class _Section:
+    """An open <...> section; `scope` is set for <Location>, `active` is False inside a false IfDefine."""
+
+    name: str
+    label: str
+    line: _Line
+    active: bool
+    scope: _Scope | None = None
+
+
+class _Parser:
+    """State while reading: settings so far, open sections, files being read."""
+
+    def __init__(self, file: Path, defines: Iterable[str]) -> None:
+        self.config_dir = file.parent
+        self.server_root = self.config_dir
+        self.defines = dict.fromkeys(defines, "")
+        self.server = _Scope()  # server-only directives
+        self.defaults = _Scope()  # location directives at server level
+        self.blocks: dict[str, _Block] = {}
+        self.listens: dict[Listen, _Line] = {}
+        self.log_formats = dict(PREDEFINED_LOG_FORMATS)
+        self.custom_logs: list[tuple[str, str]] = []
+        self.warnings: list[str] = []
+        self.stack: list[_Section] = []
+        self.base = 0  # sections below this belong to including files
+        self.reading: list[Path] = []
+
+    # reading
+
+    def read(self, text: str, name: str, path: Path) -> None:
+        """Parse one file; like Apache, sections must close in the file that opened them."""
+        outer_base, self.base = self.base, len(self.stack)
+        self.reading.append(path.resolve())
+        for number, line_text in _logical_lines(text):
+            self.line(_Line(name, number, line_text))
+        if len(self.stack) > self.base:
+            section = self.stack[self.base]
+            raise section.line.error(f"section is never closed (add '</{section.name}>')", section.label)
+        self.reading.pop()
+        self.base = outer_base
+
+    def line(self, line: _Line) -> None:
+        if line.text.startswith("</"):
+            self.close(line)
+        elif self.active:
+            self.dispatch(line)
+        elif line.text.startswith("<"):
+            # Skipped text is not parsed, but its sections must still balance.
+            name = line.text[1:].split()[0].rstrip(">") if len(line.text) > 1 else ""
+            self.stack.append(_Section(name, f"<{name}>", line, active=False))
+
+    @property
+    def active(self) -> bool:
+        return not self.stack or self.stack[-1].active
+
+    def close(self, line: _Line) -> None:
+        match = re.fullmatch(r"</(\S+?)\s*>", line.text)
+        if not match:
+            raise line.error(f"malformed closing tag {line.text!r}; expected e.g. '</Location>'")
+        name = match[1]
+        if len(self.stack) == self.base:
+            raise line.error(f"</{name}> without matching <{name}>")
+        section = self.stack[-1]
+        if section.name.lower() != name.lower():
+            raise line.error(
+                f"</{name}> does not match {section.label} opened at {section.line}; add '</{section.name}>' first"
+            )
+        self.stack.pop()
+
+    def dispatch(self, line: _Line) -> None:
+        """Run one directive; value errors get its file, line and name attached."""
+        first = line.text.split()[0]
+        label = _DIRECTIVES[_key(first)].name if _key(first) in _DIRECTIVES else first
+        try:
+            words = self.words(line.text)
+            if not words:
+                raise ValueError("the line is empty after substituting variables")
+            word, *args = words
+            directive = _DIRECTIVES.get(_key(word))
+            if directive is None:
+                raise line.error(_unknown(word))
+            section = self.location()
+            if directive.server_only and section:
+                raise ValueError(f"not allowed inside {section.label} (opened at {section.line}); move it to server level")
+            directive.check_count(args)
+            scope = self.server if directive.server_only else (section.scope if section else None) or self.defaults
+            directive.apply(self, scope, args, line)
+        except ValueError as exc:
+            raise line.error(str(exc), label) from None
+
+    def words(self, text: str) -> list[str]:
+        text = _VARIABLE.sub(self.variable, text)
+        if not text.startswith("<"):
+            return _split_args(text)
+        if not text.endswith(">"):
+            raise ValueError("missing closing '>'")
+        return _split_args(text[:-1])
+
+    def variable(self, match: re.Match[str]) -> str:
+        name = match[1]
+        if name not in self.defines:
+            raise ValueError(
+                f"undefined variable ${{{name}}} (add 'Define {name} value' before this line, or pass -D {name})"
+            )
+        return self.defines[name]
+
+    def location(self) -> _Section | None:
+        """The enclosing <Location>, possibly opened in an including file."""
+        return next((section for section in reversed(self.stack) if section.scope is not None), None)
+
+    # values that depend on where we are
+
+    def path(self, arg: str) -> Path:
+        return _join(self.server_root, arg)
+
+    def existing(self, arg: str, kind: str) -> Path:
+        """arg resolved against ServerRoot, which must be an existing 'file' or 'directory'."""
+        path = self.path(arg)
+        hint = "" if Path(arg).is_absolute() else f" (relative paths are taken from ServerRoot {self.server_root})"
+        if not path.exists():
+            raise ValueError(f"no such {kind} {arg!r}{hint}")
+        if not (path.is_dir() if kind == "directory" else path.is_file()):
+            raise ValueError(f"{arg!r} is not a {kind}{hint}")
+        return path
+
+    def host_dir(self, arg: str, line: _Line, directive: str) -> Path:
+        path = self.existing(arg, "directory")
+        if path == Path("/"):
+            self.warn(line, f"{directive} '/' exposes the whole host file system to the guest; map only what it needs")
+        return path
+
+    def warn(self, line: _Line, message: str) -> None:
+        self.warnings.append(f"{line}: {message}")
+
+    def include(self, pattern: str, optional: bool) -> None:
+        path = self.path(pattern)
+        if re.search(r"[*?[]", pattern):
+            files = sorted(Path(match) for match in glob.glob(str(path)) if os.path.isfile(match))
+            if not files and not optional:
+                raise ValueError(f"no files match {pattern!r} (use IncludeOptional if that is fine)")
+        elif optional and not path.exists():
+            return
+        else:
+            files = [self.existing(pattern, "file")]
+        for file in files:
+            if file.resolve() in self.reading:
+                raise ValueError(f"'{file}' includes itself (recursive Include); remove the cycle")
+            self.read(_read_text(file), str(file), file)
+
+    # the result
+
+    def finish(self, file: Path, name: str) -> ServerConfig:
+        if not self.listens:
+            raise ConfigError(name, 0, "no Listen directive (add e.g. 'Listen 127.0.0.1:8080')")
+        root = self.server_root
+        config = ServerConfig(
+            file=file,
+            server_root=root,
+            defines=self.defines,
+            listens=list(self.listens),
+            log_formats=self.log_formats,
+            custom_logs=[(target, self.log_formats.get(fmt, fmt)) for target, fmt in self.custom_logs],
+            locations=self.locations(),
+            warnings=self.warnings,
+            **{"pid_file": root / "logs" / "prefork-wasm.pid", "wasm_cache_dir": root / "cache", **self.server.values},
+        )
+        self.apply_limits(config)
+        self.check_server_module(config)
+        return config
+
+    def locations(self) -> list[LocationConfig]:
+        blocks = [(prefix, block, f"<Location {prefix}>") for prefix, block in self.blocks.items()]
+        if "handler" in self.defaults.values and "/" not in self.blocks:
+            blocks.insert(0, ("/", _Block(self.defaults.sources["handler"]), "SetHandler"))
+        return [self.location_config(*block) for block in blocks]
+
+    def location_config(self, prefix: str, block: _Block, label: str) -> LocationConfig:
+        """Server-level defaults overlaid by the block: what it set wins; WasmEnv merges by name."""
+        own, inherited = block.scope.values, self.defaults.values
+        values = copy.deepcopy({**inherited, **own, "env": {**inherited.get("env", {}), **own.get("env", {})}})
+        config = LocationConfig(prefix=prefix, source=str(block.line), **values)
+        if config.handler == "wasm-handler" and config.module is None:
+            raise block.line.error(
+                "SetHandler wasm-handler needs a WasmModule (add 'WasmModule FILE.wasm' here or at server level)",
+                label,
+            )
+        if "module" in own and config.handler != "wasm-handler":
+            raise block.line.error("WasmModule without 'SetHandler wasm-handler' (add it to this <Location>)", label)
+        return config
+
+    def apply_limits(self, config: ServerConfig) -> None:
+        """Apache prefork's start-up corrections, after parsing so directive order doesn't matter."""
+        if config.server_limit > MAX_SERVER_LIMIT:
+            self.clamp(config, "server_limit", MAX_SERVER_LIMIT, f"exceeds the maximum of {MAX_SERVER_LIMIT}")
+        if config.max_request_workers > config.server_limit:
+            self.clamp(
+                config, "max_request_workers", config.server_limit,
+                f"exceeds ServerLimit of {config.server_limit}", cause="server_limit",
+            )
+        if config.start_servers > config.max_request_workers:
+            self.clamp(
+                config, "start_servers", config.max_request_workers,
+                f"exceeds MaxRequestWorkers of {config.max_request_workers}", cause="max_request_workers",
+            )
+        if config.min_spare_servers < 1:
+            self.clamp(config, "min_spare_servers", 1, "is below 1")
+        if config.max_spare_servers < config.min_spare_servers + 1:
+            self.clamp(
+                config, "max_spare_servers", config.min_spare_servers + 1,
+                f"is not above MinSpareServers of {config.min_spare_servers}", cause="min_spare_servers",
+            )
+
+    def clamp(self, config: ServerConfig, attr: str, value: int, reason: str, cause: str = "") -> None:
+        """Set attr, warning at its own line, or at the line of the setting that forced it."""
+        sources = self.server.sources
+        line = sources[attr] = sources.get(attr) or sources[cause]
+        name, old = _ATTR_NAMES[attr], getattr(config, attr)
+        verb = "lowering" if value < old else "raising"
+        self.warn(line, f"{name} of {old} {reason}, {verb} {name} to {value}")
+        setattr(config, attr, value)
+
+    def check_server_module(self, config: ServerConfig) -> None:
+        """A server-level WasmModule is only a default; warn when nothing serves it."""
+        module = self.defaults.values.get("module")
+        if module and not any(loc.handler == "wasm-handler" and loc.module == module for loc in config.locations):
+            self.warn(
+                self.defaults.sources["module"],
+                "WasmModule at server level is not served anywhere; add 'SetHandler wasm-handler' "
+                "(at server level or in a <Location>)",
+            )
+
+
+def _unknown(word: str) -> str:
+    names = {key: directive.name for key, directive in _DIRECTIVES.items()}
+    close = difflib.get_close_matches(_key(word), names, n=1)
+    hint = f" Did you mean '{names[close[0]]}'?" if close else ""
+    return f"Invalid command '{word}', perhaps misspelled?{hint}"
+
+
+# --- directives -----------------------------------------------------------------------------
+
+_Apply = Callable[[_Parser, _Scope, list[str], _Line], None]
+
+
+@dataclass(frozen=True)
+class _Directive:
+    """One row of the directive table: name as documented, usage for messages, arity, action."""
+
+    name: str
+    usage: str
+    apply: _Apply
+    nargs: tuple[int, int | None] = (1, 1)
+    server_only: bool = False
+
+    def check_count(self, args: list[str]) -> None:
+        low, high = self.nargs
+        if low <= len(args) and (high is None or len(args) <= high):
+            return
+        if high is None:
+            want = f"at least {low} argument{'s' * (low > 1)}"
+        elif low == high:
+            want = f"{low} argument{'s' * (low > 1)}"
+        else:
+            want = f"{low} to {high} arguments"
+        usage = f"<{self.name[1:-1]} {self.usage}>" if self.name.startswith("<") else f"{self.name} {self.usage}"
+        raise ValueError(f"expected {want}, got {len(args)} (usage: {usage})")
+
+
+_server = functools.partial(_Directive, server_only=True)
+
+
+def _set(attr: str, convert: _Convert) -> _Apply:
+    """Store convert(*args) as attr; a later directive overrides an earlier one, as in Apache."""
+
+    def apply(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+        scope.set(attr, convert(*args), line)
+
+    return apply
+
+
+def _set_path(attr: str) -> _Apply:
+    def apply(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+        scope.set(attr, parser.path(args[0]), line)
+
+    return apply
+
+
+def _log_target(parser: _Parser, arg: str, streams: tuple[str, ...]) -> str:
+    if arg.startswith("|"):
+        raise ValueError(f"piped logs are not supported; give a file or one of {', '.join(streams)}")
+    return arg if arg in streams else str(parser.path(arg))
+
+
+def _error_log(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    scope.set("error_log", _log_target(parser, args[0], ("stderr",)), line)
+
+
+def _custom_log(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    # The nickname is looked up after parsing, so a later LogFormat still counts (as in Apache).
+    parser.custom_logs.append((_log_target(parser, args[0], ("stdout", "stderr")), args[1]))
+
+
+def _log_format(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    # One argument sets the default format for TransferLog, which we don't have: accepted, unused.
+    if len(args) == 2:
+        parser.log_formats[args[1]] = args[0]
+
+
+def _listen(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    listen = _parse_listen(args[0])
+    if listen in parser.listens:
+        raise ValueError(f"{listen} is already listed at {parser.listens[listen]}; remove one")
+    parser.listens[listen] = line
+
+
+def _server_root(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    root = _join(parser.config_dir, args[0])
+    if not root.is_dir():
+        raise ValueError(
+            f"no such directory {args[0]!r} (relative paths are taken from the config file's folder {parser.config_dir})"
+        )
+    parser.server_root = root
+
+
+def _define(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    name, *value = args
+    if not re.fullmatch(r"\w+", name):
+        raise ValueError(f"invalid variable name {name!r}; use letters, digits and _")
+    parser.defines[name] = value[0] if value else ""
+
+
+def _include(*, optional: bool) -> _Apply:
+    def apply(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+        parser.include(args[0], optional)
+
+    return apply
+
+
+def _open_location(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    prefix = args[0]
+    if not prefix.startswith("/"):
+        raise ValueError(f"URL prefix must start with '/', got {prefix!r}")
+    block = parser.blocks.setdefault(prefix, _Block(line))
+    parser.stack.append(_Section("Location", f"<Location {prefix}>", line, True, block.scope))
+
+
+def _open_ifdefine(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    negated = args[0].startswith("!")
+    name = args[0][1:] if negated else args[0]
+    if not name:
+        raise ValueError("expected NAME or !NAME")
+    active = (name in parser.defines) != negated
+    parser.stack.append(_Section("IfDefine", f"<IfDefine {args[0]}>", line, active))
+
+
+def _wasm_module(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    path = parser.existing(args[0], "file")
+    if path.suffix.lower() not in (".wasm", ".wat"):
+        raise ValueError(f"{args[0]!r} is not a .wasm or .wat file")
+    scope.set("module", path, line)
+
+
+def _wasm_dir(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    scope.append("wasm_dirs", parser.host_dir(args[0], line, "WasmDir"), line)
+
+
+def _wasm_map_dir(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    guest, host = args
+    if not guest.startswith("/"):
+        raise ValueError(f"guest path {guest!r} must be absolute, e.g. '/{guest}'")
+    scope.append("wasm_map_dirs", (guest, parser.host_dir(host, line, "WasmMapDir")), line)
+
+
+def _wasm_arg(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    scope.append("args", args[0], line)
+
+
+def _wasm_env(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    name, value = args
+    if not name or "=" in name:
+        raise ValueError(f"invalid environment variable name {name!r}; it must be non-empty and without '='")
+    scope.values.setdefault("env", {})[name] = value
+    scope.sources["env"] = line
+
+
+def _require(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    rule = " ".join(args)
+    _require_rule(rule)  # validate now rather than on the first request
+    scope.append("require", rule, line)
+
+
+_seconds_or_zero = _seconds(positive=False)
+
+_TABLE = (
+    # Anywhere: these act on the parser itself.
+    _Directive("Define", "NAME [VALUE]", _define, (1, 2)),
+    _Directive("Include", "FILE-OR-GLOB", _include(optional=False)),
+    _Directive("IncludeOptional", "FILE-OR-GLOB", _include(optional=True)),
+    _Directive("<IfDefine>", "[!]NAME", _open_ifdefine),
+    # Server level only.
+    _server("<Location>", "/PREFIX", _open_location),
+    _server("ServerRoot", "DIRECTORY", _server_root),
+    _server("ServerName", "HOSTNAME[:PORT]", _set("server_name", str)),
+    _server("Listen", "[HOST:]PORT", _listen),
+    _server("PidFile", "FILE", _set_path("pid_file")),
+    _server("ErrorLog", "FILE|stderr", _error_log),
+    _server("LogLevel", "LEVEL", _set("log_level", _choice(*LOG_LEVELS))),
+    _server("LogFormat", "FORMAT [NICKNAME]", _log_format, (1, 2)),
+    _server("CustomLog", "FILE|stdout|stderr FORMAT-OR-NICKNAME", _custom_log, (2, 2)),
+    _server("Timeout", "SECONDS", _set("timeout", _seconds_or_zero)),
+    _server("KeepAlive", "On|Off", _set("keep_alive", _on_off)),
+    _server("KeepAliveTimeout", "SECONDS", _set("keep_alive_timeout", _seconds_or_zero)),
+    _server("MaxKeepAliveRequests", "COUNT", _set("max_keep_alive_requests", _count(0))),
+    _server("StartServers", "COUNT", _set("start_servers", _count(1))),
+    _server("MinSpareServers", "COUNT", _set("min_spare_servers", _count(0))),
+    _server("MaxSpareServers", "COUNT", _set("max_spare_servers", _count(0))),
+    _server("MaxRequestWorkers", "COUNT", _set("max_request_workers", _count(1))),
+    _server("MaxClients", "COUNT", _set("max_request_workers", _count(1))),
+    _server("ServerLimit", "COUNT", _set("server_limit", _count(1))),
+    _server("MaxConnectionsPerChild", "COUNT", _set("max_connections_per_child", _count(0))),
+    _server("MaxRequestsPerChild", "COUNT", _set("max_connections_per_child", _count(0))),
+    _server("MaxMemoryPerChild", "SOFT [HARD]", _set("max_memory_per_child", _memory_per_child), (1, 2)),
+    _server("MemoryMetric", "uss|pss|rss", _set("memory_metric", _choice("uss", "pss", "rss"))),
+    _server("GracefulShutdownTimeout", "SECONDS", _set("graceful_shutdown_timeout", _seconds_or_zero)),
+    _server("WasmCacheDir", "DIRECTORY", _set_path("wasm_cache_dir")),
+    _server("User", "NAME", _set("user", str)),
+    _server("Group", "NAME", _set("group", str)),
+    _server("LimitRequestLine", "BYTES", _set("limit_request_line", _count(0))),
+    _server("LimitRequestFieldSize", "BYTES", _set("limit_request_field_size", _count(0))),
+    _server("LimitRequestFields", "COUNT", _set("limit_request_fields", _count(0))),
+    _server("ListenBacklog", "COUNT", _set("listen_backlog", _count(1))),
+    _server("LimitResponseBody", "SIZE", _set("limit_response_body", parse_size)),
+    # Server level (as defaults) or inside <Location>.
+    _Directive("SetHandler", "wasm-handler|server-status|none", _set("handler", _handler)),
+    _Directive("WasmModule", "FILE.wasm", _wasm_module),
+    _Directive("WasmDir", "DIRECTORY", _wasm_dir),
+    _Directive("WasmMapDir", "GUEST-PATH HOST-DIRECTORY", _wasm_map_dir, (2, 2)),
+    _Directive("WasmArg", "ARGUMENT", _wasm_arg),
+    _Directive("WasmEnv", "NAME VALUE", _wasm_env, (2, 2)),
+    _Directive("WasmEnableCGI", "On|Off", _set("enable_cgi", _on_off)),
+    _Directive("WasmMapCGIFileNames", "On|Off", _set("map_cgi_file_names", _on_off)),
+    _Directive("WasmEntryPoint", "FUNCTION", _set("entry_point", str)),
+    _Directive("WasmTimeout", "SECONDS", _set("timeout", _seconds(positive=True))),
+    _Directive("WasmMemoryLimit", "SIZE", _set("memory_limit", _memory_limit)),
+    _Directive("ForceType", "MIME-TYPE|None", _set("force_type", _force_type)),
+    _Directive("Require", "all granted|all denied|local|ip ADDRESS...", _require, (1, None)),
+    _Directive("LimitRequestBody", "SIZE", _set("limit_request_body", parse_size)),
+)
+_DIRECTIVES = {_key(directive.name): directive for directive in _TABLE}
+_ATTR_NAMES = {
+    "server_limit": "ServerLimit",
+    "max_request_workers": "MaxRequestWorkers",
+    "start_servers": "StartServers",
+    "min_spare_servers": "MinSpareServers",
+    "max_spare_servers": "MaxSpareServers",
+}

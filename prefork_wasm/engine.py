@@ -1,0 +1,29 @@
+"""The wasmtime settings shared by the compile side (master) and the run side (workers).
+
+A serialized module only loads into an engine whose code-relevant settings match the ones it
+was compiled with, so both sides build their `Config` here and the cache key includes
+`CODE_SETTINGS`.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import wasmtime
+
+WASMTIME_VERSION = version("wasmtime")
+
+# Settings that change generated code; part of every cache key. Epoch interruption is how
+# WasmTimeout stops a guest (a ticker thread in each worker advances the epoch).
+CODE_SETTINGS = "epoch_interruption=1"
+
+# One epoch tick, in seconds: the granularity of WasmTimeout.
+EPOCH_TICK = 0.01
+
+
+def engine_config(parallel_compilation: bool) -> wasmtime.Config:
+    """Config for an Engine; `parallel_compilation` only in short-lived compiler processes."""
+    config = wasmtime.Config()
+    config.epoch_interruption = True
+    config.parallel_compilation = parallel_compilation
+    return config

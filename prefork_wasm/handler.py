@@ -1,0 +1,254 @@
+"""From a parsed request to a response: route, run the guest, translate its output.
+
+This is the worker's `connection.Handler`. Per request it does only what depends on the
+request; everything that depends on the Location alone (the loaded module, argv, preopens,
+limits) is prepared once per worker in a `Route`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import __version__, cgi
+from .config import LocationConfig, ServerConfig
+from .logs import AccessLog, AccessRecord, ErrorLog
+from .messages import SERVER_SOFTWARE, Request, Response, error_response
+from .runtime import GuestSpec, LoadedModule, Outcome, RunResult, Runtime
+from .scoreboard import LOGGING, Slot
+
+WASM_HANDLER = "wasm-handler"
+STATUS_HANDLER = "server-status"
+
+# How each way a guest run can fail is answered.
+FAILURE_STATUS = {
+    Outcome.EXIT: 500,
+    Outcome.TRAP: 500,
+    Outcome.ERROR: 500,
+    Outcome.TIMEOUT: 504,
+    Outcome.TOO_LARGE: 502,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A Location prepared for serving in this worker."""
+
+    location: LocationConfig
+    module: LoadedModule | None
+    spec: GuestSpec
+    argv: list[str]
+    script_name: str  # the prefix without its trailing '/'
+    script_filename: str
+    module_name: str
+
+
+def prepare_routes(
+    config: ServerConfig, runtime: Runtime, artifacts: dict[Path, Path]
+) -> dict[str, Route]:
+    """Load every module and build every Location's fixed part, once per worker."""
+    loaded = {source: runtime.load(artifact) for source, artifact in artifacts.items()}
+    return {loc.prefix: _route(config, loc, loaded) for loc in config.locations}
+
+
+def _route(config: ServerConfig, loc: LocationConfig, loaded: dict[Path, LoadedModule]) -> Route:
+    preopens = tuple((str(d), str(d), False) for d in loc.wasm_dirs) + tuple(
+        (str(host), guest, False) for guest, host in loc.wasm_map_dirs
+    )
+    module_path = loc.module
+    script_filename = str(module_path) if module_path else ""
+    if loc.map_cgi_file_names and module_path:
+        script_filename = _guest_path(module_path, loc)
+    spec = GuestSpec(
+        entry_point=loc.entry_point,
+        timeout=loc.timeout,
+        memory_limit=loc.memory_limit,
+        output_limit=config.limit_response_body,
+        preopens=preopens,
+    )
+    return Route(
+        location=loc,
+        module=loaded[module_path] if module_path else None,
+        spec=spec,
+        argv=[module_path.name if module_path else "", *loc.args],
+        script_name=loc.prefix.rstrip("/"),
+        script_filename=script_filename,
+        module_name=module_path.name if module_path else "",
+    )
+
+
+def _guest_path(host_file: Path, loc: LocationConfig) -> str:
+    """WasmMapCGIFileNames: name a host file as the guest sees it through WasmMapDir."""
+    for guest, host in loc.wasm_map_dirs:
+        if host_file.is_relative_to(host):
+            return str(Path(guest) / host_file.relative_to(host))
+    return str(host_file)
+
+
+class RequestIds:
+    """Short ids unique across workers and restarts: a random per-worker prefix and a counter."""
+
+    def __init__(self) -> None:
+        self.prefix = os.urandom(5).hex()
+        self.count = 0
+
+    def __call__(self) -> str:
+        self.count += 1
+        return f"{self.prefix}-{self.count}"
+
+
+class Site:
+    """The worker's request handler (implements `connection.Handler`)."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        routes: dict[str, Route],
+        runtime: Runtime,
+        error_log: ErrorLog,
+        access_logs: list[AccessLog],
+        slot: Slot,
+        draining: Callable[[], bool],
+        status_page: Callable[[Request], Response] | None = None,
+    ) -> None:
+        self.config = config
+        self.routes = routes
+        self.runtime = runtime
+        self.error_log = error_log
+        self.access_logs = access_logs
+        self.slot = slot
+        self.draining = draining
+        self.status_page = status_page
+        self.new_request_id = RequestIds()
+        self.server_software = f"{SERVER_SOFTWARE}/{__version__}"
+
+    def body_limit(self, request: Request) -> int:
+        loc = self.config.match(request.path)
+        return loc.limit_request_body if loc else 0
+
+    def respond(self, request: Request) -> Response:
+        slot = self.slot
+        slot.request = request.request_line.encode("latin-1", "replace")[:95]
+        slot.request_start = request.start
+        loc = self.config.match(request.path)
+        if loc is None or loc.handler is None:
+            return error_response(404, "The requested URL was not found on this server.")
+        if not loc.allows(request.remote_addr):
+            return error_response(403, "You don't have permission to access this resource.")
+        if loc.handler == STATUS_HANDLER and self.status_page:
+            return self.status_page(request)
+        route = self.routes[loc.prefix]
+        slot.module = route.module_name.encode()[:47]
+        return self._run(request, route)
+
+    def _run(self, request: Request, route: Route) -> Response:
+        loc = route.location
+        assert route.module is not None
+        if loc.enable_cgi:
+            try:
+                env = cgi.build_environ(
+                    request,
+                    server_name=self._server_name(request),
+                    script_name=route.script_name,
+                    script_filename=route.script_filename,
+                    content_length=_content_length(request),
+                    extra=loc.env,
+                    server_software=self.server_software,
+                )
+            except cgi.CgiRequestError as e:
+                return error_response(400, str(e))
+        else:
+            env = loc.env
+        result = self.runtime.run(route.module, route.spec, route.argv, env, request.body)
+        if result.stderr:
+            self._log_stderr(request, route, result.stderr)
+        response = self._translate(request, route, result)
+        response.module = route.module_name
+        return response
+
+    def _translate(self, request: Request, route: Route, result: RunResult) -> Response:
+        loc = route.location
+        if result.outcome is Outcome.OK or (result.outcome is Outcome.EXIT and loc.enable_cgi):
+            try:
+                if loc.enable_cgi:
+                    return cgi.parse_cgi_response(result.stdout)
+                return cgi.plain_response(result.stdout, loc.force_type or "application/octet-stream")
+            except cgi.CgiOutputError as e:
+                if result.outcome is Outcome.OK:
+                    self._log_failure(request, route, f"malformed CGI output: {e}")
+                    return error_response(502, "The module's output is not a valid CGI response.")
+                # A non-zero exit without a valid response falls through to 500.
+        status = FAILURE_STATUS[result.outcome]
+        self._log_failure(request, route, result.detail)
+        return error_response(status, _FAILURE_TEXT[status])
+
+    def _server_name(self, request: Request) -> str:
+        host = request.header(b"host")
+        if host:
+            name = host.decode("latin-1")
+            return name.rsplit(":", 1)[0] if not name.endswith("]") else name
+        return self.config.server_name or "localhost"
+
+    def _log_failure(self, request: Request, route: Route, cause: str) -> None:
+        self.error_log.error(
+            f"[client {request.remote_addr}:{request.remote_port}] request {request.request_id}: "
+            f"{route.module_name}: {cause} ({request.method} {request.path})"
+        )
+
+    def _log_stderr(self, request: Request, route: Route, stderr: bytes) -> None:
+        text = stderr.decode("utf-8", "backslashreplace")
+        for line in text.splitlines():
+            if line.strip():
+                self.error_log.error(
+                    f"[client {request.remote_addr}:{request.remote_port}] request "
+                    f"{request.request_id}: {route.module_name}: stderr: {line}"
+                )
+
+    def finished(self, request: Request, response: Response, sent: int) -> None:
+        slot = self.slot
+        slot.state = LOGGING
+        now = time.time()
+        slot.accesses += 1
+        slot.bytes += sent
+        slot.request_seconds = now - request.start
+        if self.access_logs:
+            record = self._access_record(request, response, sent, now)
+            for log in self.access_logs:
+                log.log(record)
+
+    def _access_record(self, request: Request, response: Response, sent: int, now: float) -> AccessRecord:
+        return AccessRecord(
+            remote_addr=request.remote_addr,
+            remote_port=request.remote_port,
+            request_line=request.request_line,
+            method=request.method,
+            path=request.path,
+            query=request.query,
+            protocol=f"HTTP/{request.http_version}",
+            status=response.status,
+            body_bytes=sent,
+            request_headers={k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers},
+            response_headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers},
+            start=request.start,
+            duration=now - request.start,
+            request_id=request.request_id,
+            server_name=self.config.server_name or "",
+            server_port=request.server_port,
+        )
+
+
+def _content_length(request: Request) -> int | None:
+    """CONTENT_LENGTH is set when the request has a body, whatever its framing (RFC 3875 4.1.2)."""
+    if request.body or request.header(b"content-length") or request.header(b"transfer-encoding"):
+        return len(request.body)
+    return None
+
+
+_FAILURE_TEXT = {
+    500: "The module failed while handling the request.",
+    502: "The module's output could not be used as a response.",
+    504: "The module did not finish within WasmTimeout.",
+}

@@ -1,0 +1,210 @@
+"""Error log and access log, in Apache's layouts.
+
+Every record is one `os.write` on a file opened with O_APPEND, so lines from the master and
+all workers interleave whole without a lock. `reopen()` opens the path again (log rotation on
+graceful restart).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+LEVELS = {
+    name: rank
+    for rank, name in enumerate(
+        ["emerg", "alert", "crit", "error", "warn", "notice", "info", "debug"]
+        + [f"trace{n}" for n in range(1, 9)]
+    )
+}
+
+_STREAMS = {"stderr": 2, "stdout": 1}
+
+
+class LogFile:
+    """An append-only log destination: a path, or 'stderr'/'stdout'."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.fd = self._open()
+
+    def _open(self) -> int:
+        if self.target in _STREAMS:
+            return _STREAMS[self.target]
+        os.makedirs(os.path.dirname(self.target) or ".", exist_ok=True)
+        return os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def write(self, data: bytes) -> None:
+        try:
+            os.write(self.fd, data)
+        except OSError:
+            pass  # a full disk must not take a request down with it
+
+    def reopen(self) -> None:
+        if self.target in _STREAMS:
+            return
+        old, self.fd = self.fd, self._open()
+        os.close(old)
+
+    def close(self) -> None:
+        if self.target not in _STREAMS:
+            os.close(self.fd)
+
+
+def apache_time(now: float) -> str:
+    """'Wed Nov 25 09:00:40.123456 2026', the error log's timestamp."""
+    t = time.localtime(now)
+    micro = int((now % 1) * 1_000_000)
+    return time.strftime(f"%a %b %d %H:%M:%S.{micro:06d} %Y", t)
+
+
+class ErrorLog:
+    """`[time] [level] [pid N] message`, filtered by LogLevel."""
+
+    def __init__(self, target: str, level: str) -> None:
+        self.file = LogFile(target)
+        self.threshold = LEVELS[level]
+
+    def enabled(self, level: str) -> bool:
+        return LEVELS[level] <= self.threshold
+
+    def log(self, level: str, message: str) -> None:
+        if LEVELS[level] > self.threshold:
+            return
+        line = f"[{apache_time(time.time())}] [{level}] [pid {os.getpid()}] {message}\n"
+        self.file.write(line.encode("utf-8", "backslashreplace"))
+
+    def error(self, message: str) -> None:
+        self.log("error", message)
+
+    def warn(self, message: str) -> None:
+        self.log("warn", message)
+
+    def notice(self, message: str) -> None:
+        self.log("notice", message)
+
+    def info(self, message: str) -> None:
+        self.log("info", message)
+
+
+@dataclass(slots=True)
+class AccessRecord:
+    """What the access log can say about one finished request."""
+
+    remote_addr: str
+    remote_port: int
+    request_line: str
+    method: str
+    path: str
+    query: str
+    protocol: str
+    status: int
+    body_bytes: int
+    request_headers: Mapping[str, str]  # lowercased names
+    response_headers: Mapping[str, str]  # lowercased names
+    start: float  # time.time() when the request arrived
+    duration: float  # seconds
+    request_id: str
+    server_name: str
+    server_port: int
+
+
+Piece = Callable[[AccessRecord], str]
+
+
+def _clf_time(r: AccessRecord) -> str:
+    return time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(r.start))
+
+
+def _escape(value: str) -> str:
+    """Apache escapes quotes, backslashes and control characters in logged strings."""
+    if value.isprintable() and '"' not in value and "\\" not in value:
+        return value
+    return "".join(
+        "\\" + c if c in '"\\' else c if c.isprintable() else f"\\x{ord(c):02x}" for c in value
+    )
+
+
+_SIMPLE: dict[str, Piece] = {
+    "h": lambda r: r.remote_addr,
+    "a": lambda r: r.remote_addr,
+    "l": lambda r: "-",
+    "u": lambda r: "-",
+    "t": _clf_time,
+    "r": lambda r: _escape(r.request_line),
+    "s": lambda r: str(r.status),
+    "b": lambda r: str(r.body_bytes) if r.body_bytes else "-",
+    "B": lambda r: str(r.body_bytes),
+    "D": lambda r: str(int(r.duration * 1_000_000)),
+    "T": lambda r: str(int(r.duration)),
+    "m": lambda r: r.method,
+    "U": lambda r: _escape(r.path),
+    "q": lambda r: f"?{_escape(r.query)}" if r.query else "",
+    "H": lambda r: r.protocol,
+    "p": lambda r: str(r.server_port),
+    "P": lambda r: str(os.getpid()),
+    "v": lambda r: r.server_name,
+    "L": lambda r: r.request_id,
+    "%": lambda r: "%",
+}
+
+
+def _header_piece(table: str, name: str) -> Piece:
+    key = name.lower()
+    if table == "i":
+        return lambda r: _escape(r.request_headers.get(key, "-"))
+    return lambda r: _escape(r.response_headers.get(key, "-"))
+
+
+class FormatError(ValueError):
+    pass
+
+
+def compile_format(fmt: str) -> Sequence[Piece | str]:
+    """Turn a LogFormat string into pieces once, so logging a request is only joins."""
+    pieces: list[Piece | str] = []
+    i = 0
+    while i < len(fmt):
+        j = fmt.find("%", i)
+        if j < 0:
+            pieces.append(fmt[i:])
+            break
+        if j > i:
+            pieces.append(fmt[i:j])
+        i = j + 1
+        while i < len(fmt) and fmt[i] in "<>!,0123456789":
+            i += 1  # modifiers: %>s is the final status, which is the only one we have
+        if i < len(fmt) and fmt[i] == "{":
+            end = fmt.find("}", i)
+            if end < 0 or end + 1 >= len(fmt):
+                raise FormatError(f"unterminated %{{...}} in {fmt!r}")
+            name, letter, i = fmt[i + 1 : end], fmt[end + 1], end + 2
+            if letter not in "io":
+                raise FormatError(f"unsupported %{{{name}}}{letter} in {fmt!r}")
+            pieces.append(_header_piece(letter, name))
+            continue
+        if i >= len(fmt) or fmt[i] not in _SIMPLE:
+            raise FormatError(f"unsupported directive %{fmt[i:i + 1]} in {fmt!r}")
+        pieces.append(_SIMPLE[fmt[i]])
+        i += 1
+    return pieces
+
+
+class AccessLog:
+    """One CustomLog: a destination and a compiled format."""
+
+    def __init__(self, target: str, fmt: str) -> None:
+        self.file = LogFile(target)
+        self.pieces = compile_format(fmt)
+
+    def log(self, record: AccessRecord) -> None:
+        line = "".join(p if isinstance(p, str) else p(record) for p in self.pieces)
+        self.file.write((line + "\n").encode("utf-8", "backslashreplace"))
+
+
+def stderr_line(message: str) -> None:
+    """For the command line, before any ErrorLog exists."""
+    print(message, file=sys.stderr, flush=True)

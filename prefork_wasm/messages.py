@@ -1,0 +1,69 @@
+"""The HTTP request and response as the rest of the server sees them, free of h11 and sockets."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+SERVER_SOFTWARE = "prefork-wasm"
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    target: str  # raw request-target, e.g. '/app/x?y=1'
+    http_version: str  # '1.1'
+    headers: list[tuple[bytes, bytes]]  # lowercased names, in order
+    remote_addr: str
+    remote_port: int
+    server_port: int
+    request_id: str
+    start: float  # time.time() when the request head was complete
+    body: bytes = b""
+
+    @property
+    def path(self) -> str:
+        return self.target.partition("?")[0]
+
+    @property
+    def query(self) -> str:
+        return self.target.partition("?")[2]
+
+    @property
+    def request_line(self) -> str:
+        return f"{self.method} {self.target} HTTP/{self.http_version}"
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes | memoryview = b""
+    reason: bytes = b""
+    # Set by handlers for the error log and the scoreboard, never sent.
+    module: str = ""
+
+
+_PHRASES = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
+def reason_phrase(status: int) -> bytes:
+    return _PHRASES.get(status, b"")
+
+
+def error_response(status: int, detail: str = "") -> Response:
+    """A short HTML error page, as Apache sends one; `detail` must not leak internals."""
+    phrase = reason_phrase(status).decode()
+    text = f"<p>{html.escape(detail)}</p>\n" if detail else ""
+    body = (
+        f"<!DOCTYPE html>\n<html><head><title>{status} {phrase}</title></head>"
+        f"<body>\n<h1>{phrase}</h1>\n{text}</body></html>\n"
+    ).encode()
+    return Response(status, [(b"content-type", b"text/html; charset=utf-8")], body)

@@ -1,0 +1,49 @@
+"""The spare-server arithmetic of Apache's prefork MPM, as a pure function.
+
+Once a second the master counts idle workers (waiting for a connection, or still starting)
+of the current generation and decides:
+  - more idle than MaxSpareServers: stop one idle worker (one per second, so a brief lull
+    does not tear the pool down);
+  - fewer idle than MinSpareServers: spawn `spawn_rate` workers, then double the rate for
+    the next second (1, 2, 4 ... 32) while the shortage lasts, never above MaxRequestWorkers;
+  - otherwise: reset the rate to 1.
+When the pool is at MaxRequestWorkers and still short of idle workers, the caller logs
+Apache's "server reached MaxRequestWorkers" warning, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_SPAWN_RATE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class PoolPlan:
+    spawn: int  # workers to fork now
+    stop_idle: int  # idle workers to stop now (0 or 1)
+    next_spawn_rate: int
+    at_limit: bool  # short of idle workers but at MaxRequestWorkers
+
+
+def plan(
+    idle: int,
+    total: int,
+    *,
+    min_spare: int,
+    max_spare: int,
+    max_workers: int,
+    spawn_rate: int,
+) -> PoolPlan:
+    """One second of pool maintenance: `idle` and `total` count the current generation only."""
+    if idle > max_spare:
+        return PoolPlan(spawn=0, stop_idle=1, next_spawn_rate=1, at_limit=False)
+    if idle < min_spare:
+        room = max(0, max_workers - total)
+        if room == 0:
+            return PoolPlan(spawn=0, stop_idle=0, next_spawn_rate=spawn_rate, at_limit=True)
+        spawn = min(spawn_rate, room)
+        return PoolPlan(
+            spawn=spawn, stop_idle=0, next_spawn_rate=min(spawn_rate * 2, MAX_SPAWN_RATE), at_limit=False
+        )
+    return PoolPlan(spawn=0, stop_idle=0, next_spawn_rate=1, at_limit=False)

@@ -1,0 +1,179 @@
+"""The run side: one Engine per worker, one fresh Store and instance per request.
+
+Everything that can be done once per worker is: the Engine and its epoch ticker, each
+module's `InstancePre` (imports resolved), the memfds that carry stdin, stdout and stderr.
+Per request there is only a WasiConfig, a Store, an instantiation (copy-on-write, tens of
+microseconds) and the guest's own run.
+
+stdio goes through memfds named by `/proc/self/fd/N`: wasmtime opens the path itself, so the
+same three fds serve every request (stdout is opened with truncation), and the output is read
+back with one pread after the store is closed.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import wasmtime
+
+from .engine import EPOCH_TICK, engine_config
+
+
+class Outcome(enum.Enum):
+    """How a guest run ended; the worker maps each to an HTTP status."""
+
+    OK = "ok"  # returned from the entry point, or proc_exit(0)
+    EXIT = "exit"  # proc_exit(n) with n != 0
+    TRAP = "trap"  # a trap: unreachable, stack overflow, out-of-bounds, failed allocation...
+    TIMEOUT = "timeout"  # WasmTimeout passed (epoch deadline)
+    ERROR = "error"  # could not run at all: missing entry point, instantiation failed
+    TOO_LARGE = "too-large"  # stdout exceeded the response body limit
+
+
+@dataclass(slots=True)
+class RunResult:
+    outcome: Outcome
+    stdout: bytes
+    stderr: bytes
+    exit_code: int = 0
+    detail: str = ""  # why, for the error log
+
+
+@dataclass(frozen=True, slots=True)
+class GuestSpec:
+    """What a Location asks of a guest beyond the request itself (fixed per Location)."""
+
+    entry_point: str = "_start"
+    timeout: float = 30.0
+    memory_limit: int | None = None
+    output_limit: int = 0  # bytes of stdout allowed, 0 = unlimited
+    preopens: Sequence[tuple[str, str, bool]] = field(default_factory=tuple)  # host, guest, writable
+
+
+class _Stream:
+    """A memfd that wasmtime opens by path for one stdio stream, reused for every request."""
+
+    def __init__(self, name: str) -> None:
+        self.fd = os.memfd_create(f"prefork-wasm-{name}", os.MFD_CLOEXEC)
+        self.path = f"/proc/self/fd/{self.fd}"
+
+    def fill(self, data: bytes) -> None:
+        os.ftruncate(self.fd, 0)
+        if data:
+            os.pwrite(self.fd, data, 0)
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def read(self, limit: int | None = None) -> bytes:
+        size = self.size() if limit is None else min(limit, self.size())
+        return os.pread(self.fd, size, 0) if size else b""
+
+
+class Runtime:
+    """A worker's Engine, its epoch ticker and the modules it has loaded."""
+
+    def __init__(self) -> None:
+        self.engine = wasmtime.Engine(engine_config(parallel_compilation=False))
+        self._stdin = _Stream("stdin")
+        self._stdout = _Stream("stdout")
+        self._stderr = _Stream("stderr")
+        self._ticker = threading.Thread(target=self._tick, name="epoch-ticker", daemon=True)
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        # Guest code cannot be interrupted by a Python signal handler; only the epoch can.
+        wait = threading.Event().wait
+        increment = self.engine.increment_epoch
+        while True:
+            wait(EPOCH_TICK)
+            increment()
+
+    def load(self, artifact: Path) -> "LoadedModule":
+        """Map a serialized module (shared page cache, not a private copy) and pre-link it."""
+        module = wasmtime.Module.deserialize_file(self.engine, str(artifact))
+        linker = wasmtime.Linker(self.engine)
+        linker.define_wasi()
+        return LoadedModule(self, linker.instantiate_pre(module))
+
+    def run(
+        self,
+        module: "LoadedModule",
+        spec: GuestSpec,
+        argv: list[str],
+        env: dict[str, str],
+        stdin: bytes,
+    ) -> RunResult:
+        wasi = wasmtime.WasiConfig()
+        wasi.argv = argv
+        wasi.env = env.items()
+        self._stdin.fill(stdin)
+        wasi.stdin_file = self._stdin.path
+        wasi.stdout_file = self._stdout.path
+        wasi.stderr_file = self._stderr.path
+        for host, guest, writable in spec.preopens:
+            wasi.preopen_dir(host, guest, writable)
+
+        store = wasmtime.Store(self.engine)
+        try:
+            store.set_wasi(wasi)
+            if spec.memory_limit is not None:
+                store.set_limits(memory_size=spec.memory_limit)
+            store.set_epoch_deadline(max(1, math.ceil(spec.timeout / EPOCH_TICK)))
+            outcome, code, detail = _call_entry(store, module.pre, spec.entry_point)
+        finally:
+            store.close()
+
+        size = self._stdout.size()
+        if spec.output_limit and size > spec.output_limit:
+            stdout = b""
+            outcome, detail = Outcome.TOO_LARGE, f"stdout of {size} bytes exceeds {spec.output_limit}"
+        else:
+            stdout = self._stdout.read()
+        return RunResult(outcome, stdout, self._stderr.read(), code, detail)
+
+
+def _call_entry(
+    store: wasmtime.Store, pre: wasmtime.InstancePre, entry_point: str
+) -> tuple[Outcome, int, str]:
+    try:
+        instance = pre.instantiate(store)
+        entry = instance.exports(store).get(entry_point)
+        if not isinstance(entry, wasmtime.Func):
+            return Outcome.ERROR, 0, f"the module exports no function named '{entry_point}'"
+        entry(store)
+    except wasmtime.ExitTrap as e:
+        if e.code == 0:
+            return Outcome.OK, 0, ""
+        return Outcome.EXIT, e.code, f"exited with status {e.code}"
+    except wasmtime.Trap as e:
+        if e.trap_code is wasmtime.TrapCode.INTERRUPT:
+            return Outcome.TIMEOUT, 0, "WasmTimeout reached, guest interrupted"
+        return Outcome.TRAP, 0, _trap_cause(e)
+    except wasmtime.WasmtimeError as e:
+        return Outcome.ERROR, 0, _first_line(str(e))
+    return Outcome.OK, 0, ""
+
+
+def _trap_cause(trap: wasmtime.Trap) -> str:
+    """The trap's kind and its 'Caused by' line, without the backtrace."""
+    code = trap.trap_code
+    kind = code.name.lower().replace("_", " ") if code else "trap"
+    lines = [line.strip() for line in trap.message.splitlines() if line.strip()]
+    return f"trap ({kind}): {lines[-1] if lines else 'no message'}"
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModule:
+    runtime: Runtime
+    pre: wasmtime.InstancePre

@@ -1,0 +1,128 @@
+"""server-status (mod_status): the scoreboard as an HTML page or Apache's `?auto` text.
+
+Rendered in the worker that receives the request, straight from shared memory; the master
+contributes only what it writes into the scoreboard (per-worker memory, the generation).
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+from . import __version__
+from .messages import Request, Response
+from .scoreboard import BUSY_STATES, OPEN, STARTING, WAITING, Scoreboard, Slot
+
+STATE_NAMES = {
+    b"_": "waiting", b"S": "starting", b"R": "reading", b"W": "sending reply", b"K": "keepalive",
+    b"L": "logging", b"G": "gracefully finishing", b"I": "idle cleanup", b".": "open slot",
+}
+
+
+@dataclass(slots=True)
+class Totals:
+    accesses: int
+    kbytes: float
+    busy: int
+    idle: int
+    letters: str
+
+
+def totals(slots: Sequence[Slot]) -> Totals:
+    accesses = sum(s.accesses for s in slots if s.state != OPEN)
+    total_bytes = sum(s.bytes for s in slots if s.state != OPEN)
+    busy = sum(1 for s in slots if s.state in BUSY_STATES)
+    idle = sum(1 for s in slots if s.state == WAITING)
+    letters = "".join(s.state.decode() or "." for s in slots)
+    return Totals(accesses, total_bytes / 1024, busy, idle, letters)
+
+
+def _uptime(seconds: float) -> str:
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    return " ".join(f"{n} {unit}" for n, unit in ((days, "days"), (hours, "hours"), (minutes, "minutes")) if n) + f" {s} seconds"
+
+
+class StatusPage:
+    """Renders the page; `started` and `generation` are the master's at the worker's fork."""
+
+    def __init__(self, scoreboard: Scoreboard, started: float, generation: int, server_name: str) -> None:
+        self.scoreboard = scoreboard
+        self.started = started
+        self.generation = generation
+        self.server_name = server_name
+
+    def __call__(self, request: Request) -> Response:
+        if request.query.split("&")[0] == "auto":
+            return Response(200, [(b"content-type", b"text/plain; charset=ISO-8859-1")], self.auto().encode())
+        return Response(200, [(b"content-type", b"text/html; charset=ISO-8859-1")], self.html().encode())
+
+    def auto(self) -> str:
+        slots = self.scoreboard.slots
+        t = totals(slots)
+        uptime = max(1, int(time.time() - self.started))
+        lines = [
+            f"{self.server_name}",
+            f"ServerVersion: prefork-wasm/{__version__}",
+            "ServerMPM: prefork",
+            f"ServerUptimeSeconds: {uptime}",
+            f"ServerUptime: {_uptime(uptime)}",
+            f"Generation: {self.generation}",
+            f"Total Accesses: {t.accesses}",
+            f"Total kBytes: {int(t.kbytes)}",
+            f"Uptime: {uptime}",
+            f"ReqPerSec: {t.accesses / uptime:.6g}",
+            f"BytesPerSec: {t.kbytes * 1024 / uptime:.6g}",
+            f"BytesPerReq: {(t.kbytes * 1024 / t.accesses) if t.accesses else 0:.6g}",
+            f"BusyWorkers: {t.busy}",
+            f"IdleWorkers: {t.idle}",
+            f"Processes: {sum(1 for s in slots if s.state != OPEN)}",
+            f"Scoreboard: {t.letters}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def html(self) -> str:
+        slots = self.scoreboard.slots
+        t = totals(slots)
+        now = time.time()
+        uptime = max(1, int(now - self.started))
+        rows = []
+        for index, s in enumerate(slots):
+            if s.state == OPEN:
+                continue
+            ago = now - s.request_start if s.request_start else 0
+            rows.append(
+                "<tr>" + "".join(
+                    f"<td>{html.escape(str(cell))}</td>"
+                    for cell in (
+                        index, s.pid, s.generation, s.state.decode(), s.accesses, s.connections,
+                        f"{s.bytes / 1024:.1f}", f"{s.memory / 1048576:.1f}", f"{ago:.1f}",
+                        s.module.decode("utf-8", "replace"),
+                        s.request.decode("latin-1") if s.state not in (STARTING,) else "",
+                    )
+                ) + "</tr>"
+            )
+        legend = ", ".join(f'"<b><code>{k.decode()}</code></b>" {v}' for k, v in STATE_NAMES.items())
+        return f"""<!DOCTYPE html>
+<html><head><title>Server Status for {html.escape(self.server_name)}</title></head><body>
+<h1>Server Status for {html.escape(self.server_name)}</h1>
+<dl><dt>Server Version: prefork-wasm/{__version__}</dt>
+<dt>Server MPM: prefork</dt>
+<dt>Current Time: {time.strftime("%A, %d-%b-%Y %H:%M:%S %Z", time.localtime(now))}</dt>
+<dt>Restart Time: {time.strftime("%A, %d-%b-%Y %H:%M:%S %Z", time.localtime(self.started))}</dt>
+<dt>Generation: {self.generation}</dt>
+<dt>Server uptime: {_uptime(uptime)}</dt>
+<dt>Total accesses: {t.accesses} - Total Traffic: {t.kbytes:.1f} kB</dt>
+<dt>{t.accesses / uptime:.3g} requests/sec</dt>
+<dt>{t.busy} requests currently being processed, {t.idle} idle workers</dt></dl>
+<pre>{t.letters}</pre>
+<p>Scoreboard Key: {legend}</p>
+<table border="1"><tr><th>Slot</th><th>PID</th><th>Gen</th><th>M</th><th>Acc</th><th>Conn</th>
+<th>kB</th><th>Mem MB</th><th>Req age s</th><th>Module</th><th>Request</th></tr>
+{chr(10).join(rows)}
+</table></body></html>
+"""

@@ -1,0 +1,193 @@
+"""A worker process: load the modules, then accept and serve connections until told to stop.
+
+Runs in the child right after fork. It never returns to the master's code: `run` ends with
+`os._exit`, so nothing the master registered (atexit, finalizers, buffered files) runs twice.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import socket
+import time
+import traceback
+from pathlib import Path
+
+import setproctitle
+
+from .config import ServerConfig
+from .connection import Limits, serve
+from .handler import Site, prepare_routes
+from .logs import AccessLog, ErrorLog
+from .messages import Request, Response
+from .runtime import Runtime
+from .scoreboard import CLEANUP, GRACEFUL, WAITING, Slot
+from typing import Callable
+
+# Exit status of a worker that could not start (Apache's APEXIT_CHILDFATAL): the master stops
+# instead of forking replacements that would fail the same way.
+EXIT_CHILD_FATAL = 15
+
+# How often an idle worker wakes to beat its heart and look for a dead master.
+IDLE_WAKEUP = 1.0
+
+_PR_SET_PDEATHSIG = 1
+
+
+class Worker:
+    def __init__(
+        self,
+        config: ServerConfig,
+        artifacts: dict[Path, Path],
+        listeners: list[socket.socket],
+        slot: Slot,
+        master_pid: int,
+        error_log: ErrorLog,
+        access_logs: list[AccessLog],
+        status_page: Callable[[Request], Response] | None,
+    ) -> None:
+        self.config = config
+        self.artifacts = artifacts
+        self.listeners = listeners
+        self.slot = slot
+        self.master_pid = master_pid
+        self.error_log = error_log
+        self.access_logs = access_logs
+        self.status_page = status_page
+        self.stopping = False
+        self.connections = 0
+
+    def run(self) -> None:
+        """The whole life of the child process; never returns."""
+        status = 0
+        try:
+            self._install_signals()
+            try:
+                site = self._start()
+            except Exception as e:  # any failure to load is fatal for this config
+                self.error_log.log("emerg", f"worker could not start: {e}")
+                os._exit(EXIT_CHILD_FATAL)
+            self._loop(site)
+        except BaseException:  # pragma: no cover - last resort, keep the master informed
+            self.error_log.error("worker crashed: " + traceback.format_exc().replace("\n", " | "))
+            status = 1
+        finally:
+            self.slot.state = CLEANUP
+        os._exit(status)
+
+    def _install_signals(self) -> None:
+        # SIGTERM: stop now (default action). SIGUSR1: graceful, finish the connection first.
+        # Ctrl-C and SIGHUP are for the master, which then tells the workers.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGWINCH, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR1, self._graceful)
+        self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        # Die with the master, even from SIGKILL (it forks single-threaded, so this holds).
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != self.master_pid:
+            os._exit(0)
+
+    def _graceful(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
+    def _start(self) -> Site:
+        runtime = Runtime()
+        routes = prepare_routes(self.config, runtime, self.artifacts)
+        return Site(
+            self.config,
+            routes,
+            runtime,
+            self.error_log,
+            self.access_logs,
+            self.slot,
+            draining=self._draining,
+            status_page=self.status_page,
+        )
+
+    def _draining(self) -> bool:
+        return self.stopping or self.slot.quit == b"\x01"
+
+    def _loop(self, site: Site) -> None:
+        config = self.config
+        limits = Limits(
+            timeout=config.timeout,
+            keep_alive=config.keep_alive,
+            keep_alive_timeout=config.keep_alive_timeout,
+            max_keep_alive_requests=config.max_keep_alive_requests,
+            max_head_size=config.limit_request_line + config.limit_request_fields * config.limit_request_field_size,
+        )
+        for sock in self.listeners:
+            sock.setblocking(False)
+        poller = select.poll()
+        by_fd = {sock.fileno(): sock for sock in self.listeners}
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        slot = self.slot
+        max_connections = config.max_connections_per_child
+        title = _Title()
+        while not self._draining():
+            if max_connections and self.connections >= max_connections:
+                break
+            slot.state = WAITING
+            slot.heartbeat = time.monotonic()
+            title.set("idle")
+            ready = poller.poll(IDLE_WAKEUP * 1000)
+            if os.getppid() != self.master_pid:
+                return
+            for fd, _ in ready:
+                if fd == self._wake_r:
+                    _drain(self._wake_r)
+                    continue
+                try:
+                    conn, peer = by_fd[fd].accept()
+                except (BlockingIOError, InterruptedError):
+                    continue  # another worker took it
+                except OSError as e:
+                    self.error_log.error(f"accept failed: {e}")
+                    continue
+                self.connections += 1
+                slot.connections += 1
+                title.set("busy")
+                conn.setblocking(True)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                serve(conn, peer[:2], by_fd[fd].getsockname()[1], site, limits, self._state_hook())
+                break  # one connection per wakeup: re-check stop conditions in between
+        slot.state = GRACEFUL
+        title.set("graceful")
+
+    def _state_hook(self) -> Callable[[str], None]:
+        slot = self.slot
+
+        def state(letter: str) -> None:
+            slot.state = letter.encode()
+            slot.heartbeat = time.monotonic()
+
+        return state
+
+
+class _Title:
+    """Process title, set only when it changes (a setproctitle call costs microseconds)."""
+
+    def __init__(self) -> None:
+        self.current = ""
+
+    def set(self, what: str) -> None:
+        if what != self.current:
+            self.current = what
+            setproctitle.setproctitle(f"prefork-wasm: worker [{what}]")
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
