@@ -31,10 +31,7 @@ PREDEFINED_LOG_FORMATS: dict[str, str] = {
     "common": '%h %l %u %t "%r" %>s %b',
     "combined": '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"',
 }
-LOG_LEVELS = (
-    "emerg", "alert", "crit", "error", "warn", "notice", "info", "debug",
-    *(f"trace{n}" for n in range(1, 9)),
-)
+LOG_LEVELS = (*"emerg alert crit error warn notice info debug".split(), *(f"trace{n}" for n in range(1, 9)))
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 MAX_SERVER_LIMIT = 20000  # Apache prefork's compile-time MAX_SERVER_LIMIT
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
@@ -292,7 +289,9 @@ def _network(address: str) -> _Network:
     try:
         return ipaddress.ip_network(address, strict=False)
     except ValueError:
-        raise ValueError(f"'ip' takes IPv4/IPv6 addresses or networks such as 10.0.0.0/8 or ::1, got {address!r}") from None
+        raise ValueError(
+            f"'ip' takes IPv4/IPv6 addresses or networks such as 10.0.0.0/8 or ::1, got {address!r}"
+        ) from None
 
 
 def _client_ip(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -309,7 +308,7 @@ def _client_ip(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
 def _prefix_covers(prefix: str, path: str) -> bool:
     if prefix.endswith("/"):
         return path.startswith(prefix)
-    return path.startswith(prefix) and path[len(prefix):len(prefix) + 1] in ("", "/", "?")
+    return path == prefix or path.startswith((f"{prefix}/", f"{prefix}?"))
 
 
 # --- syntax ---------------------------------------------------------------------------------
@@ -498,7 +497,9 @@ class _Parser:
                 raise line.error(_unknown(word))
             section = self.location()
             if directive.server_only and section:
-                raise ValueError(f"not allowed inside {section.label} (opened at {section.line}); move it to server level")
+                raise ValueError(
+                    f"not allowed inside {section.label} (opened at {section.line}); move it to server level"
+                )
             directive.check_count(args)
             scope = self.server if directive.server_only else (section.scope if section else None) or self.defaults
             directive.apply(self, scope, args, line)
@@ -561,7 +562,7 @@ class _Parser:
             files = [self.existing(pattern, "file")]
         for file in files:
             if file.resolve() in self.reading:
-                raise ValueError(f"'{file}' includes itself (recursive Include); remove the cycle")
+                raise ValueError(f"'{file}' is already being read (recursive Include)")
             self.read(_read_text(file), str(file), file)
 
     # the result
@@ -570,6 +571,12 @@ class _Parser:
         if not self.listens:
             raise ConfigError(name, 0, "no Listen directive (add e.g. 'Listen 127.0.0.1:8080')")
         root = self.server_root
+        # Default paths follow the final ServerRoot.
+        values = {
+            "pid_file": root / "logs" / "prefork-wasm.pid",
+            "wasm_cache_dir": root / "cache",
+            **self.server.values,
+        }
         config = ServerConfig(
             file=file,
             server_root=root,
@@ -579,7 +586,7 @@ class _Parser:
             custom_logs=[(target, self.log_formats.get(fmt, fmt)) for target, fmt in self.custom_logs],
             locations=self.locations(),
             warnings=self.warnings,
-            **{"pid_file": root / "logs" / "prefork-wasm.pid", "wasm_cache_dir": root / "cache", **self.server.values},
+            **values,
         )
         self.apply_limits(config)
         self.check_server_module(config)
@@ -611,20 +618,29 @@ class _Parser:
             self.clamp(config, "server_limit", MAX_SERVER_LIMIT, f"exceeds the maximum of {MAX_SERVER_LIMIT}")
         if config.max_request_workers > config.server_limit:
             self.clamp(
-                config, "max_request_workers", config.server_limit,
-                f"exceeds ServerLimit of {config.server_limit}", cause="server_limit",
+                config,
+                "max_request_workers",
+                config.server_limit,
+                f"exceeds ServerLimit of {config.server_limit}",
+                cause="server_limit",
             )
         if config.start_servers > config.max_request_workers:
             self.clamp(
-                config, "start_servers", config.max_request_workers,
-                f"exceeds MaxRequestWorkers of {config.max_request_workers}", cause="max_request_workers",
+                config,
+                "start_servers",
+                config.max_request_workers,
+                f"exceeds MaxRequestWorkers of {config.max_request_workers}",
+                cause="max_request_workers",
             )
         if config.min_spare_servers < 1:
             self.clamp(config, "min_spare_servers", 1, "is below 1")
         if config.max_spare_servers < config.min_spare_servers + 1:
             self.clamp(
-                config, "max_spare_servers", config.min_spare_servers + 1,
-                f"is not above MinSpareServers of {config.min_spare_servers}", cause="min_spare_servers",
+                config,
+                "max_spare_servers",
+                config.min_spare_servers + 1,
+                f"is not above MinSpareServers of {config.min_spare_servers}",
+                cause="min_spare_servers",
             )
 
     def clamp(self, config: ServerConfig, attr: str, value: int, reason: str, cause: str = "") -> None:
@@ -734,7 +750,8 @@ def _server_root(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -
     root = _join(parser.config_dir, args[0])
     if not root.is_dir():
         raise ValueError(
-            f"no such directory {args[0]!r} (relative paths are taken from the config file's folder {parser.config_dir})"
+            f"no such directory {args[0]!r}"
+            f" (relative paths are taken from the config file's folder {parser.config_dir})"
         )
     parser.server_root = root
 
