@@ -1,41 +1,58 @@
 """The master process: listeners, compiled modules, and a supervised pool of forked workers.
 
 One loop does everything (gunicorn's arbiter shape): signal handlers only queue the signal
-and wake the loop; the loop reaps children, acts on queued signals and keeps the pool at
-strength. The master never runs a guest and forks only while it has exactly one thread.
+and wake the loop; the loop reaps children (the one place that learns a worker is gone),
+acts on queued signals, and once a second maintains the pool like Apache's prefork MPM,
+samples worker memory and looks for hung workers. The master never runs a guest and forks
+only while it has exactly one thread.
+
+Signals (Apache's): TERM/INT stop now; WINCH graceful stop; HUP restart (workers stopped
+now, config and modules re-read, listeners kept); USR1 graceful restart (a new generation
+starts, old workers finish their connection and exit, logs reopened).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import random
 import select
 import signal
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+import psutil
 import setproctitle
 
 from . import __version__
 from .compiler import CompileError, ensure_compiled
-from .config import Listen, ServerConfig
+from .config import ConfigError, Listen, ServerConfig, parse_config
 from .engine import WASMTIME_VERSION
 from .logs import AccessLog, ErrorLog
-from .scoreboard import Scoreboard
+from .pool import plan
+from .scoreboard import STARTING, WAITING, Scoreboard
+from .status import StatusPage
 from .worker import EXIT_CHILD_FATAL, Worker
 
 # Seconds between SIGTERM and SIGKILL when stopping workers now.
 STOP_GRACE = 3.0
-# The loop's longest sleep: pool maintenance runs at least this often.
-TICK = 1.0
+# Pool maintenance, memory sampling and hung-worker checks run this often (prefork's second).
+MAINTENANCE_INTERVAL = 1.0
+# MaxMemoryPerChild limits are spread per worker by up to this fraction (downwards), so a
+# pool that grows together does not recycle together.
+MEMORY_SPREAD = 0.05
 
-QUEUED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH, signal.SIGCHLD)
+QUEUED_SIGNALS = (
+    signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH, signal.SIGCHLD,
+)
 
 
 class StartupError(Exception):
-    """The server cannot start with this configuration (message says why)."""
+    """The server cannot start with this configuration (the message says why)."""
 
 
 def native_threads() -> int:
@@ -56,19 +73,36 @@ def bind(listen: Listen, backlog: int) -> socket.socket:
         sock.close()
         raise StartupError(f"Listen {listen}: could not bind: {e.strerror}") from e
     sock.listen(backlog)
-    sock.set_inheritable(False)
     return sock
 
 
+def size_text(n: float) -> str:
+    return f"{n / 1048576:.1f}M"
+
+
+@dataclass
+class Child:
+    """What the master remembers about one worker beyond its scoreboard slot."""
+
+    slot: int
+    generation: int
+    process: psutil.Process
+    soft_limit: int | None
+    hard_limit: int | None
+    leaving: bool = False  # told to finish and exit; not replaced one-for-one
+    killed: bool = False  # killed by the master, which logged why; replaced one-for-one
+
+
 class Arbiter:
-    def __init__(self, config: ServerConfig, print_urls: bool = True) -> None:
+    def __init__(self, config: ServerConfig, defines: list[str] | None = None, print_urls: bool = True) -> None:
         self.config = config
+        self.defines = defines or []
         self.print_urls = print_urls
         self.error_log = ErrorLog(config.error_log, config.log_level)
         self.access_logs = [AccessLog(target, fmt) for target, fmt in config.custom_logs]
         self.listeners: dict[Listen, socket.socket] = {}
         self.artifacts: dict[Path, Path] = {}
-        self.workers: dict[int, int] = {}  # pid -> scoreboard slot index
+        self.children: dict[int, Child] = {}
         self.generation = 0
         self.pid = os.getpid()
         self.started = time.time()
@@ -76,6 +110,11 @@ class Arbiter:
         self.signals: list[int] = []
         self.exit_status = 0
         self.stopping = False
+        self.graceful_stop_deadline: float | None = None
+        self.spawn_rate = 1
+        self.warned_max_workers = False
+        self.next_maintenance = 0.0
+        self.sampling_seconds = 0.0  # CPU spent sampling memory, for the debug log
 
     # ---------------------------------------------------------------- start-up
 
@@ -84,7 +123,7 @@ class Arbiter:
             self.error_log.warn(warning)
         for listen in self.config.listens:
             self.listeners[listen] = bind(listen, self.config.listen_backlog)
-        self.compile()
+        self.artifacts = self._compile(self.config)
         self._write_pid_file()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_w)
@@ -95,15 +134,18 @@ class Arbiter:
             f"prefork-wasm/{__version__} (wasmtime {WASMTIME_VERSION}, Python "
             f"{sys.version.split()[0]}) configured -- resuming normal operations"
         )
+        self._announce_listeners()
+
+    def _announce_listeners(self) -> None:
         for listen in self.listeners:
             self.error_log.notice(f"listening on http://{listen}/")
             if self.print_urls:
                 print(f"prefork-wasm: serving on http://{listen}/", flush=True)
 
-    def compile(self) -> None:
-        """Compile what the cache lacks; a failure leaves the previous artifacts in place."""
+    def _compile(self, config: ServerConfig) -> dict[Path, Path]:
+        """Compile what the cache lacks (out of process) and log what happened."""
         try:
-            artifacts = ensure_compiled(self.config.modules(), self.config.wasm_cache_dir)
+            artifacts = ensure_compiled(config.modules(), config.wasm_cache_dir)
         except CompileError as e:
             raise StartupError(str(e)) from e
         for artifact in artifacts:
@@ -113,9 +155,10 @@ class Arbiter:
                 )
             else:
                 self.error_log.info(f"cache hit for {artifact.source}: {artifact.path.name}")
-        self.artifacts = {a.source: a.path for a in artifacts}
+        return {a.source: a.path for a in artifacts}
 
     def _write_pid_file(self) -> None:
+        """Atomically, so `-k` never reads a half-written pid."""
         path = self.config.pid_file
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{self.pid}")
@@ -129,20 +172,31 @@ class Arbiter:
 
     # ---------------------------------------------------------------- the loop
 
-    def run(self) -> int:
+    def run(self, ready: Callable[[], None] | None = None) -> int:
         """Serve until stopped; returns the process exit status."""
         self.start()
+        if ready:
+            ready()
         try:
-            self.maintain_pool()
-            while not self.stopping:
+            self._start_generation()
+            while not self._finished():
                 self._sleep()
                 self.reap()
                 self._handle_signals()
-                if not self.stopping:
-                    self.maintain_pool()
+                if time.monotonic() >= self.next_maintenance:
+                    self.next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL
+                    self.maintain()
         finally:
             self._shutdown()
         return self.exit_status
+
+    def _finished(self) -> bool:
+        if not self.stopping:
+            return False
+        if self.graceful_stop_deadline is None:
+            return True
+        # Graceful stop: done when the last worker has left, or at GracefulShutdownTimeout.
+        return not self.children or time.monotonic() >= self.graceful_stop_deadline
 
     def _queue_signal(self, signum: int, frame: object) -> None:
         self.signals.append(signum)
@@ -150,8 +204,9 @@ class Arbiter:
     def _sleep(self) -> None:
         if self.signals:
             return
+        timeout = max(0.0, self.next_maintenance - time.monotonic())
         try:
-            select.select([self._wake_r], [], [], TICK)
+            select.select([self._wake_r], [], [], timeout)
         except InterruptedError:
             pass
         try:
@@ -163,12 +218,28 @@ class Arbiter:
     def _handle_signals(self) -> None:
         while self.signals:
             signum = self.signals.pop(0)
+            if signum == signal.SIGCHLD:
+                continue  # reaping happens once per loop
+            name = signal.Signals(signum).name
             if signum in (signal.SIGTERM, signal.SIGINT):
-                self.error_log.notice(f"caught {signal.Signals(signum).name}, shutting down")
+                self.error_log.notice(f"caught {name}, shutting down")
                 self.stopping = True
+                self.graceful_stop_deadline = None
+            elif self.stopping:
+                continue
+            elif signum == signal.SIGWINCH:
+                self._graceful_stop()
+            elif signum == signal.SIGHUP:
+                self.error_log.notice("SIGHUP received: restarting")
+                self._reload(graceful=False)
+            elif signum == signal.SIGUSR1:
+                self.error_log.notice("graceful restart requested (SIGUSR1)")
+                self._reload(graceful=True)
+
+    # ---------------------------------------------------------------- reaping
 
     def reap(self) -> None:
-        """Collect every exited child: the only place the master learns a worker is gone."""
+        """Collect every exited child and replace the ones that left without being asked."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -176,34 +247,119 @@ class Arbiter:
                 return
             if pid == 0:
                 return
-            index = self.workers.pop(pid, None)
-            if index is None:
-                continue
-            self.scoreboard.slots[index].clear()
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue  # e.g. the compiler process, already waited for
+            self.scoreboard.slots[child.slot].clear()
             code = os.waitstatus_to_exitcode(status)
             if code == EXIT_CHILD_FATAL:
                 self.error_log.log(
                     "emerg", f"worker {pid} could not start (see above); shutting down, fix the error and start again"
                 )
                 self.stopping = True
+                self.graceful_stop_deadline = None
                 self.exit_status = 1
-            elif code < 0 and not self.stopping:
-                self.error_log.error(
-                    f"worker {pid} exited on signal {signal.Signals(-code).name}; a new one replaces it"
-                )
-            elif code > 0 and not self.stopping:
-                self.error_log.error(f"worker {pid} exited with status {code}; a new one replaces it")
+                continue
+            if self.stopping:
+                continue
+            if code != 0 and not (child.leaving or child.killed):
+                how = f"on signal {signal.Signals(-code).name}" if code < 0 else f"with status {code}"
+                self.error_log.error(f"worker {pid} exited {how}; a new one replaces it")
+            if child.generation == self.generation and not child.leaving:
+                self.spawn()
 
-    def maintain_pool(self) -> None:
-        missing = self.config.start_servers - len(self.workers)
-        for _ in range(missing):
+    # ---------------------------------------------------------------- maintenance
+
+    def maintain(self) -> None:
+        if self.stopping:
+            return
+        self._sample_memory()
+        self._kill_hung_workers()
+        self._maintain_pool()
+
+    def _current(self) -> list[tuple[int, Child]]:
+        return [(pid, c) for pid, c in self.children.items() if c.generation == self.generation and not c.leaving]
+
+    def _maintain_pool(self) -> None:
+        current = self._current()
+        slots = self.scoreboard.slots
+        idle = [pid for pid, c in current if slots[c.slot].state in (WAITING, STARTING)]
+        config = self.config
+        p = plan(
+            len(idle), len(current),
+            min_spare=config.min_spare_servers, max_spare=config.max_spare_servers,
+            max_workers=config.max_request_workers, spawn_rate=self.spawn_rate,
+        )
+        self.spawn_rate = p.next_spawn_rate
+        if p.at_limit and not self.warned_max_workers:
+            self.error_log.error(
+                "server reached MaxRequestWorkers setting, consider raising the MaxRequestWorkers setting"
+            )
+        self.warned_max_workers = p.at_limit or self.warned_max_workers
+        if p.spawn >= 8:
+            self.error_log.info(
+                f"server seems busy (you may need to increase StartServers, or Min/MaxSpareServers), "
+                f"spawning {p.spawn} children, there are {len(idle)} idle, and {len(current)} total children"
+            )
+        for _ in range(p.spawn):
             self.spawn()
+        for pid in idle[: p.stop_idle]:
+            self._retire(pid)
+
+    def _sample_memory(self) -> None:
+        """Write each worker's memory into the scoreboard; recycle those above MaxMemoryPerChild."""
+        metric = self.config.memory_metric
+        start = time.process_time()
+        for pid, child in list(self.children.items()):
+            if child.killed:
+                continue
+            try:
+                if metric == "rss":
+                    used = child.process.memory_info().rss
+                else:
+                    used = getattr(child.process.memory_full_info(), metric)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            self.scoreboard.slots[child.slot].memory = used
+            if child.hard_limit and used > child.hard_limit:
+                self.error_log.notice(
+                    f"worker {pid}: {metric} {size_text(used)} is above the hard MaxMemoryPerChild "
+                    f"{size_text(child.hard_limit)}: killed"
+                )
+                child.killed = True
+                self._kill(pid, signal.SIGKILL)
+            elif child.soft_limit and used > child.soft_limit and not child.leaving:
+                self.error_log.notice(
+                    f"worker {pid}: {metric} {size_text(used)} is above MaxMemoryPerChild "
+                    f"{size_text(child.soft_limit)}: recycling after its current connection"
+                )
+                self._retire(pid)
+                self.spawn()
+        self.sampling_seconds += time.process_time() - start
+
+    def _kill_hung_workers(self) -> None:
+        """A worker whose heartbeat stalls outside any bounded wait is stuck: replace it."""
+        limit = self.config.timeout + max((loc.timeout for loc in self.config.locations), default=0)
+        now = time.monotonic()
+        for pid, child in list(self.children.items()):
+            if child.killed:
+                continue
+            slot = self.scoreboard.slots[child.slot]
+            stalled = now - slot.heartbeat
+            if stalled > limit and slot.state != WAITING:
+                self.error_log.error(
+                    f"worker {pid} has shown no sign of life for {stalled:.0f} s in state "
+                    f"'{slot.state.decode()}' (limit Timeout + WasmTimeout = {limit:g} s): killed"
+                )
+                child.killed = True
+                self._kill(pid, signal.SIGKILL)
 
     # ---------------------------------------------------------------- workers
 
     def spawn(self) -> int | None:
         index = self.scoreboard.free_slot()
         if index is None:
+            self.error_log.warn("no free scoreboard slot: raise ServerLimit to run more workers")
             return None
         threads = native_threads()
         if threads != 1:
@@ -214,7 +370,15 @@ class Arbiter:
         if pid == 0:
             self._become_worker(index)
         slot.pid = pid
-        self.workers[pid] = index
+        soft, hard = self.config.max_memory_per_child or (None, None)
+        spread = 1 - random.uniform(0, MEMORY_SPREAD)
+        self.children[pid] = Child(
+            slot=index,
+            generation=self.generation,
+            process=psutil.Process(pid),
+            soft_limit=int(soft * spread) if soft else None,
+            hard_limit=hard,
+        )
         self.error_log.log("debug", f"forked worker {pid} into slot {index} (master threads: {threads})")
         return pid
 
@@ -224,6 +388,7 @@ class Arbiter:
         signal.set_wakeup_fd(-1)
         os.close(self._wake_r)
         os.close(self._wake_w)
+        status = StatusPage(self.scoreboard, self.started, self.generation, self.config.server_name or "localhost")
         Worker(
             self.config,
             self.artifacts,
@@ -232,29 +397,137 @@ class Arbiter:
             self.pid,
             self.error_log,
             self.access_logs,
-            status_page=None,
+            status_page=status,
         ).run()
 
-    def _signal_workers(self, signum: int) -> None:
-        for pid in list(self.workers):
+    def _retire(self, pid: int) -> None:
+        """Ask a worker to finish its current connection and exit (Apache's graceful signal)."""
+        child = self.children.get(pid)
+        if child is None:
+            return
+        child.leaving = True
+        self.scoreboard.slots[child.slot].quit = b"\x01"
+        self._kill(pid, signal.SIGUSR1)
+
+    def _kill(self, pid: int, signum: int) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def _start_generation(self) -> None:
+        for _ in range(self.config.start_servers):
+            self.spawn()
+
+    # ---------------------------------------------------------------- restarts
+
+    def _reload(self, graceful: bool) -> None:
+        """Re-read config and modules; on any error keep serving the old generation unchanged."""
+        try:
+            config = parse_config(self.config.file, self.defines)
+            listeners = self._reconcile_listeners(config)
+            artifacts = self._compile(config)
+        except (ConfigError, StartupError) as e:
+            self.error_log.error(
+                f"{'graceful ' if graceful else ''}restart failed, still serving generation "
+                f"{self.generation} with the previous configuration: {e}"
+            )
+            return
+        if config.server_limit != len(self.scoreboard):
+            self.error_log.warn(
+                f"ServerLimit changes take effect only on a full stop and start "
+                f"(keeping {len(self.scoreboard)})"
+            )
+        old_listeners = self.listeners
+        self.config, self.listeners, self.artifacts = config, listeners, artifacts
+        for listen, sock in old_listeners.items():
+            if listen not in listeners:
+                sock.close()
+        self._reopen_logs()
+        if graceful:
+            for pid in list(self.children):
+                self._retire(pid)
+        else:
+            self._stop_workers()
+        self.generation += 1
+        self.spawn_rate = 1
+        self.warned_max_workers = False
+        self._set_title()
+        self.error_log.notice(f"generation {self.generation} configured -- resuming normal operations")
+        self._start_generation()
+
+    def _reconcile_listeners(self, config: ServerConfig) -> dict[Listen, socket.socket]:
+        """Keep sockets for Listen lines that stay, bind the new ones (all or nothing)."""
+        kept = {listen: sock for listen, sock in self.listeners.items() if listen in config.listens}
+        fresh: dict[Listen, socket.socket] = {}
+        try:
+            for listen in config.listens:
+                if listen not in kept:
+                    fresh[listen] = bind(listen, config.listen_backlog)
+        except StartupError:
+            for sock in fresh.values():
+                sock.close()
+            raise
+        for listen in fresh:
+            self.error_log.notice(f"listening on http://{listen}/")
+        return {listen: kept.get(listen) or fresh[listen] for listen in config.listens}
+
+    def _reopen_logs(self) -> None:
+        """New log objects from the new config: rotated files are opened afresh."""
+        old_error, old_access = self.error_log, self.access_logs
+        self.error_log = ErrorLog(self.config.error_log, self.config.log_level)
+        self.access_logs = [AccessLog(target, fmt) for target, fmt in self.config.custom_logs]
+        old_error.file.close()
+        for log in old_access:
+            log.file.close()
+
+    def _graceful_stop(self) -> None:
+        timeout = self.config.graceful_shutdown_timeout
+        self.error_log.notice(
+            f"caught SIGWINCH, shutting down gracefully"
+            + (f" (GracefulShutdownTimeout {timeout:g} s)" if timeout else "")
+        )
+        for sock in self.listeners.values():
+            sock.close()
+        self.listeners = {}
+        for pid in list(self.children):
+            self._retire(pid)
+        self.stopping = True
+        self.graceful_stop_deadline = time.monotonic() + timeout if timeout else float("inf")
+
+    # ---------------------------------------------------------------- shutdown
+
+    def _stop_workers(self) -> None:
+        """SIGTERM every worker, SIGKILL what is left after a grace, reap them all."""
+        for pid in list(self.children):
+            self._kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        while self.children and time.monotonic() < deadline:
+            self._reap_quietly()
+            if self.children:
+                time.sleep(0.02)
+        for pid in list(self.children):
+            self._kill(pid, signal.SIGKILL)
+        while self.children:
+            pid, _ = os.waitpid(-1, 0)
+            child = self.children.pop(pid, None)
+            if child:
+                self.scoreboard.slots[child.slot].clear()
+
+    def _reap_quietly(self) -> None:
+        while True:
             try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child:
+                self.scoreboard.slots[child.slot].clear()
 
     def _shutdown(self) -> None:
-        """Stop every worker (SIGTERM, then SIGKILL after a grace), close up, remove the pid file."""
-        self._signal_workers(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE
-        while self.workers and time.monotonic() < deadline:
-            self.reap()
-            if self.workers:
-                time.sleep(0.02)
-        if self.workers:
-            self._signal_workers(signal.SIGKILL)
-            while self.workers:
-                pid, _ = os.waitpid(-1, 0)
-                self.workers.pop(pid, None)
+        self._stop_workers()
         for sock in self.listeners.values():
             sock.close()
         try:
@@ -263,4 +536,5 @@ class Arbiter:
         except OSError as e:
             if e.errno != errno.ENOENT:
                 self.error_log.warn(f"PidFile {self.config.pid_file}: could not remove: {e.strerror}")
+        self.error_log.log("debug", f"memory sampling used {self.sampling_seconds:.3f} s of CPU in total")
         self.error_log.notice("shut down")

@@ -6,7 +6,7 @@ import argparse
 import platform
 import sys
 
-from . import __version__
+from . import __version__, control
 from .arbiter import Arbiter, StartupError
 from .compiler import CompileError, ensure_compiled
 from .config import ConfigError, ServerConfig, parse_config
@@ -21,6 +21,8 @@ examples:
   prefork-wasm -f conf/server.conf          serve in the foreground
   prefork-wasm -f conf/server.conf -t       check the config and compile the modules
   prefork-wasm -f conf/server.conf -D DEV   define DEV for <IfDefine DEV> sections
+  prefork-wasm -f conf/server.conf -k start     run detached
+  prefork-wasm -f conf/server.conf -k graceful  reload config and modules, dropping nothing
 """
 
 
@@ -46,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", dest="version", action="store_true",
         help="print the versions of prefork-wasm, wasmtime and Python, then exit",
+    )
+    parser.add_argument(
+        "-k", dest="command", choices=list(control.COMMANDS), metavar="COMMAND",
+        help="start: run detached (writes PidFile); stop, restart, graceful, graceful-stop: "
+        "signal the master named in PidFile (TERM, HUP, USR1, WINCH)",
     )
     return parser
 
@@ -89,8 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.test:
         return check(config)
+    if args.command == "start":
+        return control.start_detached(lambda ready: Arbiter(config, args.defines, print_urls=False).run(ready), config)
+    if args.command:
+        return control.signal_master(config, args.command)
     try:
-        return Arbiter(config).run()
+        return Arbiter(config, args.defines).run()
     except StartupError as e:
         print(f"prefork-wasm: {e}", file=sys.stderr)
         return 1

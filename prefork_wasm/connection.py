@@ -11,7 +11,7 @@ import socket
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Callable, Protocol
+from typing import Protocol
 
 import h11
 
@@ -52,7 +52,10 @@ class Handler(Protocol):
         ...
 
 
-StateHook = Callable[[str], None]  # scoreboard letter: 'R' reading, 'W' writing, 'K' keep-alive
+class StateHook(Protocol):
+    """Told each phase: 'R' reading, 'W' writing (with the request), 'K' keep-alive wait."""
+
+    def __call__(self, letter: str, request: Request | None = None) -> None: ...
 
 
 class _Date:
@@ -135,7 +138,7 @@ def serve(
                 return served + 1
             request.body = body
 
-            state("W")
+            state("W", request)
             response = handler.respond(request)
             served += 1
             close = (

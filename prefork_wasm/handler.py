@@ -18,7 +18,7 @@ from .config import LocationConfig, ServerConfig
 from .logs import AccessLog, AccessRecord, ErrorLog
 from .messages import SERVER_SOFTWARE, Request, Response, error_response
 from .runtime import GuestSpec, LoadedModule, Outcome, RunResult, Runtime
-from .scoreboard import LOGGING, Slot
+from .scoreboard import LOGGING, MODULE_CHARS, Slot
 
 WASM_HANDLER = "wasm-handler"
 STATUS_HANDLER = "server-status"
@@ -130,9 +130,6 @@ class Site:
         return loc.limit_request_body if loc else 0
 
     def respond(self, request: Request) -> Response:
-        slot = self.slot
-        slot.request = request.request_line.encode("latin-1", "replace")[:95]
-        slot.request_start = request.start
         loc = self.config.match(request.path)
         if loc is None or loc.handler is None:
             return error_response(404, "The requested URL was not found on this server.")
@@ -141,7 +138,7 @@ class Site:
         if loc.handler == STATUS_HANDLER and self.status_page:
             return self.status_page(request)
         route = self.routes[loc.prefix]
-        slot.module = route.module_name.encode()[:47]
+        self.slot.module = route.module_name.encode()[:MODULE_CHARS - 1]
         return self._run(request, route)
 
     def _run(self, request: Request, route: Route) -> Response:

@@ -14,17 +14,17 @@ import socket
 import time
 import traceback
 from pathlib import Path
+from typing import Callable
 
 import setproctitle
 
 from .config import ServerConfig
-from .connection import Limits, serve
+from .connection import Limits, StateHook, serve
 from .handler import Site, prepare_routes
 from .logs import AccessLog, ErrorLog
 from .messages import Request, Response
 from .runtime import Runtime
-from .scoreboard import CLEANUP, GRACEFUL, WAITING, Slot
-from typing import Callable
+from .scoreboard import CLEANUP, GRACEFUL, REQUEST_CHARS, WAITING, Slot
 
 # Exit status of a worker that could not start (Apache's APEXIT_CHILDFATAL): the master stops
 # instead of forking replacements that would fail the same way.
@@ -133,6 +133,8 @@ class Worker:
         slot = self.slot
         max_connections = config.max_connections_per_child
         title = _Title()
+        state = self._state_hook(title)
+        ports = {fd: sock.getsockname()[1] for fd, sock in by_fd.items()}
         while not self._draining():
             if max_connections and self.connections >= max_connections:
                 break
@@ -155,26 +157,38 @@ class Worker:
                     continue
                 self.connections += 1
                 slot.connections += 1
-                title.set("busy")
                 conn.setblocking(True)
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                serve(conn, peer[:2], by_fd[fd].getsockname()[1], site, limits, self._state_hook())
+                serve(conn, peer[:2], ports[fd], site, limits, state)
                 break  # one connection per wakeup: re-check stop conditions in between
         slot.state = GRACEFUL
         title.set("graceful")
 
-    def _state_hook(self) -> Callable[[str], None]:
+    def _state_hook(self, title: "_Title") -> StateHook:
+        """Scoreboard and process title follow the connection's phases (plain stores)."""
         slot = self.slot
+        draining = self._draining
 
-        def state(letter: str) -> None:
-            slot.state = letter.encode()
+        def state(letter: str, request: Request | None = None) -> None:
             slot.heartbeat = time.monotonic()
+            if draining():
+                slot.state = GRACEFUL
+                title.set("graceful")
+                return
+            slot.state = letter.encode()
+            if request is not None:
+                line = request.request_line
+                slot.request = line.encode("latin-1", "replace")[: REQUEST_CHARS - 1]
+                slot.request_start = request.start
+                title.set(f"busy {request.method} {request.path[:64]}")
+            elif letter == "K":
+                title.set("keepalive")
 
         return state
 
 
 class _Title:
-    """Process title, set only when it changes (a setproctitle call costs microseconds)."""
+    """Process title, set only when it changes (a setproctitle call costs a few microseconds)."""
 
     def __init__(self) -> None:
         self.current = ""

@@ -67,7 +67,11 @@ ErrorLog logs/error_log
 LogLevel {log_level}
 CustomLog logs/access_log combined
 WasmCacheDir cache
+# A fixed pool unless the body says otherwise (later directives win).
 StartServers {start_servers}
+MinSpareServers 1
+MaxSpareServers {max(start_servers, 2)}
+MaxRequestWorkers {start_servers}
 {body}
 """
         )
