@@ -28,7 +28,7 @@ from typing import Callable
 import psutil
 import setproctitle
 
-from . import __version__
+from . import __version__, privileges
 from .compiler import CompileError, ensure_compiled
 from .config import ConfigError, Listen, ServerConfig, parse_config
 from .engine import WASMTIME_VERSION
@@ -121,6 +121,9 @@ class Arbiter:
     def start(self) -> None:
         for warning in self.config.warnings:
             self.error_log.warn(warning)
+        root_warning = privileges.root_warning(self.config.user)
+        if root_warning:
+            self.error_log.warn(root_warning)
         for listen in self.config.listens:
             self.listeners[listen] = bind(listen, self.config.listen_backlog)
         self.artifacts = self._compile(self.config)
@@ -145,10 +148,15 @@ class Arbiter:
     def _compile(self, config: ServerConfig) -> dict[Path, Path]:
         """Compile what the cache lacks (out of process) and log what happened."""
         try:
-            artifacts = ensure_compiled(config.modules(), config.wasm_cache_dir)
+            report = ensure_compiled(config.modules(), config.wasm_cache_dir)
         except CompileError as e:
             raise StartupError(str(e)) from e
+        for warning in report.warnings:
+            self.error_log.warn(warning)
+        artifacts = report.artifacts
         for artifact in artifacts:
+            if artifact.why:
+                self.error_log.warn(f"cached {artifact.path.name} for {artifact.source} not used: {artifact.why}")
             if artifact.compiled:
                 self.error_log.notice(
                     f"compiled {artifact.source} in {artifact.seconds:.2f} s -> {artifact.path.name}"

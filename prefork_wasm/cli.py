@@ -6,7 +6,7 @@ import argparse
 import platform
 import sys
 
-from . import __version__, control
+from . import __version__, control, privileges
 from .arbiter import Arbiter, StartupError
 from .compiler import CompileError, ensure_compiled
 from .config import ConfigError, ServerConfig, parse_config
@@ -75,13 +75,16 @@ def load(path: str, defines: list[str]) -> ServerConfig | None:
 
 def check(config: ServerConfig) -> int:
     """-t: everything a start would check before binding: the config, then the modules."""
-    for warning in config.warnings:
+    root_warning = privileges.root_warning(config.user)
+    for warning in config.warnings + ([root_warning] if root_warning else []):
         print(f"prefork-wasm: warning: {warning}", file=sys.stderr)
     try:
-        ensure_compiled(config.modules(), config.wasm_cache_dir)
+        report = ensure_compiled(config.modules(), config.wasm_cache_dir)
     except CompileError as e:
         print(f"prefork-wasm: {e}", file=sys.stderr)
         return 1
+    for warning in report.warnings:
+        print(f"prefork-wasm: warning: {warning}", file=sys.stderr)
     print("Syntax OK")
     return 0
 

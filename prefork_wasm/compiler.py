@@ -39,6 +39,13 @@ class Artifact:
     path: Path
     compiled: bool  # False: taken from the cache
     seconds: float  # compile time (0 for a cache hit)
+    why: str = ""  # why a cached artifact was not used ('' when there was none)
+
+
+@dataclass(frozen=True)
+class CompileReport:
+    artifacts: list[Artifact]
+    warnings: list[str]
 
 
 def artifact_path(source: Path, cache_dir: Path) -> Path:
@@ -51,19 +58,66 @@ def artifact_path(source: Path, cache_dir: Path) -> Path:
     return cache_dir / f"{source.stem}-{digest.hexdigest()[:24]}{ARTIFACT_SUFFIX}"
 
 
-def ensure_compiled(sources: list[Path], cache_dir: Path) -> list[Artifact]:
-    """Make sure every source has an artifact in `cache_dir`, compiling the misses out of process."""
+def checksum_path(artifact: Path) -> Path:
+    return artifact.with_name(artifact.name + ".sha256")
+
+
+def _file_digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _cache_problem(artifact: Path) -> str | None:
+    """Why a cached artifact must not be used, or None if it is whole.
+
+    A truncated or corrupt artifact could crash a worker or, worse, load as something else;
+    its sha256, written beside it after a successful compile, tells.
+    """
+    if not artifact.is_file():
+        return ""  # simply not compiled yet
+    try:
+        expected = checksum_path(artifact).read_text().strip()
+    except OSError:
+        return "its checksum file is missing"
+    if _file_digest(artifact) != expected:
+        return "it is corrupt or truncated (checksum mismatch)"
+    return None
+
+
+def _writable_cache(cache_dir: Path) -> tuple[Path, list[str]]:
+    """The configured cache, or a private temporary one (with a warning) if it cannot be written."""
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
+        if os.access(cache_dir, os.W_OK):
+            return cache_dir, []
+        problem = "not writable"
     except OSError as e:
-        raise CompileError(f"WasmCacheDir: cannot create {cache_dir}: {e.strerror}") from e
+        problem = e.strerror or str(e)
+    fallback = Path(tempfile.gettempdir()) / f"prefork-wasm-cache-{os.getuid()}"
+    fallback.mkdir(mode=0o755, exist_ok=True)
+    return fallback, [
+        f"WasmCacheDir {cache_dir}: {problem}; compiling into {fallback} instead "
+        f"(fix its permissions to keep compiled modules across restarts)"
+    ]
+
+
+def ensure_compiled(sources: list[Path], cache_dir: Path) -> CompileReport:
+    """Make sure every source has a whole artifact in the cache, compiling the misses out of process."""
     wanted = [(src, artifact_path(src, cache_dir)) for src in sources]
-    misses = [(src, dst) for src, dst in wanted if not dst.is_file()]
+    problems = {dst: _cache_problem(dst) for _, dst in wanted}
+    warnings: list[str] = []
+    if any(problem is not None for problem in problems.values()):
+        usable, warnings = _writable_cache(cache_dir)
+        if usable != cache_dir:
+            wanted = [(src, artifact_path(src, usable)) for src in sources]
+            problems = {dst: _cache_problem(dst) for _, dst in wanted}
+    misses = [(src, dst) for src, dst in wanted if problems[dst] is not None]
     timings = _compile_out_of_process(misses) if misses else {}
-    return [
-        Artifact(src, dst, compiled=dst in timings, seconds=timings.get(dst, 0.0))
+    artifacts = [
+        Artifact(src, dst, compiled=dst in timings, seconds=timings.get(dst, 0.0), why=problems[dst] or "")
         for src, dst in wanted
     ]
+    return CompileReport(artifacts, warnings)
 
 
 def _compile_out_of_process(jobs: list[tuple[Path, Path]]) -> dict[Path, float]:
@@ -90,7 +144,9 @@ def _compile_all(pairs: list[tuple[Path, Path]]) -> int:
         start = time.perf_counter()
         try:
             module = wasmtime.Module.from_file(engine, str(src))
-            _write_atomically(dst, module.serialize())
+            data = module.serialize()
+            _write_atomically(dst, data)
+            _write_atomically(checksum_path(dst), hashlib.sha256(data).hexdigest().encode())
         except (wasmtime.WasmtimeError, OSError) as e:
             print(f"{src}: cannot compile: {_one_line(e)}", file=sys.stderr)
             failed = True
@@ -100,7 +156,7 @@ def _compile_all(pairs: list[tuple[Path, Path]]) -> int:
 
 
 def _write_atomically(dst: Path, data: bytes | bytearray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".tmp-", suffix=ARTIFACT_SUFFIX)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

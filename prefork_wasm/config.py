@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .privileges import group_id, user_id
+
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 PREDEFINED_LOG_FORMATS: dict[str, str] = {
@@ -77,8 +79,7 @@ class LocationConfig:
     source: str
     handler: str | None = None
     module: Path | None = None
-    wasm_dirs: list[Path] = field(default_factory=list)
-    wasm_map_dirs: list[tuple[str, Path]] = field(default_factory=list)
+    mounts: list[Mount] = field(default_factory=list)  # WasmDir and WasmMapDir, in order
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     enable_cgi: bool = False
@@ -100,6 +101,15 @@ class LocationConfig:
             if everyone or (ip is not None and any(ip in net for net in networks)):
                 return True
         return False
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory pre-opened for the guest (WasmDir: at the same path; WasmMapDir: elsewhere)."""
+
+    guest: str
+    host: Path
+    writable: bool = False  # read-only unless the directive ends in 'rw'
 
 
 @dataclass(kw_only=True)
@@ -702,6 +712,19 @@ class _Directive:
 _server = functools.partial(_Directive, server_only=True)
 
 
+def _account(lookup: Callable[[str], int], kind: str) -> Callable[[str], str]:
+    """User/Group must name an existing account, so a typo fails at -t, not in every worker."""
+
+    def convert(arg: str) -> str:
+        try:
+            lookup(arg)
+        except (KeyError, ValueError):
+            raise ValueError(f"no such {kind} {arg!r} on this system") from None
+        return arg
+
+    return convert
+
+
 def _set(attr: str, convert: _Convert) -> _Apply:
     """Store convert(*args) as attr; a later directive overrides an earlier one, as in Apache."""
 
@@ -794,15 +817,29 @@ def _wasm_module(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -
     scope.set("module", path, line)
 
 
+def _writable(args: list[str]) -> bool:
+    """The optional last word of WasmDir/WasmMapDir: 'ro' (the default) or 'rw'."""
+    if len(args) and args[-1].lower() in ("ro", "rw"):
+        return args.pop().lower() == "rw"
+    return False
+
+
 def _wasm_dir(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
-    scope.append("wasm_dirs", parser.host_dir(args[0], line, "WasmDir"), line)
+    writable = _writable(args)
+    if len(args) != 1:
+        raise ValueError("expected DIRECTORY [ro|rw]")
+    host = parser.host_dir(args[0], line, "WasmDir")
+    scope.append("mounts", Mount(str(host), host, writable), line)
 
 
 def _wasm_map_dir(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    writable = _writable(args)
+    if len(args) != 2:
+        raise ValueError("expected GUEST-PATH HOST-DIRECTORY [ro|rw]")
     guest, host = args
     if not guest.startswith("/"):
         raise ValueError(f"guest path {guest!r} must be absolute, e.g. '/{guest}'")
-    scope.append("wasm_map_dirs", (guest, parser.host_dir(host, line, "WasmMapDir")), line)
+    scope.append("mounts", Mount(guest, parser.host_dir(host, line, "WasmMapDir"), writable), line)
 
 
 def _wasm_arg(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
@@ -857,8 +894,8 @@ _TABLE = (
     _server("MemoryMetric", "uss|pss|rss", _set("memory_metric", _choice("uss", "pss", "rss"))),
     _server("GracefulShutdownTimeout", "SECONDS", _set("graceful_shutdown_timeout", _seconds_or_zero)),
     _server("WasmCacheDir", "DIRECTORY", _set_path("wasm_cache_dir")),
-    _server("User", "NAME", _set("user", str)),
-    _server("Group", "NAME", _set("group", str)),
+    _server("User", "NAME|#UID", _set("user", _account(user_id, "user"))),
+    _server("Group", "NAME|#GID", _set("group", _account(group_id, "group"))),
     _server("LimitRequestLine", "BYTES", _set("limit_request_line", _count(0))),
     _server("LimitRequestFieldSize", "BYTES", _set("limit_request_field_size", _count(0))),
     _server("LimitRequestFields", "COUNT", _set("limit_request_fields", _count(0))),
@@ -867,8 +904,8 @@ _TABLE = (
     # Server level (as defaults) or inside <Location>.
     _Directive("SetHandler", "wasm-handler|server-status|none", _set("handler", _handler)),
     _Directive("WasmModule", "FILE.wasm", _wasm_module),
-    _Directive("WasmDir", "DIRECTORY", _wasm_dir),
-    _Directive("WasmMapDir", "GUEST-PATH HOST-DIRECTORY", _wasm_map_dir, (2, 2)),
+    _Directive("WasmDir", "DIRECTORY [ro|rw]", _wasm_dir, (1, 2)),
+    _Directive("WasmMapDir", "GUEST-PATH HOST-DIRECTORY [ro|rw]", _wasm_map_dir, (2, 3)),
     _Directive("WasmArg", "ARGUMENT", _wasm_arg),
     _Directive("WasmEnv", "NAME VALUE", _wasm_env, (2, 2)),
     _Directive("WasmEnableCGI", "On|Off", _set("enable_cgi", _on_off)),

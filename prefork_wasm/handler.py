@@ -50,14 +50,19 @@ def prepare_routes(
     config: ServerConfig, runtime: Runtime, artifacts: dict[Path, Path]
 ) -> dict[str, Route]:
     """Load every module and build every Location's fixed part, once per worker."""
-    loaded = {source: runtime.load(artifact) for source, artifact in artifacts.items()}
+    loaded = {source: _load(runtime, source, artifact) for source, artifact in artifacts.items()}
     return {loc.prefix: _route(config, loc, loaded) for loc in config.locations}
 
 
+def _load(runtime: Runtime, source: Path, artifact: Path) -> LoadedModule:
+    try:
+        return runtime.load(artifact)
+    except Exception as e:
+        raise RuntimeError(f"cannot load the compiled form of {source} ({artifact}): {e}") from e
+
+
 def _route(config: ServerConfig, loc: LocationConfig, loaded: dict[Path, LoadedModule]) -> Route:
-    preopens = tuple((str(d), str(d), False) for d in loc.wasm_dirs) + tuple(
-        (str(host), guest, False) for guest, host in loc.wasm_map_dirs
-    )
+    preopens = tuple((str(m.host), m.guest, m.writable) for m in loc.mounts)
     module_path = loc.module
     script_filename = str(module_path) if module_path else ""
     if loc.map_cgi_file_names and module_path:
@@ -82,9 +87,9 @@ def _route(config: ServerConfig, loc: LocationConfig, loaded: dict[Path, LoadedM
 
 def _guest_path(host_file: Path, loc: LocationConfig) -> str:
     """WasmMapCGIFileNames: name a host file as the guest sees it through WasmMapDir."""
-    for guest, host in loc.wasm_map_dirs:
-        if host_file.is_relative_to(host):
-            return str(Path(guest) / host_file.relative_to(host))
+    for mount in loc.mounts:
+        if host_file.is_relative_to(mount.host):
+            return str(Path(mount.guest) / host_file.relative_to(mount.host))
     return str(host_file)
 
 

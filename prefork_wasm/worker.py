@@ -18,6 +18,7 @@ from typing import Callable
 
 import setproctitle
 
+from . import privileges
 from .config import ServerConfig
 from .connection import Limits, StateHook, serve
 from .handler import Site, prepare_routes
@@ -66,7 +67,9 @@ class Worker:
             self._install_signals()
             try:
                 site = self._start()
-            except Exception as e:  # any failure to load is fatal for this config
+                if self.config.user:
+                    privileges.drop(self.config.user, self.config.group)
+            except Exception as e:  # the same config would fail the same way in every worker
                 self.error_log.log("emerg", f"worker could not start: {e}")
                 os._exit(EXIT_CHILD_FATAL)
             self._loop(site)

@@ -11,6 +11,7 @@ from prefork_wasm.config import (
     ConfigError,
     Listen,
     LocationConfig,
+    Mount,
     ServerConfig,
     parse_config,
     parse_size,
@@ -463,7 +464,7 @@ def test_define_and_include_are_fine_inside_location() -> None:
         ("ForceType html", "ForceType: expected a MIME type such as text/plain, or None; got 'html'"),
         ("WasmEnv A=B c", "WasmEnv: invalid environment variable name 'A=B'"),
         ("WasmMapDir data data", "WasmMapDir: guest path 'data' must be absolute, e.g. '/data'"),
-        ("WasmMapDir /data", "WasmMapDir: expected 2 arguments, got 1 (usage: WasmMapDir GUEST-PATH HOST-DIRECTORY)"),
+        ("WasmMapDir /data", "WasmMapDir: expected 2 to 3 arguments, got 1 (usage: WasmMapDir GUEST-PATH HOST-DIRECTORY [ro|rw])"),
         ("WasmArg", "WasmArg: expected 1 argument, got 0"),
         ("Require", "Require: expected at least 1 argument, got 0"),
         ("Require user bob", "Require: expected 'all granted', 'all denied', 'local' or 'ip ADDRESS[/BITS] ...'"),
@@ -614,8 +615,7 @@ def test_location_defaults(root: Path) -> None:
             source="server.conf:2",
             handler="wasm-handler",
             module=root / "hello.wasm",
-            wasm_dirs=[],
-            wasm_map_dirs=[],
+            mounts=[],
             args=[],
             env={},
             enable_cgi=False,
@@ -693,16 +693,20 @@ def test_args_and_dirs_accumulate_in_order(root: Path) -> None:
         WasmArg a
         WasmArg 'b c'
         WasmDir more
-        WasmDir data
+        WasmDir data rw
         WasmMapDir /srv data
-        WasmMapDir /etc/app more
+        WasmMapDir /etc/app more RW
     </Location>""",
         )
     )
     hello = location(config, "/hello")
     assert hello.args == ["a", "b c"]
-    assert hello.wasm_dirs == [root / "more", root / "data"]
-    assert hello.wasm_map_dirs == [("/srv", root / "data"), ("/etc/app", root / "more")]
+    assert hello.mounts == [
+        Mount(str(root / "more"), root / "more"),
+        Mount(str(root / "data"), root / "data", writable=True),
+        Mount("/srv", root / "data"),
+        Mount("/etc/app", root / "more", writable=True),
+    ]
 
 
 # --- paths and logs -----------------------------------------------------------------------------
@@ -940,15 +944,15 @@ def test_location_inherits_and_overrides_server_level_settings(root: Path) -> No
     """)
     inherits, overrides = location(config, "/inherits"), location(config, "/overrides")
     assert (inherits.module, inherits.timeout, inherits.entry_point) == (root / "hello.wasm", 10.0, "main")
-    assert (inherits.env, inherits.args, inherits.wasm_dirs) == (
+    assert (inherits.env, inherits.args, inherits.mounts) == (
         {"A": "server", "B": "server"},
         ["server-arg"],
-        [root / "data"],
+        [Mount(str(root / "data"), root / "data")],
     )
     assert inherits.require == ["local"]
     assert (overrides.module, overrides.timeout, overrides.entry_point) == (root / "other.wat", 2.0, "main")
     assert overrides.env == {"A": "server", "B": "location", "C": "location"}
-    assert (overrides.args, overrides.wasm_dirs) == (["location-arg"], [root / "more"])
+    assert (overrides.args, overrides.mounts) == (["location-arg"], [Mount(str(root / "more"), root / "more")])
     assert overrides.require == ["all granted"]
     assert config.warnings == []
 

@@ -1,0 +1,50 @@
+"""Running as root: workers drop to `User`/`Group` after loading their modules, before serving.
+
+The master keeps root (it binds the listeners, prepares the cache, opens the logs and must
+signal workers); everything that touches a client runs as the unprivileged user.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import grp
+import os
+import pwd
+
+_PR_SET_DUMPABLE = 4
+
+
+def user_id(name: str) -> int:
+    """A User argument: a name or '#uid' (Apache's form); KeyError if there is no such user."""
+    return int(name[1:]) if name.startswith("#") else pwd.getpwnam(name).pw_uid
+
+
+def group_id(name: str) -> int:
+    return int(name[1:]) if name.startswith("#") else grp.getgrnam(name).gr_gid
+
+
+def root_warning(user: str | None) -> str | None:
+    """What to tell an operator who runs as root without `User` (containers often do)."""
+    if os.geteuid() != 0 or user:
+        return None
+    return (
+        "running as root without User: workers serve requests with root privileges; "
+        "add 'User nobody' and 'Group nogroup' (or a dedicated account) to drop them"
+    )
+
+
+def drop(user: str, group: str | None) -> None:
+    """setgid, initgroups, setuid — in that order, while we still may; no-op unless root."""
+    if os.geteuid() != 0:
+        return
+    uid = user_id(user)
+    gid = group_id(group) if group else pwd.getpwuid(uid).pw_gid
+    name = pwd.getpwuid(uid).pw_name if not user.startswith("#") else user
+    os.setgid(gid)
+    os.initgroups(name, gid) if not user.startswith("#") else os.setgroups([gid])
+    os.setuid(uid)
+    if os.getuid() == 0 or os.geteuid() == 0:
+        raise PermissionError(f"still root after setuid({uid})")
+    # A credential change makes the process non-dumpable, which makes /proc/self/fd/N (how
+    # wasmtime opens the stdio memfds) root-owned and unreadable; undo that.
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
