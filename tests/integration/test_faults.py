@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -104,11 +105,11 @@ Group nogroup
 """
     server = make_server(body)
     assert psutil.Process(server.pid).username() == "root"
-    nobody = __import__("pwd").getpwnam("nobody").pw_uid
-    for pid in server.worker_pids():
-        assert psutil.Process(pid).uids().real == nobody
-        assert psutil.Process(pid).uids().effective == nobody
-        assert psutil.Process(pid).username() == "nobody"
+    nobody = pwd.getpwnam("nobody").pw_uid
+    # A worker drops privileges once its modules are loaded, just before it first serves.
+    wait_for(lambda: all(psutil.Process(p).uids() == (nobody, nobody, nobody) for p in server.worker_pids()),
+             what="workers running as nobody")
+    assert all(psutil.Process(p).username() == "nobody" for p in server.worker_pids())
     status, _, body_bytes, _ = server.get("/cat?/data/greeting.txt")
     assert (status, body_bytes) == (200, b"readable by nobody\n")
     assert "running as root without User" not in server.log()

@@ -193,7 +193,7 @@ IFDEFINE = """\
     <IfDefine {test}>
         ServerName inside
         <IfDefine !INNER>
-            User nested
+            User nobody
         </IfDefine>
     </IfDefine>
 """
@@ -202,9 +202,9 @@ IFDEFINE = """\
 @pytest.mark.parametrize(
     ("test", "defines", "server_name", "user"),
     [
-        ("DEV", ["DEV"], "inside", "nested"),
+        ("DEV", ["DEV"], "inside", "nobody"),
         ("DEV", [], None, None),
-        ("!DEV", [], "inside", "nested"),
+        ("!DEV", [], "inside", "nobody"),
         ("!DEV", ["DEV"], None, None),
         ("DEV", ["DEV", "INNER"], "inside", None),
     ],
