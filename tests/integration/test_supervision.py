@@ -131,7 +131,24 @@ def test_max_connections_per_child_rotates_workers(make_server: Callable[..., Se
         server.worker_pids()
     wait_for(lambda: len(server.seen_pids) >= 6, what="rotated workers")
     assert len(server.worker_pids()) == 2
-    assert not first & server.worker_pids() or len(server.seen_pids) > 2
+    assert "recycling after 5 connections (MaxConnectionsPerChild 5)" in server.log()
+
+
+def test_a_hung_worker_is_killed_and_replaced(make_server: Callable[..., Server]) -> None:
+    """SIGSTOP freezes a busy worker outside any guest: only its heartbeat can tell."""
+    server = make_server(SLOW.replace("WasmEnableCGI On", "WasmEnableCGI On\n    WasmTimeout 1") + "Timeout 1\n")
+    client = threading.Thread(target=lambda: _ignore_errors(lambda: server.get("/slow?3000", timeout=10)))
+    client.start()
+    busy = wait_for(lambda: busy_worker(server), what="a busy worker")
+    os.kill(busy, signal.SIGSTOP)
+    line = wait_for(
+        lambda: [l for l in server.log().splitlines() if f"worker {busy} has shown no sign of life" in l],
+        timeout=6, what="the hung-worker kill",
+    )[0]
+    assert "limit Timeout + WasmTimeout = 2 s" in line
+    wait_for(lambda: busy not in server.worker_pids() and len(server.worker_pids()) == 2, what="a replacement")
+    client.join(timeout=10)
+    assert server.get("/hello")[0] == 200
 
 
 def test_soft_memory_limit_recycles_after_the_connection_without_failures(
