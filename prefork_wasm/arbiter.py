@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import psutil
 import setproctitle
@@ -246,20 +246,25 @@ class Arbiter:
 
     # ---------------------------------------------------------------- reaping
 
-    def reap(self) -> None:
-        """Collect every exited child and replace the ones that left without being asked."""
-        while True:
+    def _exited(self, block: bool = False) -> Iterator[tuple[int, int, Child]]:
+        """Every worker that has exited (pid, exit code, record), its slot freed: the one
+        place where the master learns that a worker is gone."""
+        while self.children:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
             child = self.children.pop(pid, None)
             if child is None:
-                continue  # e.g. the compiler process, already waited for
+                continue  # not a worker (the compiler process is waited for where it runs)
             self.scoreboard.slots[child.slot].clear()
-            code = os.waitstatus_to_exitcode(status)
+            yield pid, os.waitstatus_to_exitcode(status), child
+
+    def reap(self) -> None:
+        """Collect exited workers and replace the ones that left without being asked."""
+        for pid, code, child in self._exited():
             if code == EXIT_CHILD_FATAL:
                 self.error_log.log(
                     "emerg", f"worker {pid} could not start (see above); shutting down, fix the error and start again"
@@ -511,28 +516,14 @@ class Arbiter:
             self._kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
         while self.children and time.monotonic() < deadline:
-            self._reap_quietly()
+            for _ in self._exited():
+                pass
             if self.children:
                 time.sleep(0.02)
         for pid in list(self.children):
             self._kill(pid, signal.SIGKILL)
-        while self.children:
-            pid, _ = os.waitpid(-1, 0)
-            child = self.children.pop(pid, None)
-            if child:
-                self.scoreboard.slots[child.slot].clear()
-
-    def _reap_quietly(self) -> None:
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            child = self.children.pop(pid, None)
-            if child:
-                self.scoreboard.slots[child.slot].clear()
+        for _ in self._exited(block=True):
+            pass
 
     def _shutdown(self) -> None:
         self._stop_workers()

@@ -23,6 +23,15 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "wasm"
 MODULES = REPO / "tests" / "modules"
 
+# The smallest useful server: the hello example at /hello.
+HELLO = """
+<Location /hello>
+    SetHandler wasm-handler
+    WasmModule ${EXAMPLES}/hello.wasm
+    WasmEnableCGI On
+</Location>
+"""
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -14,15 +14,7 @@ from typing import Callable, Iterator
 import psutil
 import pytest
 
-from conftest import EXAMPLES, MODULES, Server, wait_for
-
-HELLO = """
-<Location /hello>
-    SetHandler wasm-handler
-    WasmModule ${EXAMPLES}/hello.wasm
-    WasmEnableCGI On
-</Location>
-"""
+from conftest import HELLO, EXAMPLES, MODULES, Server, wait_for
 
 
 def run_check(server: Server) -> subprocess.CompletedProcess[str]:

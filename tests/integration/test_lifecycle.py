@@ -13,15 +13,7 @@ from typing import Callable
 
 import psutil
 
-from conftest import EXAMPLES, MODULES, REPO, Server, free_port, wait_for
-
-HELLO = """
-<Location /hello>
-    SetHandler wasm-handler
-    WasmModule ${EXAMPLES}/hello.wasm
-    WasmEnableCGI On
-</Location>
-"""
+from conftest import HELLO, EXAMPLES, MODULES, REPO, Server, free_port, wait_for
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
