@@ -361,3 +361,19 @@ def test_k_reports_missing_and_stale_pid_files(make_server: Callable[..., Server
     server.pid_file.write_text(f"{dead.pid}\n")
     stale = run_k(server, "stop")
     assert stale.returncode == 1 and "stale PidFile" in stale.stderr
+
+
+def test_graceful_restart_reopens_logs_for_rotation(make_server: Callable[..., Server]) -> None:
+    server = make_server(SLOW)
+    assert server.get("/hello")[0] == 200
+    rotated = server.access_log.with_name("access_log.1")
+    wait_for(lambda: server.access_log.exists() and "GET /hello" in server.access_log.read_text())
+    server.access_log.rename(rotated)
+    server.error_log.rename(server.error_log.with_name("error_log.1"))
+    server.signal(signal.SIGUSR1)
+    wait_for(lambda: "generation 1 configured" in server.log(), what="a new error_log after the restart")
+    wait_for(lambda: all(title(p) == "prefork-wasm: worker [idle]" for p in server.worker_pids())
+             and len(server.worker_pids()) == 2, what="the new generation")
+    assert server.get("/hello?after")[0] == 200
+    wait_for(lambda: server.access_log.exists() and "GET /hello?after" in server.access_log.read_text())
+    assert "GET /hello?after" not in rotated.read_text()
