@@ -31,6 +31,7 @@ import setproctitle
 from . import __version__, privileges
 from .compiler import CompileError, ensure_compiled
 from .config import ConfigError, Listen, ServerConfig, parse_config
+from .connection import LINGER_SECONDS
 from .engine import WASMTIME_VERSION
 from .logs import AccessLog, ErrorLog
 from .pool import plan
@@ -352,7 +353,9 @@ class Arbiter:
 
     def _kill_hung_workers(self) -> None:
         """A worker whose heartbeat stalls outside any bounded wait is stuck: replace it."""
-        limit = self.config.timeout + max((loc.timeout for loc in self.config.locations), default=0)
+        # The longest a live worker may go without a heartbeat: reading or writing (Timeout),
+        # a guest's run (WasmTimeout) and a lingering close.
+        limit = self.config.timeout + max((loc.timeout for loc in self.config.locations), default=0) + LINGER_SECONDS
         now = time.monotonic()
         for pid, child in list(self.children.items()):
             if child.killed:
@@ -362,7 +365,7 @@ class Arbiter:
             if stalled > limit and slot.state != WAITING:
                 self.error_log.error(
                     f"worker {pid} has shown no sign of life for {stalled:.0f} s in state "
-                    f"'{slot.state.decode()}' (limit Timeout + WasmTimeout = {limit:g} s): killed"
+                    f"'{slot.state.decode()}' (limit Timeout + WasmTimeout + lingering close = {limit:g} s): killed"
                 )
                 child.killed = True
                 self._kill(pid, signal.SIGKILL)

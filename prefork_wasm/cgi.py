@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Final
 from urllib.parse import unquote
 
-from .messages import Request, Response
+from .messages import Request, Response, origin_path
 
 __all__ = [
     "CgiOutputError",
@@ -64,15 +64,6 @@ def _header_key(name: bytes) -> str:
     return key
 
 
-def _origin_path(path: str) -> str:
-    """Reduce an absolute-form target ('http://host/p', RFC 9112 3.2.2) to its path."""
-    sep = path.find("://")
-    if sep < 0:
-        return path  # '*' (asterisk-form) or garbage: leave it to the prefix check
-    slash = path.find("/", sep + 3)
-    return "/" if slash < 0 else path[slash:]
-
-
 def build_environ(
     req: Request,
     *,
@@ -102,7 +93,7 @@ def build_environ(
     else:
         raw_path, query = target[:q], target[q + 1 :]
     if not raw_path.startswith("/"):
-        raw_path = _origin_path(raw_path)
+        raw_path = origin_path(raw_path)
     path = unquote(raw_path) if "%" in raw_path else raw_path
     if "\x00" in path:
         raise CgiRequestError("percent-encoded NUL in the request path")

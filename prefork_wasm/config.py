@@ -878,7 +878,7 @@ _TABLE = (
     _server("LogLevel", "LEVEL", _set("log_level", _choice(*LOG_LEVELS))),
     _server("LogFormat", "FORMAT [NICKNAME]", _log_format, (1, 2)),
     _server("CustomLog", "FILE|stdout|stderr FORMAT-OR-NICKNAME", _custom_log, (2, 2)),
-    _server("Timeout", "SECONDS", _set("timeout", _seconds_or_zero)),
+    _server("Timeout", "SECONDS", _set("timeout", _seconds(positive=True))),
     _server("KeepAlive", "On|Off", _set("keep_alive", _on_off)),
     _server("KeepAliveTimeout", "SECONDS", _set("keep_alive_timeout", _seconds_or_zero)),
     _server("MaxKeepAliveRequests", "COUNT", _set("max_keep_alive_requests", _count(0))),

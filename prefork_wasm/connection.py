@@ -1,12 +1,18 @@
-"""One client connection: HTTP/1.1 over a blocking socket, with h11 doing all the protocol work.
+"""One client connection: HTTP/1.1 over a blocking socket, with h11 doing the protocol work.
 
-h11 decides framing, keep-alive, pipelining and what is malformed; this module only moves
-bytes between the socket and h11, applies the server's time and size limits, and hands each
-complete request to a `Handler`. It knows nothing of Wasm.
+h11 decides framing, keep-alive, pipelining and most of what is malformed; this module moves
+bytes between the socket and h11, applies the server's time and size limits (Apache's
+Timeout, KeepAliveTimeout, LimitRequestLine/FieldSize/Fields, LimitRequestBody), refuses the
+few request shapes h11 lets through but Apache or RFC 9112 do not, and hands each complete
+request to a `Handler`. It knows nothing of Wasm.
+
+The pure checks (`HeadScanner`, `check_request_line`, `body_length`, `transfer_coding_refusal`)
+come first; the socket I/O after them.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -18,18 +24,24 @@ import h11
 from .messages import SERVER_SOFTWARE, Request, Response, error_response, reason_phrase
 
 RECV_SIZE = 65536
-# How long a closing connection keeps reading what the client still sends, so that the
-# client reads our response instead of a reset (Apache's lingering close).
+# After the response, a closing connection reads and drops what the client still sends, so
+# that the client reads our response instead of a reset (Apache's lingering close). Bounded in
+# time and bytes, so a client still uploading gigabytes after a 413 can't hold the worker.
 LINGER_SECONDS = 2.0
+LINGER_BYTES = 1 << 20
+# Apache's maximum LimitRequestFields: caps the head when LimitRequestFields 0 says unlimited.
+MAX_FIELDS = 32767
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    timeout: float  # Timeout: every read and write
+    timeout: float  # Timeout: reading the head, reading the body, writing the response, each whole
     keep_alive: bool
-    keep_alive_timeout: float
+    keep_alive_timeout: float  # the wait for the first byte of the next request
     max_keep_alive_requests: int  # 0 = unlimited
-    max_head_size: int  # request line plus header fields, in bytes
+    request_line: int  # LimitRequestLine: bytes of the request line, CRLF excluded
+    field_size: int  # LimitRequestFieldSize: bytes of one header field line, CRLF excluded
+    fields: int  # LimitRequestFields: header fields in a request, 0 = unlimited
 
 
 class Handler(Protocol):
@@ -58,6 +70,188 @@ class StateHook(Protocol):
     def __call__(self, letter: str, request: Request | None = None) -> None: ...
 
 
+class Refused(Exception):
+    """A request the server will not serve: answer `status` if the protocol still allows, then close."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+# --- pure checks ---------------------------------------------------------------------------
+
+
+def max_head_size(limits: Limits) -> int:
+    """h11's buffer cap: the largest head the three limits allow.
+
+    `HeadScanner` refuses a bad head long before this; the cap still bounds the lines h11 reads
+    inside a chunked body (chunk sizes with extensions, trailer fields).
+    """
+    fields = limits.fields or MAX_FIELDS
+    return limits.request_line + 2 + fields * (limits.field_size + 2) + 2
+
+
+class HeadScanner:
+    """Apache's LimitRequestLine, LimitRequestFieldSize and LimitRequestFields, checked on one
+    request head's raw bytes as they arrive, before h11 parses them.
+
+    h11 alone only caps its whole buffer. It also accepts two shapes that Apache's default
+    HttpProtocolOptions Strict and RFC 9112 refuse, because a proxy in front may frame them
+    differently (request smuggling): a bare LF as line end, and obs-fold (a header line that
+    starts with a space or tab, continuing the previous one). Both are 400 here.
+
+    Each byte is looked at once, so a client trickling its head a byte at a time costs O(n).
+    """
+
+    __slots__ = ("_line_limit", "_field_limit", "_fields", "_short", "_lines", "_partial", "_last", "done", "raw")
+
+    def __init__(self, limits: Limits) -> None:
+        self._line_limit = limits.request_line
+        self._field_limit = limits.field_size
+        self._fields = limits.fields
+        self._short = min(limits.request_line, limits.field_size)
+        self._lines = 0  # complete lines: the request line, then header fields
+        self._partial = 0  # bytes of the current unfinished line, its CR included
+        self._last = 0  # the last byte fed: a CR that ends one packet before the LF of the next
+        self.done = False  # the blank line that ends the head was seen
+        self.raw: bytes | bytearray = b""  # what was fed, for `transfer_coding_refusal`
+
+    def feed(self, data: bytes) -> None:
+        """Look at the next bytes of the head; raises Refused for the first line that breaks a rule."""
+        if self.done or not data:
+            return
+        if not self.raw:
+            self.raw = data  # the common single packet: keep a reference, copy nothing
+        elif isinstance(self.raw, bytes):
+            self.raw = bytearray(self.raw) + data
+        else:
+            self.raw += data
+        if not self._lines and not self._partial and self._short_head(data):
+            self.done = True
+            return
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._lines and not self._partial and data[pos] in b" \t":
+                raise Refused(400, "Header field continuation lines (obs-fold) are not accepted.")
+            lf = data.find(b"\n", pos)
+            if lf < 0:
+                self._partial += end - pos
+                self._last = data[-1]
+                if self._partial > self._limit() + 1:  # +1: the line's CR may be in
+                    raise self._too_long()
+                return
+            length = self._partial + lf - pos
+            before = data[lf - 1] if lf > pos else self._last
+            if not length or before != 0x0D:
+                raise Refused(400, "Request lines must end with CRLF, not a bare LF.")
+            length -= 1
+            self._partial = 0
+            pos = lf + 1
+            if not length:  # the blank line (a leading one is h11's 400 'no request line')
+                self.done = True
+                return
+            if length > self._limit():
+                raise self._too_long()
+            self._lines += 1
+            if self._fields and self._lines > self._fields + 1:
+                raise Refused(431, "The number of request header fields exceeds LimitRequestFields.")
+
+    def _short_head(self, data: bytes) -> bool:
+        """The common case in a few C-speed scans: a whole head in one packet, shorter than either
+        line limit (so no line can break one), as many CRs as LFs, no line starting with a space
+        and no tab (either could be obs-fold), few enough fields.
+
+        Equal counts let a bare LF through only with a CR elsewhere than before an LF, and h11
+        refuses any such CR (400). Anything unusual goes to the exact line-by-line scan.
+        """
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or end > self._short:
+            return False
+        end += 2
+        lines = data.count(b"\n", 0, end)
+        return (
+            data.count(b"\r", 0, end) == lines
+            and data.find(b"\t", 0, end) < 0
+            and data.find(b"\n ", 0, end) < 0
+            and (not self._fields or lines - 1 <= self._fields)
+        )
+
+    def _limit(self) -> int:
+        return self._field_limit if self._lines else self._line_limit
+
+    def _too_long(self) -> Refused:
+        if self._lines:
+            return Refused(431, "A request header field exceeds LimitRequestFieldSize.")
+        return Refused(414, "The request line exceeds LimitRequestLine.")
+
+
+_ABSOLUTE_FORM = re.compile(rb"(?i:https?)://[^/?#]+")
+
+
+def check_request_line(event: h11.Request, headers: list[tuple[bytes, bytes]]) -> None:
+    """Refuse what h11 accepts in a request line but Apache (Strict) or RFC 9112 do not."""
+    version = event.http_version
+    if version != b"1.1" and version != b"1.0":
+        if version[:1] == b"0":  # Apache: HTTP/0.9 only as a bare 'GET /', which h11 refuses
+            raise Refused(400, f"Unsupported protocol HTTP/{version.decode()}.")
+        if version[:1] != b"1":
+            raise Refused(505, f"HTTP/{version.decode()} is not supported.")
+        if not any(name == b"host" for name, _ in headers):  # h11 checks only HTTP/1.1
+            raise Refused(400, "An HTTP/1.x request needs a Host header.")
+    method, target = event.method, event.target
+    if method == b"CONNECT":  # h11 would switch protocols on a 2xx; this is no proxy
+        raise Refused(501, "CONNECT is not supported: this server is not a proxy.")
+    if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS") and not _ABSOLUTE_FORM.match(target):
+        raise Refused(400, "Invalid request target.")
+    if b"#" in target:
+        raise Refused(400, "The request target must not contain a fragment.")
+
+
+def body_length(version: bytes, headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The declared body size: Content-Length, 0 without one, None for chunked (known at its end).
+
+    h11 has already refused bad and conflicting Content-Lengths and every Transfer-Encoding
+    but 'chunked'. It lets a request with both headers through (Transfer-Encoding wins, RFC
+    9112 6.3); that is the classic smuggling shape, so it is refused, as RFC 9112 6.1 allows.
+    So is Transfer-Encoding in an HTTP/1.0 request, whose framing RFC 9112 6.1 calls faulty.
+    """
+    length = 0
+    has_length = chunked = False
+    for name, value in headers:
+        if name == b"content-length":
+            length, has_length = int(value), True
+        elif name == b"transfer-encoding":
+            chunked = True
+    if not chunked:
+        return length
+    if has_length:
+        raise Refused(400, "A request must not have both Content-Length and Transfer-Encoding.")
+    if version == b"1.0":
+        raise Refused(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request.")
+    return None
+
+
+_TRANSFER_ENCODING = re.compile(rb"^transfer-encoding:(.*)$", re.IGNORECASE | re.MULTILINE)
+
+
+def transfer_coding_refusal(head: bytes) -> Refused:
+    """The answer to a Transfer-Encoding h11 refused (it says 501 for all of them).
+
+    RFC 9112 6.3 and Apache answer 400 when chunked is not the final coding, or is applied
+    twice: the body's length is then unknowable. Only a coding before a final chunked
+    ('gzip, chunked') is well-formed but not implemented: 501.
+    """
+    head = head.split(b"\r\n\r\n", 1)[0]
+    codings = [c.strip().lower() for m in _TRANSFER_ENCODING.finditer(head) for c in m[1].split(b",")]
+    codings = [c for c in codings if c]
+    if codings[-1:] == [b"chunked"] and codings.count(b"chunked") == 1:
+        return Refused(501, "Only the chunked transfer coding is implemented.")
+    return Refused(400, "Transfer-Encoding must end with chunked, applied once.")
+
+
+# --- socket I/O ----------------------------------------------------------------------------
+
+
 class _Date:
     """The Date header, formatted once a second instead of once a request."""
 
@@ -74,6 +268,7 @@ class _Date:
 
 http_date = _Date()
 _SERVER = SERVER_SOFTWARE.encode()
+_DISCARD = memoryview(bytearray(RECV_SIZE))  # lingering close reads into it (one thread per worker)
 
 
 class _ClientGone(Exception):
@@ -93,50 +288,34 @@ def serve(
     state: StateHook,
 ) -> int:
     """Serve requests on `sock` until the connection ends; returns how many were answered."""
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_size)
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size(limits))
     served = 0
     try:
         while True:
-            idle = conn.their_state is h11.IDLE and not conn.trailing_data[0]
-            state("K" if idle and served else "R")
-            sock.settimeout(limits.keep_alive_timeout if idle and served else limits.timeout)
+            request: Request | None = None
             try:
-                event = _next_event(conn, sock)
-            except _TimedOut:
-                if conn.their_state is not h11.IDLE or conn.trailing_data[0]:
-                    _send_error(conn, sock, 408)
-                return served
-            except h11.RemoteProtocolError as e:
-                _send_error(conn, sock, e.error_status_hint, str(e))
-                return served
-            if isinstance(event, h11.ConnectionClosed):
-                return served
-            assert isinstance(event, h11.Request)
-            request = Request(
-                method=event.method.decode("ascii"),
-                target=event.target.decode("latin-1"),
-                http_version=event.http_version.decode("ascii"),
-                headers=list(event.headers),
-                remote_addr=peer[0],
-                remote_port=peer[1],
-                server_port=server_port,
-                request_id=handler.new_request_id(),
-                start=time.time(),
-            )
-            try:
-                body = _read_body(conn, sock, handler.body_limit(request))
-            except _TimedOut:
-                _send_error(conn, sock, 408)
-                return served
-            except h11.RemoteProtocolError as e:
-                _send_error(conn, sock, e.error_status_hint, str(e))
-                return served
-            if body is None:
-                response = error_response(413, "The request body is larger than LimitRequestBody.")
-                sent = _send_response(conn, sock, request, response, close=True)
-                handler.finished(request, response, sent)
-                return served + 1
-            request.body = body
+                event = _read_head(conn, sock, limits, state, keep_alive=served > 0)
+                if event is None:
+                    return served
+                headers = list(event.headers)
+                request = Request(
+                    method=event.method.decode("ascii"),
+                    target=event.target.decode("latin-1"),
+                    http_version=event.http_version.decode("ascii"),
+                    headers=headers,
+                    remote_addr=peer[0],
+                    remote_port=peer[1],
+                    server_port=server_port,
+                    request_id=handler.new_request_id(),
+                    start=time.time(),
+                )
+                check_request_line(event, headers)
+                length = body_length(event.http_version, headers)
+                request.body = _read_body(conn, sock, length, handler.body_limit(request), limits.timeout, state)
+            except (Refused, h11.RemoteProtocolError) as e:
+                state("W", request)
+                _refuse(conn, sock, handler, request, e, limits.timeout)
+                return served + (request is not None)
 
             state("W", request)
             response = handler.respond(request)
@@ -146,7 +325,7 @@ def serve(
                 or handler.draining()
                 or (limits.max_keep_alive_requests and served >= limits.max_keep_alive_requests)
             )
-            sent = _send_response(conn, sock, request, response, close=bool(close))
+            sent = _send_response(conn, sock, request.method == "HEAD", response, bool(close), limits.timeout)
             handler.finished(request, response, sent)
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return served
@@ -157,51 +336,105 @@ def serve(
         _lingering_close(sock)
 
 
-def _next_event(conn: h11.Connection, sock: socket.socket) -> h11.Request | h11.ConnectionClosed:
+def _read_head(
+    conn: h11.Connection, sock: socket.socket, limits: Limits, state: StateHook, keep_alive: bool
+) -> h11.Request | None:
+    """The next request head, checked as it arrives; None if the client closed or stayed idle
+    without sending a byte (closed silently, as Apache does).
+
+    Timeout bounds the whole head: from the accept for a connection's first request, from the
+    first byte after a keep-alive wait, which KeepAliveTimeout bounds.
+    """
+    scanner = HeadScanner(limits)
+    pipelined = conn.trailing_data[0]
+    started = bool(pipelined)
+    if started:
+        scanner.feed(pipelined)
+        deadline = time.monotonic() + limits.timeout
+    else:
+        state("K" if keep_alive else "R")
+        deadline = time.monotonic() + (limits.keep_alive_timeout if keep_alive else limits.timeout)
     while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(_recv(sock))
-            continue
-        if isinstance(event, (h11.Request, h11.ConnectionClosed)):
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as e:
+            if e.error_status_hint == 501:
+                raise transfer_coding_refusal(bytes(scanner.raw)) from None
+            raise
+        if event is not h11.NEED_DATA:
+            if isinstance(event, h11.ConnectionClosed):
+                return None
+            assert isinstance(event, h11.Request)  # what h11 yields for an idle client
             return event
-        raise h11.RemoteProtocolError(f"unexpected {type(event).__name__}", error_status_hint=400)
+        try:
+            data = _recv(sock, deadline)
+        except _TimedOut:
+            if started:
+                raise Refused(408, "The request head was not received within Timeout.") from None
+            return None
+        if data and not started:
+            started = True
+            if keep_alive:
+                state("R")
+                deadline = time.monotonic() + limits.timeout
+        scanner.feed(data)
+        conn.receive_data(data)
 
 
-def _read_body(conn: h11.Connection, sock: socket.socket, limit: int) -> bytes | None:
-    """The whole request body, or None as soon as it exceeds `limit` (nothing more is read)."""
+def _read_body(
+    conn: h11.Connection, sock: socket.socket, length: int | None, limit: int, timeout: float, state: StateHook
+) -> bytes:
+    """The whole body, read within `timeout`.
+
+    Over `limit` (LimitRequestBody, 0 = none) it is refused with 413 without reading the
+    excess: at once for a Content-Length, as soon as a chunked body passes it.
+    """
+    if limit and length is not None and length > limit:
+        raise Refused(413, "The request body is larger than LimitRequestBody.")
+    if length != 0:
+        state("R")  # a new phase: the master's hung-worker check sees a fresh heartbeat
+    deadline = time.monotonic() + timeout
     if conn.they_are_waiting_for_100_continue:
-        sock.sendall(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+        _sendall(sock, conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"", deadline)
     chunks: list[bytes] = []
     size = 0
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            conn.receive_data(_recv(sock))
+            try:
+                conn.receive_data(_recv(sock, deadline))
+            except _TimedOut:
+                raise Refused(408, "The request body was not received within Timeout.") from None
         elif isinstance(event, h11.Data):
             size += len(event.data)
             if limit and size > limit:
-                return None
+                raise Refused(413, "The request body is larger than LimitRequestBody.")
             chunks.append(event.data)
         elif isinstance(event, h11.EndOfMessage):
             return b"".join(chunks)
-        elif isinstance(event, h11.ConnectionClosed):
+        else:  # ConnectionClosed: h11 raises for a body cut short, so only after a complete one
             raise _ClientGone()
 
 
-def _recv(sock: socket.socket) -> bytes:
+def _recv(sock: socket.socket, deadline: float) -> bytes:
+    """One recv that returns by `deadline` (time.monotonic()); b'' when the client closed."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise _TimedOut()
+    sock.settimeout(remaining)
     try:
         return sock.recv(RECV_SIZE)
-    except socket.timeout:
+    except TimeoutError:
         raise _TimedOut() from None
-    except (ConnectionResetError, BrokenPipeError):
+    except OSError:
         raise _ClientGone() from None
 
 
 def _send_response(
-    conn: h11.Connection, sock: socket.socket, request: Request, response: Response, close: bool
+    conn: h11.Connection, sock: socket.socket, head_only: bool, response: Response, close: bool, timeout: float
 ) -> int:
-    """Write head and body in as few sends as possible; returns the body bytes sent."""
+    """Write head and body within `timeout`, in as few sends as possible; returns the body bytes sent."""
+    deadline = time.monotonic() + timeout
     body = response.body
     headers = [(b"date", http_date()), (b"server", _SERVER), *response.headers]
     headers.append((b"content-length", str(len(body)).encode()))
@@ -210,57 +443,74 @@ def _send_response(
     reason = response.reason or reason_phrase(response.status)
     head = conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
     assert head is not None
-    if request.method == "HEAD" or not body:
+    if head_only or not body:
         conn.send(h11.EndOfMessage())
-        _sendall(sock, head)
+        _sendall(sock, head, deadline)
         return 0
     # Passthrough: h11 checks the framing but does not copy the body into a new buffer.
     conn.send_with_data_passthrough(h11.Data(data=body))
     conn.send(h11.EndOfMessage())
     if len(body) < RECV_SIZE:
-        _sendall(sock, head + body)  # one segment for the common small response
+        _sendall(sock, head + body, deadline)  # one segment for the common small response
     else:
-        _sendall(sock, head)
-        _sendall(sock, body)
+        _sendall(sock, head, deadline)
+        _sendall(sock, body, deadline)
     return len(body)
 
 
-def _send_error(conn: h11.Connection, sock: socket.socket, status: int, detail: str = "") -> None:
-    """Answer a request we could not read, if the protocol state still allows an answer."""
-    if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-        return
-    response = error_response(status, detail)
-    headers = [
-        (b"date", http_date()),
-        (b"server", _SERVER),
-        *response.headers,
-        (b"content-length", str(len(response.body)).encode()),
-        (b"connection", b"close"),
-    ]
-    try:
-        data = conn.send(h11.Response(status_code=status, headers=headers, reason=reason_phrase(status)))
-        _sendall(sock, (data or b"") + bytes(response.body))
-    except (h11.LocalProtocolError, _ClientGone, _TimedOut):
-        pass
+def _refuse(
+    conn: h11.Connection,
+    sock: socket.socket,
+    handler: Handler,
+    request: Request | None,
+    error: Refused | h11.RemoteProtocolError,
+    timeout: float,
+) -> None:
+    """Answer a request we will not serve with its error status, if h11's state still allows;
+    log it when its head was read (a head that could not be read has nothing to log)."""
+    status = error.status if isinstance(error, Refused) else error.error_status_hint
+    response = error_response(status, str(error))
+    sent = 0
+    if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        head_only = request is not None and request.method == "HEAD"
+        try:
+            sent = _send_response(conn, sock, head_only, response, True, timeout)
+        except (h11.LocalProtocolError, _ClientGone, _TimedOut):
+            pass
+    if request is not None:
+        handler.finished(request, response, sent)
 
 
-def _sendall(sock: socket.socket, data: bytes | memoryview) -> None:
+def _sendall(sock: socket.socket, data: bytes | memoryview, deadline: float) -> None:
+    """sendall bounded by `deadline` as a whole (Python's sendall timeout covers the whole call)."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise _TimedOut()
+    sock.settimeout(remaining)
     try:
         sock.sendall(data)
-    except socket.timeout:
+    except TimeoutError:
         raise _TimedOut() from None
-    except (ConnectionResetError, BrokenPipeError):
+    except OSError:
         raise _ClientGone() from None
 
 
 def _lingering_close(sock: socket.socket) -> None:
-    """Half-close, then read what the client still sends, so it sees our response, not a reset."""
+    """Half-close, then drop what the client still sends (LINGER_SECONDS and LINGER_BYTES at
+    most), so that it reads our response instead of a reset; then close."""
     try:
         sock.shutdown(socket.SHUT_WR)
         deadline = time.monotonic() + LINGER_SECONDS
-        sock.settimeout(0.5)
-        while time.monotonic() < deadline and sock.recv(RECV_SIZE):
-            pass
+        drained = 0
+        while drained < LINGER_BYTES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            sock.settimeout(remaining)
+            received = sock.recv_into(_DISCARD)
+            if not received:
+                break
+            drained += received
     except OSError:
         pass
     finally:

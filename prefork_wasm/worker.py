@@ -124,7 +124,9 @@ class Worker:
             keep_alive=config.keep_alive,
             keep_alive_timeout=config.keep_alive_timeout,
             max_keep_alive_requests=config.max_keep_alive_requests,
-            max_head_size=config.limit_request_line + config.limit_request_fields * config.limit_request_field_size,
+            request_line=config.limit_request_line,
+            field_size=config.limit_request_field_size,
+            fields=config.limit_request_fields,
         )
         for sock in self.listeners:
             sock.setblocking(False)
@@ -140,6 +142,10 @@ class Worker:
         ports = {fd: sock.getsockname()[1] for fd, sock in by_fd.items()}
         while not self._draining():
             if max_connections and self.connections >= max_connections:
+                self.error_log.notice(
+                    f"worker {os.getpid()}: recycling after {self.connections} connections "
+                    f"(MaxConnectionsPerChild {max_connections})"
+                )
                 break
             slot.state = WAITING
             slot.heartbeat = time.monotonic()

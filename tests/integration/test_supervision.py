@@ -143,9 +143,9 @@ def test_a_hung_worker_is_killed_and_replaced(make_server: Callable[..., Server]
     os.kill(busy, signal.SIGSTOP)
     line = wait_for(
         lambda: [l for l in server.log().splitlines() if f"worker {busy} has shown no sign of life" in l],
-        timeout=6, what="the hung-worker kill",
+        timeout=8, what="the hung-worker kill",
     )[0]
-    assert "limit Timeout + WasmTimeout = 2 s" in line
+    assert "limit Timeout + WasmTimeout + lingering close = 4 s" in line
     wait_for(lambda: busy not in server.worker_pids() and len(server.worker_pids()) == 2, what="a replacement")
     client.join(timeout=10)
     assert server.get("/hello")[0] == 200

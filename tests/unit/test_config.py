@@ -102,7 +102,7 @@ def test_continued_directive_errors_report_its_first_line() -> None:
             soon
     """)
     assert (err.file, err.line) == ("server.conf", 2)
-    assert str(err) == "server.conf:2: Timeout: expected seconds >= 0, such as 30 or 2.5, got 'soon'"
+    assert str(err) == "server.conf:2: Timeout: expected seconds > 0, such as 30 or 2.5, got 'soon'"
 
 
 def test_continuation_on_the_last_line_still_ends_the_directive() -> None:
@@ -328,7 +328,7 @@ def test_errors_in_included_files_name_that_file_and_line(root: Path) -> None:
     write("# first\nTimeout never\n", "conf.d/bad.conf")
     err = fails("Listen 8080\nInclude conf.d/bad.conf\n")
     assert (err.file, err.line) == (str(root / "conf.d" / "bad.conf"), 2)
-    assert str(err) == f"{root}/conf.d/bad.conf:2: Timeout: expected seconds >= 0, such as 30 or 2.5, got 'never'"
+    assert str(err) == f"{root}/conf.d/bad.conf:2: Timeout: expected seconds > 0, such as 30 or 2.5, got 'never'"
 
 
 def test_include_of_a_missing_file(root: Path) -> None:
@@ -434,7 +434,7 @@ def test_define_and_include_are_fine_inside_location() -> None:
     ("line", "message"),
     [
         ("KeepAlive yes", "KeepAlive: expected On or Off, got 'yes'"),
-        ("Timeout -1", "Timeout: expected seconds >= 0, such as 30 or 2.5, got '-1'"),
+        ("Timeout -1", "Timeout: expected seconds > 0, such as 30 or 2.5, got '-1'"),
         ("KeepAliveTimeout inf", "KeepAliveTimeout: expected seconds >= 0, such as 30 or 2.5, got 'inf'"),
         ("StartServers 0", "StartServers: expected a whole number >= 1, got '0'"),
         ("MaxRequestWorkers 1.5", "MaxRequestWorkers: expected a whole number >= 1, got '1.5'"),
@@ -459,6 +459,7 @@ def test_define_and_include_are_fine_inside_location() -> None:
         ("SetHandler cgi-script", "SetHandler: expected one of wasm-handler, server-status, none; got 'cgi-script'"),
         ("WasmEnableCGI yes", "WasmEnableCGI: expected On or Off, got 'yes'"),
         ("WasmTimeout 0", "WasmTimeout: expected seconds > 0, such as 30 or 2.5, got '0'"),
+        ("Timeout 0", "Timeout: expected seconds > 0, such as 30 or 2.5, got '0'"),
         ("WasmMemoryLimit lots", "WasmMemoryLimit: expected a size in bytes or with a K, M or G suffix"),
         ("LimitRequestBody -1", "LimitRequestBody: expected a size in bytes or with a K, M or G suffix"),
         ("ForceType html", "ForceType: expected a MIME type such as text/plain, or None; got 'html'"),
