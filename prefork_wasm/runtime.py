@@ -105,6 +105,10 @@ class _Stream:
         return os.pread(self.fd, size, 0) if size else b""
 
 
+# A guest's stderr beyond this is not logged (a noisy guest must not flood the error log).
+STDERR_LIMIT = 64 * 1024
+
+
 class Runtime:
     """A worker's Engine, its epoch ticker and the modules it has loaded."""
 
@@ -163,7 +167,15 @@ class Runtime:
             outcome, detail = Outcome.TOO_LARGE, f"stdout of {size} bytes exceeds {spec.output_limit}"
         else:
             stdout = self._stdout.read()
-        return RunResult(outcome, stdout, self._stderr.read(), code, detail)
+        return RunResult(outcome, stdout, self._read_stderr(), code, detail)
+
+    def _read_stderr(self) -> bytes:
+        """At most STDERR_LIMIT bytes: it goes to the error log line by line."""
+        size = self._stderr.size()
+        text = self._stderr.read(STDERR_LIMIT)
+        if size > STDERR_LIMIT:
+            text += b"\n[%d more bytes of stderr not logged]" % (size - STDERR_LIMIT)
+        return text
 
 
 def _call_entry(
