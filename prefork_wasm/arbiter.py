@@ -21,9 +21,9 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psutil
 import setproctitle
@@ -500,7 +500,7 @@ class Arbiter:
     def _graceful_stop(self) -> None:
         timeout = self.config.graceful_shutdown_timeout
         self.error_log.notice(
-            f"caught SIGWINCH, shutting down gracefully"
+            "caught SIGWINCH, shutting down gracefully"
             + (f" (GracefulShutdownTimeout {timeout:g} s)" if timeout else "")
         )
         for sock in self.listeners.values():

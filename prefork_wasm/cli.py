@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the versions of prefork-wasm, wasmtime and Python, then exit",
     )
     parser.add_argument(
-        "-k", dest="command", choices=list(control.COMMANDS), metavar="COMMAND",
+        "-k", dest="command", choices=control.COMMANDS, metavar="COMMAND",
         help="start: run detached (writes PidFile); stop, restart, graceful, graceful-stop: "
         "signal the master named in PidFile (TERM, HUP, USR1, WINCH)",
     )

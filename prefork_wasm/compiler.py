@@ -129,8 +129,8 @@ def _compile_out_of_process(jobs: list[tuple[Path, Path]]) -> dict[Path, float]:
         raise CompileError(proc.stderr.strip() or f"compiler exited with status {proc.returncode}")
     timings: dict[Path, float] = {}
     for line in proc.stdout.splitlines():
-        seconds, _, dst = line.partition(" ")
-        timings[Path(dst)] = float(seconds)
+        seconds, _, name = line.partition(" ")
+        timings[Path(name)] = float(seconds)
     return timings
 
 

@@ -33,7 +33,7 @@ PREDEFINED_LOG_FORMATS: dict[str, str] = {
     "common": '%h %l %u %t "%r" %>s %b',
     "combined": '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"',
 }
-LOG_LEVELS = (*"emerg alert crit error warn notice info debug".split(), *(f"trace{n}" for n in range(1, 9)))
+LOG_LEVELS = (*["emerg", "alert", "crit", "error", "warn", "notice", "info", "debug"], *(f"trace{n}" for n in range(1, 9)))
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 MAX_SERVER_LIMIT = 20000  # Apache prefork's compile-time MAX_SERVER_LIMIT
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))

@@ -103,7 +103,7 @@ class HeadScanner:
     Each byte is looked at once, so a client trickling its head a byte at a time costs O(n).
     """
 
-    __slots__ = ("_line_limit", "_field_limit", "_fields", "_short", "_lines", "_partial", "_last", "done", "raw")
+    __slots__ = ("_field_limit", "_fields", "_last", "_line_limit", "_lines", "_partial", "_short", "done", "raw")
 
     def __init__(self, limits: Limits) -> None:
         self._line_limit = limits.request_line
@@ -448,7 +448,7 @@ def _send_response(
         _sendall(sock, head, deadline)
         return 0
     # Passthrough: h11 checks the framing but does not copy the body into a new buffer.
-    conn.send_with_data_passthrough(h11.Data(data=body))
+    conn.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]  # a memoryview passes through
     conn.send(h11.EndOfMessage())
     if len(body) < RECV_SIZE:
         _sendall(sock, head + body, deadline)  # one segment for the common small response

@@ -11,19 +11,21 @@ import signal
 import sys
 import time
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 import psutil
 
 from .config import ServerConfig
 
-COMMANDS = {
-    "start": None,
+# The commands that signal a running master; `start` is the one that does not.
+SIGNALS = {
     "stop": signal.SIGTERM,
     "restart": signal.SIGHUP,
     "graceful": signal.SIGUSR1,
     "graceful-stop": signal.SIGWINCH,
 }
+
+COMMANDS = ["start", *SIGNALS]
 
 # How long `-k stop` waits for the master to be gone before it reports.
 STOP_WAIT = 30.0
@@ -58,7 +60,7 @@ def signal_master(config: ServerConfig, command: str) -> int:
     except PidFileError as e:
         print(f"prefork-wasm: {e}", file=sys.stderr)
         return 1
-    os.kill(pid, COMMANDS[command])
+    os.kill(pid, SIGNALS[command])
     if command == "stop":
         deadline = time.monotonic() + STOP_WAIT
         while psutil.pid_exists(pid) and time.monotonic() < deadline:

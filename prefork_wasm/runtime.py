@@ -17,9 +17,10 @@ import enum
 import math
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import wasmtime
 from wasmtime import _ffi
@@ -127,7 +128,7 @@ class Runtime:
             wait(EPOCH_TICK)
             increment()
 
-    def load(self, artifact: Path) -> "LoadedModule":
+    def load(self, artifact: Path) -> LoadedModule:
         """Map a serialized module (shared page cache, not a private copy) and pre-link it."""
         module = wasmtime.Module.deserialize_file(self.engine, str(artifact))
         linker = wasmtime.Linker(self.engine)
@@ -136,7 +137,7 @@ class Runtime:
 
     def run(
         self,
-        module: "LoadedModule",
+        module: LoadedModule,
         spec: GuestSpec,
         argv: list[str],
         env: dict[str, str],

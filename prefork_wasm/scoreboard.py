@@ -17,7 +17,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 OPEN, STARTING, WAITING, READING, SENDING, KEEPALIVE, LOGGING, GRACEFUL, CLEANUP = (
     b".", b"S", b"_", b"R", b"W", b"K", b"L", b"G", b"I"

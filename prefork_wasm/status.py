@@ -6,10 +6,11 @@ contributes only what it writes into the scoreboard (per-worker memory, the gene
 
 from __future__ import annotations
 
+import ctypes
 import html
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from . import __version__
 from .messages import Request, Response
@@ -30,7 +31,7 @@ class Totals:
     letters: str
 
 
-def totals(slots: Sequence[Slot]) -> Totals:
+def totals(slots: ctypes.Array[Slot]) -> Totals:
     accesses = sum(s.accesses for s in slots if s.state != OPEN)
     total_bytes = sum(s.bytes for s in slots if s.state != OPEN)
     busy = sum(1 for s in slots if s.state in BUSY_STATES)

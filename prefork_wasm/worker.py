@@ -13,8 +13,8 @@ import signal
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import setproctitle
 
@@ -173,7 +173,7 @@ class Worker:
         slot.state = GRACEFUL
         title.set("graceful")
 
-    def _state_hook(self, title: "_Title") -> StateHook:
+    def _state_hook(self, title: _Title) -> StateHook:
         """Scoreboard and process title follow the connection's phases (plain stores)."""
         slot = self.slot
         draining = self._draining
