@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import html
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import __version__

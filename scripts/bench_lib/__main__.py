@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from . import interpreter, peers, procs, profile, report, wrk
+from . import interpreter, peers, procs, profile, report, supervision, wrk
 
 RESULTS = peers.ROOT / "benchmarks" / "results"
 
@@ -41,6 +41,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--interpreter", action="store_true",
                    help="also measure CPython-for-WASI: start-up (cold/warm cache) and worker memory")
     p.add_argument("--interpreter-pools", default="2,8,32", help="pool sizes for --interpreter")
+    p.add_argument("--supervision", action="store_true",
+                   help="also measure the master: worker start (fork to ready) with the CPython module, "
+                        "its CPU at 32 idle workers with memory sampling, graceful restarts under load")
+    p.add_argument("--only", choices=["supervision"],
+                   help="measure only this section and merge it into the existing results .json/.md "
+                        "(benchmarks/results/NAME.json must exist; the peer results are kept)")
     p.add_argument("--profile", action="store_true", help="also py-spy one prefork-wasm worker under load")
     p.add_argument("--name", help="results file stem in benchmarks/results (default latest, quick: quick)")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
@@ -148,6 +154,8 @@ def main(argv: list[str]) -> int:
         return 0
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGHUP, _on_sigterm)
+    if args.only:
+        return only_section(args, argv)
     if args.wait_quiet:
         share = wait_quiet(args.wait_quiet)
         log(f"other processes use {share:.0%} of the CPU; starting")
@@ -233,6 +241,9 @@ def main(argv: list[str]) -> int:
             log("interpreter section (CPython for WASI)")
             pools = [int(n) for n in args.interpreter_pools.split(",")]
             data["interpreter"] = interpreter.run(run_dir, pools, 2.0 if args.quick else 4.0)
+        if args.supervision:
+            log("supervision section (worker start, master CPU, graceful restart)")
+            data["supervision"] = supervision.run(run_dir, quick=args.quick)
         ok = True
     except KeyboardInterrupt:
         log("interrupted, stopping the servers")
@@ -245,6 +256,38 @@ def main(argv: list[str]) -> int:
             shutil.rmtree(run_dir, ignore_errors=True)
 
     write_results(args, data, labels)
+    return 0
+
+
+def only_section(args: argparse.Namespace, argv: list[str]) -> int:
+    """`--only supervision`: measure that section alone, merge it into NAME.json, re-render."""
+    path = RESULTS / f"{args.name}.json"
+    if not path.exists():
+        log(f"{path} does not exist: run the full benchmark first (or pick --name)")
+        return 1
+    data = json.loads(path.read_text())
+    quick = args.quick
+    for k, v in data["settings"].items():
+        setattr(args, k, v)
+    run_dir = Path(tempfile.mkdtemp(prefix="prefork-wasm-bench-"))
+    ok = False
+    try:
+        log(f"temp folder {run_dir}; measuring only: {args.only}")
+        run_dir.chmod(0o755)
+        data["supervision"] = supervision.run(run_dir, quick=quick)
+        data["supervision"]["machine"] = report.machine()
+        data["supervision"]["prefork_wasm_source"] = peers.versions()["prefork-wasm source"]
+        ok = True
+    except KeyboardInterrupt:
+        log("interrupted, stopping the servers")
+        return 130
+    finally:
+        procs.stop_all()
+        if not ok or args.keep_dir:
+            log(f"configs and logs kept in {run_dir}")
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    write_results(args, data, data["labels"])
     return 0
 
 
@@ -319,6 +362,11 @@ def write_results(args: argparse.Namespace, data: dict[str, Any], labels: dict[s
                profile.profile_text(data["profile"]), "```"]
     if "interpreter" in data:
         md += ["", "## Large module: CPython for WASI", "", interpreter.markdown(data["interpreter"])]
+    if "supervision" in data:
+        sup = data["supervision"]
+        when = f" (measured {sup['machine']['date']}, source {sup['prefork_wasm_source']})" if "machine" in sup else ""
+        md += ["", f"## Supervision: worker start, master CPU, graceful restart{when}", "",
+               supervision.markdown(sup)]
     (stem.with_suffix(".md")).write_text("\n".join(md) + "\n")
 
     print()
