@@ -63,6 +63,10 @@ class Handler(Protocol):
         """True once the worker wants to stop: the current response closes the connection."""
         ...
 
+    def others_waiting(self) -> bool:
+        """True when connections wait in the listen backlog for a free worker."""
+        ...
+
 
 class StateHook(Protocol):
     """Told each phase: 'R' reading, 'W' writing (with the request), 'K' keep-alive wait."""
@@ -324,6 +328,10 @@ def serve(
                 not limits.keep_alive
                 or handler.draining()
                 or (limits.max_keep_alive_requests and served >= limits.max_keep_alive_requests)
+                # A prefork worker serves one connection at a time: when others are waiting
+                # for a worker, this one yields after its response (unless requests are
+                # already pipelined on it) instead of making them wait for KeepAliveTimeout.
+                or (not conn.trailing_data[0] and handler.others_waiting())
             )
             sent = _send_response(conn, sock, request.method == "HEAD", response, bool(close), limits.timeout)
             handler.finished(request, response, sent)

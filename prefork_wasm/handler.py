@@ -117,6 +117,7 @@ class Site:
         access_logs: list[AccessLog],
         slot: Slot,
         draining: Callable[[], bool],
+        others_waiting: Callable[[], bool],
         status_page: Callable[[Request], Response] | None = None,
     ) -> None:
         self.config = config
@@ -126,6 +127,7 @@ class Site:
         self.access_logs = access_logs
         self.slot = slot
         self.draining = draining
+        self.others_waiting = others_waiting
         self.status_page = status_page
         self.new_request_id = RequestIds()
         self.server_software = f"{SERVER_SOFTWARE}/{__version__}"

@@ -101,6 +101,9 @@ class Worker:
         self.stopping = True
 
     def _start(self) -> Site:
+        self._backlog = select.poll()
+        for sock in self.listeners:
+            self._backlog.register(sock.fileno(), select.POLLIN)
         runtime = Runtime()
         routes = prepare_routes(self.config, runtime, self.artifacts)
         return Site(
@@ -111,11 +114,17 @@ class Worker:
             self.access_logs,
             self.slot,
             draining=self._draining,
+            others_waiting=self._others_waiting,
             status_page=self.status_page,
         )
 
     def _draining(self) -> bool:
         return self.stopping or self.slot.quit == b"\x01"
+
+    def _others_waiting(self) -> bool:
+        """A connection in the backlog means every worker is busy (an idle one would have
+        taken it): one poll(0) on the listeners, about a microsecond."""
+        return bool(self._backlog.poll(0))
 
     def _loop(self, site: Site) -> None:
         config = self.config

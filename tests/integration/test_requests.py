@@ -5,10 +5,11 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
-from conftest import EXAMPLES, MODULES, Server, wait_for
+from conftest import EXAMPLES, HELLO, MODULES, Server, wait_for
 
 DATA = EXAMPLES.parent / "data"
 
@@ -299,3 +300,30 @@ def test_access_log_is_combined_format(server: Server) -> None:
     line = wait_for(lambda: [l for l in server.access_log.read_text().splitlines() if "test-agent/1" in l])[-1]
     assert line.startswith("127.0.0.1 - - [")
     assert '"GET /headers?status HTTP/1.1" 201 8 "http://ref/" "test-agent/1"' in line
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data or not data.endswith(b"Hello from WebAssembly!\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_keep_alive_yields_to_a_waiting_client(make_server: Callable[..., Server]) -> None:
+    """One worker: a second client waits in the backlog; the first connection's next response
+    closes it so the second is served now, not after KeepAliveTimeout."""
+    server = make_server(HELLO + "KeepAliveTimeout 30\n", start_servers=1)
+    request = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as first:
+        first.sendall(request)
+        assert b"connection: close" not in _read_response(first).lower()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as second:
+            first.sendall(request)
+            assert b"connection: close" in _read_response(first).lower()
+            start = time.monotonic()
+            second.sendall(request)
+            assert _read_response(second).startswith(b"HTTP/1.1 200 ")
+            assert time.monotonic() - start < 5
