@@ -122,7 +122,7 @@ class StatusPage:
 <pre>{t.letters}</pre>
 <p>Scoreboard Key: {legend}</p>
 <table border="1"><tr><th>Slot</th><th>PID</th><th>Gen</th><th>M</th><th>Acc</th><th>Conn</th>
-<th>kB</th><th>Mem MB</th><th>Req age s</th><th>Module</th><th>Request</th></tr>
+<th>kB</th><th>RSS MB</th><th>Req age s</th><th>Module</th><th>Request</th></tr>
 {chr(10).join(rows)}
 </table></body></html>
 """
