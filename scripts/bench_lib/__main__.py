@@ -154,11 +154,11 @@ def main(argv: list[str]) -> int:
         return 0
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGHUP, _on_sigterm)
-    if args.only:
-        return only_section(args, argv)
     if args.wait_quiet:
         share = wait_quiet(args.wait_quiet)
         log(f"other processes use {share:.0%} of the CPU; starting")
+    if args.only:
+        return only_section(args, argv)
     systems = peers.make(args.system_keys)
     labels = {s.key: s.label for s in systems}
     run_dir = Path(tempfile.mkdtemp(prefix="prefork-wasm-bench-"))
