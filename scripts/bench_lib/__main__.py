@@ -6,6 +6,7 @@ Run through scripts/bench, which installs wrk, apache2 and the bench venv first.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import signal
@@ -13,7 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import psutil
 
@@ -143,6 +144,100 @@ def log(msg: str) -> None:
     print(f"bench: {msg}", flush=True)
 
 
+@contextlib.contextmanager
+def run_folder(keep: bool) -> Iterator[Path]:
+    """A temporary folder for configs and logs. On the way out every server started is
+    stopped, and the folder is kept when something failed (or with --keep-dir)."""
+    run_dir = Path(tempfile.mkdtemp(prefix="prefork-wasm-bench-"))
+    run_dir.chmod(0o755)
+    log(f"temp folder {run_dir}")
+    ok = False
+    try:
+        yield run_dir
+        ok = True
+    finally:
+        procs.stop_all()
+        if not ok or keep:
+            log(f"configs and logs kept in {run_dir}")
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def measure_peers(args: argparse.Namespace, systems: list[peers.System], run_dir: Path,
+                  data: dict[str, Any]) -> None:
+    """Start every system, run the interleaved rounds and the sweep, fill `data`."""
+    cpu_start = report.cpu_snapshot()
+    peers.prepare_dir(run_dir)
+    for s in systems:
+        peers.start(s, run_dir, args.workers, args.max_keepalive)
+        wait_workers(s, args.workers)
+        log(f"{s.key} up on 127.0.0.1:{s.port} in {s.start_seconds:.2f}s, workers {s.worker_pids()}")
+    time.sleep(1.0)
+    for s in systems:
+        data["servers"][s.key] = {"port": s.port, "start_s": s.start_seconds, "memory_start": pool_memory(s)}
+
+    warm = 1.0 if args.quick else 2.0
+    log(f"warm-up, {warm:g}s per system and mode")
+    for s in systems:
+        for close in (False, True):
+            wrk.run(s.url, args.connections, warm, close)
+
+    # Interleaved rounds: each round visits every system (rotated start, alternating mode
+    # order), so slow drifts of the machine hit every system alike.
+    for rnd in range(args.rounds):
+        order = systems[rnd % len(systems):] + systems[:rnd % len(systems)]
+        modes = ("keep-alive", "close") if rnd % 2 == 0 else ("close", "keep-alive")
+        for s in order:
+            for mode in modes:
+                r = measured_run(systems, s.url, args.connections, args.duration,
+                                 close=(mode == "close"), retry_above=args.retry_above,
+                                 retries=args.retries)
+                r.update(system=s.key, mode=mode, round=rnd + 1)
+                data["runs"].append(r)
+                log(f"round {rnd + 1}/{args.rounds} {s.key:14} {mode:10} {r['rps']:9,.0f} req/s "
+                    f"p50 {r['p50_ms']:7.2f} ms p99 {r['p99_ms']:8.2f} ms errors {r['errors']} "
+                    f"stalled {r['stalled']} other-CPU {r['foreign_cpu']:.0%}")
+
+    if not args.no_sweep:
+        levels = [int(c) for c in args.sweep.split(",")]
+        for c in levels:
+            for s in systems:
+                r = measured_run(systems, s.url, c, args.sweep_duration, close=False,
+                                 retry_above=args.retry_above, retries=args.retries)
+                r.update(system=s.key, mode="keep-alive")
+                data["sweep"].append(r)
+                log(f"sweep c={c:<3} {s.key:14} {r['rps']:9,.0f} req/s stalled {r['stalled']}")
+
+    if args.profile and any(s.key == report.REFERENCE for s in systems):
+        pw = next(s for s in systems if s.key == report.REFERENCE)
+        spy = peers.BENCH_VENV / "bin" / "py-spy"
+        log("profiling one prefork-wasm worker under load (py-spy)")
+        prof = profile.profile_worker(spy, pw.url, pw.worker_pids()[0], run_dir / "profile.raw",
+                                      seconds=4 if args.quick else 8, connections=args.connections)
+        data["profile"] = prof
+
+    for s in systems:
+        info = data["servers"][s.key]
+        info["memory_end"] = pool_memory(s)
+        info["access_log_lines"] = count_lines(run_dir / f"{s.key}.access.log")
+    for s in systems:
+        s.proc.stop()
+    # Only now (servers reaped) does our children's CPU time include the servers'.
+    data["load"] = report.foreign_load(cpu_start, report.cpu_snapshot())
+    for s in systems:
+        err = run_dir / f"{s.key}.error.log"
+        data["servers"][s.key]["error_log_tail"] = s.proc.tail(5) if not err.exists() else \
+            "\n".join(err.read_text(errors="replace").splitlines()[-5:])
+
+    if args.interpreter:
+        log("interpreter section (CPython for WASI)")
+        pools = [int(n) for n in args.interpreter_pools.split(",")]
+        data["interpreter"] = interpreter.run(run_dir, pools, 2.0 if args.quick else 4.0)
+    if args.supervision:
+        log("supervision section (worker start, master CPU, graceful restart)")
+        data["supervision"] = supervision.run(run_dir, quick=args.quick)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.from_json:
@@ -161,7 +256,6 @@ def main(argv: list[str]) -> int:
         return only_section(args, argv)
     systems = peers.make(args.system_keys)
     labels = {s.key: s.label for s in systems}
-    run_dir = Path(tempfile.mkdtemp(prefix="prefork-wasm-bench-"))
     data: dict[str, Any] = {
         "machine": report.machine(),
         "versions": peers.versions(),
@@ -171,89 +265,12 @@ def main(argv: list[str]) -> int:
         "labels": labels,
         "runs": [], "sweep": [], "servers": {},
     }
-    ok = False
-    cpu_start = report.cpu_snapshot()
     try:
-        log(f"temp folder {run_dir}")
-        peers.prepare_dir(run_dir)
-        for s in systems:
-            peers.start(s, run_dir, args.workers, args.max_keepalive)
-            wait_workers(s, args.workers)
-            log(f"{s.key} up on 127.0.0.1:{s.port} in {s.start_seconds:.2f}s, workers {s.worker_pids()}")
-        time.sleep(1.0)
-        for s in systems:
-            data["servers"][s.key] = {"port": s.port, "start_s": s.start_seconds, "memory_start": pool_memory(s)}
-
-        warm = 1.0 if args.quick else 2.0
-        log(f"warm-up, {warm:g}s per system and mode")
-        for s in systems:
-            for close in (False, True):
-                wrk.run(s.url, args.connections, warm, close)
-
-        # Interleaved rounds: each round visits every system (rotated start, alternating mode
-        # order), so slow drifts of the machine hit every system alike.
-        for rnd in range(args.rounds):
-            order = systems[rnd % len(systems):] + systems[:rnd % len(systems)]
-            modes = ("keep-alive", "close") if rnd % 2 == 0 else ("close", "keep-alive")
-            for s in order:
-                for mode in modes:
-                    r = measured_run(systems, s.url, args.connections, args.duration,
-                                     close=(mode == "close"), retry_above=args.retry_above,
-                                     retries=args.retries)
-                    r.update(system=s.key, mode=mode, round=rnd + 1)
-                    data["runs"].append(r)
-                    log(f"round {rnd + 1}/{args.rounds} {s.key:14} {mode:10} {r['rps']:9,.0f} req/s "
-                        f"p50 {r['p50_ms']:7.2f} ms p99 {r['p99_ms']:8.2f} ms errors {r['errors']} "
-                        f"stalled {r['stalled']} other-CPU {r['foreign_cpu']:.0%}")
-
-        if not args.no_sweep:
-            levels = [int(c) for c in args.sweep.split(",")]
-            for c in levels:
-                for s in systems:
-                    r = measured_run(systems, s.url, c, args.sweep_duration, close=False,
-                                     retry_above=args.retry_above, retries=args.retries)
-                    r.update(system=s.key, mode="keep-alive")
-                    data["sweep"].append(r)
-                    log(f"sweep c={c:<3} {s.key:14} {r['rps']:9,.0f} req/s stalled {r['stalled']}")
-
-        if args.profile and any(s.key == report.REFERENCE for s in systems):
-            pw = next(s for s in systems if s.key == report.REFERENCE)
-            spy = peers.BENCH_VENV / "bin" / "py-spy"
-            log("profiling one prefork-wasm worker under load (py-spy)")
-            prof = profile.profile_worker(spy, pw.url, pw.worker_pids()[0], run_dir / "profile.raw",
-                                          seconds=4 if args.quick else 8, connections=args.connections)
-            data["profile"] = prof
-
-        for s in systems:
-            info = data["servers"][s.key]
-            info["memory_end"] = pool_memory(s)
-            info["access_log_lines"] = count_lines(run_dir / f"{s.key}.access.log")
-        for s in systems:
-            s.proc.stop()
-        # Only now (servers reaped) does our children's CPU time include the servers'.
-        data["load"] = report.foreign_load(cpu_start, report.cpu_snapshot())
-        for s in systems:
-            err = run_dir / f"{s.key}.error.log"
-            data["servers"][s.key]["error_log_tail"] = s.proc.tail(5) if not err.exists() else \
-                "\n".join(err.read_text(errors="replace").splitlines()[-5:])
-
-        if args.interpreter:
-            log("interpreter section (CPython for WASI)")
-            pools = [int(n) for n in args.interpreter_pools.split(",")]
-            data["interpreter"] = interpreter.run(run_dir, pools, 2.0 if args.quick else 4.0)
-        if args.supervision:
-            log("supervision section (worker start, master CPU, graceful restart)")
-            data["supervision"] = supervision.run(run_dir, quick=args.quick)
-        ok = True
+        with run_folder(args.keep_dir) as run_dir:
+            measure_peers(args, systems, run_dir, data)
     except KeyboardInterrupt:
         log("interrupted, stopping the servers")
         return 130
-    finally:
-        procs.stop_all()
-        if not ok or args.keep_dir:
-            log(f"configs and logs kept in {run_dir}")
-        else:
-            shutil.rmtree(run_dir, ignore_errors=True)
 
     write_results(args, data, labels)
     return 0
@@ -269,24 +286,15 @@ def only_section(args: argparse.Namespace, argv: list[str]) -> int:
     quick = args.quick
     for k, v in data["settings"].items():
         setattr(args, k, v)
-    run_dir = Path(tempfile.mkdtemp(prefix="prefork-wasm-bench-"))
-    ok = False
+    log(f"measuring only: {args.only}")
     try:
-        log(f"temp folder {run_dir}; measuring only: {args.only}")
-        run_dir.chmod(0o755)
-        data["supervision"] = supervision.run(run_dir, quick=quick)
-        data["supervision"]["machine"] = report.machine()
-        data["supervision"]["prefork_wasm_source"] = peers.versions()["prefork-wasm source"]
-        ok = True
+        with run_folder(args.keep_dir) as run_dir:
+            data["supervision"] = supervision.run(run_dir, quick=quick)
+            data["supervision"]["machine"] = report.machine()
+            data["supervision"]["prefork_wasm_source"] = peers.versions()["prefork-wasm source"]
     except KeyboardInterrupt:
         log("interrupted, stopping the servers")
         return 130
-    finally:
-        procs.stop_all()
-        if not ok or args.keep_dir:
-            log(f"configs and logs kept in {run_dir}")
-        else:
-            shutil.rmtree(run_dir, ignore_errors=True)
     write_results(args, data, data["labels"])
     return 0
 
