@@ -130,14 +130,21 @@ class Site:
         self.others_waiting = others_waiting
         self.status_page = status_page
         self.new_request_id = RequestIds()
+        # body_limit and respond both need the request's Location: match once per request.
+        self._matched: tuple[Request | None, LocationConfig | None] = (None, None)
         self.server_software = f"{SERVER_SOFTWARE}/{__version__}"
 
     def body_limit(self, request: Request) -> int:
-        loc = self.config.match(request.path)
+        loc = self._location(request)
         return loc.limit_request_body if loc else 0
 
+    def _location(self, request: Request) -> LocationConfig | None:
+        if self._matched[0] is not request:
+            self._matched = (request, self.config.match(request.path))
+        return self._matched[1]
+
     def respond(self, request: Request) -> Response:
-        loc = self.config.match(request.path)
+        loc = self._location(request)
         if loc is None or loc.handler is None:
             return error_response(404, "The requested URL was not found on this server.")
         if not loc.allows(request.remote_addr):
