@@ -22,6 +22,7 @@ from typing import Protocol
 import h11
 
 from .messages import SERVER_SOFTWARE, Request, Response, error_response, reason_phrase
+from .paths import PathRefused, request_path
 
 RECV_SIZE = 65536
 # After the response, a closing connection reads and drops what the client still sends, so
@@ -42,6 +43,7 @@ class Limits:
     request_line: int  # LimitRequestLine: bytes of the request line, CRLF excluded
     field_size: int  # LimitRequestFieldSize: bytes of one header field line, CRLF excluded
     fields: int  # LimitRequestFields: header fields in a request, 0 = unlimited
+    encoded_slashes: str = "off"  # AllowEncodedSlashes: off, on or nodecode (paths.request_path)
 
 
 class Handler(Protocol):
@@ -314,6 +316,10 @@ def serve(
                     start=time.time(),
                 )
                 check_request_line(event, headers)
+                try:
+                    request.path = request_path(request.target, limits.encoded_slashes)
+                except PathRefused as e:
+                    raise Refused(e.status, str(e)) from None
                 length = body_length(event.http_version, headers)
                 request.body = _read_body(conn, sock, length, handler.body_limit(request), limits.timeout, state)
             except (Refused, h11.RemoteProtocolError) as e:

@@ -33,6 +33,10 @@ FAILURE_STATUS = {
 }
 
 
+# A decoded path (%0A) or an exception's text must not break or forge error-log lines.
+_LOG_SAFE = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """A Location prepared for serving in this worker."""
@@ -159,18 +163,15 @@ class Site:
         loc = route.location
         assert route.module is not None
         if loc.enable_cgi:
-            try:
-                env = cgi.build_environ(
-                    request,
-                    server_name=self._server_name(request),
-                    script_name=route.script_name,
-                    script_filename=route.script_filename,
-                    content_length=_content_length(request),
-                    extra=loc.env,
-                    server_software=self.server_software,
-                )
-            except cgi.CgiRequestError as e:
-                return error_response(400, str(e))
+            env = cgi.build_environ(
+                request,
+                server_name=self._server_name(request),
+                script_name=route.script_name,
+                script_filename=route.script_filename,
+                content_length=_content_length(request),
+                extra=loc.env,
+                server_software=self.server_software,
+            )
         else:
             env = loc.env
         result = self.runtime.run(route.module, route.spec, route.argv, env, request.body)
@@ -189,11 +190,11 @@ class Site:
                 return cgi.plain_response(result.stdout, loc.force_type or "application/octet-stream")
             except cgi.CgiOutputError as e:
                 if result.outcome is Outcome.OK:
-                    self._log_failure(request, route, f"malformed CGI output: {e}")
+                    self._log_failure(request, route.module_name, f"malformed CGI output: {e}")
                     return error_response(502, "The module's output is not a valid CGI response.")
                 # A non-zero exit without a valid response falls through to 500.
         status = FAILURE_STATUS[result.outcome]
-        self._log_failure(request, route, result.detail)
+        self._log_failure(request, route.module_name, result.detail)
         return error_response(status, _FAILURE_TEXT[status])
 
     def _server_name(self, request: Request) -> str:
@@ -203,11 +204,10 @@ class Site:
             return name.rsplit(":", 1)[0] if not name.endswith("]") else name
         return self.config.server_name or "localhost"
 
-    def _log_failure(self, request: Request, route: Route, cause: str) -> None:
-        self.error_log.error(
-            f"[client {request.remote_addr}:{request.remote_port}] request {request.request_id}: "
-            f"{route.module_name}: {cause} ({request.method} {request.path})"
-        )
+    def _log_failure(self, request: Request, module: str, cause: str) -> None:
+        message = f"request {request.request_id}: {module}: {cause} ({request.method} {request.path})"
+        client = f"[client {request.remote_addr}:{request.remote_port}]"
+        self.error_log.error(f"{client} {message.translate(_LOG_SAFE)}")
 
     def _log_stderr(self, request: Request, route: Route, stderr: bytes) -> None:
         text = stderr.decode("utf-8", "backslashreplace")

@@ -136,6 +136,7 @@ class Worker:
             request_line=config.limit_request_line,
             field_size=config.limit_request_field_size,
             fields=config.limit_request_fields,
+            encoded_slashes=config.allow_encoded_slashes,
         )
         for sock in self.listeners:
             sock.setblocking(False)
@@ -198,7 +199,8 @@ class Worker:
                 line = request.request_line
                 slot.request = line.encode("latin-1", "replace")[: REQUEST_CHARS - 1]
                 slot.request_start = request.start
-                title.set(f"busy {request.method} {request.path[:64]}")
+                # The raw target's path: printable ASCII (the decoded one may not be), no query.
+                title.set(f"busy {request.method} {request.target.partition('?')[0][:64]}")
             elif letter == "K":
                 title.set("keepalive")
 
