@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import socket
 import time
+import traceback
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Protocol
@@ -55,7 +56,10 @@ class Handler(Protocol):
         """LimitRequestBody for this request (0 = unlimited), known once the head is read."""
         ...
 
-    def respond(self, request: Request) -> Response: ...
+    def respond(self, request: Request) -> Response:
+        """The answer; a failure is a 5xx response, never an exception (the handler's fault
+        boundary). Should one escape anyway, the connection answers 500 and goes on."""
+        ...
 
     def finished(self, request: Request, response: Response, sent: int) -> None:
         """After the response is written: access log, scoreboard."""
@@ -328,7 +332,11 @@ def serve(
                 return served + (request is not None)
 
             state("W", request)
-            response = handler.respond(request)
+            try:
+                response = handler.respond(request)
+            except Exception:  # last resort, behind the handler's own boundary: answer, keep the worker
+                traceback.print_exc()
+                response = error_response(500, "The server failed while handling the request.")
             served += 1
             close = (
                 not limits.keep_alive

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,16 +149,23 @@ class Site:
         return self._matched[1]
 
     def respond(self, request: Request) -> Response:
-        loc = self._location(request)
-        if loc is None or loc.handler is None:
-            return error_response(404, "The requested URL was not found on this server.")
-        if not loc.allows(request.remote_addr):
-            return error_response(403, "You don't have permission to access this resource.")
-        if loc.handler == STATUS_HANDLER and self.status_page:
-            return self.status_page(request)
-        route = self.routes[loc.prefix]
-        self.slot.module = route.module_name.encode()[:MODULE_CHARS - 1]
-        return self._run(request, route)
+        """Route and answer `request`: the request's fault boundary. Whatever fails on the way
+        (a bug, a host resource gone) is a 500 and one error-log line; the worker goes on."""
+        route: Route | None = None
+        try:
+            loc = self._location(request)
+            if loc is None or loc.handler is None:
+                return error_response(404, "The requested URL was not found on this server.")
+            if not loc.allows(request.remote_addr):
+                return error_response(403, "You don't have permission to access this resource.")
+            if loc.handler == STATUS_HANDLER and self.status_page:
+                return self.status_page(request)
+            route = self.routes[loc.prefix]
+            self.slot.module = route.module_name.encode()[:MODULE_CHARS - 1]
+            return self._run(request, route)
+        except Exception as e:
+            self._log_failure(request, route.module_name if route else "-", f"internal error: {_cause(e)}")
+            return error_response(500, _FAILURE_TEXT[500])
 
     def _run(self, request: Request, route: Route) -> Response:
         loc = route.location
@@ -249,6 +257,13 @@ class Site:
             server_name=self.config.server_name or "",
             server_port=request.server_port,
         )
+
+
+def _cause(error: Exception) -> str:
+    """An unexpected exception in one line: its type, message and where it was raised."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(error).__name__}: {error}{where}"
 
 
 def _content_length(request: Request) -> int | None:
