@@ -135,8 +135,9 @@ class Site:
         self.others_waiting = others_waiting
         self.status_page = status_page
         self.new_request_id = RequestIds()
-        # body_limit and respond both need the request's Location: match once per request.
-        self._matched: tuple[Request | None, LocationConfig | None] = (None, None)
+        # body_limit and respond both need the request's Location: match once per request. Keyed
+        # by the path, not the request, so that an idle worker keeps no request (nor its body).
+        self._matched: tuple[str, LocationConfig | None] = ("", None)
         self.server_software = f"{SERVER_SOFTWARE}/{__version__}"
 
     def body_limit(self, request: Request) -> int:
@@ -144,8 +145,8 @@ class Site:
         return loc.limit_request_body if loc else 0
 
     def _location(self, request: Request) -> LocationConfig | None:
-        if self._matched[0] is not request:
-            self._matched = (request, self.config.match(request.path))
+        if self._matched[0] != request.path:
+            self._matched = (request.path, self.config.match(request.path))
         return self._matched[1]
 
     def respond(self, request: Request) -> Response:

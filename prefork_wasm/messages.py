@@ -9,7 +9,7 @@ from http import HTTPStatus
 SERVER_SOFTWARE = "prefork-wasm"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)  # weakly referable: tests check what keeps one alive
 class Request:
     method: str
     target: str  # raw request-target, e.g. '/app/x?y=1'

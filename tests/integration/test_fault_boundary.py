@@ -1,7 +1,9 @@
-"""Every request gets an answer and no request kills a worker (issue 8, item 2)."""
+"""Every request gets an answer and no request kills a worker (issue 8, item 2); the scoreboard
+names the module of the request it shows (item 6)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from conftest import HELLO, Server, wait_for
@@ -42,3 +44,21 @@ CustomLog logs/ids_log "%L %>s"
     assert server.get(f"/cat?{data}/greeting.txt")[0] == 500  # and again, as long as it is gone
     assert server.worker_pids() == workers  # the same worker served them all
     assert "crashed" not in server.log()
+
+
+STATUS = HELLO + """
+<Location /server-status>
+    SetHandler server-status
+</Location>
+"""
+
+
+def test_the_status_page_shows_no_stale_module(make_server: Callable[..., Server]) -> None:
+    server = make_server(STATUS, start_servers=1)
+    assert server.get("/hello")[0] == 200
+    assert server.get("/nothing")[0] == 404
+    page = server.get("/server-status")[2].decode()
+    # The only worker's row: its current request (this one), with no module beside it.
+    (row,) = [r for r in page.splitlines() if "GET /server-status" in r]
+    cells = re.findall(r"<td>(.*?)</td>", row)
+    assert cells[-2:] == ["", "GET /server-status HTTP/1.1"]

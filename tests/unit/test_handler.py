@@ -1,4 +1,4 @@
-"""The request's fault boundary (issue 8, item 2).
+"""The request's fault boundary and what a worker keeps between requests (issue 8, items 2 and 6).
 
 A real Site and a real connection over a socket pair; the guest side is not needed here (a
 removed WasmDir through the real server is in tests/integration/test_fault_boundary.py).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,19 @@ def make_request(target: str, body: bytes = b"") -> Request:
     return Request(
         "POST", target, "1.1", [], "192.0.2.1", 4321, 8080, "abc-7", 0.0, body=body, path=request_path(target)
     )
+
+
+@pytest.mark.parametrize("target", ["/server-status", "/nowhere"])
+def test_an_answered_request_is_not_kept_alive(tmp_path: Path, target: str) -> None:
+    """After its response nothing in the Site holds the request, so its body is freed while idle."""
+    site = make_site(tmp_path, lambda request: Response(200))
+    request = make_request(target, body=b"x" * 1_000_000)
+    site.body_limit(request)
+    response = site.respond(request)
+    site.finished(request, response, 0)
+    gone = weakref.ref(request)
+    del request
+    assert gone() is None
 
 
 def test_a_bug_behind_respond_is_a_logged_500(tmp_path: Path) -> None:
