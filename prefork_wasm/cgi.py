@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Final
-from urllib.parse import unquote
 
-from .messages import Request, Response, origin_path
+from .messages import Request, Response
 
 __all__ = [
     "CgiOutputError",
-    "CgiRequestError",
     "build_environ",
     "parse_cgi_response",
     "plain_response",
@@ -23,15 +21,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- request side
-
-
-class CgiRequestError(ValueError):
-    """The request cannot be expressed as a CGI environment (the server answers 400).
-
-    Raised for a percent-encoded NUL in the path: environment strings are
-    NUL-terminated for the guest, so '%00' would silently truncate PATH_INFO
-    (Apache refuses such URLs too).
-    """
 
 
 # Never passed to the guest: credentials stay with the server (as Apache does),
@@ -79,24 +68,14 @@ def build_environ(
 
     The result is built only from the request and the arguments, never from
     os.environ, so nothing about the server process leaks into the guest.
-    PATH_INFO is the percent-decoded path after script_name (as Apache does;
-    invalid UTF-8 becomes U+FFFD since WASI environment strings are UTF-8),
-    QUERY_STRING stays raw. `extra` (WasmEnv) is applied last and wins.
+    PATH_INFO is the request's normalised path (paths.request_path: decoded,
+    dot segments removed, as Apache does) after script_name, the very path the
+    Location was matched on; REQUEST_URI and QUERY_STRING stay raw. `extra`
+    (WasmEnv) is applied last and wins.
 
-    Raises CgiRequestError for a '%00' in the path, and ValueError if the
-    decoded path does not start with script_name (a caller bug).
+    Raises ValueError if the path does not start with script_name (a caller bug).
     """
-    target = req.target
-    q = target.find("?")
-    if q < 0:
-        raw_path, query = target, ""
-    else:
-        raw_path, query = target[:q], target[q + 1 :]
-    if not raw_path.startswith("/"):
-        raw_path = origin_path(raw_path)
-    path = unquote(raw_path) if "%" in raw_path else raw_path
-    if "\x00" in path:
-        raise CgiRequestError("percent-encoded NUL in the request path")
+    path = req.path
     if not path.startswith(script_name):
         raise ValueError(f"request path {path!r} does not start with script_name {script_name!r}")
 
@@ -108,11 +87,11 @@ def build_environ(
         "SERVER_PORT": str(req.server_port),
         "REQUEST_METHOD": req.method,
         "REQUEST_SCHEME": scheme,
-        "REQUEST_URI": target,
+        "REQUEST_URI": req.target,
         "SCRIPT_NAME": script_name,
         "SCRIPT_FILENAME": script_filename,
         "PATH_INFO": path[len(script_name) :],
-        "QUERY_STRING": query,
+        "QUERY_STRING": req.query,
         "REMOTE_ADDR": req.remote_addr,
         "REMOTE_PORT": str(req.remote_port),
         "UNIQUE_ID": req.request_id,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .paths import ENCODED_SLASHES
 from .privileges import group_id, user_id
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -147,6 +148,7 @@ class ServerConfig:
     limit_request_fields: int = 100
     listen_backlog: int = 511
     limit_response_body: int = 0
+    allow_encoded_slashes: str = "off"  # paths.ENCODED_SLASHES
     locations: list[LocationConfig] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -155,7 +157,10 @@ class ServerConfig:
         self.locations = sorted(self.locations, key=lambda loc: -len(loc.prefix))
 
     def match(self, path: str) -> LocationConfig | None:
-        """The location with the longest prefix covering path (segment-wise: /a is not /ab)."""
+        """The location with the longest prefix covering path (segment-wise: /a is not /ab).
+
+        `path` must be a request's normalised path (paths.request_path), never the raw target.
+        """
         return next((loc for loc in self.locations if _prefix_covers(loc.prefix, path)), None)
 
     def modules(self) -> list[Path]:
@@ -318,7 +323,7 @@ def _client_ip(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
 def _prefix_covers(prefix: str, path: str) -> bool:
     if prefix.endswith("/"):
         return path.startswith(prefix)
-    return path == prefix or path.startswith((f"{prefix}/", f"{prefix}?"))
+    return path == prefix or path.startswith(f"{prefix}/")
 
 
 # --- syntax ---------------------------------------------------------------------------------
@@ -901,6 +906,7 @@ _TABLE = (
     _server("LimitRequestFields", "COUNT", _set("limit_request_fields", _count(0))),
     _server("ListenBacklog", "COUNT", _set("listen_backlog", _count(1))),
     _server("LimitResponseBody", "SIZE", _set("limit_response_body", parse_size)),
+    _server("AllowEncodedSlashes", "On|Off|NoDecode", _set("allow_encoded_slashes", _choice(*ENCODED_SLASHES))),
     # Server level (as defaults) or inside <Location>.
     _Directive("SetHandler", "wasm-handler|server-status|none", _set("handler", _handler)),
     _Directive("WasmModule", "FILE.wasm", _wasm_module),

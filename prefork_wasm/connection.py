@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import socket
 import time
+import traceback
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Protocol
@@ -22,6 +23,7 @@ from typing import Protocol
 import h11
 
 from .messages import SERVER_SOFTWARE, Request, Response, error_response, reason_phrase
+from .paths import PathRefused, request_path
 
 RECV_SIZE = 65536
 # After the response, a closing connection reads and drops what the client still sends, so
@@ -42,6 +44,7 @@ class Limits:
     request_line: int  # LimitRequestLine: bytes of the request line, CRLF excluded
     field_size: int  # LimitRequestFieldSize: bytes of one header field line, CRLF excluded
     fields: int  # LimitRequestFields: header fields in a request, 0 = unlimited
+    encoded_slashes: str = "off"  # AllowEncodedSlashes: off, on or nodecode (paths.request_path)
 
 
 class Handler(Protocol):
@@ -53,7 +56,10 @@ class Handler(Protocol):
         """LimitRequestBody for this request (0 = unlimited), known once the head is read."""
         ...
 
-    def respond(self, request: Request) -> Response: ...
+    def respond(self, request: Request) -> Response:
+        """The answer; a failure is a 5xx response, never an exception (the handler's fault
+        boundary). Should one escape anyway, the connection answers 500 and goes on."""
+        ...
 
     def finished(self, request: Request, response: Response, sent: int) -> None:
         """After the response is written: access log, scoreboard."""
@@ -314,6 +320,10 @@ def serve(
                     start=time.time(),
                 )
                 check_request_line(event, headers)
+                try:
+                    request.path = request_path(request.target, limits.encoded_slashes)
+                except PathRefused as e:
+                    raise Refused(e.status, str(e)) from None
                 length = body_length(event.http_version, headers)
                 request.body = _read_body(conn, sock, length, handler.body_limit(request), limits.timeout, state)
             except (Refused, h11.RemoteProtocolError) as e:
@@ -322,7 +332,11 @@ def serve(
                 return served + (request is not None)
 
             state("W", request)
-            response = handler.respond(request)
+            try:
+                response = handler.respond(request)
+            except Exception:  # last resort, behind the handler's own boundary: answer, keep the worker
+                traceback.print_exc()
+                response = error_response(500, "The server failed while handling the request.")
             served += 1
             close = (
                 not limits.keep_alive

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,10 @@ FAILURE_STATUS = {
     Outcome.TIMEOUT: 504,
     Outcome.TOO_LARGE: 502,
 }
+
+
+# A decoded path (%0A) or an exception's text must not break or forge error-log lines.
+_LOG_SAFE = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +135,9 @@ class Site:
         self.others_waiting = others_waiting
         self.status_page = status_page
         self.new_request_id = RequestIds()
-        # body_limit and respond both need the request's Location: match once per request.
-        self._matched: tuple[Request | None, LocationConfig | None] = (None, None)
+        # body_limit and respond both need the request's Location: match once per request. Keyed
+        # by the path, not the request, so that an idle worker keeps no request (nor its body).
+        self._matched: tuple[str, LocationConfig | None] = ("", None)
         self.server_software = f"{SERVER_SOFTWARE}/{__version__}"
 
     def body_limit(self, request: Request) -> int:
@@ -139,38 +145,42 @@ class Site:
         return loc.limit_request_body if loc else 0
 
     def _location(self, request: Request) -> LocationConfig | None:
-        if self._matched[0] is not request:
-            self._matched = (request, self.config.match(request.path))
+        if self._matched[0] != request.path:
+            self._matched = (request.path, self.config.match(request.path))
         return self._matched[1]
 
     def respond(self, request: Request) -> Response:
-        loc = self._location(request)
-        if loc is None or loc.handler is None:
-            return error_response(404, "The requested URL was not found on this server.")
-        if not loc.allows(request.remote_addr):
-            return error_response(403, "You don't have permission to access this resource.")
-        if loc.handler == STATUS_HANDLER and self.status_page:
-            return self.status_page(request)
-        route = self.routes[loc.prefix]
-        self.slot.module = route.module_name.encode()[:MODULE_CHARS - 1]
-        return self._run(request, route)
+        """Route and answer `request`: the request's fault boundary. Whatever fails on the way
+        (a bug, a host resource gone) is a 500 and one error-log line; the worker goes on."""
+        route: Route | None = None
+        try:
+            loc = self._location(request)
+            if loc is None or loc.handler is None:
+                return error_response(404, "The requested URL was not found on this server.")
+            if not loc.allows(request.remote_addr):
+                return error_response(403, "You don't have permission to access this resource.")
+            if loc.handler == STATUS_HANDLER and self.status_page:
+                return self.status_page(request)
+            route = self.routes[loc.prefix]
+            self.slot.module = route.module_name.encode()[:MODULE_CHARS - 1]
+            return self._run(request, route)
+        except Exception as e:
+            self._log_failure(request, route.module_name if route else "-", f"internal error: {_cause(e)}")
+            return error_response(500, _FAILURE_TEXT[500])
 
     def _run(self, request: Request, route: Route) -> Response:
         loc = route.location
         assert route.module is not None
         if loc.enable_cgi:
-            try:
-                env = cgi.build_environ(
-                    request,
-                    server_name=self._server_name(request),
-                    script_name=route.script_name,
-                    script_filename=route.script_filename,
-                    content_length=_content_length(request),
-                    extra=loc.env,
-                    server_software=self.server_software,
-                )
-            except cgi.CgiRequestError as e:
-                return error_response(400, str(e))
+            env = cgi.build_environ(
+                request,
+                server_name=self._server_name(request),
+                script_name=route.script_name,
+                script_filename=route.script_filename,
+                content_length=_content_length(request),
+                extra=loc.env,
+                server_software=self.server_software,
+            )
         else:
             env = loc.env
         result = self.runtime.run(route.module, route.spec, route.argv, env, request.body)
@@ -189,11 +199,11 @@ class Site:
                 return cgi.plain_response(result.stdout, loc.force_type or "application/octet-stream")
             except cgi.CgiOutputError as e:
                 if result.outcome is Outcome.OK:
-                    self._log_failure(request, route, f"malformed CGI output: {e}")
+                    self._log_failure(request, route.module_name, f"malformed CGI output: {e}")
                     return error_response(502, "The module's output is not a valid CGI response.")
                 # A non-zero exit without a valid response falls through to 500.
         status = FAILURE_STATUS[result.outcome]
-        self._log_failure(request, route, result.detail)
+        self._log_failure(request, route.module_name, result.detail)
         return error_response(status, _FAILURE_TEXT[status])
 
     def _server_name(self, request: Request) -> str:
@@ -203,11 +213,10 @@ class Site:
             return name.rsplit(":", 1)[0] if not name.endswith("]") else name
         return self.config.server_name or "localhost"
 
-    def _log_failure(self, request: Request, route: Route, cause: str) -> None:
-        self.error_log.error(
-            f"[client {request.remote_addr}:{request.remote_port}] request {request.request_id}: "
-            f"{route.module_name}: {cause} ({request.method} {request.path})"
-        )
+    def _log_failure(self, request: Request, module: str, cause: str) -> None:
+        message = f"request {request.request_id}: {module}: {cause} ({request.method} {request.path})"
+        client = f"[client {request.remote_addr}:{request.remote_port}]"
+        self.error_log.error(f"{client} {message.translate(_LOG_SAFE)}")
 
     def _log_stderr(self, request: Request, route: Route, stderr: bytes) -> None:
         text = stderr.decode("utf-8", "backslashreplace")
@@ -249,6 +258,13 @@ class Site:
             server_name=self.config.server_name or "",
             server_port=request.server_port,
         )
+
+
+def _cause(error: Exception) -> str:
+    """An unexpected exception in one line: its type, message and where it was raised."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(error).__name__}: {error}{where}"
 
 
 def _content_length(request: Request) -> int | None:

@@ -9,7 +9,7 @@ from http import HTTPStatus
 SERVER_SOFTWARE = "prefork-wasm"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)  # weakly referable: tests check what keeps one alive
 class Request:
     method: str
     target: str  # raw request-target, e.g. '/app/x?y=1'
@@ -21,12 +21,9 @@ class Request:
     request_id: str
     start: float  # time.time() when the request head was complete
     body: bytes = b""
-
-    @property
-    def path(self) -> str:
-        """What the server routes on: the target's path, also for an absolute-form target."""
-        path = self.target.partition("?")[0]
-        return path if path[:1] == "/" else origin_path(path)
+    # The normalised, decoded path (paths.request_path), set once when the head is read: the
+    # only path that routing, access control, the guest and %U see. '' matches no Location.
+    path: str = ""
 
     @property
     def query(self) -> str:
@@ -41,16 +38,6 @@ class Request:
             if key == name:
                 return value
         return None
-
-
-def origin_path(path: str) -> str:
-    """Reduce an absolute-form target ('http://host/p', RFC 9112 3.2.2) to its path, which a
-    server must accept (Apache routes it like '/p')."""
-    sep = path.find("://")
-    if sep < 0:
-        return path  # '*' (asterisk-form) or garbage: leave it to the prefix check
-    slash = path.find("/", sep + 3)
-    return "/" if slash < 0 else path[slash:]
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ import ctypes
 import enum
 import math
 import os
+import stat
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -150,7 +151,10 @@ class Runtime:
         wasi.stdout_file = self._stdout.path
         wasi.stderr_file = self._stderr.path
         for host, guest, writable in spec.preopens:
-            wasi.preopen_dir(host, guest, writable)
+            try:
+                wasi.preopen_dir(host, guest, writable)
+            except wasmtime.WasmtimeError as e:  # says neither which directory nor why
+                return RunResult(Outcome.ERROR, b"", b"", 0, _preopen_failure(host, guest, e))
 
         store = wasmtime.Store(self.engine)
         try:
@@ -199,6 +203,15 @@ def _call_entry(
     except wasmtime.WasmtimeError as e:
         return Outcome.ERROR, 0, _first_line(str(e))
     return Outcome.OK, 0, ""
+
+
+def _preopen_failure(host: str, guest: str, error: wasmtime.WasmtimeError) -> str:
+    """For the error log: wasmtime's message names neither the directory nor the cause."""
+    try:
+        why = _first_line(str(error)) if stat.S_ISDIR(os.stat(host).st_mode) else "not a directory"
+    except OSError as e:
+        why = e.strerror or str(e)
+    return f"cannot pre-open host directory {host} (guest path {guest}): {why}"
 
 
 def _trap_cause(trap: wasmtime.Trap) -> str:

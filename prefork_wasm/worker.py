@@ -136,6 +136,7 @@ class Worker:
             request_line=config.limit_request_line,
             field_size=config.limit_request_field_size,
             fields=config.limit_request_fields,
+            encoded_slashes=config.allow_encoded_slashes,
         )
         for sock in self.listeners:
             sock.setblocking(False)
@@ -189,16 +190,19 @@ class Worker:
 
         def state(letter: str, request: Request | None = None) -> None:
             slot.heartbeat = time.monotonic()
+            if request is not None:  # even while draining: the slot shows what it serves
+                line = request.request_line
+                slot.request = line.encode("latin-1", "replace")[: REQUEST_CHARS - 1]
+                slot.module = b""  # a new request: the handler names its module if it runs one
+                slot.request_start = request.start
             if draining():
                 slot.state = GRACEFUL
                 title.set("graceful")
                 return
             slot.state = letter.encode()
             if request is not None:
-                line = request.request_line
-                slot.request = line.encode("latin-1", "replace")[: REQUEST_CHARS - 1]
-                slot.request_start = request.start
-                title.set(f"busy {request.method} {request.path[:64]}")
+                # The raw target's path: printable ASCII (the decoded one may not be), no query.
+                title.set(f"busy {request.method} {request.target.partition('?')[0][:64]}")
             elif letter == "K":
                 title.set("keepalive")
 

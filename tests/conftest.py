@@ -51,6 +51,12 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: f
         time.sleep(interval)
 
 
+def env_of(body: bytes) -> dict[str, str]:
+    """The NAME=value lines the env example prints (its CGI environment and argv)."""
+    pairs = (line.split("=", 1) for line in body.decode().splitlines() if "=" in line)
+    return {k: v for k, v in pairs}
+
+
 class Server:
     """A prefork-wasm master started from a config written into a temporary folder."""
 

@@ -9,7 +9,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import EXAMPLES, HELLO, MODULES, Server, wait_for
+from conftest import EXAMPLES, HELLO, MODULES, Server, env_of, wait_for
 
 DATA = EXAMPLES.parent / "data"
 
@@ -90,11 +90,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
     srv = Server(tmp_path_factory.mktemp("requests"), LOCATIONS, start_servers=1).start()
     yield srv
     srv.stop()
-
-
-def env_of(body: bytes) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in body.decode().splitlines() if "=" in line)
-    return {k: v for k, v in pairs}
 
 
 def test_cgi_environment(server: Server) -> None:

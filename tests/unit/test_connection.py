@@ -20,7 +20,6 @@ from prefork_wasm.connection import (
     max_head_size,
     transfer_coding_refusal,
 )
-from prefork_wasm.messages import Request, origin_path
 
 LIMITS = Limits(
     timeout=2, keep_alive=True, keep_alive_timeout=2, max_keep_alive_requests=0,
@@ -269,16 +268,3 @@ def test_transfer_coding_refusal(fields: bytes, status: int) -> None:
         conn.next_event()
     assert e.value.error_status_hint == 501
     assert transfer_coding_refusal(head).status == status
-
-
-# --- absolute-form targets -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "target, path",
-    [("/a/b?q", "/a/b"), ("http://h/a/b?q", "/a/b"), ("http://h", "/"), ("http://h?q", "/"), ("*", "*")],
-)
-def test_request_path_reduces_absolute_form(target: str, path: str) -> None:
-    req = Request("GET", target, "1.1", [], "127.0.0.1", 1, 80, "id", 0.0)
-    assert req.path == path
-    assert origin_path(target.partition("?")[0]) == path

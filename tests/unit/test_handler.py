@@ -1,0 +1,125 @@
+"""The request's fault boundary and what a worker keeps between requests (issue 8, items 2 and 6).
+
+A real Site and a real connection over a socket pair; the guest side is not needed here (a
+removed WasmDir through the real server is in tests/integration/test_fault_boundary.py).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import weakref
+from pathlib import Path
+
+import pytest
+
+from prefork_wasm.config import parse_config
+from prefork_wasm.connection import Limits, serve
+from prefork_wasm.handler import Site
+from prefork_wasm.logs import ErrorLog
+from prefork_wasm.messages import Request, Response
+from prefork_wasm.paths import request_path
+from prefork_wasm.scoreboard import Slot
+
+CONFIG = """\
+Listen 8080
+<Location /server-status>
+    SetHandler server-status
+</Location>
+"""
+
+
+def make_site(tmp_path: Path, status_page: object) -> Site:
+    conf = tmp_path / "server.conf"
+    conf.write_text(CONFIG)
+    return Site(
+        parse_config(conf),
+        routes={},
+        runtime=None,  # type: ignore[arg-type]  # no Location here runs a guest
+        error_log=ErrorLog(str(tmp_path / "error_log"), "info"),
+        access_logs=[],
+        slot=Slot(),
+        draining=lambda: False,
+        others_waiting=lambda: False,
+        status_page=status_page,  # type: ignore[arg-type]
+    )
+
+
+def make_request(target: str, body: bytes = b"") -> Request:
+    return Request(
+        "POST", target, "1.1", [], "192.0.2.1", 4321, 8080, "abc-7", 0.0, body=body, path=request_path(target)
+    )
+
+
+@pytest.mark.parametrize("target", ["/server-status", "/nowhere"])
+def test_an_answered_request_is_not_kept_alive(tmp_path: Path, target: str) -> None:
+    """After its response nothing in the Site holds the request, so its body is freed while idle."""
+    site = make_site(tmp_path, lambda request: Response(200))
+    request = make_request(target, body=b"x" * 1_000_000)
+    site.body_limit(request)
+    response = site.respond(request)
+    site.finished(request, response, 0)
+    gone = weakref.ref(request)
+    del request
+    assert gone() is None
+
+
+def test_a_bug_behind_respond_is_a_logged_500(tmp_path: Path) -> None:
+    def broken(request: Request) -> Response:
+        return {}["no such key"]  # type: ignore[no-any-return]
+
+    site = make_site(tmp_path, broken)
+    response = site.respond(make_request("/server-status/x%0Ay"))
+    assert response.status == 500
+    log = (tmp_path / "error_log").read_text()
+    assert "[client 192.0.2.1:4321] request abc-7: -: internal error: KeyError: 'no such key' at test_handler.py:" in log
+    assert "(POST /server-status/x\\x0ay)" in log  # a decoded control character cannot forge a line
+    assert len(log.splitlines()) == 1
+
+
+class _Crashing:
+    """A handler whose respond raises (a bug its own boundary did not catch)."""
+
+    def __init__(self) -> None:
+        self.answered: list[int] = []
+
+    def new_request_id(self) -> str:
+        return "id"
+
+    def body_limit(self, request: Request) -> int:
+        return 0
+
+    def respond(self, request: Request) -> Response:
+        if request.path == "/crash":
+            raise RuntimeError("bug")
+        return Response(200, body=b"fine")
+
+    def finished(self, request: Request, response: Response, sent: int) -> None:
+        self.answered.append(response.status)
+
+    def draining(self) -> bool:
+        return False
+
+    def others_waiting(self) -> bool:
+        return False
+
+
+def test_the_connection_answers_500_when_respond_raises(capsys: pytest.CaptureFixture[str]) -> None:
+    limits = Limits(
+        timeout=5, keep_alive=True, keep_alive_timeout=1, max_keep_alive_requests=0,
+        request_line=8190, field_size=8190, fields=100,
+    )
+    server, client = socket.socketpair()
+    handler = _Crashing()
+    thread = threading.Thread(target=serve, args=(server, ("127.0.0.1", 1), 8080, handler, limits, lambda *a: None))
+    thread.start()
+    with client:
+        client.sendall(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+    thread.join(10)
+    assert received.startswith(b"HTTP/1.1 500 ")
+    assert b"HTTP/1.1 200 " in received and received.endswith(b"fine")  # the same connection goes on
+    assert handler.answered == [500, 200]
+    assert "RuntimeError: bug" in capsys.readouterr().err
