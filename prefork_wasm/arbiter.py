@@ -260,7 +260,7 @@ class Arbiter:
             child = self.children.pop(pid, None)
             if child is None:
                 continue  # not a worker (the compiler process is waited for where it runs)
-            self.scoreboard.slots[child.slot].clear()
+            self.scoreboard.release(child.slot)
             yield pid, os.waitstatus_to_exitcode(status), child
 
     def reap(self) -> None:

@@ -385,3 +385,55 @@ def test_graceful_restart_reopens_logs_for_rotation(make_server: Callable[..., S
     assert server.get("/hello?after")[0] == 200
     wait_for(lambda: server.access_log.exists() and "GET /hello?after" in server.access_log.read_text())
     assert "GET /hello?after" not in rotated.read_text()
+
+
+class AccessTotals:
+    """Polls `Total Accesses` from ?auto. A status request counts once answered (after its own
+    page is rendered), and a worker counts a request just after sending it, so the exact figure
+    is `requests + status requests answered before this one`, reached after a moment."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.seen: list[int] = []
+
+    def read(self) -> int:
+        """The total minus the status requests answered before this one."""
+        body = status_auto(self.server).decode()
+        value = int(next(l for l in body.splitlines() if l.startswith("Total Accesses: ")).split(": ")[1])
+        assert not self.seen or value >= self.seen[-1], f"Total Accesses went back: {self.seen} then {value}"
+        self.seen.append(value)
+        return value - (len(self.seen) - 1)
+
+    def expect(self, requests: int, after: str) -> None:
+        wait_for(lambda: self.read() == requests, what=f"Total Accesses {requests} {after}")
+
+
+def test_total_accesses_never_go_back_across_recycles_kills_and_restarts(
+    make_server: Callable[..., Server]
+) -> None:
+    server = make_server(SLOW + STATUS + "MaxConnectionsPerChild 3\n")
+    totals = AccessTotals(server)
+    first = server.worker_pids()
+    for _ in range(12):  # 12 connections: every worker recycled at least once
+        assert server.get("/hello")[0] == 200
+        server.worker_pids()
+    # 13: the harness's readiness probe (OPTIONS *) is a request too.
+    totals.expect(13, "after MaxConnectionsPerChild recycles")
+    assert not first & server.worker_pids()
+    assert "recycling after 3 connections" in server.log()
+
+    served = server.worker_pids()
+    for pid in served:
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: len(server.worker_pids()) == 2 and not served & server.worker_pids(), what="replacements")
+    totals.expect(13, "after killed workers")
+
+    for signum, generation in ((signal.SIGUSR1, 1), (signal.SIGHUP, 2)):
+        assert server.get("/hello")[0] == 200
+        old = server.worker_pids()
+        server.signal(signum)
+        wait_for(lambda: f"generation {generation} configured" in server.log(), what=f"generation {generation}")
+        wait_for(lambda: len(server.worker_pids()) == 2 and not old & server.worker_pids(), what="the new generation")
+        totals.expect(13 + generation, f"after restart with {signum.name}")
+    kbytes = int(next(l for l in status_auto(server).splitlines() if l.startswith(b"Total kBytes: ")).split(b": ")[1])
+    assert kbytes >= 1  # ~13 hello responses plus ~20 status pages of ~400 bytes each
