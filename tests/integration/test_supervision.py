@@ -167,6 +167,41 @@ def test_soft_memory_limit_recycles_after_the_connection_without_failures(
     assert not first & server.worker_pids()
 
 
+def live_children(server: Server) -> int:
+    """The master's children as the kernel lists them (a cheap read, zombies included)."""
+    try:
+        return len(Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split())
+    except FileNotFoundError:
+        return 0
+
+
+def test_soft_memory_recycles_never_exceed_max_request_workers(make_server: Callable[..., Server]) -> None:
+    """Every worker is above the soft limit at once, so each is recycled every second under load;
+    a replacement may start only when the worker it replaces has exited."""
+    server = make_server(SLOW + "MaxMemoryPerChild 1M\nMemoryMetric rss\nMinSpareServers 2\n")
+    first = server.worker_pids()
+    most, stop = [0], threading.Event()
+
+    def sample() -> None:
+        deadline = time.monotonic() + 40
+        while not stop.is_set() and time.monotonic() < deadline:
+            most[0] = max(most[0], live_children(server))
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with Load(server.port, "/hello", threads=2, close_every=10) as load:
+            wait_for(lambda: server.log().count("above MaxMemoryPerChild") >= 8, timeout=30, what="recycles")
+    finally:
+        stop.set()
+        sampler.join()
+    assert load.failures == [] and load.ok > 0
+    assert not first & server.worker_pids()
+    assert most[0] <= 2, f"{most[0]} workers alive at once with MaxRequestWorkers 2"
+    wait_for(lambda: len(server.worker_pids()) == 2, what="the pool back at 2 workers")
+
+
 def test_hard_memory_limit_kills_at_once_and_replaces(make_server: Callable[..., Server]) -> None:
     server = make_server(SLOW + "MaxMemoryPerChild 1M 2M\nMemoryMetric rss\n")
     first = server.worker_pids()
