@@ -472,3 +472,31 @@ def test_total_accesses_never_go_back_across_recycles_kills_and_restarts(
         totals.expect(13 + generation, f"after restart with {signum.name}")
     kbytes = int(next(l for l in status_auto(server).splitlines() if l.startswith(b"Total kBytes: ")).split(b": ")[1])
     assert kbytes >= 1  # ~13 hello responses plus ~20 status pages of ~400 bytes each
+
+
+def main_thread_switches(pids: set[int]) -> int:
+    """Voluntary context switches of each process's main thread: a worker blocked in its accept
+    wait switches once per wake-up (/proc/PID/status counts the main thread only, so a worker's
+    other threads do not blur this)."""
+    total = 0
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status").read_text()
+        total += int(status.split("\nvoluntary_ctxt_switches:")[1].split()[0])
+    return total
+
+
+def test_a_new_connection_wakes_one_idle_worker_not_all(make_server: Callable[..., Server]) -> None:
+    """Sequential connections to 8 idle workers: the one that serves a connection switches about
+    twice (woken; blocked on the socket read), each other worker woken for nothing once more."""
+    server = make_server(SLOW, start_servers=8)
+    wait_for(lambda: len(server.worker_pids()) == 8
+             and all(title(p) == "prefork-wasm: worker [idle]" for p in server.worker_pids()), what="8 idle workers")
+    pids = server.worker_pids()
+    before, connections = main_thread_switches(pids), 40
+    for _ in range(connections):
+        assert server.get("/hello")[0] == 200
+    wait_for(lambda: all(title(p) == "prefork-wasm: worker [idle]" for p in pids), what="idle workers again")
+    assert server.worker_pids() == pids
+    per_connection = (main_thread_switches(pids) - before) / connections
+    # One woken worker: ~2 (+ each idle worker's once-a-second heartbeat); all 8 woken: ~9.
+    assert per_connection < 4, f"{per_connection:.1f} worker wake-ups per connection"
