@@ -317,7 +317,8 @@ def idle_markdown(r: dict[str, Any]) -> str:
         "`Connection: close` requests to /hello; wake-ups = voluntary context switches of the workers' "
         "main threads (each blocked in its accept wait), minus those of an idle window as long. A "
         "worker that serves a connection switches about twice (woken, then blocking on the socket "
-        "read); every other worker woken for nothing adds one.",
+        "read); every other worker woken for nothing adds one. Before the accept wait used "
+        "EPOLLEXCLUSIVE (a poll on the listeners in every worker), 32 idle workers made 30.75 here.",
         "",
         "| workers | window | CPU, master + workers | % of one core | target | wake-ups per connection | other load |",
         "| ---: | ---: | ---: | ---: | --- | ---: | ---: |",

@@ -463,13 +463,16 @@ def test_total_accesses_never_go_back_across_recycles_kills_and_restarts(
     wait_for(lambda: len(server.worker_pids()) == 2 and not served & server.worker_pids(), what="replacements")
     totals.expect(13, "after killed workers")
 
-    for signum, generation in ((signal.SIGUSR1, 1), (signal.SIGHUP, 2)):
+    def restart(signum: signal.Signals, generation: int) -> None:
         assert server.get("/hello")[0] == 200
         old = server.worker_pids()
         server.signal(signum)
         wait_for(lambda: f"generation {generation} configured" in server.log(), what=f"generation {generation}")
         wait_for(lambda: len(server.worker_pids()) == 2 and not old & server.worker_pids(), what="the new generation")
         totals.expect(13 + generation, f"after restart with {signum.name}")
+
+    restart(signal.SIGUSR1, 1)
+    restart(signal.SIGHUP, 2)
     kbytes = int(next(l for l in status_auto(server).splitlines() if l.startswith(b"Total kBytes: ")).split(b": ")[1])
     assert kbytes >= 1  # ~13 hello responses plus ~20 status pages of ~400 bytes each
 
