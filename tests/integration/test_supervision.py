@@ -495,11 +495,13 @@ def test_a_new_connection_wakes_one_idle_worker_not_all(make_server: Callable[..
     wait_for(lambda: len(server.worker_pids()) == 8
              and all(title(p) == "prefork-wasm: worker [idle]" for p in server.worker_pids()), what="8 idle workers")
     pids = server.worker_pids()
-    before, connections = main_thread_switches(pids), 40
+    before, start, connections = main_thread_switches(pids), time.monotonic(), 40
     for _ in range(connections):
         assert server.get("/hello")[0] == 200
     wait_for(lambda: all(title(p) == "prefork-wasm: worker [idle]" for p in pids), what="idle workers again")
     assert server.worker_pids() == pids
     per_connection = (main_thread_switches(pids) - before) / connections
-    # One woken worker: ~2 (+ each idle worker's once-a-second heartbeat); all 8 woken: ~9.
-    assert per_connection < 4, f"{per_connection:.1f} worker wake-ups per connection"
+    # Each idle worker also wakes once a second to beat its heart, however slow this machine is.
+    heartbeats = len(pids) * (time.monotonic() - start + 1) / connections
+    # One worker woken per connection: ~2; all 8 woken: ~9.
+    assert per_connection < 4 + heartbeats, f"{per_connection:.1f} worker wake-ups per connection"
