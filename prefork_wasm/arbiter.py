@@ -91,6 +91,7 @@ class Child:
     soft_limit: int | None
     hard_limit: int | None
     leaving: bool = False  # told to finish and exit; not replaced one-for-one
+    recycled: bool = False  # leaving for MaxMemoryPerChild: replaced once it has exited
     killed: bool = False  # killed by the master, which logged why; replaced one-for-one
 
 
@@ -260,7 +261,7 @@ class Arbiter:
             child = self.children.pop(pid, None)
             if child is None:
                 continue  # not a worker (the compiler process is waited for where it runs)
-            self.scoreboard.slots[child.slot].clear()
+            self.scoreboard.release(child.slot)
             yield pid, os.waitstatus_to_exitcode(status), child
 
     def reap(self) -> None:
@@ -279,10 +280,12 @@ class Arbiter:
             if code != 0 and not (child.leaving or child.killed):
                 how = f"on signal {signal.Signals(-code).name}" if code < 0 else f"with status {code}"
                 self.error_log.error(f"worker {pid} exited {how}; a new one replaces it")
-            if child.generation == self.generation and not child.leaving:
+            if len(self.children) >= self.config.max_request_workers:
+                continue  # a graceful restart's two generations together may be at the limit
+            if child.generation == self.generation and (child.recycled or not child.leaving):
                 self.spawn()
             elif child.generation != self.generation and len(self._current()) < self.config.start_servers:
-                self.spawn()  # an old worker's slot is free: the new generation may need it now
+                self.spawn()  # an old worker's place is free: the new generation may need it now
 
     # ---------------------------------------------------------------- maintenance
 
@@ -305,6 +308,7 @@ class Arbiter:
             len(idle), len(current),
             min_spare=config.min_spare_servers, max_spare=config.max_spare_servers,
             max_workers=config.max_request_workers, spawn_rate=self.spawn_rate,
+            leaving=len(self.children) - len(current),
         )
         self.spawn_rate = p.next_spawn_rate
         if p.at_limit and not self.warned_max_workers:
@@ -354,7 +358,7 @@ class Arbiter:
                     f"{size_text(child.soft_limit)}: recycling after its current connection"
                 )
                 self._retire(pid)
-                self.spawn()
+                child.recycled = True  # its replacement is forked once it has exited, never beside it
         self.sampling_seconds += time.process_time() - start
 
     def _kill_hung_workers(self) -> None:

@@ -5,7 +5,8 @@ of the current generation and decides:
   - more idle than MaxSpareServers: stop one idle worker (one per second, so a brief lull
     does not tear the pool down);
   - fewer idle than MinSpareServers: spawn `spawn_rate` workers, then double the rate for
-    the next second (1, 2, 4 ... 32) while the shortage lasts, never above MaxRequestWorkers;
+    the next second (1, 2, 4 ... 32) while the shortage lasts, never above MaxRequestWorkers
+    live processes (workers still finishing a connection before they exit count too);
   - otherwise: reset the rate to 1.
 When the pool is at MaxRequestWorkers and still short of idle workers, the caller logs
 Apache's "server reached MaxRequestWorkers" warning, once.
@@ -34,12 +35,14 @@ def plan(
     max_spare: int,
     max_workers: int,
     spawn_rate: int,
+    leaving: int = 0,
 ) -> PoolPlan:
-    """One second of pool maintenance: `idle` and `total` count the current generation only."""
+    """One second of pool maintenance: `idle` and `total` count the current generation's pool;
+    `leaving` counts the live workers outside it (recycling, or of an older generation)."""
     if idle > max_spare:
         return PoolPlan(spawn=0, stop_idle=1, next_spawn_rate=1, at_limit=False)
     if idle < min_spare:
-        room = max(0, max_workers - total)
+        room = max(0, max_workers - total - leaving)
         if room == 0:
             return PoolPlan(spawn=0, stop_idle=0, next_spawn_rate=spawn_rate, at_limit=True)
         spawn = min(spawn_rate, room)

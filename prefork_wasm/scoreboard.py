@@ -5,6 +5,12 @@ master reads every slot for pool maintenance, hung-worker detection and server-s
 reader may see a slot mid-update; every field is a single machine word or a short string, so
 the worst case is a status page that is a moment stale.
 
+Totals survive their workers: when the master reaps a worker it adds the slot's final counters
+into a master-owned `Cumulative` record before the slot can be reused, so totals (cumulative +
+live slots) never go backwards across recycles, kills and restarts. The master is the record's
+only writer; it bumps a sequence number around each fold (a seqlock) so that a reader never
+counts a dead worker's requests twice or not at all.
+
 States are Apache's letters (mod_status):
   '.' open slot      'S' starting      '_' waiting for a connection
   'R' reading        'W' sending reply 'K' keep-alive (waiting for the next request)
@@ -18,6 +24,7 @@ import ctypes
 import mmap
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 OPEN, STARTING, WAITING, READING, SENDING, KEEPALIVE, LOGGING, GRACEFUL, CLEANUP = (
     b".", b"S", b"_", b"R", b"W", b"K", b"L", b"G", b"I"
@@ -60,10 +67,28 @@ class Slot(ctypes.Structure):
         self.heartbeat = time.monotonic()
 
 
+class Cumulative(ctypes.Structure):
+    """The final counters of every worker that has exited, written by the master alone."""
+
+    _fields_ = [
+        ("sequence", ctypes.c_uint64),  # odd while the master folds a slot in
+        ("accesses", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    accesses: int
+    bytes: int
+
+
 class Scoreboard:
     def __init__(self, slots: int) -> None:
-        self._map = mmap.mmap(-1, ctypes.sizeof(Slot) * slots)  # MAP_SHARED | MAP_ANONYMOUS
-        self.slots = (Slot * slots).from_buffer(self._map)
+        size = ctypes.sizeof(Cumulative) + ctypes.sizeof(Slot) * slots
+        self._map = mmap.mmap(-1, size)  # MAP_SHARED | MAP_ANONYMOUS, zero-filled
+        self.cumulative = Cumulative.from_buffer(self._map)
+        self.slots = (Slot * slots).from_buffer(self._map, ctypes.sizeof(Cumulative))
         for slot in self.slots:
             slot.clear()
 
@@ -84,3 +109,28 @@ class Scoreboard:
 
     def in_use(self) -> Iterator[Slot]:
         return (slot for slot in self.slots if slot.state != OPEN)
+
+    def release(self, index: int) -> None:
+        """Master, after reaping the slot's worker: fold its counters into the cumulative
+        record, then free the slot (in this order, so no count is ever lost)."""
+        slot, total = self.slots[index], self.cumulative
+        total.sequence += 1
+        total.accesses += slot.accesses
+        total.bytes += slot.bytes
+        slot.clear()
+        total.sequence += 1
+
+    def counters(self) -> Counters:
+        """Totals since start: exited workers' plus live slots', consistent with any fold."""
+        total = self.cumulative
+        while True:
+            sequence = total.sequence
+            if sequence % 2:
+                time.sleep(0)  # the master is mid-fold: a few stores away from done
+                continue
+            live = [slot for slot in self.slots if slot.state != OPEN]
+            counters = Counters(
+                total.accesses + sum(s.accesses for s in live), total.bytes + sum(s.bytes for s in live)
+            )
+            if total.sequence == sequence:
+                return counters

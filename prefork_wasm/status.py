@@ -6,14 +6,13 @@ contributes only what it writes into the scoreboard (per-worker memory, the gene
 
 from __future__ import annotations
 
-import ctypes
 import html
 import time
 from dataclasses import dataclass
 
 from . import __version__
 from .messages import Request, Response
-from .scoreboard import BUSY_STATES, OPEN, STARTING, WAITING, Scoreboard, Slot
+from .scoreboard import BUSY_STATES, OPEN, STARTING, WAITING, Scoreboard
 
 STATE_NAMES = {
     b"_": "waiting", b"S": "starting", b"R": "reading", b"W": "sending reply", b"K": "keepalive",
@@ -30,13 +29,14 @@ class Totals:
     letters: str
 
 
-def totals(slots: ctypes.Array[Slot]) -> Totals:
-    accesses = sum(s.accesses for s in slots if s.state != OPEN)
-    total_bytes = sum(s.bytes for s in slots if s.state != OPEN)
+def totals(scoreboard: Scoreboard) -> Totals:
+    """Accesses and traffic since start (workers gone included: they never go backwards)."""
+    slots = scoreboard.slots
+    counters = scoreboard.counters()
     busy = sum(1 for s in slots if s.state in BUSY_STATES)
     idle = sum(1 for s in slots if s.state == WAITING)
     letters = "".join(s.state.decode() or "." for s in slots)
-    return Totals(accesses, total_bytes / 1024, busy, idle, letters)
+    return Totals(counters.accesses, counters.bytes / 1024, busy, idle, letters)
 
 
 def _uptime(seconds: float) -> str:
@@ -63,7 +63,7 @@ class StatusPage:
 
     def auto(self) -> str:
         slots = self.scoreboard.slots
-        t = totals(slots)
+        t = totals(self.scoreboard)
         uptime = max(1, int(time.time() - self.started))
         lines = [
             f"{self.server_name}",
@@ -87,7 +87,7 @@ class StatusPage:
 
     def html(self) -> str:
         slots = self.scoreboard.slots
-        t = totals(slots)
+        t = totals(self.scoreboard)
         now = time.time()
         uptime = max(1, int(now - self.started))
         rows = []

@@ -140,11 +140,14 @@ class Worker:
         )
         for sock in self.listeners:
             sock.setblocking(False)
-        poller = select.poll()
+        # The accept wait: EPOLLEXCLUSIVE has a new connection wake one idle worker, not every
+        # one (Apache's answer to the thundering herd on Linux). The wake-up pipe is this
+        # worker's own, so a graceful stop still ends the wait at once.
+        waiter = select.epoll()
         by_fd = {sock.fileno(): sock for sock in self.listeners}
         for fd in by_fd:
-            poller.register(fd, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
+            waiter.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        waiter.register(self._wake_r, select.EPOLLIN)
         slot = self.slot
         max_connections = config.max_connections_per_child
         title = _Title()
@@ -160,7 +163,7 @@ class Worker:
             slot.state = WAITING
             slot.heartbeat = time.monotonic()
             title.set("idle")
-            ready = poller.poll(IDLE_WAKEUP * 1000)
+            ready = waiter.poll(IDLE_WAKEUP)
             if os.getppid() != self.master_pid:
                 return
             for fd, _ in ready:

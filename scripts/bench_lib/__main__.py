@@ -45,9 +45,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--supervision", action="store_true",
                    help="also measure the master: worker start (fork to ready) with the CPython module, "
                         "its CPU at 32 idle workers with memory sampling, graceful restarts under load")
-    p.add_argument("--only", choices=["supervision"],
+    p.add_argument("--only", choices=["supervision", "idle"],
                    help="measure only this section and merge it into the existing results .json/.md "
-                        "(benchmarks/results/NAME.json must exist; the peer results are kept)")
+                        "(benchmarks/results/NAME.json must exist; the peer results are kept); "
+                        "idle: just the idle cost of 32 workers (CPU, wake-ups per connection)")
     p.add_argument("--profile", action="store_true", help="also py-spy one prefork-wasm worker under load")
     p.add_argument("--name", help="results file stem in benchmarks/results (default latest, quick: quick)")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
@@ -277,7 +278,8 @@ def main(argv: list[str]) -> int:
 
 
 def only_section(args: argparse.Namespace, argv: list[str]) -> int:
-    """`--only supervision`: measure that section alone, merge it into NAME.json, re-render."""
+    """`--only supervision|idle`: measure that section alone, merge it into NAME.json, re-render
+    (`idle` replaces only the idle figures of the supervision section)."""
     path = RESULTS / f"{args.name}.json"
     if not path.exists():
         log(f"{path} does not exist: run the full benchmark first (or pick --name)")
@@ -289,9 +291,13 @@ def only_section(args: argparse.Namespace, argv: list[str]) -> int:
     log(f"measuring only: {args.only}")
     try:
         with run_folder(args.keep_dir) as run_dir:
-            data["supervision"] = supervision.run(run_dir, quick=quick)
-            data["supervision"]["machine"] = report.machine()
-            data["supervision"]["prefork_wasm_source"] = peers.versions()["prefork-wasm source"]
+            measured = supervision.run(run_dir, quick=quick, idle_only=args.only == "idle")
+            source = peers.versions()["prefork-wasm source"]
+            measured["idle"] |= {"date": report.machine()["date"], "prefork_wasm_source": source}
+            if args.only == "idle":
+                data["supervision"] = {**data.get("supervision", {}), **measured}
+            else:
+                data["supervision"] = measured | {"machine": report.machine(), "prefork_wasm_source": source}
     except KeyboardInterrupt:
         log("interrupted, stopping the servers")
         return 130

@@ -11,6 +11,11 @@
    as % of one core, for MemoryMetric uss and rss (and MaxMemoryPerChild 0 as the baseline).
 3. Graceful restart under load: hello.wasm, 4 workers, wrk -t2 -c4 keep-alive; a steady run,
    then a run during which the master gets SIGUSR1 every 2 s.
+4. Idle cost at 32 workers (`--only idle` runs just this): the user+system CPU of the master
+   and all 32 idle workers (every thread) over a window, as % of one core; then N sequential
+   `Connection: close` requests, counting how many workers each one wakes: the voluntary
+   context switches of every worker's main thread (/proc/PID/status; a worker blocked in its
+   accept wait switches once per wake-up), minus those of an idle window as long.
 
 Every server is started here, tracked by pid and stopped by pid; loopback only.
 """
@@ -184,6 +189,58 @@ def supervision_cpu(run_dir: Path, workers: int = 32, seconds: float = 20.0) -> 
     return rows
 
 
+def _main_thread_switches(pids: list[int]) -> int:
+    """Voluntary context switches of each process's main thread (/proc/PID/status counts the
+    thread group leader only, so a ticker thread does not blur the accept loop's wake-ups)."""
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
+
+
+def idle_cost(run_dir: Path, workers: int = 32, seconds: float = 20.0, connections: int = 200) -> dict[str, Any]:
+    name = "sup-idle"
+    proc, port = _start(run_dir, name, start=workers, min_spare=1, max_spare=workers + 8,
+                        max_workers=workers, server_limit=64)
+    try:
+        kids = _wait_idle(proc, workers)
+        time.sleep(2.0)
+        everyone = [psutil.Process(proc.pid)] + kids
+        pids = [p.pid for p in kids]
+        snap = report.cpu_snapshot([p.pid for p in everyone])
+
+        def cpu() -> float:
+            return sum(t.user + t.system for t in (p.cpu_times() for p in everyone))
+
+        c0, w0 = cpu(), time.monotonic()
+        time.sleep(seconds)
+        c1, w1 = cpu(), time.monotonic()
+        other = report.foreign_load(snap, report.cpu_snapshot([p.pid for p in everyone]))["foreign_cpu_share"]
+        s0, t0 = _main_thread_switches(pids), time.monotonic()
+        for _ in range(connections):
+            status, _ = http_get(port, "/hello")
+            if status != 200:
+                raise RuntimeError(f"{name}: /hello answered {status}")
+        _wait_idle(proc, workers)
+        s1, t1 = _main_thread_switches(pids), time.monotonic()
+        time.sleep(t1 - t0)  # an idle window as long: the workers' own once-a-second wake-ups
+        s2 = _main_thread_switches(pids)
+        alive = len(proc.children())
+    finally:
+        proc.stop()
+    woken = ((s1 - s0) - (s2 - s1)) / connections
+    row = {"workers": workers, "alive_at_end": alive, "window_s": w1 - w0, "cpu_s": c1 - c0,
+           "cpu_pct_of_core": 100 * (c1 - c0) / (w1 - w0), "other_cpu": other,
+           "connections": connections, "switches": s1 - s0, "idle_switches": s2 - s1,
+           "switches_per_connection": woken}
+    log(f"idle cost: master + {workers} idle workers {row['cpu_pct_of_core']:.2f}% of a core over "
+        f"{row['window_s']:.0f}s (other load {other:.0%}); {connections} sequential connections: "
+        f"{woken:.2f} worker wake-ups (voluntary switches) per connection")
+    return row
+
+
 def graceful_restart(run_dir: Path, seconds: float = 20.0, every: float = 2.0, workers: int = 4,
                      server_limit: int = 16) -> dict[str, Any]:
     """A restart forks the new generation while the old one finishes its connections: the
@@ -229,9 +286,13 @@ def graceful_restart(run_dir: Path, seconds: float = 20.0, every: float = 2.0, w
             "server_ok_after": ok_after}
 
 
-def run(run_dir: Path, quick: bool = False) -> dict[str, Any]:
+def run(run_dir: Path, quick: bool = False, idle_only: bool = False) -> dict[str, Any]:
     window = 5.0 if quick else 20.0
     res: dict[str, Any] = {}
+    log("supervision: idle cost of 32 workers (CPU, wake-ups per connection)")
+    res["idle"] = idle_cost(run_dir, 32, window)
+    if idle_only:
+        return res
     log("supervision: worker start with the CPython module (fork -> ready)")
     res["worker_start"] = worker_start(run_dir, reps=4 if quick else 10)
     log("supervision: master CPU at 32 idle workers")
@@ -245,7 +306,30 @@ def _f(v: float | None, fmt: str = ".1f") -> str:
     return "n/a" if v is None else format(v, fmt)
 
 
+def idle_markdown(r: dict[str, Any]) -> str:
+    pct = r["cpu_pct_of_core"]
+    return "\n".join([
+        f"### Idle cost of {r['workers']} workers (target: < 1% of one core in total)"
+        + (f" (measured {r['date']}, source {r['prefork_wasm_source']})" if "date" in r else ""),
+        "",
+        f"StartServers {r['workers']}, all idle: the user+system CPU time (psutil, every thread) of the "
+        f"master and all workers over {r['window_s']:.0f} s. Then {r['connections']} sequential "
+        "`Connection: close` requests to /hello; wake-ups = voluntary context switches of the workers' "
+        "main threads (each blocked in its accept wait), minus those of an idle window as long. A "
+        "worker that serves a connection switches about twice (woken, then blocking on the socket "
+        "read); every other worker woken for nothing adds one. Before the accept wait used "
+        "EPOLLEXCLUSIVE (a poll on the listeners in every worker), 32 idle workers made 30.75 here.",
+        "",
+        "| workers | window | CPU, master + workers | % of one core | target | wake-ups per connection | other load |",
+        "| ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+        f"| {r['workers']} | {r['window_s']:.0f} s | {r['cpu_s'] * 1000:.0f} ms | {pct:.2f}% "
+        f"| {'PASS' if pct < 1 else 'MISS'} | {r['switches_per_connection']:.2f} | {r.get('other_cpu', 0):.0%} |",
+    ])
+
+
 def markdown(res: dict[str, Any]) -> str:
+    if "worker_start" not in res:  # `--only idle` on a results file without the rest
+        return idle_markdown(res["idle"])
     ws, cpu, g = res["worker_start"], res["cpu"], res["graceful"]
     med, mx = ws["median"], ws["max"]
     fr = med["fork_to_ready_ms"]
@@ -310,4 +394,6 @@ def markdown(res: dict[str, Any]) -> str:
         f"({'PASS' if ratio is not None and ratio <= 3 else 'MISS'}); errors during restarts: "
         f"**{d['errors']}** ({'PASS' if d['errors'] == 0 else 'MISS'}).",
     ]
+    if "idle" in res:
+        lines += ["", idle_markdown(res["idle"])]
     return "\n".join(lines)

@@ -167,6 +167,41 @@ def test_soft_memory_limit_recycles_after_the_connection_without_failures(
     assert not first & server.worker_pids()
 
 
+def live_children(server: Server) -> int:
+    """The master's children as the kernel lists them (a cheap read, zombies included)."""
+    try:
+        return len(Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split())
+    except FileNotFoundError:
+        return 0
+
+
+def test_soft_memory_recycles_never_exceed_max_request_workers(make_server: Callable[..., Server]) -> None:
+    """Every worker is above the soft limit at once, so each is recycled every second under load;
+    a replacement may start only when the worker it replaces has exited."""
+    server = make_server(SLOW + "MaxMemoryPerChild 1M\nMemoryMetric rss\nMinSpareServers 2\n")
+    first = server.worker_pids()
+    most, stop = [0], threading.Event()
+
+    def sample() -> None:
+        deadline = time.monotonic() + 40
+        while not stop.is_set() and time.monotonic() < deadline:
+            most[0] = max(most[0], live_children(server))
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with Load(server.port, "/hello", threads=2, close_every=10) as load:
+            wait_for(lambda: server.log().count("above MaxMemoryPerChild") >= 8, timeout=30, what="recycles")
+    finally:
+        stop.set()
+        sampler.join()
+    assert load.failures == [] and load.ok > 0
+    assert not first & server.worker_pids()
+    assert most[0] <= 2, f"{most[0]} workers alive at once with MaxRequestWorkers 2"
+    wait_for(lambda: len(server.worker_pids()) == 2, what="the pool back at 2 workers")
+
+
 def test_hard_memory_limit_kills_at_once_and_replaces(make_server: Callable[..., Server]) -> None:
     server = make_server(SLOW + "MaxMemoryPerChild 1M 2M\nMemoryMetric rss\n")
     first = server.worker_pids()
@@ -385,3 +420,90 @@ def test_graceful_restart_reopens_logs_for_rotation(make_server: Callable[..., S
     assert server.get("/hello?after")[0] == 200
     wait_for(lambda: server.access_log.exists() and "GET /hello?after" in server.access_log.read_text())
     assert "GET /hello?after" not in rotated.read_text()
+
+
+class AccessTotals:
+    """Polls `Total Accesses` from ?auto. A status request counts once answered (after its own
+    page is rendered), and a worker counts a request just after sending it, so the exact figure
+    is `requests + status requests answered before this one`, reached after a moment."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.seen: list[int] = []
+        self.kbytes = 0
+
+    def read(self) -> int:
+        """The total minus the status requests answered before this one."""
+        fields = dict(line.split(": ", 1) for line in status_auto(self.server).decode().splitlines() if ": " in line)
+        value, kbytes = int(fields["Total Accesses"]), int(fields["Total kBytes"])
+        assert not self.seen or value >= self.seen[-1], f"Total Accesses went back: {self.seen} then {value}"
+        assert kbytes >= self.kbytes, f"Total kBytes went back from {self.kbytes} to {kbytes}"
+        self.seen.append(value)
+        self.kbytes = kbytes
+        return value - (len(self.seen) - 1)
+
+    def expect(self, requests: int, after: str) -> None:
+        wait_for(lambda: self.read() == requests, what=f"Total Accesses {requests} {after}")
+
+
+def test_total_accesses_never_go_back_across_recycles_kills_and_restarts(
+    make_server: Callable[..., Server]
+) -> None:
+    server = make_server(SLOW + STATUS + "MaxConnectionsPerChild 3\n")
+    totals = AccessTotals(server)
+    first = server.worker_pids()
+    for _ in range(12):  # 12 connections: every worker recycled at least once
+        assert server.get("/hello")[0] == 200
+        server.worker_pids()
+    # 13: the harness's readiness probe (OPTIONS *) is a request too.
+    totals.expect(13, "after MaxConnectionsPerChild recycles")
+    assert not first & server.worker_pids()
+    assert "recycling after 3 connections" in server.log()
+
+    served = server.worker_pids()
+    for pid in served:
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: len(server.worker_pids()) == 2 and not served & server.worker_pids(), what="replacements")
+    totals.expect(13, "after killed workers")
+
+    def restart(signum: signal.Signals, generation: int) -> None:
+        assert server.get("/hello")[0] == 200
+        old = server.worker_pids()
+        server.signal(signum)
+        wait_for(lambda: f"generation {generation} configured" in server.log(), what=f"generation {generation}")
+        wait_for(lambda: len(server.worker_pids()) == 2 and not old & server.worker_pids(), what="the new generation")
+        totals.expect(13 + generation, f"after restart with {signum.name}")
+
+    restart(signal.SIGUSR1, 1)
+    restart(signal.SIGHUP, 2)
+    assert totals.kbytes >= 1  # 15 hello responses and a status page of ~400 bytes per read
+
+
+def main_thread_switches(pids: set[int]) -> int:
+    """Voluntary context switches of each process's main thread: a worker blocked in its accept
+    wait switches once per wake-up (/proc/PID/status counts the main thread only, so a worker's
+    other threads do not blur this)."""
+    total = 0
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status").read_text()
+        total += int(status.split("\nvoluntary_ctxt_switches:")[1].split()[0])
+    return total
+
+
+def test_a_new_connection_wakes_one_idle_worker_not_all(make_server: Callable[..., Server]) -> None:
+    """Sequential connections to 8 idle workers: the one that serves a connection switches about
+    twice (woken; blocked on the socket read), each other worker woken for nothing once more."""
+    server = make_server(SLOW, start_servers=8)
+    wait_for(lambda: len(server.worker_pids()) == 8
+             and all(title(p) == "prefork-wasm: worker [idle]" for p in server.worker_pids()), what="8 idle workers")
+    pids = server.worker_pids()
+    before, start, connections = main_thread_switches(pids), time.monotonic(), 40
+    for _ in range(connections):
+        assert server.get("/hello")[0] == 200
+    wait_for(lambda: all(title(p) == "prefork-wasm: worker [idle]" for p in pids), what="idle workers again")
+    assert server.worker_pids() == pids
+    per_connection = (main_thread_switches(pids) - before) / connections
+    # Each idle worker also wakes once a second to beat its heart, however slow this machine is.
+    heartbeats = len(pids) * (time.monotonic() - start + 1) / connections
+    # One worker woken per connection: ~2; all 8 woken: ~9.
+    assert per_connection < 4 + heartbeats, f"{per_connection:.1f} worker wake-ups per connection"

@@ -32,6 +32,12 @@ def test_spawn_never_exceeds_max_workers() -> None:
     assert p.spawn == 1 and not p.at_limit
 
 
+def test_workers_still_leaving_hold_their_place_under_max_workers() -> None:
+    assert plan(0, 5, spawn_rate=4, leaving=2, **LIMITS).spawn == 1
+    p = plan(0, 6, spawn_rate=4, leaving=2, **LIMITS)
+    assert p.spawn == 0 and p.at_limit
+
+
 def test_at_max_workers_reports_limit_and_spawns_nothing() -> None:
     p = plan(0, 8, spawn_rate=4, **LIMITS)
     assert p.spawn == 0 and p.at_limit

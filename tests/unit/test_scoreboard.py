@@ -1,0 +1,22 @@
+"""The scoreboard's totals (prefork_wasm.scoreboard), without processes."""
+
+from __future__ import annotations
+
+from prefork_wasm.scoreboard import OPEN, Counters, Scoreboard
+
+
+def test_a_released_slot_keeps_counting_in_the_totals_and_is_reusable() -> None:
+    board = Scoreboard(2)
+    a, b = board.slots
+    a.claim(100, 0)
+    b.claim(101, 0)
+    a.accesses, a.bytes = 5, 500
+    b.accesses, b.bytes = 2, 20
+    assert board.counters() == Counters(7, 520)
+    board.release(0)
+    assert a.state == OPEN and a.accesses == 0
+    assert board.counters() == Counters(7, 520)
+    a.claim(102, 1)
+    a.accesses, a.bytes = 1, 1
+    assert board.counters() == Counters(8, 521)
+    assert board.cumulative.sequence % 2 == 0
