@@ -15,8 +15,10 @@ from __future__ import annotations
 import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
+from functools import partial
 from typing import Protocol
 
 import h11
@@ -51,6 +53,11 @@ class Handler(Protocol):
 
     def body_limit(self, request: Request) -> int:
         """LimitRequestBody for this request (0 = unlimited), known once the head is read."""
+        ...
+
+    def in_flight(self, answer: Callable[[Response], None]) -> None:
+        """Told before `respond`: how another thread answers this request and closes the
+        connection, for a worker that must give the request up."""
         ...
 
     def respond(self, request: Request) -> Response: ...
@@ -322,6 +329,7 @@ def serve(
                 return served + (request is not None)
 
             state("W", request)
+            handler.in_flight(partial(_last_words, conn, sock, handler, request, limits.timeout))
             response = handler.respond(request)
             served += 1
             close = (
@@ -477,7 +485,28 @@ def _refuse(
     """Answer a request we will not serve with its error status, if h11's state still allows;
     log it when its head was read (a head that could not be read has nothing to log)."""
     status = error.status if isinstance(error, Refused) else error.error_status_hint
-    response = error_response(status, str(error))
+    _final_response(conn, sock, handler, request, error_response(status, str(error)), timeout)
+
+
+def _last_words(
+    conn: h11.Connection, sock: socket.socket, handler: Handler, request: Request, timeout: float, response: Response
+) -> None:
+    """Answer the request in flight from another thread and close the connection: the worker
+    gives up a request it cannot finish, and exits."""
+    _final_response(conn, sock, handler, request, response, timeout)
+    _lingering_close(sock)
+
+
+def _final_response(
+    conn: h11.Connection,
+    sock: socket.socket,
+    handler: Handler,
+    request: Request | None,
+    response: Response,
+    timeout: float,
+) -> None:
+    """Send the connection's last response if h11's state still allows, and log it when the
+    request's head was read."""
     sent = 0
     if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
         head_only = request is not None and request.method == "HEAD"

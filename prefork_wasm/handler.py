@@ -17,7 +17,14 @@ from . import __version__, cgi
 from .config import LocationConfig, ServerConfig
 from .logs import AccessLog, AccessRecord, ErrorLog
 from .messages import SERVER_SOFTWARE, Request, Response, error_response
-from .runtime import GuestSpec, LoadedModule, Outcome, RunResult, Runtime
+from .runtime import (
+    EXIT_GUEST_STUCK,
+    GuestSpec,
+    LoadedModule,
+    Outcome,
+    RunResult,
+    Runtime,
+)
 from .scoreboard import LOGGING, MODULE_CHARS, Slot
 
 WASM_HANDLER = "wasm-handler"
@@ -132,6 +139,7 @@ class Site:
         self.new_request_id = RequestIds()
         # body_limit and respond both need the request's Location: match once per request.
         self._matched: tuple[Request | None, LocationConfig | None] = (None, None)
+        self._answer: Callable[[Response], None] | None = None  # the connection's, for the request in flight
         self.server_software = f"{SERVER_SOFTWARE}/{__version__}"
 
     def body_limit(self, request: Request) -> int:
@@ -142,6 +150,9 @@ class Site:
         if self._matched[0] is not request:
             self._matched = (request, self.config.match(request.path))
         return self._matched[1]
+
+    def in_flight(self, answer: Callable[[Response], None]) -> None:
+        self._answer = answer
 
     def respond(self, request: Request) -> Response:
         loc = self._location(request)
@@ -173,7 +184,10 @@ class Site:
                 return error_response(400, str(e))
         else:
             env = loc.env
-        result = self.runtime.run(route.module, route.spec, route.argv, env, request.body)
+        result = self.runtime.run(
+            route.module, route.spec, route.argv, env, request.body,
+            abandon=lambda outcome, cause: self._abandon(request, route, outcome, cause),
+        )
         if result.stderr:
             self._log_stderr(request, route, result.stderr)
         response = self._translate(request, route, result)
@@ -192,9 +206,21 @@ class Site:
                     self._log_failure(request, route, f"malformed CGI output: {e}")
                     return error_response(502, "The module's output is not a valid CGI response.")
                 # A non-zero exit without a valid response falls through to 500.
-        status = FAILURE_STATUS[result.outcome]
-        self._log_failure(request, route, result.detail)
+        return self._failure(request, route, result.outcome, result.detail)
+
+    def _failure(self, request: Request, route: Route, outcome: Outcome, cause: str) -> Response:
+        status = FAILURE_STATUS[outcome]
+        self._log_failure(request, route, cause)
         return error_response(status, _FAILURE_TEXT[status])
+
+    def _abandon(self, request: Request, route: Route, outcome: Outcome, cause: str) -> None:
+        """Called from the runtime's watcher thread when the guest cannot be stopped (blocked in
+        a host call): answer and log now, then end the worker; the master replaces it."""
+        response = self._failure(request, route, outcome, cause)
+        response.module = route.module_name
+        if self._answer is not None:
+            self._answer(response)
+        os._exit(EXIT_GUEST_STUCK)
 
     def _server_name(self, request: Request) -> str:
         host = request.header(b"host")
@@ -219,6 +245,7 @@ class Site:
                 )
 
     def finished(self, request: Request, response: Response, sent: int) -> None:
+        self._answer = None
         slot = self.slot
         slot.state = LOGGING
         now = time.time()
