@@ -216,11 +216,13 @@ class Site:
     def _abandon(self, request: Request, route: Route, outcome: Outcome, cause: str) -> None:
         """Called from the runtime's watcher thread when the guest cannot be stopped (blocked in
         a host call): answer and log now, then end the worker; the master replaces it."""
-        response = self._failure(request, route, outcome, cause)
-        response.module = route.module_name
-        if self._answer is not None:
-            self._answer(response)
-        os._exit(EXIT_GUEST_STUCK)
+        try:
+            response = self._failure(request, route, outcome, cause)
+            response.module = route.module_name
+            if self._answer is not None:
+                self._answer(response)
+        finally:
+            os._exit(EXIT_GUEST_STUCK)
 
     def _server_name(self, request: Request) -> str:
         host = request.header(b"host")
