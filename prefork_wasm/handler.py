@@ -17,14 +17,7 @@ from . import __version__, cgi
 from .config import LocationConfig, ServerConfig
 from .logs import AccessLog, AccessRecord, ErrorLog
 from .messages import SERVER_SOFTWARE, Request, Response, error_response
-from .runtime import (
-    EXIT_GUEST_STUCK,
-    GuestSpec,
-    LoadedModule,
-    Outcome,
-    RunResult,
-    Runtime,
-)
+from .runtime import EXIT_GUEST_STUCK, GuestSpec, LoadedModule, Outcome, RunResult, Runtime
 from .scoreboard import LOGGING, MODULE_CHARS, Slot
 
 WASM_HANDLER = "wasm-handler"
