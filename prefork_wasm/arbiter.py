@@ -35,6 +35,7 @@ from .connection import LINGER_SECONDS
 from .engine import WASMTIME_VERSION
 from .logs import AccessLog, ErrorLog
 from .pool import plan
+from .runtime import EXIT_GUEST_STUCK
 from .scoreboard import STARTING, WAITING, Scoreboard
 from .status import StatusPage
 from .worker import EXIT_CHILD_FATAL, Worker
@@ -279,6 +280,7 @@ class Arbiter:
                 continue
             if code != 0 and not (child.leaving or child.killed):
                 how = f"on signal {signal.Signals(-code).name}" if code < 0 else f"with status {code}"
+                how += " (it gave up a request whose guest it could not stop)" if code == EXIT_GUEST_STUCK else ""
                 self.error_log.error(f"worker {pid} exited {how}; a new one replaces it")
             if len(self.children) >= self.config.max_request_workers:
                 continue  # a graceful restart's two generations together may be at the limit

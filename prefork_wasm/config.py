@@ -147,7 +147,7 @@ class ServerConfig:
     limit_request_field_size: int = 8190
     limit_request_fields: int = 100
     listen_backlog: int = 511
-    limit_response_body: int = 0
+    limit_response_body: int = 1073741824
     allow_encoded_slashes: str = "off"  # paths.ENCODED_SLASHES
     locations: list[LocationConfig] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)

@@ -16,8 +16,10 @@ import re
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
+from functools import partial
 from typing import Protocol
 
 import h11
@@ -54,6 +56,11 @@ class Handler(Protocol):
 
     def body_limit(self, request: Request) -> int:
         """LimitRequestBody for this request (0 = unlimited), known once the head is read."""
+        ...
+
+    def in_flight(self, answer: Callable[[Response], None]) -> None:
+        """Told before `respond`: how another thread answers this request and closes the
+        connection, for a worker that must give the request up."""
         ...
 
     def respond(self, request: Request) -> Response:
@@ -332,6 +339,7 @@ def serve(
                 return served + (request is not None)
 
             state("W", request)
+            handler.in_flight(partial(_last_words, conn, sock, handler, request, limits.timeout))
             try:
                 response = handler.respond(request)
             except Exception:  # last resort, behind the handler's own boundary: answer, keep the worker
@@ -491,7 +499,28 @@ def _refuse(
     """Answer a request we will not serve with its error status, if h11's state still allows;
     log it when its head was read (a head that could not be read has nothing to log)."""
     status = error.status if isinstance(error, Refused) else error.error_status_hint
-    response = error_response(status, str(error))
+    _final_response(conn, sock, handler, request, error_response(status, str(error)), timeout)
+
+
+def _last_words(
+    conn: h11.Connection, sock: socket.socket, handler: Handler, request: Request, timeout: float, response: Response
+) -> None:
+    """Answer the request in flight from another thread and close the connection: the worker
+    gives up a request it cannot finish, and exits."""
+    _final_response(conn, sock, handler, request, response, timeout)
+    _lingering_close(sock)
+
+
+def _final_response(
+    conn: h11.Connection,
+    sock: socket.socket,
+    handler: Handler,
+    request: Request | None,
+    response: Response,
+    timeout: float,
+) -> None:
+    """Send the connection's last response if h11's state still allows, and log it when the
+    request's head was read."""
     sent = 0
     if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
         head_only = request is not None and request.method == "HEAD"

@@ -13,12 +13,9 @@ import wasmtime
 
 WASMTIME_VERSION = version("wasmtime")
 
-# Settings that change generated code; part of every cache key. Epoch interruption is how
-# WasmTimeout stops a guest (a ticker thread in each worker advances the epoch).
+# Settings that change generated code; part of every cache key. Epoch interruption is how a
+# worker stops a guest (past WasmTimeout or an output limit): its watcher thread advances the epoch.
 CODE_SETTINGS = "epoch_interruption=1"
-
-# One epoch tick, in seconds: the granularity of WasmTimeout.
-EPOCH_TICK = 0.01
 
 
 def engine_config(parallel_compilation: bool) -> wasmtime.Config:

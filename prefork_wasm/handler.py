@@ -18,7 +18,7 @@ from . import __version__, cgi
 from .config import LocationConfig, ServerConfig
 from .logs import AccessLog, AccessRecord, ErrorLog
 from .messages import SERVER_SOFTWARE, Request, Response, error_response
-from .runtime import GuestSpec, LoadedModule, Outcome, RunResult, Runtime
+from .runtime import EXIT_GUEST_STUCK, GuestSpec, LoadedModule, Outcome, RunResult, Runtime
 from .scoreboard import LOGGING, MODULE_CHARS, Slot
 
 WASM_HANDLER = "wasm-handler"
@@ -138,6 +138,7 @@ class Site:
         # body_limit and respond both need the request's Location: match once per request. Keyed
         # by the path, not the request, so that an idle worker keeps no request (nor its body).
         self._matched: tuple[str, LocationConfig | None] = ("", None)
+        self._answer: Callable[[Response], None] | None = None  # the connection's, for the request in flight
         self.server_software = f"{SERVER_SOFTWARE}/{__version__}"
 
     def body_limit(self, request: Request) -> int:
@@ -148,6 +149,9 @@ class Site:
         if self._matched[0] != request.path:
             self._matched = (request.path, self.config.match(request.path))
         return self._matched[1]
+
+    def in_flight(self, answer: Callable[[Response], None]) -> None:
+        self._answer = answer
 
     def respond(self, request: Request) -> Response:
         """Route and answer `request`: the request's fault boundary. Whatever fails on the way
@@ -183,7 +187,10 @@ class Site:
             )
         else:
             env = loc.env
-        result = self.runtime.run(route.module, route.spec, route.argv, env, request.body)
+        result = self.runtime.run(
+            route.module, route.spec, route.argv, env, request.body,
+            abandon=lambda outcome, cause: self._abandon(request, route, outcome, cause),
+        )
         if result.stderr:
             self._log_stderr(request, route, result.stderr)
         response = self._translate(request, route, result)
@@ -202,9 +209,23 @@ class Site:
                     self._log_failure(request, route.module_name, f"malformed CGI output: {e}")
                     return error_response(502, "The module's output is not a valid CGI response.")
                 # A non-zero exit without a valid response falls through to 500.
-        status = FAILURE_STATUS[result.outcome]
-        self._log_failure(request, route.module_name, result.detail)
+        return self._failure(request, route, result.outcome, result.detail)
+
+    def _failure(self, request: Request, route: Route, outcome: Outcome, cause: str) -> Response:
+        status = FAILURE_STATUS[outcome]
+        self._log_failure(request, route.module_name, cause)
         return error_response(status, _FAILURE_TEXT[status])
+
+    def _abandon(self, request: Request, route: Route, outcome: Outcome, cause: str) -> None:
+        """Called from the runtime's watcher thread when the guest cannot be stopped (blocked in
+        a host call): answer and log now, then end the worker; the master replaces it."""
+        try:
+            response = self._failure(request, route, outcome, cause)
+            response.module = route.module_name
+            if self._answer is not None:
+                self._answer(response)
+        finally:
+            os._exit(EXIT_GUEST_STUCK)
 
     def _server_name(self, request: Request) -> str:
         host = request.header(b"host")
@@ -228,6 +249,7 @@ class Site:
                 )
 
     def finished(self, request: Request, response: Response, sent: int) -> None:
+        self._answer = None
         slot = self.slot
         slot.state = LOGGING
         now = time.time()

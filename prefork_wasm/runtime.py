@@ -1,24 +1,25 @@
 """The run side: one Engine per worker, one fresh Store and instance per request.
 
-Everything that can be done once per worker is: the Engine and its epoch ticker, each
+Everything that can be done once per worker is: the Engine and its watcher thread, each
 module's `InstancePre` (imports resolved), the memfds that carry stdout and stderr.
 Per request there is only a WasiConfig, a Store, an instantiation (copy-on-write, tens of
 microseconds) and the guest's own run.
 
 The body goes in as stdin bytes; stdout and stderr go to memfds named by `/proc/self/fd/N`:
 wasmtime opens the path itself (with truncation), so the same two fds serve every request,
-and the output is read back with one pread after the store is closed.
+and the output is read back with one pread after the store is closed, then truncated so
+that an idle worker holds no guest's output.
 """
 
 from __future__ import annotations
 
 import ctypes
 import enum
-import math
 import os
 import stat
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import wasmtime
 from wasmtime import _ffi
 
-from .engine import EPOCH_TICK, engine_config
+from .engine import engine_config
 
 
 class Outcome(enum.Enum):
@@ -35,9 +36,9 @@ class Outcome(enum.Enum):
     OK = "ok"  # returned from the entry point, or proc_exit(0)
     EXIT = "exit"  # proc_exit(n) with n != 0
     TRAP = "trap"  # a trap: unreachable, stack overflow, out-of-bounds, failed allocation...
-    TIMEOUT = "timeout"  # WasmTimeout passed (epoch deadline)
+    TIMEOUT = "timeout"  # WasmTimeout passed
     ERROR = "error"  # could not run at all: missing entry point, instantiation failed
-    TOO_LARGE = "too-large"  # stdout exceeded the response body limit
+    TOO_LARGE = "too-large"  # stdout passed LimitResponseBody, or stderr STDERR_CAP
 
 
 @dataclass(slots=True)
@@ -102,32 +103,137 @@ class _Stream:
     def size(self) -> int:
         return os.fstat(self.fd).st_size
 
-    def read(self, limit: int | None = None) -> bytes:
-        size = self.size() if limit is None else min(limit, self.size())
+    def read(self, size: int) -> bytes:
         return os.pread(self.fd, size, 0) if size else b""
+
+    def empty(self) -> None:
+        """Give the output's memory back (a memfd keeps its pages until truncated)."""
+        os.ftruncate(self.fd, 0)
 
 
 # A guest's stderr beyond this is not logged (a noisy guest must not flood the error log).
 STDERR_LIMIT = 64 * 1024
+# A guest writing more than this to stderr is stopped (TOO_LARGE), as for LimitResponseBody:
+# stderr only feeds the error log, yet it is held in memory while the guest runs.
+STDERR_CAP = 16 * 1024 * 1024
+# The exit status of a worker that gave a request up because its guest could not be stopped.
+EXIT_GUEST_STUCK = 16
+
+# While a guest runs, the watcher looks at its output this often: at 1.2 GB/s (a C guest
+# writing to a memfd) a guest gets at most ~6 MB past its limit before it is stopped.
+WATCH_INTERVAL = 0.005
+# An interrupted guest stops at once in its own code, but not inside a host call (a long
+# poll_oneoff sleep): after this grace the request is given up (see `Runtime.run`).
+STUCK_GRACE = 0.5
+# The watcher keeps polling this long after a run, so that a busy worker does not wake it
+# for every request; then it blocks until the next run, and an idle worker costs nothing.
+WATCH_LINGER = 0.25
+
+# Called from the watcher thread with the outcome and its cause when a guest cannot be stopped.
+Abandon = Callable[[Outcome, str], None]
+
+
+class _Watcher:
+    """The thread that bounds the running guest: stops it when WasmTimeout passes or its output
+    passes its limit, and gives the request up when it cannot be stopped.
+
+    Guest code cannot be interrupted by a Python signal handler, only by the engine's epoch.
+    Each store's deadline is the next epoch, and only the watcher advances it, to stop a guest:
+    no ticking. A worker runs one guest at a time, so one set of fields describes the run;
+    `_lock` makes sure an epoch increment meant for one run cannot reach the next.
+    """
+
+    def __init__(self, engine: wasmtime.Engine, stdout: _Stream, stderr: _Stream) -> None:
+        self._engine = engine
+        self._stdout = stdout
+        self._stderr = stderr
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._asleep = False
+        self._runs = 0  # runs begun, so the watcher sees a busy worker between its polls
+        self._running = False
+        self._deadline = 0.0
+        self._stdout_limit = 0
+        self._abandon: Abandon | None = None
+        self._stopped: tuple[Outcome, str] | None = None
+        self._stopped_at = 0.0
+        threading.Thread(target=self._watch, name="guest-watcher", daemon=True).start()
+
+    def begin(self, timeout: float, stdout_limit: int, abandon: Abandon | None) -> None:
+        self._deadline = time.monotonic() + timeout
+        self._stdout_limit = stdout_limit
+        self._abandon = abandon
+        self._stopped = None
+        self._runs += 1
+        self._running = True
+        if self._asleep:
+            self._wake.set()
+
+    def end(self) -> tuple[Outcome, str] | None:
+        """The guest has returned: no stop after this. Why the watcher stopped it, if it did."""
+        with self._lock:
+            self._running = False
+            self._abandon = None
+            return self._stopped
+
+    def _watch(self) -> None:
+        seen, busy_at = self._runs, time.monotonic()
+        while True:
+            with self._lock:
+                pause = self._check(time.monotonic()) if self._running else WATCH_INTERVAL
+            now = time.monotonic()
+            if self._runs != seen or self._running:
+                seen, busy_at = self._runs, now
+            elif now - busy_at > WATCH_LINGER:
+                self._asleep = True  # begin() sets the event after setting _running: no lost wakeup
+                if not self._running:
+                    self._wake.wait()
+                self._wake.clear()
+                self._asleep = False
+                continue
+            time.sleep(pause)
+
+    def _check(self, now: float) -> float:
+        """Stop the guest if it must be; returns how long to wait before the next look."""
+        if self._stopped is None:
+            cause = self._output_cause()
+            if cause is None and now < self._deadline:
+                return min(WATCH_INTERVAL, self._deadline - now)
+            self._stopped, self._stopped_at = cause or _TIMED_OUT, now
+            self._engine.increment_epoch()
+            return WATCH_INTERVAL
+        if now - self._stopped_at < STUCK_GRACE or self._abandon is None:
+            return WATCH_INTERVAL
+        abandon, self._abandon = self._abandon, None
+        outcome, detail = self._stopped
+        abandon(outcome, f"{detail}, but it is blocked in a host call: request given up")
+        return WATCH_INTERVAL
+
+    def _output_cause(self) -> tuple[Outcome, str] | None:
+        size = self._stdout.size()
+        if self._stdout_limit and size > self._stdout_limit:
+            return Outcome.TOO_LARGE, _stdout_too_large(size, self._stdout_limit) + ", guest stopped"
+        size = self._stderr.size()
+        if size > STDERR_CAP:
+            return Outcome.TOO_LARGE, f"stderr of {size} bytes exceeds {STDERR_CAP} (the cap on stderr), guest stopped"
+        return None
+
+
+_TIMED_OUT = (Outcome.TIMEOUT, "WasmTimeout reached, guest interrupted")
+
+
+def _stdout_too_large(size: int, limit: int) -> str:
+    return f"stdout of {size} bytes exceeds LimitResponseBody {limit}"
 
 
 class Runtime:
-    """A worker's Engine, its epoch ticker and the modules it has loaded."""
+    """A worker's Engine, its guest watcher and the modules it has loaded."""
 
     def __init__(self) -> None:
         self.engine = wasmtime.Engine(engine_config(parallel_compilation=False))
         self._stdout = _Stream("stdout")
         self._stderr = _Stream("stderr")
-        self._ticker = threading.Thread(target=self._tick, name="epoch-ticker", daemon=True)
-        self._ticker.start()
-
-    def _tick(self) -> None:
-        # Guest code cannot be interrupted by a Python signal handler; only the epoch can.
-        wait = threading.Event().wait
-        increment = self.engine.increment_epoch
-        while True:
-            wait(EPOCH_TICK)
-            increment()
+        self._watcher = _Watcher(self.engine, self._stdout, self._stderr)
 
     def load(self, artifact: Path) -> LoadedModule:
         """Map a serialized module (shared page cache, not a private copy) and pre-link it."""
@@ -143,7 +249,14 @@ class Runtime:
         argv: list[str],
         env: dict[str, str],
         stdin: bytes,
+        abandon: Abandon | None = None,
     ) -> RunResult:
+        """Run one request's guest, bounded by `spec`'s timeout and output limits.
+
+        A guest blocked in a host call cannot be interrupted: `STUCK_GRACE` after it was told
+        to stop, `abandon` is called from the watcher thread (once) to answer the request and
+        end the process; this thread stays in the guest until the host call returns.
+        """
         wasi = wasmtime.WasiConfig()
         _set_argv_env(wasi, argv, env)
         if stdin:  # without a body the guest's stdin is empty, which costs nothing to set up
@@ -161,25 +274,38 @@ class Runtime:
             store.set_wasi(wasi)
             if spec.memory_limit is not None:
                 store.set_limits(memory_size=spec.memory_limit)
-            store.set_epoch_deadline(max(1, math.ceil(spec.timeout / EPOCH_TICK)))
-            outcome, code, detail = _call_entry(store, module.pre, spec.entry_point)
+            store.set_epoch_deadline(1)  # the watcher advances the epoch only to stop the guest
+            self._watcher.begin(spec.timeout, spec.output_limit, abandon)
+            try:
+                outcome, code, detail = _call_entry(store, module.pre, spec.entry_point)
+            finally:
+                stopped = self._watcher.end()
         finally:
             store.close()
+        if stopped is not None and outcome is Outcome.TIMEOUT:
+            outcome, detail = stopped  # interrupted: the watcher's cause
 
         size = self._stdout.size()
-        if spec.output_limit and size > spec.output_limit:
+        if outcome is Outcome.TOO_LARGE:
             stdout = b""
-            outcome, detail = Outcome.TOO_LARGE, f"stdout of {size} bytes exceeds {spec.output_limit}"
+        elif spec.output_limit and size > spec.output_limit:  # written faster than the watcher looks
+            stdout = b""
+            outcome, detail = Outcome.TOO_LARGE, _stdout_too_large(size, spec.output_limit)
         else:
-            stdout = self._stdout.read()
-        return RunResult(outcome, stdout, self._read_stderr(), code, detail)
+            stdout = self._stdout.read(size)
+        if size:
+            self._stdout.empty()
+        return RunResult(outcome, stdout, self._take_stderr(), code, detail)
 
-    def _read_stderr(self) -> bytes:
+    def _take_stderr(self) -> bytes:
         """At most STDERR_LIMIT bytes: it goes to the error log line by line."""
         size = self._stderr.size()
-        text = self._stderr.read(STDERR_LIMIT)
+        if not size:
+            return b""
+        text = self._stderr.read(min(size, STDERR_LIMIT))
         if size > STDERR_LIMIT:
             text += b"\n[%d more bytes of stderr not logged]" % (size - STDERR_LIMIT)
+        self._stderr.empty()
         return text
 
 
@@ -197,8 +323,8 @@ def _call_entry(
             return Outcome.OK, 0, ""
         return Outcome.EXIT, e.code, f"exited with status {e.code}"
     except wasmtime.Trap as e:
-        if e.trap_code is wasmtime.TrapCode.INTERRUPT:
-            return Outcome.TIMEOUT, 0, "WasmTimeout reached, guest interrupted"
+        if e.trap_code is wasmtime.TrapCode.INTERRUPT:  # by the watcher, which knows why
+            return Outcome.TIMEOUT, 0, _TIMED_OUT[1]
         return Outcome.TRAP, 0, _trap_cause(e)
     except wasmtime.WasmtimeError as e:
         return Outcome.ERROR, 0, _first_line(str(e))

@@ -608,7 +608,7 @@ def test_server_defaults_are_apaches(root: Path) -> None:
         limit_request_field_size=8190,
         limit_request_fields=100,
         listen_backlog=511,
-        limit_response_body=0,
+        limit_response_body=1073741824,
         allow_encoded_slashes="off",
         locations=[],
         warnings=[],

@@ -1,0 +1,99 @@
+"""The run side in-process, with real modules: the watcher stops guests by time and by output,
+empties the output memfds after each run, and goes to sleep when no guest runs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import wasmtime
+from conftest import EXAMPLES, MODULES, wait_for
+
+from prefork_wasm.engine import engine_config
+from prefork_wasm.runtime import (
+    STDERR_CAP,
+    STUCK_GRACE,
+    GuestSpec,
+    LoadedModule,
+    Outcome,
+    Runtime,
+)
+
+MiB = 2**20
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Runtime:
+    return Runtime()
+
+
+@pytest.fixture(scope="module")
+def modules(runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> dict[str, LoadedModule]:
+    folder = tmp_path_factory.mktemp("artifacts")
+    engine = wasmtime.Engine(engine_config(parallel_compilation=False))
+    loaded = {}
+    for source in (EXAMPLES / "hello.wasm", MODULES / "flood.wasm", MODULES / "slow.wasm", MODULES / "loop.wasm"):
+        artifact = folder / (source.stem + ".cwasm")
+        artifact.write_bytes(wasmtime.Module.from_file(engine, str(source)).serialize())
+        loaded[source.stem] = runtime.load(artifact)
+    return loaded
+
+
+def sizes(runtime: Runtime) -> tuple[int, int]:
+    return runtime._stdout.size(), runtime._stderr.size()
+
+
+def test_endless_stdout_is_stopped_soon_after_the_limit(runtime: Runtime, modules: dict[str, LoadedModule]) -> None:
+    result = runtime.run(modules["flood"], GuestSpec(timeout=30, output_limit=10 * MiB), ["flood"], {}, b"")
+    assert result.outcome is Outcome.TOO_LARGE and result.stdout == b""
+    assert "exceeds LimitResponseBody 10485760, guest stopped" in result.detail
+    assert int(result.detail.split()[2]) < 10 * MiB + 50 * MiB  # the size when stopped
+    assert sizes(runtime) == (0, 0)  # memory given back
+
+
+def test_endless_stderr_is_capped_even_without_a_response_limit(
+    runtime: Runtime, modules: dict[str, LoadedModule]
+) -> None:
+    env = {"QUERY_STRING": "stderr"}
+    result = runtime.run(modules["flood"], GuestSpec(timeout=30), ["flood"], env, b"")
+    assert result.outcome is Outcome.TOO_LARGE and f"exceeds {STDERR_CAP}" in result.detail
+    assert result.stderr.endswith(b"more bytes of stderr not logged]")
+    assert sizes(runtime) == (0, 0)
+
+
+def test_output_is_read_then_given_back(runtime: Runtime, modules: dict[str, LoadedModule]) -> None:
+    result = runtime.run(modules["hello"], GuestSpec(), ["hello"], {}, b"")
+    assert result.outcome is Outcome.OK and b"Hello" in result.stdout
+    assert sizes(runtime) == (0, 0)
+
+
+def test_a_timeout_in_guest_code_stops_it_and_the_next_run_is_unaffected(
+    runtime: Runtime, modules: dict[str, LoadedModule]
+) -> None:
+    result = runtime.run(modules["loop"], GuestSpec(timeout=0.05), ["loop"], {}, b"")
+    assert result.outcome is Outcome.TIMEOUT and "WasmTimeout" in result.detail
+    for _ in range(3):  # no epoch increment meant for the loop reaches a later run
+        assert runtime.run(modules["hello"], GuestSpec(timeout=0.05), ["hello"], {}, b"").outcome is Outcome.OK
+
+
+def test_a_guest_stuck_in_a_host_call_is_abandoned_once(runtime: Runtime, modules: dict[str, LoadedModule]) -> None:
+    calls: list[tuple[Outcome, str, float]] = []
+    start = time.monotonic()
+    result = runtime.run(
+        modules["slow"], GuestSpec(timeout=0.1), ["slow"], {"QUERY_STRING": "1500"}, b"",
+        abandon=lambda outcome, cause: calls.append((outcome, cause, time.monotonic() - start)),
+    )
+    # The worker would have ended in `abandon`; here the run goes on until the sleep ends.
+    assert [(outcome, cause) for outcome, cause, _ in calls] == [
+        (Outcome.TIMEOUT, "WasmTimeout reached, guest interrupted, but it is blocked in a host call: request given up")
+    ]
+    assert calls[0][2] >= 0.1 + STUCK_GRACE
+    assert result.outcome is Outcome.TIMEOUT
+
+
+def test_the_watcher_sleeps_when_no_guest_runs(runtime: Runtime, modules: dict[str, LoadedModule]) -> None:
+    runtime.run(modules["hello"], GuestSpec(), ["hello"], {}, b"")
+    wait_for(lambda: runtime._watcher._asleep, what="the watcher to block")
+    assert runtime.run(modules["hello"], GuestSpec(), ["hello"], {}, b"").outcome is Outcome.OK
+    result = runtime.run(modules["loop"], GuestSpec(timeout=0.05), ["loop"], {}, b"")  # woken for it
+    assert result.outcome is Outcome.TIMEOUT
