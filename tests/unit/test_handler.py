@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,9 @@ class _Crashing:
 
     def body_limit(self, request: Request) -> int:
         return 0
+
+    def in_flight(self, answer: Callable[[Response], None]) -> None:
+        pass
 
     def respond(self, request: Request) -> Response:
         if request.path == "/crash":
