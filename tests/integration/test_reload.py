@@ -170,15 +170,22 @@ def compiler_of(server: Server) -> psutil.Process | None:
     return None
 
 
-def restart_with_a_slow_compile(server: Server, tmp_path: Path, functions: int = 1500) -> psutil.Process:
+def ports(pid: int) -> set[int]:
+    """The ports a process listens on."""
+    return {c.laddr.port for c in psutil.Process(pid).net_connections("inet") if c.status == psutil.CONN_LISTEN}
+
+
+def restart_with_a_slow_compile(
+    server: Server, tmp_path: Path, extra: str = "", functions: int = 1500
+) -> psutil.Process:
     """Add /big, a real module that takes a second or more to compile (many functions of 200
-    multiply-adds), send SIGUSR1 and return the compiler process once it runs."""
+    multiply-adds) and `extra` config lines, send SIGUSR1 and return the compiler process once it runs."""
     ops = "".join(f"(local.set 0 (i32.add (local.get 0) (i32.mul (local.get 0) (i32.const {j}))))" for j in range(200))
     body = "".join(f"(func (param i32) (result i32) {ops} (local.get 0))" for _ in range(functions))
     big = tmp_path / "big.wat"
     big.write_text(f'(module (func (export "_start")) {body})')
     server.conf.write_text(
-        server.conf.read_text() + f"<Location /big>\nSetHandler wasm-handler\nWasmModule {big}\n</Location>\n"
+        server.conf.read_text() + f"<Location /big>\nSetHandler wasm-handler\nWasmModule {big}\n</Location>\n{extra}"
     )
     server.signal(signal.SIGUSR1)
     compiler = wait_for(lambda: compiler_of(server), interval=0.005, what="the compiler process")
@@ -190,7 +197,8 @@ def test_while_a_restart_compiles_the_master_reaps_replaces_serves_and_answers_s
     make_server: Callable[..., Server], tmp_path: Path
 ) -> None:
     server = make_server(HELLO)
-    compiler = restart_with_a_slow_compile(server, tmp_path)
+    new_port = free_port()
+    compiler = restart_with_a_slow_compile(server, tmp_path, extra=f"Listen 127.0.0.1:{new_port}\n")
     compiler.suspend()  # a real compile, frozen so that "meanwhile" lasts as long as this test needs
     wait_for(lambda: "compiling modules for generation 1" in server.log(), what="the compile's log line")
     assert compiler.net_connections("all") == []  # it holds no listener of the master's
@@ -198,9 +206,13 @@ def test_while_a_restart_compiles_the_master_reaps_replaces_serves_and_answers_s
     def workers() -> set[int]:
         return server.worker_pids() - {compiler.pid}
 
-    victim = min(workers())
+    before = workers()
+    victim = min(before)
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: len(workers()) == 2 and victim not in workers(), what="a replacement")
+    (replacement,) = workers() - before
+    # The next generation's new port is bound (by the master), but not held by an old worker.
+    assert new_port in ports(server.pid) and new_port not in ports(replacement)
     for _ in range(5):
         assert server.get("/hello")[2] == HELLO_BODY
     assert server.get("/big")[0] == 404  # still the old generation
@@ -213,6 +225,7 @@ def test_while_a_restart_compiles_the_master_reaps_replaces_serves_and_answers_s
     assert not psutil.pid_exists(compiler.pid)  # killed and reaped, not a zombie
     wait_for(lambda: "generation 1 configured" in server.log(), timeout=60, what="the newest restart")
     assert server.get("/bigger")[0] == 200 and server.get("/big")[0] == 404
+    wait_for(lambda: all(new_port in ports(pid) for pid in workers()), what="the old workers to leave")
     assert "generation 2" not in server.log()  # one swap for the two signals
     assert not list((server.root / "cache").glob(".tmp-*"))
 
