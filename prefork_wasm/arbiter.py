@@ -39,7 +39,7 @@ from .compiler import Compile, CompileError, CompileReport, Digests, start_compi
 from .config import ConfigError, Listen, ServerConfig, parse_config
 from .connection import LINGER_SECONDS
 from .engine import WASMTIME_VERSION
-from .logs import AccessLog, ErrorLog, LogFile
+from .logs import AccessLog, ErrorLog, LogFile, make_parent
 from .pool import plan
 from .scoreboard import STARTING, WAITING, Scoreboard
 from .status import StatusPage
@@ -74,6 +74,11 @@ class StartupError(Exception):
 def located(source: str, message: str) -> str:
     """'FILE:LINE: message', as ConfigError says it, for errors found after parsing."""
     return f"{source}: {message}" if source else message
+
+
+def culprit(error: OSError, target: object) -> str:
+    """': FOLDER' when the error is about another path than the one being opened."""
+    return f": {error.filename}" if error.filename and str(error.filename) != str(target) else ""
 
 
 def native_threads() -> int:
@@ -123,9 +128,9 @@ def open_logs(config: ServerConfig) -> tuple[ErrorLog, list[AccessLog]]:
             try:
                 files.append(LogFile(target))
             except OSError as e:
-                culprit = f": {e.filename}" if e.filename and e.filename != target else ""
                 raise StartupError(located(
-                    source, f"{directive} {target}: cannot open: {e.strerror or e}{culprit}; fix the path or its permissions"
+                    source, f"{directive} {target}: cannot open: {e.strerror or e}{culprit(e, target)}; "
+                    "fix the path or its permissions",
                 )) from e
     except StartupError:
         for file in files:
@@ -307,10 +312,16 @@ class Arbiter:
     def _write_pid_file(self) -> None:
         """Atomically, so `-k` never reads a half-written pid."""
         path = self.config.pid_file
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{self.pid}")
-        tmp.write_text(f"{self.pid}\n")
-        os.replace(tmp, path)
+        try:
+            make_parent(path)
+            tmp.write_text(f"{self.pid}\n")
+            os.replace(tmp, path)
+        except OSError as e:
+            raise StartupError(located(
+                self.config.sources.get("pid_file", ""),
+                f"PidFile {path}: cannot write: {e.strerror or e}{culprit(e, path)}; fix the path or its permissions",
+            )) from e
 
     def _set_title(self) -> None:
         setproctitle.setproctitle(

@@ -25,6 +25,15 @@ LEVELS = {
 _STREAMS = {"stderr": 2, "stdout": 1}
 
 
+def make_parent(path: str | os.PathLike[str]) -> None:
+    """Create the folder a log or pid file goes into; a file in its way is 'Not a directory'."""
+    folder = os.path.dirname(path) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except FileExistsError:  # say what is wrong, not "File exists"
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), folder) from None
+
+
 class LogFile:
     """An append-only log destination: a path, or 'stderr'/'stdout'."""
 
@@ -35,11 +44,7 @@ class LogFile:
     def _open(self) -> int:
         if self.target in _STREAMS:
             return _STREAMS[self.target]
-        folder = os.path.dirname(self.target) or "."
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except FileExistsError:  # a file where the folder should be: say so, not "File exists"
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), folder) from None
+        make_parent(self.target)
         return os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
     def write(self, data: bytes) -> None:

@@ -36,9 +36,10 @@ def bad_lines(kind: str, server: Server, busy_port: int) -> tuple[list[str], int
     """Config lines that parse but cannot be served, and which of them the error must name (0-based)."""
     if kind == "logformat":
         return ['LogFormat "%h %Z" broken', "CustomLog logs/broken_log broken"], 0
-    if kind == "logfile":
+    if kind in ("logfile", "pidfile"):
         (server.root / "afile").write_text("a file where a folder should be\n")
-        return [f"CustomLog {server.root}/afile/access_log common"], 0
+        directive = "CustomLog" if kind == "logfile" else "PidFile"
+        return [f"{directive} {server.root}/afile/{kind}" + " common" * (kind == "logfile")], 0
     return [f"Listen 127.0.0.1:{busy_port}"], 0
 
 
@@ -56,7 +57,8 @@ def no_traceback(*texts: str) -> None:
 
 EXPECTED = {
     "logformat": "LogFormat: unknown %Z in '%h %Z'",
-    "logfile": "CustomLog {root}/afile/access_log: cannot open: Not a directory",
+    "logfile": "CustomLog {root}/afile/logfile: cannot open: Not a directory: {root}/afile",
+    "pidfile": "PidFile {root}/afile/pidfile: cannot write: Not a directory: {root}/afile",
     "listen": "Listen 127.0.0.1:{port}: address already in use (another server on that port?",
 }
 
@@ -67,7 +69,7 @@ def test_a_restart_with_a_config_that_cannot_be_served_keeps_the_old_generation(
     make_server: Callable[..., Server], busy_port: int, kind: str, signum: int
 ) -> None:
     server = make_server(HELLO)
-    workers = server.worker_pids()
+    workers = wait_for(lambda: (lambda now: now if len(now) == 2 else None)(server.worker_pids()), what="2 workers")
     good = server.conf.read_text()
     lines, named = bad_lines(kind, server, busy_port)
     line = append(server, lines) + named
@@ -96,7 +98,7 @@ def run(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(server.command(*args), capture_output=True, text=True, timeout=120, cwd=server.root, check=False)
 
 
-@pytest.mark.parametrize("kind", ["logformat", "logfile", "listen"])
+@pytest.mark.parametrize("kind", ["logformat", "logfile", "listen", "pidfile"])
 def test_start_up_with_a_config_that_cannot_be_served_says_where_and_exits(
     make_server: Callable[..., Server], busy_port: int, kind: str
 ) -> None:
