@@ -9,6 +9,11 @@ only while it has exactly one thread.
 Signals (Apache's): TERM/INT stop now; WINCH graceful stop; HUP restart (workers stopped
 now, config and modules re-read, listeners kept); USR1 graceful restart (a new generation
 starts, old workers finish their connection and exit, logs reopened).
+
+A restart never stops the server: the next generation's logs are opened, its new listeners
+bound and its modules compiled (in a subprocess the loop reaps like a worker, so supervision
+goes on meanwhile) before it replaces the current one; if anything fails, the error is logged
+with its file:line and the current generation keeps serving.
 """
 
 from __future__ import annotations
@@ -21,19 +26,20 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import setproctitle
 
 from . import __version__, privileges
-from .compiler import CompileError, ensure_compiled
+from .compiler import Compile, CompileError, CompileReport, Digests, start_compile
 from .config import ConfigError, Listen, ServerConfig, parse_config
 from .connection import LINGER_SECONDS
 from .engine import WASMTIME_VERSION
-from .logs import AccessLog, ErrorLog
+from .logs import AccessLog, ErrorLog, LogFile, make_parent
 from .pool import plan
 from .runtime import EXIT_GUEST_STUCK
 from .scoreboard import STARTING, WAITING, Scoreboard
@@ -53,8 +59,27 @@ QUEUED_SIGNALS = (
 )
 
 
+# What to check when binding fails with this errno.
+BIND_HINTS = {
+    errno.EADDRINUSE: "another server on that port? stop it, or choose another port",
+    errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+    errno.EADDRNOTAVAIL: "no interface of this machine has that address",
+}
+
+
 class StartupError(Exception):
-    """The server cannot start with this configuration (the message says why)."""
+    """A generation cannot be served with this configuration (the message says why, with its
+    file:line): at start-up the server exits, on a restart the current generation stays."""
+
+
+def located(source: str, message: str) -> str:
+    """'FILE:LINE: message', as ConfigError says it, for errors found after parsing."""
+    return f"{source}: {message}" if source else message
+
+
+def culprit(error: OSError, target: object) -> str:
+    """': FOLDER' when the error is about another path than the one being opened."""
+    return f": {error.filename}" if error.filename and str(error.filename) != str(target) else ""
 
 
 def native_threads() -> int:
@@ -62,20 +87,100 @@ def native_threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def bind(listen: Listen, backlog: int) -> socket.socket:
+def resolve(listen: Listen) -> tuple[socket.AddressFamily, Any]:
+    """The family and address to bind for a Listen line (`-t` checks this too)."""
     host = listen.host or "0.0.0.0"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     try:
-        sock.bind((host, listen.port))
+        found = socket.getaddrinfo(host, listen.port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise StartupError(located(
+            listen.source,
+            f"Listen {listen}: cannot resolve host {host!r}: {e.strerror} (use an IP address, or a name this machine resolves)",
+        )) from None
+    return family, found[0][4]
+
+
+def bind(listen: Listen, backlog: int) -> socket.socket:
+    family, address = resolve(listen)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(backlog)
     except OSError as e:
         sock.close()
-        raise StartupError(f"Listen {listen}: could not bind: {e.strerror}") from e
-    sock.listen(backlog)
+        hint = BIND_HINTS.get(e.errno or 0)
+        why = (e.strerror or str(e)).lower() + (f" ({hint})" if hint else "")
+        raise StartupError(located(listen.source, f"Listen {listen}: {why}")) from e
     return sock
+
+
+def open_logs(config: ServerConfig) -> tuple[ErrorLog, list[AccessLog]]:
+    """The error log and access logs of `config`: all opened, or none and a StartupError."""
+    files: list[LogFile] = []
+    try:
+        for target, directive, source in [
+            (config.error_log, "ErrorLog", config.sources.get("error_log", "")),
+            *((log.target, "CustomLog", log.source) for log in config.custom_logs),
+        ]:
+            try:
+                files.append(LogFile(target))
+            except OSError as e:
+                raise StartupError(located(
+                    source, f"{directive} {target}: cannot open: {e.strerror or e}{culprit(e, target)}; "
+                    "fix the path or its permissions",
+                )) from e
+    except StartupError:
+        for file in files:
+            file.close()
+        raise
+    error_file, *access_files = files
+    access_logs = [AccessLog(file, log.format) for file, log in zip(access_files, config.custom_logs)]
+    return ErrorLog(error_file, config.log_level), access_logs
+
+
+def close_all(error_log: ErrorLog, access_logs: list[AccessLog], sockets: Iterable[socket.socket]) -> None:
+    error_log.file.close()
+    for log in access_logs:
+        log.file.close()
+    for sock in sockets:
+        sock.close()
+
+
+def entry_point_problems(config: ServerConfig, exports: Mapping[Path, frozenset[str]]) -> list[str]:
+    """Each WasmEntryPoint (or the default _start) that its module does not export as a function."""
+    problems: dict[str, None] = {}  # a server-level line inherited by several Locations says it once
+    for loc in config.locations:
+        if loc.handler != "wasm-handler" or loc.module is None or loc.entry_point in exports[loc.module]:
+            continue
+        functions = sorted(exports[loc.module])
+        listing = ", ".join(functions[:10]) + (", ..." if len(functions) > 10 else "") or "none"
+        if "entry_point" in loc.sources:
+            where, directive, hint = loc.sources["entry_point"], "WasmEntryPoint", ""
+        else:
+            where, directive = loc.sources.get("module", loc.source), "WasmModule"
+            hint = "; name the one to call with WasmEntryPoint"
+        problems[
+            f"{where}: {directive}: {loc.module} exports no function '{loc.entry_point}' "
+            f"(its functions: {listing}){hint}"
+        ] = None
+    return list(problems)
+
+
+def finish_compile(compile: Compile, config: ServerConfig) -> CompileReport:
+    """Wait for the compile if it still runs, then check each entry point against its module."""
+    try:
+        compile.wait()
+        report = compile.report()
+    except CompileError as e:
+        raise StartupError(str(e)) from e
+    problems = entry_point_problems(config, {a.source: a.exports for a in report.artifacts})
+    if problems:
+        raise StartupError("\n".join(problems))
+    return report
 
 
 def size_text(n: float) -> str:
@@ -96,15 +201,36 @@ class Child:
     killed: bool = False  # killed by the master, which logged why; replaced one-for-one
 
 
+@dataclass
+class NextGeneration:
+    """A generation being prepared: logs open and new listeners bound before its modules
+    compile, so a restart fails early, and without touching the generation that serves."""
+
+    config: ServerConfig
+    graceful: bool
+    error_log: ErrorLog
+    access_logs: list[AccessLog]
+    fresh: dict[Listen, socket.socket]  # bound for it; it shares the others with the current one
+    compile: Compile
+    requested: float = field(default_factory=time.monotonic)
+
+    def close(self) -> None:
+        """Release what this process holds for it (after it failed, or in a forked worker)."""
+        self.compile.close()
+        close_all(self.error_log, self.access_logs, self.fresh.values())
+
+
 class Arbiter:
     def __init__(self, config: ServerConfig, defines: list[str] | None = None, print_urls: bool = True) -> None:
         self.config = config
         self.defines = defines or []
         self.print_urls = print_urls
-        self.error_log = ErrorLog(config.error_log, config.log_level)
-        self.access_logs = [AccessLog(target, fmt) for target, fmt in config.custom_logs]
+        self.error_log: ErrorLog  # opened by start()
+        self.access_logs: list[AccessLog] = []
         self.listeners: dict[Listen, socket.socket] = {}
         self.artifacts: dict[Path, Path] = {}
+        self.digests = Digests()  # an unchanged module costs a stat on restart, not a read
+        self.next: NextGeneration | None = None  # a restart waiting for its compile
         self.children: dict[int, Child] = {}
         self.generation = 0
         self.pid = os.getpid()
@@ -122,14 +248,15 @@ class Arbiter:
     # ---------------------------------------------------------------- start-up
 
     def start(self) -> None:
+        """What a restart does, synchronously (there is nothing to serve yet); StartupError."""
+        first = self._prepare(self.config, graceful=False)
+        self.error_log, self.access_logs, self.listeners = first.error_log, first.access_logs, first.fresh
         for warning in self.config.warnings:
             self.error_log.warn(warning)
         root_warning = privileges.root_warning(self.config.user)
         if root_warning:
             self.error_log.warn(root_warning)
-        for listen in self.config.listens:
-            self.listeners[listen] = bind(listen, self.config.listen_backlog)
-        self.artifacts = self._compile(self.config)
+        self.artifacts = self._compiled(first.compile, self.config)
         self._write_pid_file()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_w)
@@ -148,12 +275,28 @@ class Arbiter:
             if self.print_urls:
                 print(f"prefork-wasm: serving on http://{listen}/", flush=True)
 
-    def _compile(self, config: ServerConfig) -> dict[Path, Path]:
-        """Compile what the cache lacks (out of process) and log what happened."""
+    def _prepare(self, config: ServerConfig, graceful: bool) -> NextGeneration:
+        """Open the logs, bind the Listen lines not yet bound and start compiling: all or nothing."""
+        error_log, access_logs = open_logs(config)
+        fresh: dict[Listen, socket.socket] = {}
         try:
-            report = ensure_compiled(config.modules(), config.wasm_cache_dir)
-        except CompileError as e:
+            for listen in config.listens:
+                if listen not in self.listeners:
+                    fresh[listen] = bind(listen, config.listen_backlog)
+            compile = start_compile(config.modules(), config.wasm_cache_dir, self.digests)
+        except (StartupError, CompileError) as e:
+            close_all(error_log, access_logs, fresh.values())
             raise StartupError(str(e)) from e
+        return NextGeneration(config, graceful, error_log, access_logs, fresh, compile)
+
+    def _compiled(self, compile: Compile, config: ServerConfig) -> dict[Path, Path]:
+        """The artifacts of a finished compile, checked and logged (StartupError if unusable)."""
+        report = finish_compile(compile, config)
+        self.error_log.log(
+            "debug",
+            f"checked {len(report.artifacts)} module(s) against the cache: {report.hashed_bytes} bytes hashed "
+            f"(a file unchanged since the last check costs a stat)",
+        )
         for warning in report.warnings:
             self.error_log.warn(warning)
         artifacts = report.artifacts
@@ -171,10 +314,16 @@ class Arbiter:
     def _write_pid_file(self) -> None:
         """Atomically, so `-k` never reads a half-written pid."""
         path = self.config.pid_file
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{self.pid}")
-        tmp.write_text(f"{self.pid}\n")
-        os.replace(tmp, path)
+        try:
+            make_parent(path)
+            tmp.write_text(f"{self.pid}\n")
+            os.replace(tmp, path)
+        except OSError as e:
+            raise StartupError(located(
+                self.config.sources.get("pid_file", ""),
+                f"PidFile {path}: cannot write: {e.strerror or e}{culprit(e, path)}; fix the path or its permissions",
+            )) from e
 
     def _set_title(self) -> None:
         setproctitle.setproctitle(
@@ -193,6 +342,7 @@ class Arbiter:
             while not self._finished():
                 self._sleep()
                 self.reap()
+                self._finish_reload()
                 self._handle_signals()
                 if time.monotonic() >= self.next_maintenance:
                     self.next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL
@@ -252,7 +402,7 @@ class Arbiter:
     def _exited(self, block: bool = False) -> Iterator[tuple[int, int, Child]]:
         """Every worker that has exited (pid, exit code, record), its slot freed: the one
         place where the master learns that a worker is gone."""
-        while self.children:
+        while self.children or self._compiling():
             try:
                 pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
             except ChildProcessError:
@@ -261,7 +411,9 @@ class Arbiter:
                 return
             child = self.children.pop(pid, None)
             if child is None:
-                continue  # not a worker (the compiler process is waited for where it runs)
+                if self.next is not None and pid == self.next.compile.pid:
+                    self.next.compile.exited(status)  # _finish_reload takes it from here
+                continue
             self.scoreboard.release(child.slot)
             yield pid, os.waitstatus_to_exitcode(status), child
 
@@ -416,6 +568,8 @@ class Arbiter:
         signal.set_wakeup_fd(-1)
         os.close(self._wake_r)
         os.close(self._wake_w)
+        if self.next is not None:
+            self.next.close()  # a generation this worker will never serve: its logs, new ports
         status = StatusPage(self.scoreboard, self.started, self.generation, self.config.server_name or "localhost")
         Worker(
             self.config,
@@ -450,29 +604,79 @@ class Arbiter:
     # ---------------------------------------------------------------- restarts
 
     def _reload(self, graceful: bool) -> None:
-        """Re-read config and modules; on any error keep serving the old generation unchanged."""
+        """Prepare a generation from the config as it is now; it replaces the current one once
+        its modules are compiled (`_finish_reload`), while this loop goes on supervising.
+
+        A restart requested while one still compiles supersedes it: that compile is stopped
+        and everything starts over from the newest config (what is already compiled stays in
+        the cache); the latest signal decides whether the swap is graceful.
+        """
+        if self.next is not None:
+            waited = time.monotonic() - self.next.requested
+            self._abandon_next()
+            self.error_log.notice(
+                f"the restart requested {waited:.1f} s ago was still compiling: "
+                f"stopped, starting over with the configuration as it is now"
+            )
         try:
             config = parse_config(self.config.file, self.defines)
-            listeners = self._reconcile_listeners(config)
-            artifacts = self._compile(config)
+            self.next = self._prepare(config, graceful)
         except (ConfigError, StartupError) as e:
-            self.error_log.error(
-                f"{'graceful ' if graceful else ''}restart failed, still serving generation "
-                f"{self.generation} with the previous configuration: {e}"
-            )
+            self._reload_failed(graceful, e)
             return
-        if config.server_limit != len(self.scoreboard):
+        if self.next.compile.running:
+            self.error_log.notice(
+                f"compiling modules for generation {self.generation + 1} (pid {self.next.compile.pid}); "
+                f"generation {self.generation} serves meanwhile"
+            )
+        self._finish_reload()  # at once when every module was in the cache
+
+    def _reload_failed(self, graceful: bool, error: Exception) -> None:
+        lines = str(error).splitlines() or [type(error).__name__]
+        self.error_log.error(
+            f"{'graceful ' if graceful else ''}restart failed, still serving generation "
+            f"{self.generation} with the previous configuration: {lines[0]}"
+        )
+        for line in lines[1:]:
+            self.error_log.error(f"restart failed: {line}")
+
+    def _abandon_next(self) -> None:
+        if self.next is not None:
+            self.next.compile.kill()
+            self.next.close()
+            self.next = None
+
+    def _compiling(self) -> bool:
+        return self.next is not None and self.next.compile.running
+
+    def _finish_reload(self) -> None:
+        """Swap in the prepared generation once its compile is over; on failure keep the current one."""
+        nxt = self.next
+        if nxt is None or nxt.compile.running:
+            return
+        self.next = None
+        try:
+            artifacts = self._compiled(nxt.compile, nxt.config)
+        except StartupError as e:
+            nxt.close()
+            self._reload_failed(nxt.graceful, e)
+            return
+        if nxt.config.server_limit != len(self.scoreboard):
             self.error_log.warn(
                 f"ServerLimit changes take effect only on a full stop and start "
                 f"(keeping {len(self.scoreboard)})"
             )
-        old_listeners = self.listeners
-        self.config, self.listeners, self.artifacts = config, listeners, artifacts
-        for listen, sock in old_listeners.items():
-            if listen not in listeners:
-                sock.close()
-        self._reopen_logs()
-        if graceful:
+        old_listeners, old_error_log, old_access_logs = self.listeners, self.error_log, self.access_logs
+        self.config, self.artifacts = nxt.config, artifacts
+        self.listeners = {listen: nxt.fresh.get(listen) or old_listeners[listen] for listen in nxt.config.listens}
+        self.error_log, self.access_logs = nxt.error_log, nxt.access_logs
+        close_all(
+            old_error_log, old_access_logs,
+            (sock for listen, sock in old_listeners.items() if listen not in self.listeners),
+        )
+        for listen in nxt.fresh:
+            self.error_log.notice(f"listening on http://{listen}/")
+        if nxt.graceful:
             for pid in list(self.children):
                 self._retire(pid)
         else:
@@ -484,32 +688,8 @@ class Arbiter:
         self.error_log.notice(f"generation {self.generation} configured -- resuming normal operations")
         self._start_generation()
 
-    def _reconcile_listeners(self, config: ServerConfig) -> dict[Listen, socket.socket]:
-        """Keep sockets for Listen lines that stay, bind the new ones (all or nothing)."""
-        kept = {listen: sock for listen, sock in self.listeners.items() if listen in config.listens}
-        fresh: dict[Listen, socket.socket] = {}
-        try:
-            for listen in config.listens:
-                if listen not in kept:
-                    fresh[listen] = bind(listen, config.listen_backlog)
-        except StartupError:
-            for sock in fresh.values():
-                sock.close()
-            raise
-        for listen in fresh:
-            self.error_log.notice(f"listening on http://{listen}/")
-        return {listen: kept.get(listen) or fresh[listen] for listen in config.listens}
-
-    def _reopen_logs(self) -> None:
-        """New log objects from the new config: rotated files are opened afresh."""
-        old_error, old_access = self.error_log, self.access_logs
-        self.error_log = ErrorLog(self.config.error_log, self.config.log_level)
-        self.access_logs = [AccessLog(target, fmt) for target, fmt in self.config.custom_logs]
-        old_error.file.close()
-        for log in old_access:
-            log.file.close()
-
     def _graceful_stop(self) -> None:
+        self._abandon_next()
         timeout = self.config.graceful_shutdown_timeout
         self.error_log.notice(
             "caught SIGWINCH, shutting down gracefully"
@@ -541,6 +721,7 @@ class Arbiter:
             pass
 
     def _shutdown(self) -> None:
+        self._abandon_next()
         self._stop_workers()
         for sock in self.listeners.values():
             sock.close()

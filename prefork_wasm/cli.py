@@ -7,8 +7,8 @@ import platform
 import sys
 
 from . import __version__, control, privileges
-from .arbiter import Arbiter, StartupError
-from .compiler import CompileError, ensure_compiled
+from .arbiter import Arbiter, StartupError, finish_compile, resolve
+from .compiler import CompileError, Digests, start_compile
 from .config import ConfigError, ServerConfig, parse_config
 from .engine import WASMTIME_VERSION
 
@@ -65,26 +65,42 @@ def versions() -> str:
     )
 
 
+def error(message: object) -> None:
+    """One 'prefork-wasm: ...' line on stderr per line of the message."""
+    for line in str(message).splitlines():
+        print(f"prefork-wasm: {line}", file=sys.stderr)
+
+
 def load(path: str, defines: list[str]) -> ServerConfig | None:
     try:
         return parse_config(path, defines)
     except ConfigError as e:
-        print(f"prefork-wasm: {e}", file=sys.stderr)
+        error(e)
         return None
 
 
 def check(config: ServerConfig) -> int:
-    """-t: everything a start would check before binding: the config, then the modules."""
+    """-t: what a start checks short of binding and opening logs: the config, that each Listen
+    host resolves, the modules compile and export their entry points. Reports every problem."""
     root_warning = privileges.root_warning(config.user)
-    for warning in config.warnings + ([root_warning] if root_warning else []):
-        print(f"prefork-wasm: warning: {warning}", file=sys.stderr)
+    warnings = config.warnings + ([root_warning] if root_warning else [])
+    problems: list[str] = []
+    for listen in config.listens:
+        try:
+            resolve(listen)
+        except StartupError as e:
+            problems.append(str(e))
     try:
-        report = ensure_compiled(config.modules(), config.wasm_cache_dir)
-    except CompileError as e:
-        print(f"prefork-wasm: {e}", file=sys.stderr)
+        report = finish_compile(start_compile(config.modules(), config.wasm_cache_dir, Digests()), config)
+        warnings += report.warnings
+    except (CompileError, StartupError) as e:
+        problems.append(str(e))
+    for warning in warnings:
+        error(f"warning: {warning}")
+    for problem in problems:
+        error(problem)
+    if problems:
         return 1
-    for warning in report.warnings:
-        print(f"prefork-wasm: warning: {warning}", file=sys.stderr)
     print("Syntax OK")
     return 0
 
@@ -106,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return Arbiter(config, args.defines).run()
     except StartupError as e:
-        print(f"prefork-wasm: {e}", file=sys.stderr)
+        error(e)
         return 1
 
 

@@ -9,22 +9,30 @@ Artifacts are keyed by the module's bytes, the code-relevant engine settings and
 wasmtime version, so an unchanged module is never compiled twice and an upgrade never loads
 a stale artifact. They are written under a temporary name and renamed into place, because
 workers keep the old file mapped.
+
+A reload must not stall the master: `start_compile` spawns the compiler and returns, the
+master's loop reaps it like any child, and only then takes the report. Digests of sources and
+artifacts are remembered by file identity, so an unchanged module costs a stat, not a read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import subprocess
+import signal
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .engine import CODE_SETTINGS, WASMTIME_VERSION, engine_config
 
 ARTIFACT_SUFFIX = ".cwasm"
+# What an artifact's cache key covers besides the module's bytes.
+_KEY_SALT = f"wasmtime {WASMTIME_VERSION}; {CODE_SETTINGS}\n".encode()
 
 
 class CompileError(Exception):
@@ -39,6 +47,7 @@ class Artifact:
     path: Path
     compiled: bool  # False: taken from the cache
     seconds: float  # compile time (0 for a cache hit)
+    exports: frozenset[str]  # the module's exported functions
     why: str = ""  # why a cached artifact was not used ('' when there was none)
 
 
@@ -46,28 +55,63 @@ class Artifact:
 class CompileReport:
     artifacts: list[Artifact]
     warnings: list[str]
+    hashed_bytes: int  # read to check the cache (0 when no file changed since the last check)
 
 
-def artifact_path(source: Path, cache_dir: Path) -> Path:
+class Digests:
+    """sha256 of files, remembered with each file's identity (device, inode, size, mtime,
+    ctime): asking again about a file that has not changed costs one stat."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[Path, bytes], tuple[tuple[int, ...], str]] = {}
+        self.hashed_bytes = 0
+
+    def sha256(self, path: Path, salt: bytes = b"") -> str:
+        """The digest of salt + the file's bytes."""
+        identity = _identity(os.stat(path))
+        known = self._known.get((path, salt))
+        if known and known[0] == identity:
+            return known[1]
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, lambda: hashlib.sha256(salt)).hexdigest()
+            after = _identity(os.fstat(f.fileno()))
+        self.hashed_bytes += after[2]
+        if after == identity:  # not remembered if it changed while being read
+            self._known[(path, salt)] = (identity, digest)
+        return digest
+
+    def learn(self, path: Path, digest: str) -> None:
+        """Remember a digest computed elsewhere: the compiler's, of an artifact it just wrote."""
+        self._known[(path, b"")] = (_identity(os.stat(path)), digest)
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def artifact_path(source: Path, cache_dir: Path, digests: Digests) -> Path:
     """The cache file for `source` as it is now on disk."""
-    digest = hashlib.sha256()
-    digest.update(f"wasmtime {WASMTIME_VERSION}; {CODE_SETTINGS}\n".encode())
-    with open(source, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return cache_dir / f"{source.stem}-{digest.hexdigest()[:24]}{ARTIFACT_SUFFIX}"
+    digest = digests.sha256(source, _KEY_SALT)
+    return cache_dir / f"{source.stem}-{digest[:24]}{ARTIFACT_SUFFIX}"
 
 
 def checksum_path(artifact: Path) -> Path:
     return artifact.with_name(artifact.name + ".sha256")
 
 
-def _file_digest(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+def exports_path(artifact: Path) -> Path:
+    """The module's exported functions (a JSON list), so WasmEntryPoint is checked without wasmtime."""
+    return artifact.with_name(artifact.name + ".exports")
 
 
-def _cache_problem(artifact: Path) -> str | None:
+def _read_exports(artifact: Path) -> frozenset[str]:
+    names = json.loads(exports_path(artifact).read_text(encoding="utf-8"))
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError("not a list of names")
+    return frozenset(names)
+
+
+def _cache_problem(artifact: Path, digests: Digests) -> str | None:
     """Why a cached artifact must not be used, or None if it is whole.
 
     A truncated or corrupt artifact could crash a worker or, worse, load as something else;
@@ -79,7 +123,11 @@ def _cache_problem(artifact: Path) -> str | None:
         expected = checksum_path(artifact).read_text().strip()
     except OSError:
         return "its checksum file is missing"
-    if _file_digest(artifact) != expected:
+    try:
+        _read_exports(artifact)
+    except (OSError, ValueError):
+        return "its list of exports is missing or unreadable"
+    if digests.sha256(artifact) != expected:
         return "it is corrupt or truncated (checksum mismatch)"
     return None
 
@@ -101,37 +149,129 @@ def _writable_cache(cache_dir: Path) -> tuple[Path, list[str]]:
     ]
 
 
-def ensure_compiled(sources: list[Path], cache_dir: Path) -> CompileReport:
-    """Make sure every source has a whole artifact in the cache, compiling the misses out of process."""
-    wanted = [(src, artifact_path(src, cache_dir)) for src in sources]
-    problems = {dst: _cache_problem(dst) for _, dst in wanted}
-    warnings: list[str] = []
-    if any(problem is not None for problem in problems.values()):
-        usable, warnings = _writable_cache(cache_dir)
-        if usable != cache_dir:
-            wanted = [(src, artifact_path(src, usable)) for src in sources]
-            problems = {dst: _cache_problem(dst) for _, dst in wanted}
+def start_compile(sources: list[Path], cache_dir: Path, digests: Digests) -> Compile:
+    """Check the cache for every source and start compiling the misses out of process; returns at once."""
+    hashed_before = digests.hashed_bytes
+    try:
+        wanted = [(src, artifact_path(src, cache_dir, digests)) for src in sources]
+        problems = {dst: _cache_problem(dst, digests) for _, dst in wanted}
+        warnings: list[str] = []
+        if any(problem is not None for problem in problems.values()):
+            usable, warnings = _writable_cache(cache_dir)
+            if usable != cache_dir:
+                wanted = [(src, artifact_path(src, usable, digests)) for src in sources]
+                problems = {dst: _cache_problem(dst, digests) for _, dst in wanted}
+    except OSError as e:
+        raise CompileError(f"{e.filename}: cannot read: {e.strerror}") from e
+    compile = Compile(wanted, problems, warnings, digests, digests.hashed_bytes - hashed_before)
     misses = [(src, dst) for src, dst in wanted if problems[dst] is not None]
-    timings = _compile_out_of_process(misses) if misses else {}
-    artifacts = [
-        Artifact(src, dst, compiled=dst in timings, seconds=timings.get(dst, 0.0), why=problems[dst] or "")
-        for src, dst in wanted
-    ]
-    return CompileReport(artifacts, warnings)
+    if misses:
+        compile.spawn(misses)
+    return compile
 
 
-def _compile_out_of_process(jobs: list[tuple[Path, Path]]) -> dict[Path, float]:
-    argv = [sys.executable, "-m", "prefork_wasm.compiler"]
-    for src, dst in jobs:
-        argv += [str(src), str(dst)]
-    proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise CompileError(proc.stderr.strip() or f"compiler exited with status {proc.returncode}")
-    timings: dict[Path, float] = {}
-    for line in proc.stdout.splitlines():
-        seconds, _, name = line.partition(" ")
-        timings[Path(name)] = float(seconds)
-    return timings
+class Compile:
+    """One check of the cache, and the compiler process for its misses (pid None: no misses).
+
+    Whoever waits for the process (the master's reaping, or `wait`) passes its status to
+    `exited`; then `report` reads what it did.
+    """
+
+    def __init__(
+        self,
+        wanted: list[tuple[Path, Path]],
+        problems: dict[Path, str | None],
+        warnings: list[str],
+        digests: Digests,
+        hashed_bytes: int,
+    ) -> None:
+        self.wanted = wanted
+        self.problems = problems
+        self.warnings = warnings
+        self.digests = digests
+        self.hashed_bytes = hashed_bytes
+        self.pid: int | None = None
+        self.exit_code: int | None = None
+        self._out: list[IO[bytes]] = []  # the compiler's stdout and stderr
+        self._cache_dirs: set[Path] = set()  # where it writes
+
+    def spawn(self, jobs: list[tuple[Path, Path]]) -> None:
+        """posix_spawn, not fork: the master's memory is not copied and no Python state is
+        shared; the master's own descriptors are all close-on-exec."""
+        argv = [sys.executable, "-m", "prefork_wasm.compiler"]
+        for src, dst in jobs:
+            argv += [str(src), str(dst)]
+        self._out = [tempfile.TemporaryFile(), tempfile.TemporaryFile()]  # noqa: SIM115 (close() closes)
+        try:
+            self.pid = os.posix_spawn(sys.executable, argv, os.environ, file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, self._out[0].fileno(), 1),
+                (os.POSIX_SPAWN_DUP2, self._out[1].fileno(), 2),
+            ])
+        except OSError as e:
+            self.close()
+            raise CompileError(f"cannot start the compiler {sys.executable}: {e.strerror}") from e
+        self._cache_dirs = {dst.parent for _, dst in jobs}
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None and self.exit_code is None
+
+    def exited(self, status: int) -> None:
+        """The compiler process has been reaped with this wait status."""
+        self.exit_code = os.waitstatus_to_exitcode(status)
+
+    def wait(self) -> None:
+        """Block until the compiler is done (start-up and -t, which have nothing to serve yet)."""
+        if self.running:
+            assert self.pid is not None
+            self.exited(os.waitpid(self.pid, 0)[1])
+
+    def report(self) -> CompileReport:
+        """What was compiled and what came from the cache; CompileError if anything failed."""
+        timings: dict[Path, float] = {}
+        out = ""  # the compiler's 'SECONDS DST' lines
+        if self.pid is not None:
+            out, err = [_read_all(f) for f in self._out]
+            self.close()
+            if self.exit_code is not None and self.exit_code < 0:
+                name = signal.Signals(-self.exit_code).name
+                raise CompileError(f"the compiler was killed by {name} (out of memory?){': ' + err.strip() if err.strip() else ''}")
+            if self.exit_code != 0:
+                raise CompileError(err.strip() or f"the compiler exited with status {self.exit_code}")
+        try:
+            for line in out.splitlines():
+                seconds, _, name = line.partition(" ")
+                timings[Path(name)] = float(seconds)
+                self.digests.learn(Path(name), checksum_path(Path(name)).read_text().strip())
+            artifacts = [
+                Artifact(
+                    src, dst, compiled=dst in timings, seconds=timings.get(dst, 0.0),
+                    exports=_read_exports(dst), why=self.problems[dst] or "",
+                )
+                for src, dst in self.wanted
+            ]
+        except (OSError, ValueError) as e:
+            raise CompileError(f"cannot read what the compiler wrote: {e}") from e
+        return CompileReport(artifacts, self.warnings, self.hashed_bytes)
+
+    def kill(self) -> None:
+        """Stop the compiler now (a newer reload replaces this one, or the server stops) and
+        remove what it left half-written."""
+        if self.running:
+            assert self.pid is not None
+            os.kill(self.pid, signal.SIGKILL)
+            self.exited(os.waitpid(self.pid, 0)[1])
+        if self.pid is not None:
+            for folder in self._cache_dirs:
+                for tmp in folder.glob(f".tmp-{self.pid}-*"):
+                    tmp.unlink(missing_ok=True)
+        self.close()
+
+    def close(self) -> None:
+        """Close this process's copies of the compiler's output (also in a forked worker)."""
+        for f in self._out:
+            f.close()
 
 
 def _compile_all(pairs: list[tuple[Path, Path]]) -> int:
@@ -145,7 +285,10 @@ def _compile_all(pairs: list[tuple[Path, Path]]) -> int:
         try:
             module = wasmtime.Module.from_file(engine, str(src))
             data = module.serialize()
+            functions = sorted(e.name for e in module.exports if isinstance(e.type, wasmtime.FuncType))
             _write_atomically(dst, data)
+            _write_atomically(exports_path(dst), json.dumps(functions).encode())
+            # Last: a checksum file says the artifact and its exports list are complete.
             _write_atomically(checksum_path(dst), hashlib.sha256(data).hexdigest().encode())
         except (wasmtime.WasmtimeError, OSError) as e:
             print(f"{src}: cannot compile: {_one_line(e)}", file=sys.stderr)
@@ -155,8 +298,14 @@ def _compile_all(pairs: list[tuple[Path, Path]]) -> int:
     return 1 if failed else 0
 
 
+def _read_all(f: IO[bytes]) -> str:
+    f.seek(0)
+    return f.read().decode(errors="replace")
+
+
 def _write_atomically(dst: Path, data: bytes | bytearray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".tmp-")
+    # The pid in the name lets the master remove what a compiler it killed left behind.
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".tmp-{os.getpid()}-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

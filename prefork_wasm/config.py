@@ -14,6 +14,7 @@ compiles modules.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import functools
 import glob
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .logs import FormatError, compile_format
 from .paths import ENCODED_SLASHES
 from .privileges import group_id, user_id
 
@@ -58,10 +60,14 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Listen:
-    """One address to bind; host '' means all interfaces, IPv6 is kept without brackets."""
+    """One address to bind; host '' means all interfaces, IPv6 is kept without brackets.
+
+    `source` ('FILE:LINE') is where it was asked for, so a bind error can name the line.
+    """
 
     host: str
     port: int
+    source: str = field(default="", compare=False)
 
     def __str__(self) -> str:
         host = "*" if not self.host else f"[{self.host}]" if ":" in self.host else self.host
@@ -91,6 +97,8 @@ class LocationConfig:
     force_type: str | None = None
     require: list[str] = field(default_factory=list)
     limit_request_body: int = 1073741824
+    # Where each setting was made ('FILE:LINE' by attribute), for errors found after parsing.
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def allows(self, addr: str) -> bool:
         """Apache's implicit <RequireAny>: no Require lines, or any one granting, lets addr in."""
@@ -113,6 +121,15 @@ class Mount:
     writable: bool = False  # read-only unless the directive ends in 'rw'
 
 
+@dataclass(frozen=True)
+class CustomLog:
+    """One access log: its destination, its format string (nickname resolved) and its line."""
+
+    target: str
+    format: str
+    source: str = field(default="", compare=False)
+
+
 @dataclass(kw_only=True)
 class ServerConfig:
     """Everything the master and its children need; defaults are Apache's (prefork MPM)."""
@@ -126,7 +143,7 @@ class ServerConfig:
     error_log: str = "stderr"
     log_level: str = "warn"
     log_formats: dict[str, str] = field(default_factory=lambda: dict(PREDEFINED_LOG_FORMATS))
-    custom_logs: list[tuple[str, str]] = field(default_factory=list)
+    custom_logs: list[CustomLog] = field(default_factory=list)
     timeout: float = 60.0
     keep_alive: bool = True
     keep_alive_timeout: float = 5.0
@@ -151,6 +168,9 @@ class ServerConfig:
     allow_encoded_slashes: str = "off"  # paths.ENCODED_SLASHES
     locations: list[LocationConfig] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Where each server-level setting was made ('FILE:LINE' by attribute), for errors found
+    # after parsing (a log that cannot be opened, say).
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         # match() relies on this order; the sort is stable, so equal lengths keep config order.
@@ -450,7 +470,7 @@ class _Parser:
         self.blocks: dict[str, _Block] = {}
         self.listens: dict[Listen, _Line] = {}
         self.log_formats = dict(PREDEFINED_LOG_FORMATS)
-        self.custom_logs: list[tuple[str, str]] = []
+        self.custom_logs: list[tuple[str, str, _Line]] = []
         self.warnings: list[str] = []
         self.stack: list[_Section] = []
         self.base = 0  # sections below this belong to including files
@@ -596,16 +616,34 @@ class _Parser:
             file=file,
             server_root=root,
             defines=self.defines,
-            listens=list(self.listens),
+            listens=[dataclasses.replace(listen, source=str(line)) for listen, line in self.listens.items()],
             log_formats=self.log_formats,
-            custom_logs=[(target, self.log_formats.get(fmt, fmt)) for target, fmt in self.custom_logs],
+            custom_logs=[self.custom_log(*entry) for entry in self.custom_logs],
             locations=self.locations(),
             warnings=self.warnings,
+            sources={attr: str(line) for attr, line in self.server.sources.items()},
             **values,
         )
         self.apply_limits(config)
         self.check_server_module(config)
         return config
+
+    def custom_log(self, target: str, fmt: str, line: _Line) -> CustomLog:
+        """A nickname's format was checked at its LogFormat line; a literal one is checked here."""
+        if fmt in self.log_formats:
+            return CustomLog(target, self.log_formats[fmt], str(line))
+        try:
+            compile_format(fmt)
+        except FormatError as exc:
+            raise line.error(str(exc), "CustomLog") from None
+        if "%" not in fmt:
+            close = difflib.get_close_matches(fmt, self.log_formats, n=1)
+            self.warn(
+                line,
+                f"CustomLog format {fmt!r} is no LogFormat nickname and logs that text on every line"
+                + (f"; did you mean {close[0]!r}?" if close else ""),
+            )
+        return CustomLog(target, fmt, str(line))
 
     def locations(self) -> list[LocationConfig]:
         blocks = [(prefix, block, f"<Location {prefix}>") for prefix, block in self.blocks.items()]
@@ -617,7 +655,8 @@ class _Parser:
         """Server-level defaults overlaid by the block: what it set wins; WasmEnv merges by name."""
         own, inherited = block.scope.values, self.defaults.values
         values = copy.deepcopy({**inherited, **own, "env": {**inherited.get("env", {}), **own.get("env", {})}})
-        config = LocationConfig(prefix=prefix, source=str(block.line), **values)
+        sources = {attr: str(line) for attr, line in {**self.defaults.sources, **block.scope.sources}.items()}
+        config = LocationConfig(prefix=prefix, source=str(block.line), sources=sources, **values)
         if config.handler == "wasm-handler" and config.module is None:
             raise block.line.error(
                 "SetHandler wasm-handler needs a WasmModule (add 'WasmModule FILE.wasm' here or at server level)",
@@ -758,10 +797,11 @@ def _error_log(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> 
 
 def _custom_log(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
     # The nickname is looked up after parsing, so a later LogFormat still counts (as in Apache).
-    parser.custom_logs.append((_log_target(parser, args[0], ("stdout", "stderr")), args[1]))
+    parser.custom_logs.append((_log_target(parser, args[0], ("stdout", "stderr")), args[1], line))
 
 
 def _log_format(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    compile_format(args[0])  # the access log's own compiler: what parses here logs there
     # One argument sets the default format for TransferLog, which we don't have: accepted, unused.
     if len(args) == 2:
         parser.log_formats[args[1]] = args[0]

@@ -1,14 +1,15 @@
 """Error log and access log, in Apache's layouts.
 
 Every record is one `os.write` on a file opened with O_APPEND, so lines from the master and
-all workers interleave whole without a lock. `reopen()` opens the path again (log rotation on
-graceful restart).
+all workers interleave whole without a lock. A restart opens every log afresh (rotation), and
+before the new generation replaces the old one, so a log that cannot be opened fails the restart
+instead of the server.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,15 @@ LEVELS = {
 _STREAMS = {"stderr": 2, "stdout": 1}
 
 
+def make_parent(path: str | os.PathLike[str]) -> None:
+    """Create the folder a log or pid file goes into; a file in its way is 'Not a directory'."""
+    folder = os.path.dirname(path) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except FileExistsError:  # say what is wrong, not "File exists"
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), folder) from None
+
+
 class LogFile:
     """An append-only log destination: a path, or 'stderr'/'stdout'."""
 
@@ -34,7 +44,7 @@ class LogFile:
     def _open(self) -> int:
         if self.target in _STREAMS:
             return _STREAMS[self.target]
-        os.makedirs(os.path.dirname(self.target) or ".", exist_ok=True)
+        make_parent(self.target)
         return os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
     def write(self, data: bytes) -> None:
@@ -42,12 +52,6 @@ class LogFile:
             os.write(self.fd, data)
         except OSError:
             pass  # a full disk must not take a request down with it
-
-    def reopen(self) -> None:
-        if self.target in _STREAMS:
-            return
-        old, self.fd = self.fd, self._open()
-        os.close(old)
 
     def close(self) -> None:
         if self.target not in _STREAMS:
@@ -64,8 +68,8 @@ def apache_time(now: float) -> str:
 class ErrorLog:
     """`[time] [level] [pid N] message`, filtered by LogLevel."""
 
-    def __init__(self, target: str, level: str) -> None:
-        self.file = LogFile(target)
+    def __init__(self, file: LogFile, level: str) -> None:
+        self.file = file
         self.threshold = LEVELS[level]
 
     def enabled(self, level: str) -> bool:
@@ -160,11 +164,18 @@ def _header_piece(table: str, name: str) -> Piece:
 
 
 class FormatError(ValueError):
-    pass
+    """A LogFormat string this server cannot log; raised while parsing the config, with its line."""
+
+
+SUPPORTED = " ".join(f"%{letter}" for letter in sorted(_SIMPLE, key=str.lower)) + " %{Header}i %{Header}o"
 
 
 def compile_format(fmt: str) -> Sequence[Piece | str]:
-    """Turn a LogFormat string into pieces once, so logging a request is only joins."""
+    """Turn a LogFormat string into pieces once, so logging a request is only joins.
+
+    The config parser calls this too, so a format that cannot be logged is refused at its
+    line (at start-up, by -t, or by a reload that then keeps the old generation).
+    """
     pieces: list[Piece | str] = []
     i = 0
     while i < len(fmt):
@@ -180,14 +191,15 @@ def compile_format(fmt: str) -> Sequence[Piece | str]:
         if i < len(fmt) and fmt[i] == "{":
             end = fmt.find("}", i)
             if end < 0 or end + 1 >= len(fmt):
-                raise FormatError(f"unterminated %{{...}} in {fmt!r}")
+                raise FormatError(f"unterminated %{{...}} in {fmt!r}; expected e.g. %{{User-Agent}}i")
             name, letter, i = fmt[i + 1 : end], fmt[end + 1], end + 2
             if letter not in "io":
-                raise FormatError(f"unsupported %{{{name}}}{letter} in {fmt!r}")
+                raise FormatError(f"unknown %{{{name}}}{letter} in {fmt!r}; supported: {SUPPORTED}")
             pieces.append(_header_piece(letter, name))
             continue
         if i >= len(fmt) or fmt[i] not in _SIMPLE:
-            raise FormatError(f"unsupported directive %{fmt[i:i + 1]} in {fmt!r}")
+            what = f"%{fmt[i]}" if i < len(fmt) else "'%' at the end"
+            raise FormatError(f"unknown {what} in {fmt!r} (write %% for a literal %); supported: {SUPPORTED}")
         pieces.append(_SIMPLE[fmt[i]])
         i += 1
     return pieces
@@ -196,15 +208,10 @@ def compile_format(fmt: str) -> Sequence[Piece | str]:
 class AccessLog:
     """One CustomLog: a destination and a compiled format."""
 
-    def __init__(self, target: str, fmt: str) -> None:
-        self.file = LogFile(target)
+    def __init__(self, file: LogFile, fmt: str) -> None:
+        self.file = file
         self.pieces = compile_format(fmt)
 
     def log(self, record: AccessRecord) -> None:
         line = "".join(p if isinstance(p, str) else p(record) for p in self.pieces)
         self.file.write((line + "\n").encode("utf-8", "backslashreplace"))
-
-
-def stderr_line(message: str) -> None:
-    """For the command line, before any ErrorLog exists."""
-    print(message, file=sys.stderr, flush=True)

@@ -75,12 +75,6 @@ LOCATIONS = f"""
     WasmModule ${{MODULES}}/recurse.wasm
     WasmEnableCGI On
 </Location>
-<Location /noentry>
-    SetHandler wasm-handler
-    WasmModule ${{EXAMPLES}}/hello.wasm
-    WasmEnableCGI On
-    WasmEntryPoint no_such_function
-</Location>
 """
 
 
@@ -230,7 +224,6 @@ def log_lines_with(server: Server, needle: str) -> list[str]:
         ("/headers?inject", 502, "forbidden control character"),
         ("/membomb", 500, "unreachable"),
         ("/recurse", 500, "stack overflow"),
-        ("/noentry", 500, "no function named 'no_such_function'"),
     ],
 )
 def test_guest_failures_answered_and_logged_and_worker_survives(

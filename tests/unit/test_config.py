@@ -9,6 +9,7 @@ import pytest
 
 from prefork_wasm.config import (
     ConfigError,
+    CustomLog,
     Listen,
     LocationConfig,
     Mount,
@@ -740,7 +741,7 @@ def test_relative_paths_follow_server_root(root: Path) -> None:
     assert config.server_root == srv
     assert config.pid_file == srv / "run" / "httpd.pid"
     assert config.error_log == str(root / "before.log")
-    assert config.custom_logs == [(str(srv / "logs" / "access.log"), COMMON)]
+    assert config.custom_logs == [CustomLog(str(srv / "logs" / "access.log"), COMMON)]
     assert config.wasm_cache_dir == Path("/var/cache/wasm")
     assert location(config, "/app").module == srv / "mods" / "app.wasm"
 
@@ -767,15 +768,60 @@ def test_custom_logs_resolve_nicknames_literals_and_streams(root: Path) -> None:
         LogFormat "%h %u"
     """)
     assert config.custom_logs == [
-        (str(root / "logs" / "access.log"), COMBINED),
-        ("stdout", "%h %r"),
-        ("stderr", "%h"),
+        CustomLog(str(root / "logs" / "access.log"), COMBINED),
+        CustomLog("stdout", "%h %r"),
+        CustomLog("stderr", "%h"),
     ]
+    assert [log.source for log in config.custom_logs] == ["server.conf:2", "server.conf:3", "server.conf:4"]
     assert config.log_formats == {"common": COMMON, "combined": COMBINED, "short": "%h"}
 
 
 def test_error_log_stderr_is_literal() -> None:
     assert load("Listen 8080\nErrorLog stderr\n").error_log == "stderr"
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        ('LogFormat "%h %Z" bad\n', "server.conf:2: LogFormat:", "unknown %Z in '%h %Z'"),
+        ('LogFormat "%h %{X}z"\n', "server.conf:2: LogFormat:", "unknown %{X}z"),
+        ('LogFormat "%{Referer" r\n', "server.conf:2: LogFormat:", "unterminated %{...}"),
+        ('LogFormat "100%" pct\n', "server.conf:2: LogFormat:", "'%' at the end"),
+        ('CustomLog logs/access "%h %Q"\n', "server.conf:2: CustomLog:", "unknown %Q"),
+    ],
+)
+def test_log_formats_the_access_log_cannot_write_are_refused_at_their_line(
+    text: str, where: str, message: str
+) -> None:
+    error = str(fails("Listen 8080\n" + text))
+    assert error.startswith(where) and message in error
+    assert "supported: %% %a" in error or "expected e.g." in error
+
+
+def test_a_custom_log_format_that_is_no_nickname_and_no_format_is_warned_about() -> None:
+    config = load("Listen 8080\nCustomLog logs/access combind\n")
+    assert config.custom_logs == [CustomLog(str(Path.cwd() / "logs" / "access"), "combind")]
+    assert config.warnings == [
+        "server.conf:2: CustomLog format 'combind' is no LogFormat nickname and logs that text on every line; "
+        "did you mean 'combined'?"
+    ]
+
+
+def test_settings_remember_their_lines_for_errors_found_after_parsing() -> None:
+    config = load("""\
+        Listen 127.0.0.1:8080
+        ErrorLog logs/error
+        WasmEntryPoint run
+        <Location /hello>
+            SetHandler wasm-handler
+            WasmModule hello.wasm
+        </Location>
+        Listen 8081
+    """)
+    assert [listen.source for listen in config.listens] == ["server.conf:1", "server.conf:8"]
+    assert config.sources["error_log"] == "server.conf:2"
+    hello = location(config, "/hello")
+    assert hello.sources["entry_point"] == "server.conf:3" and hello.sources["module"] == "server.conf:6"
 
 
 # --- clamping -----------------------------------------------------------------------------------

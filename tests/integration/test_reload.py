@@ -1,0 +1,266 @@
+"""A restart can never stop the server, and the master keeps supervising while it compiles (issue 8).
+
+A config that parses but fails later (a LogFormat the access log cannot write, a log file that
+cannot be opened, a port taken by someone else) is refused by a restart, which keeps the old
+generation serving, and by start-up and -t with file:line and no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import EXAMPLES, HELLO, MODULES, Server, free_port, wait_for
+
+HELLO_BODY = b"Hello from WebAssembly!\n"
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port another server is listening on."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", free_port()))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+def bad_lines(kind: str, server: Server, busy_port: int) -> tuple[list[str], int]:
+    """Config lines that parse but cannot be served, and which of them the error must name (0-based)."""
+    if kind == "logformat":
+        return ['LogFormat "%h %Z" broken', "CustomLog logs/broken_log broken"], 0
+    if kind in ("logfile", "pidfile"):
+        (server.root / "afile").write_text("a file where a folder should be\n")
+        directive = "CustomLog" if kind == "logfile" else "PidFile"
+        return [f"{directive} {server.root}/afile/{kind}" + " common" * (kind == "logfile")], 0
+    return [f"Listen 127.0.0.1:{busy_port}"], 0
+
+
+def append(server: Server, lines: list[str]) -> int:
+    """Append lines to the config; returns the line number of the first."""
+    text = server.conf.read_text()
+    server.conf.write_text(text + "\n".join(lines) + "\n")
+    return len(text.splitlines()) + 1
+
+
+def no_traceback(*texts: str) -> None:
+    for text in texts:
+        assert "Traceback" not in text, text
+
+
+EXPECTED = {
+    "logformat": "LogFormat: unknown %Z in '%h %Z'",
+    "logfile": "CustomLog {root}/afile/logfile: cannot open: Not a directory: {root}/afile",
+    "pidfile": "PidFile {root}/afile/pidfile: cannot write: Not a directory: {root}/afile",
+    "listen": "Listen 127.0.0.1:{port}: address already in use (another server on that port?",
+}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGHUP], ids=["graceful", "restart"])
+@pytest.mark.parametrize("kind", ["logformat", "logfile", "listen"])
+def test_a_restart_with_a_config_that_cannot_be_served_keeps_the_old_generation(
+    make_server: Callable[..., Server], busy_port: int, kind: str, signum: int
+) -> None:
+    server = make_server(HELLO)
+    workers = wait_for(lambda: (lambda now: now if len(now) == 2 else None)(server.worker_pids()), what="2 workers")
+    good = server.conf.read_text()
+    lines, named = bad_lines(kind, server, busy_port)
+    line = append(server, lines) + named
+    server.signal(signum)
+    failure = wait_for(
+        lambda: [l for l in server.log().splitlines() if "restart failed, still serving generation 0" in l],
+        what="the restart's failure in the error log",
+    )
+    expected = EXPECTED[kind].format(root=server.root, port=busy_port)
+    assert f"{server.conf}:{line}: {expected}" in failure[0]
+    # The old generation serves on, with the same workers and the same answers.
+    assert server.proc is not None and server.proc.poll() is None
+    for _ in range(5):
+        assert server.get("/hello")[2] == HELLO_BODY
+    assert server.worker_pids() == workers
+    assert "generation 1 configured" not in server.log()
+    # Fixed, the next restart goes through.
+    server.conf.write_text(good)
+    server.signal(signum)
+    wait_for(lambda: "generation 1 configured" in server.log(), what="the fixed restart")
+    assert server.get("/hello")[2] == HELLO_BODY
+    no_traceback(server.log(), server.stderr_text(), (server.root / "stdout").read_text())
+
+
+def run(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(server.command(*args), capture_output=True, text=True, timeout=120, cwd=server.root, check=False)
+
+
+@pytest.mark.parametrize("kind", ["logformat", "logfile", "listen", "pidfile"])
+def test_start_up_with_a_config_that_cannot_be_served_says_where_and_exits(
+    make_server: Callable[..., Server], busy_port: int, kind: str
+) -> None:
+    server = make_server(HELLO, start=False)
+    lines, named = bad_lines(kind, server, busy_port)
+    line = append(server, lines) + named
+    result = run(server)
+    assert result.returncode == 1
+    expected = EXPECTED[kind].format(root=server.root, port=busy_port)
+    assert f"prefork-wasm: {server.conf}:{line}: {expected}" in result.stderr
+    no_traceback(result.stdout, result.stderr)
+    assert not server.pid_file.exists()
+
+
+UNKNOWN_ENTRY = HELLO.replace("WasmEnableCGI On", "WasmEnableCGI On\n    WasmEntryPoint no_such_function")
+
+
+@pytest.mark.parametrize(
+    ("body", "extra", "expected"),
+    [
+        (HELLO, 'LogFormat "%h %{X}z" odd', "LogFormat: unknown %{X}z"),
+        (HELLO, "Listen nosuchhost.invalid:8080", "Listen nosuchhost.invalid:8080: cannot resolve host 'nosuchhost.invalid'"),
+        (UNKNOWN_ENTRY, "", "WasmEntryPoint: {examples}/hello.wasm exports no function 'no_such_function' (its functions: _start)"),
+    ],
+    ids=["logformat", "listen-host", "entry-point"],
+)
+def test_check_and_start_up_catch_what_only_serving_would_find(
+    make_server: Callable[..., Server], body: str, extra: str, expected: str
+) -> None:
+    server = make_server(body, start=False)
+    if extra:
+        line = append(server, [extra])
+    else:
+        line = server.conf.read_text().splitlines().index("    WasmEntryPoint no_such_function") + 1
+    where = f"prefork-wasm: {server.conf}:{line}: {expected.replace('{examples}', str(EXAMPLES))}"
+    for args in (["-t"], []):
+        result = run(server, *args)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert where in result.stderr, (args, result.stderr)
+        assert "Syntax OK" not in result.stdout
+        no_traceback(result.stdout, result.stderr)
+
+
+def test_a_module_without_the_default_entry_point_names_the_module_line(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    reactor = tmp_path / "reactor.wat"
+    reactor.write_text('(module (func (export "run")) (func (export "init")))')
+    server = make_server(HELLO.replace("${EXAMPLES}/hello.wasm", str(reactor)), start=False)
+    line = server.conf.read_text().splitlines().index(f"    WasmModule {reactor}") + 1
+    result = run(server, "-t")
+    assert result.returncode == 1
+    assert (
+        f"{server.conf}:{line}: WasmModule: {reactor} exports no function '_start' (its functions: init, run); "
+        "name the one to call with WasmEntryPoint" in result.stderr
+    )
+    server.conf.write_text(server.conf.read_text().replace(f"WasmModule {reactor}", f"WasmModule {reactor}\nWasmEntryPoint run"))
+    assert run(server, "-t").stdout.strip() == "Syntax OK"
+
+
+# --- the master stays responsive while a restart compiles ---------------------------------------
+
+
+def compiler_of(server: Server) -> psutil.Process | None:
+    for child in psutil.Process(server.pid).children():
+        try:
+            if "prefork_wasm.compiler" in child.cmdline():
+                return child
+        except psutil.NoSuchProcess:
+            pass
+    return None
+
+
+def ports(pid: int) -> set[int]:
+    """The ports a process listens on."""
+    return {c.laddr.port for c in psutil.Process(pid).net_connections("inet") if c.status == psutil.CONN_LISTEN}
+
+
+def restart_with_a_slow_compile(
+    server: Server, tmp_path: Path, extra: str = "", functions: int = 1500
+) -> psutil.Process:
+    """Add /big, a real module that takes a second or more to compile (many functions of 200
+    multiply-adds) and `extra` config lines, send SIGUSR1 and return the compiler process once it runs."""
+    ops = "".join(f"(local.set 0 (i32.add (local.get 0) (i32.mul (local.get 0) (i32.const {j}))))" for j in range(200))
+    body = "".join(f"(func (param i32) (result i32) {ops} (local.get 0))" for _ in range(functions))
+    big = tmp_path / "big.wat"
+    big.write_text(f'(module (func (export "_start")) {body})')
+    server.conf.write_text(
+        server.conf.read_text() + f"<Location /big>\nSetHandler wasm-handler\nWasmModule {big}\n</Location>\n{extra}"
+    )
+    server.signal(signal.SIGUSR1)
+    compiler = wait_for(lambda: compiler_of(server), interval=0.005, what="the compiler process")
+    assert isinstance(compiler, psutil.Process)
+    return compiler
+
+
+def test_while_a_restart_compiles_the_master_reaps_replaces_serves_and_answers_signals(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = make_server(HELLO)
+    new_port = free_port()
+    compiler = restart_with_a_slow_compile(server, tmp_path, extra=f"Listen 127.0.0.1:{new_port}\n")
+    compiler.suspend()  # a real compile, frozen so that "meanwhile" lasts as long as this test needs
+    wait_for(lambda: "compiling modules for generation 1" in server.log(), what="the compile's log line")
+    assert compiler.net_connections("all") == []  # it holds no listener of the master's
+
+    def workers() -> set[int]:
+        return server.worker_pids() - {compiler.pid}
+
+    before = workers()
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(workers()) == 2 and victim not in workers(), what="a replacement")
+    (replacement,) = workers() - before
+    # The next generation's new port is bound (by the master), but not held by an old worker.
+    assert new_port in ports(server.pid) and new_port not in ports(replacement)
+    for _ in range(5):
+        assert server.get("/hello")[2] == HELLO_BODY
+    assert server.get("/big")[0] == 404  # still the old generation
+    assert "generation 1 configured" not in server.log()
+
+    # A second restart while the first compiles: the first is stopped, the newest config wins.
+    server.conf.write_text(server.conf.read_text().replace("<Location /big>", "<Location /bigger>"))
+    server.signal(signal.SIGUSR1)
+    wait_for(lambda: "was still compiling: stopped, starting over" in server.log(), what="the superseded compile")
+    assert not psutil.pid_exists(compiler.pid)  # killed and reaped, not a zombie
+    wait_for(lambda: "generation 1 configured" in server.log(), timeout=60, what="the newest restart")
+    assert server.get("/bigger")[0] == 200 and server.get("/big")[0] == 404
+    wait_for(lambda: all(new_port in ports(pid) for pid in workers()), what="the old workers to leave")
+    assert "generation 2" not in server.log()  # one swap for the two signals
+    assert not list((server.root / "cache").glob(".tmp-*"))
+
+
+def test_stopping_while_a_restart_compiles_stops_the_compiler_too(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = make_server(HELLO)
+    compiler = restart_with_a_slow_compile(server, tmp_path)
+    server.signal(signal.SIGTERM)
+    assert server.proc is not None and server.proc.wait(timeout=15) == 0
+    assert not psutil.pid_exists(compiler.pid)
+
+
+def test_an_unchanged_module_is_not_hashed_again_on_restart(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    module = tmp_path / "app.wasm"
+    shutil.copy(EXAMPLES / "hello.wasm", module)
+    server = make_server(HELLO.replace("${EXAMPLES}/hello.wasm", str(module)), log_level="debug")
+
+    def hashed() -> list[str]:
+        return [l.split("cache: ")[1].split(" bytes")[0] for l in server.log().splitlines() if "bytes hashed" in l]
+
+    assert hashed() == [str(module.stat().st_size)]  # start-up: the source; the artifact is the compiler's
+    server.signal(signal.SIGUSR1)
+    wait_for(lambda: "generation 1 configured" in server.log())
+    assert hashed()[1] == "0"
+    shutil.copy(MODULES / "headers.wasm", module)
+    server.signal(signal.SIGUSR1)
+    wait_for(lambda: "generation 2 configured" in server.log())
+    assert hashed()[2] == str(module.stat().st_size)  # only the changed source
+    server.signal(signal.SIGUSR1)
+    wait_for(lambda: "generation 3 configured" in server.log())
+    assert hashed()[3] == "0"
+    assert server.get("/hello?status")[2] == b"created\n"
