@@ -17,7 +17,7 @@ import pytest
 from prefork_wasm.config import parse_config
 from prefork_wasm.connection import Limits, serve
 from prefork_wasm.handler import Site
-from prefork_wasm.logs import ErrorLog
+from prefork_wasm.logs import ErrorLog, LogFile
 from prefork_wasm.messages import Request, Response
 from prefork_wasm.paths import request_path
 from prefork_wasm.scoreboard import Slot
@@ -37,7 +37,7 @@ def make_site(tmp_path: Path, status_page: object) -> Site:
         parse_config(conf),
         routes={},
         runtime=None,  # type: ignore[arg-type]  # no Location here runs a guest
-        error_log=ErrorLog(str(tmp_path / "error_log"), "info"),
+        error_log=ErrorLog(LogFile(str(tmp_path / "error_log")), "info"),
         access_logs=[],
         slot=Slot(),
         draining=lambda: False,
