@@ -136,6 +136,8 @@ class Worker:
             request_line=config.limit_request_line,
             field_size=config.limit_request_field_size,
             fields=config.limit_request_fields,
+            header_read=config.read_timeout_header,
+            body_read=config.read_timeout_body,
         )
         for sock in self.listeners:
             sock.setblocking(False)
