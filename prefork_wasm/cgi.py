@@ -79,9 +79,11 @@ def build_environ(
 
     The result is built only from the request and the arguments, never from
     os.environ, so nothing about the server process leaks into the guest.
-    PATH_INFO is the percent-decoded path after script_name (as Apache does;
-    invalid UTF-8 becomes U+FFFD since WASI environment strings are UTF-8),
-    QUERY_STRING stays raw. `extra` (WasmEnv) is applied last and wins.
+    PATH_INFO is the percent-decoded path after script_name (as Apache does),
+    QUERY_STRING stays raw. Header values reach the guest as the bytes received
+    when they are UTF-8: WASI environment strings must be (wasmtime refuses any
+    other), so an invalid sequence becomes U+FFFD, in values as in PATH_INFO.
+    `extra` (WasmEnv) is applied last and wins.
 
     Raises CgiRequestError for a '%00' in the path, and ValueError if the
     decoded path does not start with script_name (a caller bug).
@@ -130,9 +132,9 @@ def build_environ(
             # Only dropped headers get here; the first Content-Type wins (a
             # repeated one is invalid and joining it would produce garbage).
             if content_type is None and name.lower() == b"content-type":
-                content_type = value.decode("latin-1")
+                content_type = value.decode("utf-8", "replace")
             continue
-        text = value.decode("latin-1")
+        text = value.decode("utf-8", "replace")
         prev = env.get(key)
         if prev is None:
             env[key] = text
