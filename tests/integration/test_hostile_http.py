@@ -317,6 +317,31 @@ def test_the_bare_cr_smuggling_payload_is_answered_once(server: Server) -> None:
     assert server.worker_pids() == workers
 
 
+def exchange_split(port: int, data: bytes, cut: int) -> bytes:
+    """`exchange`, with `data` sent in two packets cut at `cut` (Nagle off, so the server
+    mostly reads them apart)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=3 * TIMEOUT + 2) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.sendall(data[:cut])
+            sock.sendall(data[cut:])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return read_until_closed(sock)
+
+
+def test_chunked_framing_holds_whatever_the_packet_boundaries(server: Server) -> None:
+    """Cut anywhere, in the head, a chunk line, the data or the trailer: the same answers."""
+    good = chunked(b'3;a="b c"\r\nabc\r\n0\r\nX-T: v\r\n\r\n') + b"\r\n" + CLOSE
+    smuggling = chunked(bare_cr_smuggling_body())
+    workers = server.worker_pids()
+    for cut in range(1, len(good)):
+        assert parse_responses(exchange_split(server.port, good, cut)) == [200, 201], cut
+    for cut in range(1, len(smuggling)):
+        assert parse_responses(exchange_split(server.port, smuggling, cut)) == [400], cut
+    assert server.worker_pids() == workers
+
+
 def test_a_2gb_chunked_upload_is_refused_without_reading_it(server: Server) -> None:
     """413 once the body passes LimitRequestBody (1M); then the server stops reading (lingering
     close reads 1 MiB at most) although the client goes on uploading until the connection
@@ -433,7 +458,7 @@ def test_idle_connections_are_closed_silently(pair: Server) -> None:
 
 READ_TIMEOUT = """
 Timeout 60
-KeepAliveTimeout 60
+KeepAliveTimeout 4
 RequestReadTimeout header=2-3,MinRate=500 body=2,MinRate=500
 """
 BOUND = 3  # header=2-3: a client trickling far below MinRate is cut at 2 s, at 3 s whatever its rate
@@ -518,6 +543,16 @@ def test_a_silent_connection_is_closed_at_the_header_bound(guarded: Server) -> N
         start = time.monotonic()
         assert read_until_closed(sock) == b""  # nothing to answer: closed silently
         assert time.monotonic() - start <= 2.5
+
+
+def test_an_idle_keep_alive_connection_is_bounded_by_keep_alive_timeout(guarded: Server) -> None:
+    """As with mod_reqtimeout, the wait for a next request is KeepAliveTimeout's (4 s here);
+    RequestReadTimeout header= starts with the request's first byte."""
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=30) as sock:
+        sock.sendall(GOOD)
+        start = time.monotonic()
+        assert parse_responses(read_until_closed(sock)) == [201]  # then nothing: no 408
+        assert 3 <= time.monotonic() - start <= 5
 
 
 def test_still_serving_after_everything(server: Server, pair: Server) -> None:
