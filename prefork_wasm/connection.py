@@ -13,7 +13,9 @@ The pure checks (`HeadScanner`, `check_request_line`, `body_length`, `ChunkedSca
 
 from __future__ import annotations
 
+import math
 import re
+import select
 import socket
 import time
 from dataclasses import dataclass
@@ -458,6 +460,7 @@ def serve(
     state: StateHook,
 ) -> int:
     """Serve requests on `sock` until the connection ends; returns how many were answered."""
+    sock.setblocking(False)  # each read and write waits in `_wait`, by its phase's deadline
     served = 0
     # After a read timeout there is no lingering: a trickling client would hold the worker on.
     linger = LINGER_SECONDS
@@ -621,16 +624,29 @@ def _read_body(
 
 def _recv(sock: socket.socket, deadline: float) -> bytes:
     """One recv that returns by `deadline` (time.monotonic()); b'' when the client closed."""
+    while True:
+        _wait(sock, select.POLLIN, deadline)
+        try:
+            return sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            continue
+        except OSError:
+            raise _ClientGone() from None
+
+
+def _wait(sock: socket.socket, event: int, deadline: float) -> None:
+    """Until `sock` is ready for `event` (POLLIN, POLLOUT), by `deadline`.
+
+    The socket is non-blocking for the whole connection, so each wait is one poll: with
+    socket.settimeout, every recv and send would also cost an ioctl to set the timeout.
+    """
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise _TimedOut()
-    sock.settimeout(remaining)
-    try:
-        return sock.recv(RECV_SIZE)
-    except TimeoutError:
-        raise _TimedOut() from None
-    except OSError:
-        raise _ClientGone() from None
+    poller = select.poll()
+    poller.register(sock, event)
+    if not poller.poll(math.ceil(remaining * 1000)):
+        raise _TimedOut()
 
 
 def _send_response(
@@ -685,17 +701,15 @@ def _refuse(
 
 
 def _sendall(sock: socket.socket, data: bytes | memoryview, deadline: float) -> None:
-    """sendall bounded by `deadline` as a whole (Python's sendall timeout covers the whole call)."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise _TimedOut()
-    sock.settimeout(remaining)
-    try:
-        sock.sendall(data)
-    except TimeoutError:
-        raise _TimedOut() from None
-    except OSError:
-        raise _ClientGone() from None
+    """sendall bounded by `deadline` as a whole: it waits only while the socket buffer is full."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view) :]
+        except BlockingIOError:
+            _wait(sock, select.POLLOUT, deadline)
+        except OSError:
+            raise _ClientGone() from None
 
 
 def _lingering_close(sock: socket.socket, seconds: float) -> None:
@@ -707,12 +721,15 @@ def _lingering_close(sock: socket.socket, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         drained = 0
         while drained < LINGER_BYTES:
-            sock.settimeout(max(0.0, deadline - time.monotonic()))  # 0: non-blocking, then BlockingIOError
-            received = sock.recv_into(_DISCARD)
+            try:
+                received = sock.recv_into(_DISCARD)
+            except BlockingIOError:
+                _wait(sock, select.POLLIN, deadline)
+                continue
             if not received:
                 break
             drained += received
-    except OSError:
+    except (OSError, _TimedOut):
         pass
     finally:
         sock.close()
