@@ -70,8 +70,10 @@ def build_environ(
     os.environ, so nothing about the server process leaks into the guest.
     PATH_INFO is the request's normalised path (paths.request_path: decoded,
     dot segments removed, as Apache does) after script_name, the very path the
-    Location was matched on; REQUEST_URI and QUERY_STRING stay raw. `extra`
-    (WasmEnv) is applied last and wins.
+    Location was matched on; REQUEST_URI and QUERY_STRING stay raw. Header values
+    reach the guest as the bytes received when they are UTF-8: WASI environment
+    strings must be (wasmtime refuses any other), so an invalid sequence becomes
+    U+FFFD. `extra` (WasmEnv) is applied last and wins.
 
     Raises ValueError if the path does not start with script_name (a caller bug).
     """
@@ -109,9 +111,9 @@ def build_environ(
             # Only dropped headers get here; the first Content-Type wins (a
             # repeated one is invalid and joining it would produce garbage).
             if content_type is None and name.lower() == b"content-type":
-                content_type = value.decode("latin-1")
+                content_type = value.decode("utf-8", "replace")
             continue
-        text = value.decode("latin-1")
+        text = value.decode("utf-8", "replace")
         prev = env.get(key)
         if prev is None:
             env[key] = text

@@ -29,6 +29,7 @@ from typing import Any
 from .logs import FormatError, compile_format
 from .paths import ENCODED_SLASHES
 from .privileges import group_id, user_id
+from .reqtimeout import BODY_DEFAULT, HEADER_DEFAULT, ReadTimeout, parse_phase
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -145,6 +146,8 @@ class ServerConfig:
     log_formats: dict[str, str] = field(default_factory=lambda: dict(PREDEFINED_LOG_FORMATS))
     custom_logs: list[CustomLog] = field(default_factory=list)
     timeout: float = 60.0
+    read_timeout_header: ReadTimeout = HEADER_DEFAULT  # RequestReadTimeout header=
+    read_timeout_body: ReadTimeout = BODY_DEFAULT  # RequestReadTimeout body=
     keep_alive: bool = True
     keep_alive_timeout: float = 5.0
     max_keep_alive_requests: int = 100
@@ -807,6 +810,21 @@ def _log_format(parser: _Parser, scope: _Scope, args: list[str], line: _Line) ->
         parser.log_formats[args[1]] = args[0]
 
 
+def _request_read_timeout(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    """mod_reqtimeout's phase=value arguments; a phase not named keeps its value (default or
+    from an earlier line). handshake= is accepted for Apache configs: there is no TLS here."""
+    for arg in args:
+        phase, sep, value = arg.partition("=")
+        phase = phase.lower()
+        if not sep or phase not in ("handshake", "header", "body"):
+            raise ValueError(f"expected handshake=, header= or body= followed by timeout[-maxtimeout][,MinRate=rate], got {arg!r}")
+        rule = parse_phase(value)
+        if phase == "handshake":
+            parser.warn(line, "RequestReadTimeout handshake= has no effect: this server has no TLS")
+        else:
+            scope.set(f"read_timeout_{phase}", rule, line)
+
+
 def _listen(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
     listen = _parse_listen(args[0])
     if listen in parser.listens:
@@ -924,6 +942,7 @@ _TABLE = (
     _server("LogFormat", "FORMAT [NICKNAME]", _log_format, (1, 2)),
     _server("CustomLog", "FILE|stdout|stderr FORMAT-OR-NICKNAME", _custom_log, (2, 2)),
     _server("Timeout", "SECONDS", _set("timeout", _seconds(positive=True))),
+    _server("RequestReadTimeout", "[header=SECONDS[-MAX][,MinRate=BYTES]] [body=...]", _request_read_timeout, (1, 3)),
     _server("KeepAlive", "On|Off", _set("keep_alive", _on_off)),
     _server("KeepAliveTimeout", "SECONDS", _set("keep_alive_timeout", _seconds_or_zero)),
     _server("MaxKeepAliveRequests", "COUNT", _set("max_keep_alive_requests", _count(0))),

@@ -2,17 +2,20 @@
 
 h11 decides framing, keep-alive, pipelining and most of what is malformed; this module moves
 bytes between the socket and h11, applies the server's time and size limits (Apache's
-Timeout, KeepAliveTimeout, LimitRequestLine/FieldSize/Fields, LimitRequestBody), refuses the
-few request shapes h11 lets through but Apache or RFC 9112 do not, and hands each complete
-request to a `Handler`. It knows nothing of Wasm.
+Timeout, KeepAliveTimeout, RequestReadTimeout, LimitRequestLine/FieldSize/Fields,
+LimitRequestBody), refuses the request shapes h11 lets through but Apache or RFC 9112 do
+not, and hands each complete request to a `Handler`. It knows nothing of Wasm.
 
-The pure checks (`HeadScanner`, `check_request_line`, `body_length`, `transfer_coding_refusal`)
-come first; the socket I/O after them.
+The pure checks (`HeadScanner`, `check_request_line`, `body_length`, `ChunkedScanner`,
+`transfer_coding_refusal`) come first; the socket I/O after them. Read deadlines are
+`reqtimeout.Deadline`s: Timeout and RequestReadTimeout.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import select
 import socket
 import time
 import traceback
@@ -26,6 +29,7 @@ import h11
 
 from .messages import SERVER_SOFTWARE, Request, Response, error_response, reason_phrase
 from .paths import PathRefused, request_path
+from .reqtimeout import BODY_DEFAULT, HEADER_DEFAULT, Deadline, ReadTimeout
 
 RECV_SIZE = 65536
 # After the response, a closing connection reads and drops what the client still sends, so
@@ -35,6 +39,9 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 1 << 20
 # Apache's maximum LimitRequestFields: caps the head when LimitRequestFields 0 says unlimited.
 MAX_FIELDS = 32767
+# Empty lines ignored before a request line (RFC 9112 2.2 says at least one); Apache's
+# DEFAULT_LIMIT_BLANK_LINES. They are what old clients send after a POST body.
+MAX_BLANK_LINES = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,8 @@ class Limits:
     field_size: int  # LimitRequestFieldSize: bytes of one header field line, CRLF excluded
     fields: int  # LimitRequestFields: header fields in a request, 0 = unlimited
     encoded_slashes: str = "off"  # AllowEncodedSlashes: off, on or nodecode (paths.request_path)
+    header_read: ReadTimeout = HEADER_DEFAULT  # RequestReadTimeout header=...
+    body_read: ReadTimeout = BODY_DEFAULT  # RequestReadTimeout body=...
 
 
 class Handler(Protocol):
@@ -108,19 +117,29 @@ def max_head_size(limits: Limits) -> int:
     return limits.request_line + 2 + fields * (limits.field_size + 2) + 2
 
 
+# Control characters RFC 9110 5.5 forbids in a field value, HTAB aside (CR and LF end lines).
+# h11 refuses only NUL, VT and FF; a proxy may cut or keep the others (request smuggling).
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 class HeadScanner:
     """Apache's LimitRequestLine, LimitRequestFieldSize and LimitRequestFields, checked on one
     request head's raw bytes as they arrive, before h11 parses them.
 
-    h11 alone only caps its whole buffer. It also accepts two shapes that Apache's default
+    h11 alone only caps its whole buffer. It also accepts shapes that Apache's default
     HttpProtocolOptions Strict and RFC 9112 refuse, because a proxy in front may frame them
-    differently (request smuggling): a bare LF as line end, and obs-fold (a header line that
-    starts with a space or tab, continuing the previous one). Both are 400 here.
+    differently (request smuggling): a bare LF as line end, obs-fold (a header line that starts
+    with a space or tab, continuing the previous one) and control characters in a value. All
+    are 400 here. Empty lines before the request line are skipped (RFC 9112 2.2), up to
+    MAX_BLANK_LINES; h11 would answer 400, so `feed` says how many bytes it must not see.
 
     Each byte is looked at once, so a client trickling its head a byte at a time costs O(n).
     """
 
-    __slots__ = ("_field_limit", "_fields", "_last", "_line_limit", "_lines", "_partial", "_short", "done", "raw")
+    __slots__ = (
+        "_blank", "_cr", "_field_limit", "_fields", "_last", "_line_limit", "_lines", "_partial", "_short",
+        "done", "raw", "size",
+    )
 
     def __init__(self, limits: Limits) -> None:
         self._line_limit = limits.request_line
@@ -130,13 +149,22 @@ class HeadScanner:
         self._lines = 0  # complete lines: the request line, then header fields
         self._partial = 0  # bytes of the current unfinished line, its CR included
         self._last = 0  # the last byte fed: a CR that ends one packet before the LF of the next
+        self._blank = 0  # empty lines skipped before the request line
+        self._cr = False  # a packet ended with the CR of a skipped empty line
         self.done = False  # the blank line that ends the head was seen
-        self.raw: bytes | bytearray = b""  # what was fed, for `transfer_coding_refusal`
+        self.raw: bytes | bytearray = b""  # what was fed, skipped empty lines aside
+        self.size = 0  # once done: the head's length in `raw` (what follows is body)
 
-    def feed(self, data: bytes) -> None:
-        """Look at the next bytes of the head; raises Refused for the first line that breaks a rule."""
+    def feed(self, data: bytes) -> int:
+        """Look at the next bytes of the head; raises Refused for the first line that breaks a
+        rule. Returns how many leading bytes of `data` are skipped empty lines."""
         if self.done or not data:
-            return
+            return 0
+        skip = 0 if self.raw else self._skip_blank_lines(data)
+        if skip:
+            data = data[skip:]
+            if not data:
+                return skip
         if not self.raw:
             self.raw = data  # the common single packet: keep a reference, copy nothing
         elif isinstance(self.raw, bytes):
@@ -144,19 +172,20 @@ class HeadScanner:
         else:
             self.raw += data
         if not self._lines and not self._partial and self._short_head(data):
-            self.done = True
-            return
+            return skip
         pos, end = 0, len(data)
         while pos < end:
             if self._lines and not self._partial and data[pos] in b" \t":
                 raise Refused(400, "Header field continuation lines (obs-fold) are not accepted.")
             lf = data.find(b"\n", pos)
+            if _CONTROL.search(data, pos, end if lf < 0 else lf):
+                raise Refused(400, "Control characters other than HTAB are not allowed in a request head.")
             if lf < 0:
                 self._partial += end - pos
                 self._last = data[-1]
                 if self._partial > self._limit() + 1:  # +1: the line's CR may be in
                     raise self._too_long()
-                return
+                return skip
             length = self._partial + lf - pos
             before = data[lf - 1] if lf > pos else self._last
             if not length or before != 0x0D:
@@ -164,19 +193,43 @@ class HeadScanner:
             length -= 1
             self._partial = 0
             pos = lf + 1
-            if not length:  # the blank line (a leading one is h11's 400 'no request line')
+            if not length:  # the blank line
                 self.done = True
-                return
+                self.size = len(self.raw) - end + pos
+                return skip
             if length > self._limit():
                 raise self._too_long()
             self._lines += 1
             if self._fields and self._lines > self._fields + 1:
                 raise Refused(431, "The number of request header fields exceeds LimitRequestFields.")
+        return skip
+
+    def _skip_blank_lines(self, data: bytes) -> int:
+        """The CRLFs before the request line, also split between packets; a bare CR or LF there
+        is left to the line scan (400)."""
+        pos = 0
+        if self._cr:
+            if data[:1] != b"\n":
+                raise Refused(400, "Request lines must end with CRLF, not a bare CR.")
+            self._cr = False
+            pos = self._count_blank_line(1)
+        while data.startswith(b"\r\n", pos):
+            pos = self._count_blank_line(pos + 2)
+        if pos == len(data) - 1 and data[pos] == 0x0D:
+            self._cr = True
+            pos += 1
+        return pos
+
+    def _count_blank_line(self, pos: int) -> int:
+        self._blank += 1
+        if self._blank > MAX_BLANK_LINES:
+            raise Refused(400, f"More than {MAX_BLANK_LINES} empty lines before the request line.")
+        return pos
 
     def _short_head(self, data: bytes) -> bool:
         """The common case in a few C-speed scans: a whole head in one packet, shorter than either
         line limit (so no line can break one), as many CRs as LFs, no line starting with a space
-        and no tab (either could be obs-fold), few enough fields.
+        and no tab (either could be obs-fold), no control character, few enough fields.
 
         Equal counts let a bare LF through only with a CR elsewhere than before an LF, and h11
         refuses any such CR (400). Anything unusual goes to the exact line-by-line scan.
@@ -186,12 +239,17 @@ class HeadScanner:
             return False
         end += 2
         lines = data.count(b"\n", 0, end)
-        return (
+        if (
             data.count(b"\r", 0, end) == lines
             and data.find(b"\t", 0, end) < 0
             and data.find(b"\n ", 0, end) < 0
+            and not _CONTROL.search(data, 0, end)
             and (not self._fields or lines - 1 <= self._fields)
-        )
+        ):
+            self.done = True
+            self.size = end + 2
+            return True
+        return False
 
     def _limit(self) -> int:
         return self._field_limit if self._lines else self._line_limit
@@ -224,13 +282,19 @@ def check_request_line(event: h11.Request, headers: list[tuple[bytes, bytes]]) -
         raise Refused(400, "The request target must not contain a fragment.")
 
 
-def body_length(version: bytes, headers: list[tuple[bytes, bytes]]) -> int | None:
+_CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*(.*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
+
+
+def body_length(version: bytes, headers: list[tuple[bytes, bytes]], head: bytes | bytearray) -> int | None:
     """The declared body size: Content-Length, 0 without one, None for chunked (known at its end).
 
-    h11 has already refused bad and conflicting Content-Lengths and every Transfer-Encoding
-    but 'chunked'. It lets a request with both headers through (Transfer-Encoding wins, RFC
-    9112 6.3); that is the classic smuggling shape, so it is refused, as RFC 9112 6.1 allows.
-    So is Transfer-Encoding in an HTTP/1.0 request, whose framing RFC 9112 6.1 calls faulty.
+    h11 has already refused conflicting Content-Lengths and every Transfer-Encoding but
+    'chunked'. It accepts a Content-Length list of equal values ('5, 5') and a repeated field,
+    which Apache refuses (a proxy may take another member): 400 unless `head`, the raw head,
+    has exactly one Content-Length of digits. h11 also lets a request with both headers through
+    (Transfer-Encoding wins, RFC 9112 6.3); that is the classic smuggling shape, so it is
+    refused, as RFC 9112 6.1 allows. So is Transfer-Encoding in an HTTP/1.0 request, whose
+    framing RFC 9112 6.1 calls faulty.
     """
     length = 0
     has_length = chunked = False
@@ -239,6 +303,10 @@ def body_length(version: bytes, headers: list[tuple[bytes, bytes]]) -> int | Non
             length, has_length = int(value), True
         elif name == b"transfer-encoding":
             chunked = True
+    if has_length:
+        sent = _CONTENT_LENGTH.findall(head)
+        if len(sent) != 1 or not sent[0].isdigit():
+            raise Refused(400, "Content-Length must be one field of digits only.")
     if not chunked:
         return length
     if has_length:
@@ -246,6 +314,106 @@ def body_length(version: bytes, headers: list[tuple[bytes, bytes]]) -> int | Non
     if version == b"1.0":
         raise Refused(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request.")
     return None
+
+
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_QUOTED_STRING = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+# RFC 9112 7.1: chunk-size [ chunk-ext ], without the BWS that senders SHOULD NOT send (h11
+# refuses it after the size); h11's own limit of 20 hex digits.
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;" + _TOKEN + rb"(?:=(?:" + _TOKEN + rb"|" + _QUOTED_STRING + rb"))?)*")
+_TRAILER_FIELD = re.compile(rb"(" + _TOKEN + rb"):[\t\x20-\x7e\x80-\xff]*")
+# Fields that RFC 9110 6.5.1 says cannot be processed after the content, by its kinds: message
+# framing and connection handling, routing, authentication and cookies, request modifiers
+# (conditionals, Range, Expect, Max-Forwards, caching controls, TE) and the content's format.
+# Trailers never reach a guest; one of these there is an attempt at a proxy that merges them.
+FORBIDDEN_TRAILERS = frozenset(
+    {
+        b"content-length", b"transfer-encoding", b"trailer", b"te", b"connection", b"keep-alive",
+        b"upgrade", b"proxy-connection",
+        b"host",
+        b"authorization", b"proxy-authorization", b"cookie", b"set-cookie",
+        b"expect", b"max-forwards", b"range", b"if-match", b"if-none-match", b"if-modified-since",
+        b"if-unmodified-since", b"if-range", b"cache-control", b"pragma",
+        b"content-type", b"content-encoding", b"content-range",
+    }
+)
+
+_SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+
+
+class ChunkedScanner:
+    """RFC 9112 7.1 chunked framing checked on a body's raw bytes as they arrive, before h11
+    parses them (as HeadScanner does for the head).
+
+    h11 takes anything but LF after a ';' in a chunk-size line (a bare CR, NUL, an unbalanced
+    quote), whitespace after the size, and trailer fields of any name. A proxy that ends lines at
+    a bare CR frames '41;a=b\\r\\r\\n...' differently from h11: request smuggling. Here a
+    chunk-size line is exactly hex digits then `;token[=token|quoted-string]` extensions, chunk
+    data ends with CRLF, lines end with CRLF and are LimitRequestFieldSize bytes at most (as in
+    Apache), and the trailer has at most LimitRequestFields well-formed fields, none of
+    FORBIDDEN_TRAILERS. The data itself is only counted, never copied.
+    """
+
+    __slots__ = ("_field_limit", "_fields", "_line", "_remaining", "_state", "_trailers", "done")
+
+    def __init__(self, limits: Limits) -> None:
+        self._field_limit = limits.field_size
+        self._fields = limits.fields
+        self._state = _SIZE
+        self._line = bytearray()  # the current unfinished line
+        self._remaining = 0  # bytes of the current chunk's data still to come
+        self._trailers = 0
+        self.done = False  # the empty line that ends the trailer was seen
+
+    def feed(self, data: bytes) -> int:
+        """Check the next bytes; returns how many belong to the body (once `done`, the rest of
+        `data` is the next request's). Raises Refused for the first rule broken."""
+        pos, end = 0, len(data)
+        while pos < end and not self.done:
+            if self._state == _DATA:
+                take = min(self._remaining, end - pos)
+                pos += take
+                self._remaining -= take
+                if not self._remaining:
+                    self._state = _DATA_END
+                continue
+            lf = data.find(b"\n", pos)
+            self._line += data[pos : end if lf < 0 else lf]
+            if len(self._line) > self._field_limit + 1:  # +1: the line's CR may be in
+                raise Refused(431 if self._state == _TRAILER else 400, "A line of the chunked body exceeds LimitRequestFieldSize.")
+            if lf < 0:
+                return end
+            pos = lf + 1
+            line, self._line = self._line, bytearray()
+            if line[-1:] != b"\r":
+                raise Refused(400, "Lines of a chunked body must end with CRLF, not a bare LF.")
+            self._end_line(bytes(line[:-1]))
+        return pos
+
+    def _end_line(self, line: bytes) -> None:
+        if self._state == _SIZE:
+            match = _CHUNK_LINE.fullmatch(line)
+            if not match:
+                raise Refused(400, "Invalid chunk-size line: hex digits, then only ;name[=value] extensions.")
+            self._remaining = int(match[1], 16)
+            self._state = _DATA if self._remaining else _TRAILER
+        elif self._state == _DATA_END:
+            if line:
+                raise Refused(400, "Chunk data must be followed by CRLF.")
+            self._state = _SIZE
+        elif not line:
+            self.done = True
+        else:
+            if line[0] in b" \t":
+                raise Refused(400, "Header field continuation lines (obs-fold) are not accepted.")
+            match = _TRAILER_FIELD.fullmatch(line)
+            if not match:
+                raise Refused(400, "Invalid trailer field.")
+            if match[1].lower() in FORBIDDEN_TRAILERS:
+                raise Refused(400, f"{match[1].decode()} is not allowed in a trailer.")
+            self._trailers += 1
+            if self._fields and self._trailers > self._fields:
+                raise Refused(431, "The number of trailer fields exceeds LimitRequestFields.")
 
 
 _TRANSFER_ENCODING = re.compile(rb"^transfer-encoding:(.*)$", re.IGNORECASE | re.MULTILINE)
@@ -305,15 +473,22 @@ def serve(
     state: StateHook,
 ) -> int:
     """Serve requests on `sock` until the connection ends; returns how many were answered."""
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size(limits))
+    sock.setblocking(False)  # each read and write waits in `_wait`, by its phase's deadline
     served = 0
+    # After a read timeout there is no lingering: a trickling client would hold the worker on.
+    linger = LINGER_SECONDS
+    pending, closed = b"", False  # what the client sent after the last request, and whether it then closed
     try:
         while True:
+            # A fresh h11 state per request (about 1 us): `_read_head` must keep empty lines
+            # before a pipelined request from h11, which would hold them in its buffer.
+            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size(limits))
             request: Request | None = None
             try:
-                event = _read_head(conn, sock, limits, state, keep_alive=served > 0)
-                if event is None:
+                head = _read_head(conn, sock, limits, state, pending, closed, keep_alive=served > 0)
+                if head is None:
                     return served
+                event, scanner = head
                 headers = list(event.headers)
                 request = Request(
                     method=event.method.decode("ascii"),
@@ -331,11 +506,13 @@ def serve(
                     request.path = request_path(request.target, limits.encoded_slashes)
                 except PathRefused as e:
                     raise Refused(e.status, str(e)) from None
-                length = body_length(event.http_version, headers)
-                request.body = _read_body(conn, sock, length, handler.body_limit(request), limits.timeout, state)
+                length = body_length(event.http_version, headers, scanner.raw[: scanner.size])
+                request.body = _read_body(conn, sock, length, handler.body_limit(request), limits, state)
             except (Refused, h11.RemoteProtocolError) as e:
                 state("W", request)
                 _refuse(conn, sock, handler, request, e, limits.timeout)
+                if isinstance(e, Refused) and e.status == 408:
+                    linger = 0.0
                 return served + (request is not None)
 
             state("W", request)
@@ -346,6 +523,7 @@ def serve(
                 traceback.print_exc()
                 response = error_response(500, "The server failed while handling the request.")
             served += 1
+            pending, closed = conn.trailing_data
             close = (
                 not limits.keep_alive
                 or handler.draining()
@@ -353,38 +531,55 @@ def serve(
                 # A prefork worker serves one connection at a time: when others are waiting
                 # for a worker, this one yields after its response (unless requests are
                 # already pipelined on it) instead of making them wait for KeepAliveTimeout.
-                or (not conn.trailing_data[0] and handler.others_waiting())
+                or (not pending and handler.others_waiting())
             )
             sent = _send_response(conn, sock, request.method == "HEAD", response, bool(close), limits.timeout)
             handler.finished(request, response, sent)
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return served
-            conn.start_next_cycle()
-    except (_ClientGone, _TimedOut, h11.LocalProtocolError):
+    except _TimedOut:
+        linger = 0.0
+        return served
+    except (_ClientGone, h11.LocalProtocolError):
         return served
     finally:
-        _lingering_close(sock)
+        _lingering_close(sock, linger)
 
 
 def _read_head(
-    conn: h11.Connection, sock: socket.socket, limits: Limits, state: StateHook, keep_alive: bool
-) -> h11.Request | None:
-    """The next request head, checked as it arrives; None if the client closed or stayed idle
-    without sending a byte (closed silently, as Apache does).
+    conn: h11.Connection,
+    sock: socket.socket,
+    limits: Limits,
+    state: StateHook,
+    pending: bytes,
+    closed: bool,
+    keep_alive: bool,
+) -> tuple[h11.Request, HeadScanner] | None:
+    """The next request head, checked as it arrives (`pending` first); None if the client
+    closed. A client idle without sending a byte raises _TimedOut (closed silently, as Apache
+    does); one that sent part of a head gets 408.
 
-    Timeout bounds the whole head: from the accept for a connection's first request, from the
-    first byte after a keep-alive wait, which KeepAliveTimeout bounds.
+    Timeout and RequestReadTimeout header= bound the head: from the accept for a connection's
+    first request, from its first byte after a keep-alive wait, which KeepAliveTimeout bounds.
     """
     scanner = HeadScanner(limits)
-    pipelined = conn.trailing_data[0]
-    started = bool(pipelined)
-    if started:
-        scanner.feed(pipelined)
-        deadline = time.monotonic() + limits.timeout
-    else:
+    deadline = None if keep_alive else Deadline(time.monotonic(), limits.timeout, limits.header_read)
+    if not pending:
         state("K" if keep_alive else "R")
-        deadline = time.monotonic() + (limits.keep_alive_timeout if keep_alive else limits.timeout)
+    idle_until = time.monotonic() + limits.keep_alive_timeout
+    data, eof = pending, closed
     while True:
+        if data:
+            skip = scanner.feed(data)
+            if deadline is None and skip < len(data):
+                state("R")
+                deadline = Deadline(time.monotonic(), limits.timeout, limits.header_read)
+            if deadline is not None:
+                deadline.received(len(data))
+            if skip < len(data):
+                conn.receive_data(data[skip:] if skip else data)
+        if eof:
+            conn.receive_data(b"")
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as e:
@@ -395,26 +590,22 @@ def _read_head(
             if isinstance(event, h11.ConnectionClosed):
                 return None
             assert isinstance(event, h11.Request)  # what h11 yields for an idle client
-            return event
+            return event, scanner
         try:
-            data = _recv(sock, deadline)
+            data = _recv(sock, idle_until if deadline is None else deadline.at)
         except _TimedOut:
-            if started:
-                raise Refused(408, "The request head was not received within Timeout.") from None
-            return None
-        if data and not started:
-            started = True
-            if keep_alive:
-                state("R")
-                deadline = time.monotonic() + limits.timeout
-        scanner.feed(data)
-        conn.receive_data(data)
+            if scanner.raw:
+                assert deadline is not None
+                raise Refused(408, f"The request head was not received within {deadline.limit}.") from None
+            raise
+        eof = not data
 
 
 def _read_body(
-    conn: h11.Connection, sock: socket.socket, length: int | None, limit: int, timeout: float, state: StateHook
+    conn: h11.Connection, sock: socket.socket, length: int | None, limit: int, limits: Limits, state: StateHook
 ) -> bytes:
-    """The whole body, read within `timeout`.
+    """The whole body, read within Timeout and RequestReadTimeout body=; a chunked one is checked
+    by a ChunkedScanner before h11 sees its bytes.
 
     Over `limit` (LimitRequestBody, 0 = none) it is refused with 413 without reading the
     excess: at once for a Content-Length, as soon as a chunked body passes it.
@@ -423,18 +614,25 @@ def _read_body(
         raise Refused(413, "The request body is larger than LimitRequestBody.")
     if length != 0:
         state("R")  # a new phase: the master's hung-worker check sees a fresh heartbeat
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(time.monotonic(), limits.timeout, limits.body_read)
+    chunked = ChunkedScanner(limits) if length is None else None
+    if chunked is not None:
+        chunked.feed(conn.trailing_data[0])  # what came with the head
     if conn.they_are_waiting_for_100_continue:
-        _sendall(sock, conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"", deadline)
+        _sendall(sock, conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"", deadline.at)
     chunks: list[bytes] = []
     size = 0
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
             try:
-                conn.receive_data(_recv(sock, deadline))
+                data = _recv(sock, deadline.at)
             except _TimedOut:
-                raise Refused(408, "The request body was not received within Timeout.") from None
+                raise Refused(408, f"The request body was not received within {deadline.limit}.") from None
+            deadline.received(len(data))
+            if chunked is not None:
+                chunked.feed(data)
+            conn.receive_data(data)
         elif isinstance(event, h11.Data):
             size += len(event.data)
             if limit and size > limit:
@@ -448,16 +646,29 @@ def _read_body(
 
 def _recv(sock: socket.socket, deadline: float) -> bytes:
     """One recv that returns by `deadline` (time.monotonic()); b'' when the client closed."""
+    while True:
+        _wait(sock, select.POLLIN, deadline)
+        try:
+            return sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            continue
+        except OSError:
+            raise _ClientGone() from None
+
+
+def _wait(sock: socket.socket, event: int, deadline: float) -> None:
+    """Until `sock` is ready for `event` (POLLIN, POLLOUT), by `deadline`.
+
+    The socket is non-blocking for the whole connection, so each wait is one poll: with
+    socket.settimeout, every recv and send would also cost an ioctl to set the timeout.
+    """
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise _TimedOut()
-    sock.settimeout(remaining)
-    try:
-        return sock.recv(RECV_SIZE)
-    except TimeoutError:
-        raise _TimedOut() from None
-    except OSError:
-        raise _ClientGone() from None
+    poller = select.poll()
+    poller.register(sock, event)
+    if not poller.poll(math.ceil(remaining * 1000)):
+        raise _TimedOut()
 
 
 def _send_response(
@@ -508,7 +719,7 @@ def _last_words(
     """Answer the request in flight from another thread and close the connection: the worker
     gives up a request it cannot finish, and exits."""
     _final_response(conn, sock, handler, request, response, timeout)
-    _lingering_close(sock)
+    _lingering_close(sock, LINGER_SECONDS)
 
 
 def _final_response(
@@ -533,36 +744,35 @@ def _final_response(
 
 
 def _sendall(sock: socket.socket, data: bytes | memoryview, deadline: float) -> None:
-    """sendall bounded by `deadline` as a whole (Python's sendall timeout covers the whole call)."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise _TimedOut()
-    sock.settimeout(remaining)
-    try:
-        sock.sendall(data)
-    except TimeoutError:
-        raise _TimedOut() from None
-    except OSError:
-        raise _ClientGone() from None
+    """sendall bounded by `deadline` as a whole: it waits only while the socket buffer is full."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view) :]
+        except BlockingIOError:
+            _wait(sock, select.POLLOUT, deadline)
+        except OSError:
+            raise _ClientGone() from None
 
 
-def _lingering_close(sock: socket.socket) -> None:
-    """Half-close, then drop what the client still sends (LINGER_SECONDS and LINGER_BYTES at
-    most), so that it reads our response instead of a reset; then close."""
+def _lingering_close(sock: socket.socket, seconds: float) -> None:
+    """Half-close, then drop what the client still sends (`seconds` and LINGER_BYTES at most),
+    so that it reads our response instead of a reset; then close. With 0 seconds, only what has
+    already arrived is dropped."""
     try:
         sock.shutdown(socket.SHUT_WR)
-        deadline = time.monotonic() + LINGER_SECONDS
+        deadline = time.monotonic() + seconds
         drained = 0
         while drained < LINGER_BYTES:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            sock.settimeout(remaining)
-            received = sock.recv_into(_DISCARD)
+            try:
+                received = sock.recv_into(_DISCARD)
+            except BlockingIOError:
+                _wait(sock, select.POLLIN, deadline)
+                continue
             if not received:
                 break
             drained += received
-    except OSError:
+    except (OSError, _TimedOut):
         pass
     finally:
         sock.close()

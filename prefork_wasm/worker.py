@@ -137,6 +137,8 @@ class Worker:
             field_size=config.limit_request_field_size,
             fields=config.limit_request_fields,
             encoded_slashes=config.allow_encoded_slashes,
+            header_read=config.read_timeout_header,
+            body_read=config.read_timeout_body,
         )
         for sock in self.listeners:
             sock.setblocking(False)

@@ -163,6 +163,7 @@ CORPUS = [
     ("upgrade-not-switched", b"GET /headers?status HTTP/1.1\r\n" + H + b"Upgrade: websocket\r\nConnection: upgrade, close\r\n\r\n", [201], False),
     ("expect-100", post(b"/echo", b"Expect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n", b"abc"), [100, 200], False),
     ("chunk-extension-and-trailer", chunked(b"3;ext=1\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n"), [200], True),
+    ("chunk-extensions-quoted", chunked(b'3;a;b="x \\" y";c=d\r\nabc\r\n0;e\r\n\r\n'), [200], True),
     ("tab-before-te-value", post(b"/echo", b"Transfer-Encoding:\tchunked\r\n", b"0\r\n\r\n"), [200], True),
     ("nothing-sent", b"", [], True),
     # request line
@@ -190,8 +191,12 @@ CORPUS = [
     ("fragment", b"GET /headers#frag HTTP/1.1\r\n" + H + b"\r\n", [400], False),
     ("connect-authority", b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", [501], False),
     ("connect-path", b"CONNECT /headers HTTP/1.1\r\n" + H + b"\r\n", [501], False),
-    ("leading-blank-line", b"\r\n" + GOOD, [400], False),
-    ("only-blank-lines", b"\r\n\r\n", [400], False),
+    ("leading-blank-line", b"\r\n" + CLOSE, [201], False),  # RFC 9112 2.2: ignored
+    ("ten-leading-blank-lines", b"\r\n" * 10 + CLOSE, [201], False),
+    ("eleven-leading-blank-lines", b"\r\n" * 11 + CLOSE, [400], False),  # Apache's limit
+    ("leading-bare-lf", b"\n" + CLOSE, [400], False),
+    ("leading-bare-cr", b"\r" + CLOSE, [400], False),
+    ("only-blank-lines", b"\r\n\r\n", [], True),
     ("tls-client-hello", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40, [400], False),
     # header fields
     ("huge-field", b"GET / HTTP/1.1\r\n" + H + b"X: " + b"v" * 2000 + b"\r\n\r\n", [431], False),
@@ -206,6 +211,12 @@ CORPUS = [
     ("bare-lf-end-of-head", b"GET /headers?status HTTP/1.1\r\n" + H + b"\n", [400], False),
     ("bare-cr", b"GET / HTTP/1.1\r\n" + H + b"X: a\rb\r\n\r\n", [400], False),
     ("nul-in-value", b"GET / HTTP/1.1\r\n" + H + b"X: a\x00b\r\n\r\n", [400], False),
+    ("soh-in-value", b"GET / HTTP/1.1\r\n" + H + b"X: a\x01b\r\n\r\n", [400], False),
+    ("backspace-in-value", b"GET / HTTP/1.1\r\n" + H + b"X: a\x08b\r\n\r\n", [400], False),
+    ("esc-in-value", b"GET / HTTP/1.1\r\n" + H + b"X: \x1b[31m\r\n\r\n", [400], False),
+    ("unit-separator-in-value", b"GET / HTTP/1.1\r\n" + H + b"X: a\x1fb\r\n\r\n", [400], False),
+    ("del-in-value", b"GET / HTTP/1.1\r\n" + H + b"X: a\x7f\r\n\r\n", [400], False),
+    ("control-in-host", b"GET / HTTP/1.1\r\nHost: x\x0e\r\n\r\n", [400], False),
     ("no-colon", b"GET / HTTP/1.1\r\n" + H + b"NoColon\r\n\r\n", [400], False),
     ("empty-name", b"GET / HTTP/1.1\r\n" + H + b": v\r\n\r\n", [400], False),
     ("non-ascii-name", b"GET / HTTP/1.1\r\n" + H + b"X\xe9: v\r\n\r\n", [400], False),
@@ -216,6 +227,8 @@ CORPUS = [
     ("te-and-cl", post(b"/echo", b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", b"0\r\n\r\n"), [400], False),
     ("cl-differing", post(b"/echo", b"Content-Length: 5\r\nContent-Length: 6\r\n", b"hello!"), [400], False),
     ("cl-list-differing", post(b"/echo", b"Content-Length: 5, 6\r\n", b"hello!"), [400], False),
+    ("cl-list-same", post(b"/echo", b"Content-Length: 5, 5\r\n", b"hello"), [400], False),
+    ("cl-twice-same", post(b"/echo", b"Content-Length: 5\r\nContent-Length: 5\r\n", b"hello"), [400], False),
     ("cl-negative", post(b"/echo", b"Content-Length: -1\r\n"), [400], False),
     ("cl-plus", post(b"/echo", b"Content-Length: +5\r\n", b"hello"), [400], False),
     ("cl-hex", post(b"/echo", b"Content-Length: 0x5\r\n", b"hello"), [400], False),
@@ -237,10 +250,27 @@ CORPUS = [
     ("chunk-size-overflow", chunked(b"f" * 20 + b"\r\n" + b"x" * 200, b"/small"), [413], False),
     ("chunk-data-without-crlf", chunked(b"5\r\nhelloX0\r\n\r\n"), [400], False),
     ("chunk-size-bare-lf", chunked(b"5\nhello\r\n0\r\n\r\n"), [400], False),
+    ("chunk-ext-bare-cr", chunked(b"5;a=b\rc\r\nhello\r\n0\r\n\r\n"), [400], False),
+    ("chunk-ext-nul", chunked(b"5;a=\x00\r\nhello\r\n0\r\n\r\n"), [400], False),
+    ("chunk-ext-unbalanced-quote", chunked(b'5;a="b\r\nhello\r\n0\r\n\r\n'), [400], False),
+    ("chunk-ext-control", chunked(b"5;a=\x01\r\nhello\r\n0\r\n\r\n"), [400], False),
+    ("chunk-ext-no-name", chunked(b"5;=b\r\nhello\r\n0\r\n\r\n"), [400], False),
+    ("chunk-size-trailing-space", chunked(b"5 \r\nhello\r\n0\r\n\r\n"), [400], False),
+    ("chunk-size-trailing-tab", chunked(b"5\t\r\nhello\r\n0\r\n\r\n"), [400], False),
+    ("chunk-data-bare-cr-end", chunked(b"5\r\nhello\r\r\n0\r\n\r\n"), [400], False),
+    ("trailer-content-length", chunked(b"0\r\nContent-Length: 5\r\n\r\n"), [400], False),
+    ("trailer-transfer-encoding", chunked(b"0\r\nTransfer-Encoding: chunked\r\n\r\n"), [400], False),
+    ("trailer-host", chunked(b"0\r\nHost: evil\r\n\r\n"), [400], False),
+    ("trailer-authorization", chunked(b"0\r\nAuthorization: Basic eDp5\r\n\r\n"), [400], False),
+    ("trailer-obs-fold", chunked(b"0\r\nX: a\r\n b\r\n\r\n"), [400], False),
+    ("trailer-control", chunked(b"0\r\nX: a\x01\r\n\r\n"), [400], False),
+    ("trailer-bare-lf", chunked(b"0\r\nX: a\n\r\n"), [400], False),
     ("chunk-short-then-eof", chunked(b"5\r\nhel"), [400], True),
     ("chunked-over-limit", chunked(b"40\r\n" + b"x" * 64 + b"\r\n40\r\n" + b"x" * 64 + b"\r\n0\r\n\r\n", b"/small"), [413], False),
     # pipelining: the good request is answered, then the bad one refused
     ("pipelined-good-good", GOOD + CLOSE, [201, 201], False),
+    ("pipelined-blank-line-between", GOOD + b"\r\n" + CLOSE, [201, 201], False),
+    ("crlf-after-a-post-body", post(b"/echo", b"Content-Length: 3\r\n", b"abc\r\n") + CLOSE, [200, 201], False),
     ("pipelined-garbage", GOOD + b"GARBAGE\r\n\r\n", [201, 400], False),
     ("pipelined-bare-lf", GOOD + b"GET / HTTP/1.1\nHost: x\n\n", [201, 400], False),
     ("pipelined-huge-request-line", GOOD + b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\n\r\n", [201, 414], False),
@@ -262,6 +292,54 @@ def test_hostile_input(server: Server, data: bytes, expected: list[int], eof: bo
 def test_corpus_is_large_and_ids_unique() -> None:
     ids = [case[0] for case in CORPUS]
     assert len(ids) >= 40 and len(set(ids)) == len(ids)
+
+
+def bare_cr_smuggling_body() -> bytes:
+    """A chunked body that a proxy ending lines at a bare CR forwards as one request, while h11
+    alone (chunk extension 'a=b\\rZZZZZZZZZZ') reads it as two: a POST, then a smuggled GET.
+
+    The proxy's chunk is 0x41 bytes from just after '41;a=b\\r', h11's from after the next
+    CRLF, 12 bytes later. The proxy's next chunk, inside h11's data, covers h11's last chunk
+    and the smuggled request."""
+    smuggled = b"GET /headers?status HTTP/1.1\r\n" + H + b"\r\n"
+    body = b"Z" * 10 + b"\r\n"  # h11's chunk extension ends here; its data starts at 12
+    body += b"y" * (0x41 - len(body)) + b"\r\n"  # the proxy's data and its CRLF
+    tail = b"\r\n0\r\n\r\n" + smuggled  # from 12 + 0x41: h11's CRLF, last chunk, then a request
+    line = b"%x\r\n" % (12 + 0x41 + len(tail) - len(body) - 4)  # the proxy's second chunk
+    body += line + b"y" * (12 + 0x41 - len(body) - len(line)) + tail + b"\r\n0\r\n\r\n"
+    return b"41;a=b\r" + body
+
+
+def test_the_bare_cr_smuggling_payload_is_answered_once(server: Server) -> None:
+    workers = server.worker_pids()
+    response = exchange(server.port, chunked(bare_cr_smuggling_body()))
+    assert parse_responses(response) == [400]  # h11 alone: [200, 201, 400]
+    assert server.worker_pids() == workers
+
+
+def exchange_split(port: int, data: bytes, cut: int) -> bytes:
+    """`exchange`, with `data` sent in two packets cut at `cut` (Nagle off, so the server
+    mostly reads them apart)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=3 * TIMEOUT + 2) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.sendall(data[:cut])
+            sock.sendall(data[cut:])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return read_until_closed(sock)
+
+
+def test_chunked_framing_holds_whatever_the_packet_boundaries(server: Server) -> None:
+    """Cut anywhere, in the head, a chunk line, the data or the trailer: the same answers."""
+    good = chunked(b'3;a="b c"\r\nabc\r\n0\r\nX-T: v\r\n\r\n') + b"\r\n" + CLOSE
+    smuggling = chunked(bare_cr_smuggling_body())
+    workers = server.worker_pids()
+    for cut in range(1, len(good)):
+        assert parse_responses(exchange_split(server.port, good, cut)) == [200, 201], cut
+    for cut in range(1, len(smuggling)):
+        assert parse_responses(exchange_split(server.port, smuggling, cut)) == [400], cut
+    assert server.worker_pids() == workers
 
 
 def test_a_2gb_chunked_upload_is_refused_without_reading_it(server: Server) -> None:
@@ -374,6 +452,107 @@ def test_idle_connections_are_closed_silently(pair: Server) -> None:
     assert results["silent"] == b""
     assert TIMEOUT - 1 <= idle_after <= TIMEOUT + 1
     assert TIMEOUT - 1 <= silent_after <= TIMEOUT + 1
+
+
+# --- RequestReadTimeout ----------------------------------------------------------------------
+
+READ_TIMEOUT = """
+Timeout 60
+KeepAliveTimeout 4
+RequestReadTimeout header=2-3,MinRate=500 body=2,MinRate=500
+"""
+BOUND = 3  # header=2-3: a client trickling far below MinRate is cut at 2 s, at 3 s whatever its rate
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Two workers with Timeout 60: only RequestReadTimeout can cut a slow client in seconds."""
+    srv = Server(tmp_path_factory.mktemp("reqtimeout"), pool(2) + READ_TIMEOUT + LOCATIONS, start_servers=2).start()
+    yield srv
+    srv.stop()
+
+
+class SlowClient:
+    """A connection that sends `prefix`, then trickles `slow` a byte every 0.3 s; `response` and
+    `cut` (seconds from the start) are set once the server closes it."""
+
+    def __init__(self, port: int, prefix: bytes, slow: bytes) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.start = time.monotonic()
+        self.sock.sendall(prefix)
+        self.stop = threading.Event()
+        self.response: bytes | None = None
+        self.cut = 0.0
+        self.threads = [
+            threading.Thread(target=trickle, args=(self.sock, slow, self.stop, 0.3)),
+            threading.Thread(target=self._read),
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _read(self) -> None:
+        response = read_until_closed(self.sock)
+        self.cut = time.monotonic() - self.start
+        self.response = response
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+        self.sock.close()
+
+
+def test_trickling_clients_holding_every_worker_are_cut_at_the_bound_then_others_are_served(guarded: Server) -> None:
+    workers = guarded.worker_pids()
+    slow_line = b"GET /" + b"a" * 500 + b" HTTP/1.1\r\n"
+    first = SlowClient(guarded.port, b"", slow_line)
+    clients = [first]
+    try:
+        wait_for(lambda: "R" in scoreboard(guarded), timeout=BOUND, what="a worker reading the slow request")
+        # The second takes the last worker (accepts are first come, first served); the normal
+        # client behind it waits in the backlog until a slow one is cut.
+        clients.append(SlowClient(guarded.port, b"GET /headers?status HTTP/1.1\r\n", b"X-Slow: " + b"a" * 500))
+        status = guarded.get("/headers?status", timeout=30)[0]
+        served = time.monotonic() - first.start
+        wait_for(lambda: all(client.response is not None for client in clients), timeout=BOUND + 1, what="both cut")
+    finally:
+        for client in clients:
+            client.close()
+    assert [parse_responses(client.response or b"") for client in clients] == [[408], [408]]
+    assert all(client.cut <= BOUND + 0.5 for client in clients), [client.cut for client in clients]
+    assert status == 201
+    assert served <= first.cut + 1  # a worker freed by the cut serves the waiting client at once
+    assert guarded.worker_pids() == workers
+
+
+def test_a_trickled_body_is_cut_at_the_body_bound(guarded: Server) -> None:
+    client = SlowClient(guarded.port, b"POST /echo HTTP/1.1\r\n" + H + b"Content-Length: 500\r\n\r\n", b"b" * 500)
+    try:
+        wait_for(lambda: client.response is not None, timeout=BOUND + 1, what="the slow body to be cut")
+    finally:
+        client.close()
+    assert parse_responses(client.response or b"") == [408]
+    assert client.cut <= 2.5  # body=2: a fixed 2 s, extended by a negligible byte per 0.3 s
+    assert guarded.get("/headers?status")[0] == 201
+
+
+def test_a_silent_connection_is_closed_at_the_header_bound(guarded: Server) -> None:
+    """The idle-connection flood: a connection that sends nothing holds its worker for
+    RequestReadTimeout header= (2 s here, 20 by default), not Timeout (60)."""
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=30) as sock:
+        start = time.monotonic()
+        assert read_until_closed(sock) == b""  # nothing to answer: closed silently
+        assert time.monotonic() - start <= 2.5
+
+
+def test_an_idle_keep_alive_connection_is_bounded_by_keep_alive_timeout(guarded: Server) -> None:
+    """As with mod_reqtimeout, the wait for a next request is KeepAliveTimeout's (4 s here);
+    RequestReadTimeout header= starts with the request's first byte."""
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=30) as sock:
+        sock.sendall(GOOD)
+        start = time.monotonic()
+        assert parse_responses(read_until_closed(sock)) == [201]  # then nothing: no 408
+        assert 3 <= time.monotonic() - start <= 5
 
 
 def test_still_serving_after_everything(server: Server, pair: Server) -> None:

@@ -112,6 +112,20 @@ def test_cgi_environment(server: Server) -> None:
     assert "CONTENT_LENGTH" not in env
 
 
+def test_header_values_reach_the_guest_as_the_bytes_received(server: Server) -> None:
+    """UTF-8 in a header value reaches the guest unchanged (it was re-encoded as if latin-1:
+    c3 a9 became c3 83 c2 a9); bytes that are not UTF-8 become U+FFFD, since WASI environment
+    strings must be UTF-8."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /env HTTP/1.1\r\nHost: x\r\nX-Name: caf\xc3\xa9\r\nX-Latin: caf\xe9\r\nConnection: close\r\n\r\n")
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    assert response.startswith(b"HTTP/1.1 200 ")
+    assert b"\nHTTP_X_NAME=caf\xc3\xa9\n" in response
+    assert b"\nHTTP_X_LATIN=caf\xef\xbf\xbd\n" in response
+
+
 def test_server_environment_does_not_leak(server: Server) -> None:
     _, _, body, _ = server.get("/env")
     env = env_of(body)

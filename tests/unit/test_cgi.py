@@ -136,8 +136,22 @@ def test_script_name_mismatch_is_caller_error():
     ],
 )
 def test_http_header_mapping(name, var):
-    env = env_for(make_req(headers=[(name, b"v\xe9 1")]))
-    assert env[var] == "v\xe9 1"  # latin-1 decoded
+    env = env_for(make_req(headers=[(name, b"v\xc3\xa9 1")]))
+    assert env[var].encode() == b"v\xc3\xa9 1"  # the bytes received, not re-encoded
+
+
+@pytest.mark.parametrize(
+    "value, guest",
+    [
+        (b"caf\xc3\xa9 \xe2\x82\xac", b"caf\xc3\xa9 \xe2\x82\xac"),  # UTF-8: the same bytes
+        (b"caf\xe9", b"caf\xef\xbf\xbd"),  # not UTF-8: U+FFFD, as WASI environment strings must be UTF-8
+        (b"\xff\xfe\x80", b"\xef\xbf\xbd" * 3),
+    ],
+)
+def test_header_values_reach_the_guest_as_received_when_utf8(value, guest):
+    env = env_for(make_req(headers=[(b"x-name", value), (b"content-type", value)]))
+    assert env["HTTP_X_NAME"].encode() == guest
+    assert env["CONTENT_TYPE"].encode() == guest
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from prefork_wasm.config import (
     parse_config,
     parse_size,
 )
+from prefork_wasm.reqtimeout import ReadTimeout
 
 COMMON = '%h %l %u %t "%r" %>s %b'
 COMBINED = '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"'
@@ -1136,3 +1137,43 @@ def test_config_error_fields_and_text() -> None:
     assert (err.file, err.line, err.message, err.directive) == ("a.conf", 3, "bad", "Timeout")
     assert str(err) == "a.conf:3: Timeout: bad"
     assert str(ConfigError("a.conf", 0, "whole file")) == "a.conf: whole file"
+
+
+# --- RequestReadTimeout --------------------------------------------------------------------
+
+
+def test_request_read_timeout_defaults_are_mod_reqtimeouts() -> None:
+    config = load(HELLO)
+    assert config.read_timeout_header == ReadTimeout(20, 40, 500)
+    assert config.read_timeout_body == ReadTimeout(20, 0, 500)
+
+
+def test_request_read_timeout_sets_each_named_phase_and_keeps_the_others() -> None:
+    config = load(HELLO + "RequestReadTimeout header=2-3,MinRate=100\n")
+    assert (config.read_timeout_header, config.read_timeout_body) == (ReadTimeout(2, 3, 100), ReadTimeout(20, 0, 500))
+    config = load(HELLO + "RequestReadTimeout header=0 body=10\nRequestReadTimeout body=5,minrate=1000\n")
+    assert (config.read_timeout_header, config.read_timeout_body) == (ReadTimeout(0, 0, 0), ReadTimeout(5, 0, 1000))
+
+
+def test_request_read_timeout_handshake_is_accepted_with_a_warning() -> None:
+    config = load(HELLO + "RequestReadTimeout handshake=5 header=10\n")
+    assert config.read_timeout_header == ReadTimeout(10)
+    assert any("handshake= has no effect" in warning for warning in config.warnings)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ("header", "expected handshake=, header= or body="),
+        ("headers=10", "expected handshake=, header= or body="),
+        ("header=ten", "expected timeout[-maxtimeout][,MinRate=rate]"),
+        ("header=1.5", "expected timeout[-maxtimeout][,MinRate=rate]"),
+        ("header=20-10,MinRate=500", "the maximum timeout must be larger than the initial one"),
+        ("header=20-40", "a timeout range needs MinRate"),
+        ("body=20,MinRate=0", "MinRate must be > 0"),
+    ],
+)
+def test_request_read_timeout_errors_name_the_line(args: str, message: str) -> None:
+    err = fails(HELLO + f"RequestReadTimeout {args}\n")
+    assert str(err).startswith(f"server.conf:{HELLO.count(chr(10)) + 1}: RequestReadTimeout: ")
+    assert message in str(err)

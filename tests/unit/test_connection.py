@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prefork_wasm.connection import (
+    FORBIDDEN_TRAILERS,
     MAX_FIELDS,
+    ChunkedScanner,
     HeadScanner,
     Limits,
     Refused,
@@ -150,8 +152,52 @@ def test_a_tab_inside_a_value_is_no_fold() -> None:
     assert scan(b"GET / HTTP/1.1\r\nX: a\tb\r\n\r\n").done
 
 
-def test_a_leading_blank_line_is_left_to_h11() -> None:
-    assert scan(b"\r\nGET / HTTP/1.1\r\n\r\n").done  # h11 answers 400 'no request line'
+def skipped(*chunks: bytes) -> bytes:
+    """What h11 is given of `chunks`: each minus the empty lines `feed` says to skip."""
+    scanner = HeadScanner(LIMITS)
+    return b"".join(chunk[scanner.feed(chunk) :] for chunk in chunks)
+
+
+@pytest.mark.parametrize("blank", [b"\r\n", b"\r\n" * 10], ids=["one", "ten"])
+def test_empty_lines_before_the_request_line_are_skipped(blank: bytes) -> None:
+    head = blank + GOOD
+    assert skipped(head) == GOOD
+    assert skipped(*bytewise(head)) == GOOD  # a CR and its LF in different packets too
+    assert skipped(blank, GOOD) == GOOD
+    assert scan(head).done and scan(head).raw == GOOD
+
+
+@pytest.mark.parametrize(
+    "head, status",
+    [
+        (b"\r\n" * 11 + GOOD, 400),  # Apache's limit, DEFAULT_LIMIT_BLANK_LINES
+        (b"\n" + GOOD, 400),  # a bare LF is no empty line
+        (b"\r" + GOOD, None),  # a bare CR: h11 refuses the line it starts (400)
+    ],
+    ids=["eleven", "bare-lf", "bare-cr"],
+)
+def test_what_is_no_skippable_empty_line(head: bytes, status: int | None) -> None:
+    assert refusal(head) == status
+    assert refusal(*bytewise(head)) == (status or 400)  # split, the CR is known bare at once
+
+
+@pytest.mark.parametrize(
+    "byte", [bytes([c]) for c in [*range(0x01, 0x09), *range(0x0B, 0x0D), *range(0x0E, 0x20), 0x7F, 0x00]]
+)
+def test_a_control_character_in_a_value_is_400(byte: bytes) -> None:
+    head = b"GET / HTTP/1.1\r\nHost: a\r\nX: a" + byte + b"b\r\n\r\n"
+    assert refusal(head) == 400
+    assert refusal(*bytewise(head)) == 400
+
+
+def test_htab_and_obs_text_in_a_value_are_fine() -> None:
+    assert scan(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\tb\x80\xe9\xff\r\n\r\n").done
+
+
+def test_size_is_where_the_head_ends() -> None:
+    for chunks in ([GOOD + b"body"], bytewise(GOOD + b"body"), [GOOD[:5], GOOD[5:] + b"body"]):
+        scanner = scan(*chunks)
+        assert scanner.raw[: scanner.size] == GOOD
 
 
 # The fast path (one packet, short head) and the line-by-line scan must agree on every head made
@@ -228,7 +274,31 @@ def test_check_request_line(method: bytes, target: bytes, version: bytes, header
     ],
 )
 def test_body_length(version: bytes, headers: Fields, expected: int | None) -> None:
-    assert body_length(version, headers) == expected
+    assert body_length(version, headers, raw_head(headers)) == expected
+
+
+def raw_head(headers: Fields) -> bytes:
+    return b"POST / HTTP/1.1\r\n" + b"".join(name + b": " + value + b"\r\n" for name, value in headers) + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [b"Content-Length: 5, 5", b"Content-Length: 5\r\nContent-Length: 5", b"content-length: 5,5"],
+)
+def test_content_length_as_a_list_or_twice_is_400(fields: bytes) -> None:
+    head = b"POST / HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n\r\n"
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(head)
+    event = conn.next_event()  # h11 takes each as Content-Length: 5
+    assert isinstance(event, h11.Request)
+    with pytest.raises(Refused) as e:
+        body_length(b"1.1", list(event.headers), head)
+    assert e.value.status == 400
+
+
+def test_content_length_with_whitespace_around_it_is_fine() -> None:
+    head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \t5 \r\n\r\n"
+    assert body_length(b"1.1", [(b"content-length", b"5")], head) == 5
 
 
 @pytest.mark.parametrize(
@@ -242,7 +312,7 @@ def test_body_length(version: bytes, headers: Fields, expected: int | None) -> N
 )
 def test_ambiguous_framing_is_400(version: bytes, headers: Fields) -> None:
     with pytest.raises(Refused) as e:
-        body_length(version, headers)
+        body_length(version, headers, raw_head(headers))
     assert e.value.status == 400
 
 
@@ -268,3 +338,113 @@ def test_transfer_coding_refusal(fields: bytes, status: int) -> None:
         conn.next_event()
     assert e.value.error_status_hint == 501
     assert transfer_coding_refusal(head).status == status
+
+
+# --- chunked framing -----------------------------------------------------------------------
+
+
+def chunked(*chunks: bytes, limits: Limits = LIMITS) -> ChunkedScanner:
+    scanner = ChunkedScanner(limits)
+    for chunk in chunks:
+        scanner.feed(chunk)
+    return scanner
+
+
+def chunked_refusal(body: bytes) -> int | None:
+    """The status for `body`, the same whether it comes in one packet or a byte at a time."""
+    statuses = set()
+    for chunks in ([body], bytewise(body)):
+        try:
+            chunked(*chunks)
+            statuses.add(None)
+        except Refused as e:
+            statuses.add(e.status)
+    assert len(statuses) == 1, statuses
+    return statuses.pop()
+
+
+GOOD_BODIES = [
+    b"0\r\n\r\n",
+    b"5\r\nhello\r\n0\r\n\r\n",
+    b"00005\r\nhello\r\n3\r\nabc\r\n000\r\n\r\n",
+    b"A;x=1\r\n0123456789\r\n0\r\n\r\n",
+    b'3;a;b=c;d="q \\" ;\\\\\t"\r\nabc\r\n0;e\r\n\r\n',
+    b"1\r\n\n\r\n0\r\nX-Trailer: t\tu\x80\r\nY:\r\n\r\n",  # the data may hold any byte
+]
+
+
+@pytest.mark.parametrize("body", GOOD_BODIES)
+def test_a_good_chunked_body_is_done_at_its_end_whatever_the_split(body: bytes) -> None:
+    next_request = b"GET / HTTP/1.1\r\n\r\n"
+    for cut in range(len(body) + 1):  # every packet boundary
+        scanner = ChunkedScanner(LIMITS)
+        first = scanner.feed(body[:cut])
+        assert not scanner.done or cut == len(body)
+        assert scanner.feed(body[cut:] + next_request) == len(body) - first
+        assert scanner.done
+    assert chunked_refusal(body) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"41;a=b\r\r\n" + b"x" * 0x41 + b"\r\n0\r\n\r\n",  # the smuggling shape: a bare CR
+        b"5;a=b\rc\r\nhello\r\n0\r\n\r\n",
+        b"5;a=\x00\r\nhello\r\n0\r\n\r\n",
+        b'5;a="b\r\nhello\r\n0\r\n\r\n',  # unbalanced quote
+        b'5;a="b\x01"\r\nhello\r\n0\r\n\r\n',
+        b"5 \r\nhello\r\n0\r\n\r\n",  # whitespace after the size
+        b"5\t\r\nhello\r\n0\r\n\r\n",
+        b"5 ;a=b\r\nhello\r\n0\r\n\r\n",  # BWS: SHOULD NOT be sent, h11 refuses it
+        b"5;a = b\r\nhello\r\n0\r\n\r\n",
+        b"5;\r\nhello\r\n0\r\n\r\n",  # an extension without a name
+        b"5;a=\r\nhello\r\n0\r\n\r\n",
+        b"5;a=b c\r\nhello\r\n0\r\n\r\n",
+        b"5;a@b\r\nhello\r\n0\r\n\r\n",
+        b"\r\nhello\r\n0\r\n\r\n",  # no size
+        b"-5\r\nhello\r\n0\r\n\r\n",
+        b"0x5\r\nhello\r\n0\r\n\r\n",
+        b"1" + b"0" * 20 + b"\r\n",  # 21 digits
+        b"5\nhello\r\n0\r\n\r\n",  # bare LF
+        b"5\r\nhello\n0\r\n\r\n",
+        b"5\r\nhello\r\n0\r\n\n",
+        b"5\r\nhelloX\r\n0\r\n\r\n",  # data longer than its size
+        b"5\r\nhello\r\r\n0\r\n\r\n",
+        b"0\r\n x: folded\r\n\r\n",
+        b"0\r\nX : v\r\n\r\n",
+        b"0\r\nNoColon\r\n\r\n",
+        b"0\r\nX: a\x01b\r\n\r\n",
+        b"0\r\nX: a\x7f\r\n\r\n",
+        b"0\r\nX: a\rb\r\n\r\n",
+    ],
+)
+def test_bad_chunked_framing_is_400(body: bytes) -> None:
+    assert chunked_refusal(body) == 400
+
+
+@pytest.mark.parametrize("name", sorted(FORBIDDEN_TRAILERS))
+def test_framing_routing_and_other_forbidden_fields_in_a_trailer_are_400(name: bytes) -> None:
+    assert chunked_refusal(b"0\r\n" + name.title() + b": 1\r\n\r\n") == 400
+
+
+def test_chunk_lines_and_trailers_obey_the_head_limits() -> None:
+    # LimitRequestFieldSize 30 for a chunk-size line and a trailer field, LimitRequestFields 4.
+    ext = b";" + b"e" * 28
+    assert chunked_refusal(b"1" + ext + b"\r\nx\r\n0\r\n\r\n") is None
+    assert chunked_refusal(b"1" + ext + b"e\r\nx\r\n0\r\n\r\n") == 400
+    assert chunked_refusal(b"1" + ext + b"e" * 1000) == 400  # before its end
+    assert chunked_refusal(b"0\r\nX: " + b"v" * 27 + b"\r\n\r\n") is None
+    assert chunked_refusal(b"0\r\nX: " + b"v" * 28 + b"\r\n\r\n") == 431
+    assert chunked_refusal(b"0\r\n" + b"X: v\r\n" * 4 + b"\r\n") is None
+    assert chunked_refusal(b"0\r\n" + b"X: v\r\n" * 5 + b"\r\n") == 431
+
+
+def test_h11_accepts_what_the_chunked_scanner_accepts() -> None:
+    """The scanner is the stricter of the two: h11 never refuses a body it let through, and
+    ends it at the same byte."""
+    for body in GOOD_BODIES:
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + body + b"GET")
+        while not isinstance(conn.next_event(), h11.EndOfMessage):
+            pass
+        assert conn.trailing_data[0] == b"GET"
