@@ -181,7 +181,6 @@ class Worker:
                     continue
                 self.connections += 1
                 slot.connections += 1
-                conn.setblocking(True)
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 serve(conn, peer[:2], ports[fd], site, limits, state)
                 break  # one connection per wakeup: re-check stop conditions in between
