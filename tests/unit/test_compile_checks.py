@@ -13,7 +13,7 @@ from conftest import MODULES
 
 from prefork_wasm.arbiter import entry_point_problems
 from prefork_wasm.compiler import Digests, ModuleInfo, _compile
-from prefork_wasm.config import parse_config
+from prefork_wasm.config import ServerConfig, parse_config
 from prefork_wasm.engine import engine_config
 
 
@@ -86,16 +86,21 @@ def core(*functions: str) -> ModuleInfo:
 RUN = "wasi:cli/run@0.2.0#run"
 
 
-def test_a_component_runs_its_wasi_cli_run_unless_told_otherwise(tmp_path: Path) -> None:
+def app_config(tmp_path: Path, body: str) -> tuple[Path, ServerConfig]:
+    """A config serving app.wasm (its bytes do not matter here) as `body` says."""
     (tmp_path / "app.wasm").write_bytes(b"\0asm")
     conf = tmp_path / "server.conf"
-    conf.write_text(
-        "Listen 8080\n"
+    conf.write_text("Listen 8080\n" + body)
+    return conf, parse_config(conf)
+
+
+def test_a_component_runs_its_wasi_cli_run_unless_told_otherwise(tmp_path: Path) -> None:
+    conf, config = app_config(
+        tmp_path,
         "<Location /a>\nSetHandler wasm-handler\nWasmModule app.wasm\n</Location>\n"
         "<Location /b>\nSetHandler wasm-handler\nWasmModule app.wasm\nWasmEntryPoint _start\n</Location>\n"
-        "<Location /c>\nSetHandler wasm-handler\nWasmModule app.wasm\nWasmEntryPoint my:app/jobs#nightly\n</Location>\n"
+        "<Location /c>\nSetHandler wasm-handler\nWasmModule app.wasm\nWasmEntryPoint my:app/jobs#nightly\n</Location>\n",
     )
-    config = parse_config(conf)
     app = tmp_path / "app.wasm"
     info = ModuleInfo(True, frozenset({RUN, "my:app/jobs#nightly"}), RUN)
     assert [info.entry_point(loc) for loc in config.locations] == [RUN, "_start", "my:app/jobs#nightly"]
@@ -111,15 +116,12 @@ def test_a_component_runs_its_wasi_cli_run_unless_told_otherwise(tmp_path: Path)
 
 
 def test_an_import_the_server_does_not_provide_is_named_once_at_its_module_line(tmp_path: Path) -> None:
-    (tmp_path / "app.wasm").write_bytes(b"\0asm")
-    conf = tmp_path / "server.conf"
-    conf.write_text(
-        "Listen 8080\n"
+    conf, config = app_config(
+        tmp_path,
         "WasmModule app.wasm\n"
         "<Location /a>\nSetHandler wasm-handler\n</Location>\n"
-        "<Location /b>\nSetHandler wasm-handler\n</Location>\n"
+        "<Location /b>\nSetHandler wasm-handler\n</Location>\n",
     )
-    config = parse_config(conf)
     info = ModuleInfo(True, frozenset({RUN}), RUN, unlinkable="wasi:http/outgoing-handler@0.2.0")
     [problem] = entry_point_problems(config, {tmp_path / "app.wasm": info})
     assert problem.startswith(
