@@ -40,15 +40,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sweep-duration", type=float, help="seconds per sweep point (default 3, quick 2)")
     p.add_argument("--no-sweep", action="store_true", help="skip the concurrency sweep and the plot")
     p.add_argument("--interpreter", action="store_true",
-                   help="also measure CPython-for-WASI: start-up (cold/warm cache) and worker memory")
+                   help="also run the same Python CGI script as CPython-for-WASI core module and as a "
+                        "componentize-py component: req/s, p50/p99, start-up, first request, worker memory")
     p.add_argument("--interpreter-pools", default="2,8,32", help="pool sizes for --interpreter")
     p.add_argument("--supervision", action="store_true",
                    help="also measure the master: worker start (fork to ready) with the CPython module, "
                         "its CPU at 32 idle workers with memory sampling, graceful restarts under load")
-    p.add_argument("--only", choices=["supervision", "idle"],
+    p.add_argument("--only", choices=["supervision", "idle", "interpreter"],
                    help="measure only this section and merge it into the existing results .json/.md "
                         "(benchmarks/results/NAME.json must exist; the peer results are kept); "
                         "idle: just the idle cost of 32 workers (CPU, wake-ups per connection)")
+    p.add_argument("--load-seconds", type=float,
+                   help="seconds of wrk load per pool for --interpreter (default 4, quick 2)")
     p.add_argument("--profile", action="store_true", help="also py-spy one prefork-wasm worker under load")
     p.add_argument("--name", help="results file stem in benchmarks/results (default latest, quick: quick)")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
@@ -65,6 +68,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a.duration = a.duration or (3.0 if a.quick else 10.0)
     a.sweep_duration = a.sweep_duration or (2.0 if a.quick else 3.0)
     a.name = a.name or ("quick" if a.quick else "latest")
+    a.load_seconds = a.load_seconds or (2.0 if a.quick else 4.0)
     a.system_keys = [k.strip() for k in a.systems.split(",") if k.strip()]
     unknown = set(a.system_keys) - set(peers.SYSTEMS)
     if unknown:
@@ -231,12 +235,18 @@ def measure_peers(args: argparse.Namespace, systems: list[peers.System], run_dir
             "\n".join(err.read_text(errors="replace").splitlines()[-5:])
 
     if args.interpreter:
-        log("interpreter section (CPython for WASI)")
-        pools = [int(n) for n in args.interpreter_pools.split(",")]
-        data["interpreter"] = interpreter.run(run_dir, pools, 2.0 if args.quick else 4.0)
+        log("interpreter section (CPython for WASI: core module and component)")
+        data["interpreter"] = measure_interpreter(args, run_dir)
     if args.supervision:
         log("supervision section (worker start, master CPU, graceful restart)")
         data["supervision"] = supervision.run(run_dir, quick=args.quick)
+
+
+def measure_interpreter(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
+    pools = [int(n) for n in args.interpreter_pools.split(",")]
+    source = peers.versions()["prefork-wasm source"]
+    return interpreter.run(run_dir, pools, args.load_seconds) | {"machine": report.machine(),
+                                                                 "prefork_wasm_source": source}
 
 
 def main(argv: list[str]) -> int:
@@ -278,8 +288,8 @@ def main(argv: list[str]) -> int:
 
 
 def only_section(args: argparse.Namespace, argv: list[str]) -> int:
-    """`--only supervision|idle`: measure that section alone, merge it into NAME.json, re-render
-    (`idle` replaces only the idle figures of the supervision section)."""
+    """`--only supervision|idle|interpreter`: measure that section alone, merge it into NAME.json,
+    re-render (`idle` replaces only the idle figures of the supervision section)."""
     path = RESULTS / f"{args.name}.json"
     if not path.exists():
         log(f"{path} does not exist: run the full benchmark first (or pick --name)")
@@ -291,18 +301,25 @@ def only_section(args: argparse.Namespace, argv: list[str]) -> int:
     log(f"measuring only: {args.only}")
     try:
         with run_folder(args.keep_dir) as run_dir:
-            measured = supervision.run(run_dir, quick=quick, idle_only=args.only == "idle")
-            source = peers.versions()["prefork-wasm source"]
-            measured["idle"] |= {"date": report.machine()["date"], "prefork_wasm_source": source}
-            if args.only == "idle":
-                data["supervision"] = {**data.get("supervision", {}), **measured}
+            if args.only == "interpreter":
+                data["interpreter"] = measure_interpreter(args, run_dir)
             else:
-                data["supervision"] = measured | {"machine": report.machine(), "prefork_wasm_source": source}
+                measure_supervision(args.only, quick, run_dir, data)
     except KeyboardInterrupt:
         log("interrupted, stopping the servers")
         return 130
     write_results(args, data, data["labels"])
     return 0
+
+
+def measure_supervision(only: str, quick: bool, run_dir: Path, data: dict[str, Any]) -> None:
+    measured = supervision.run(run_dir, quick=quick, idle_only=only == "idle")
+    source = peers.versions()["prefork-wasm source"]
+    measured["idle"] |= {"date": report.machine()["date"], "prefork_wasm_source": source}
+    if only == "idle":
+        data["supervision"] = {**data.get("supervision", {}), **measured}
+    else:
+        data["supervision"] = measured | {"machine": report.machine(), "prefork_wasm_source": source}
 
 
 def write_results(args: argparse.Namespace, data: dict[str, Any], labels: dict[str, str]) -> None:
@@ -375,7 +392,10 @@ def write_results(args: argparse.Namespace, data: dict[str, Any], labels: dict[s
         md += ["", "## Profile of one prefork-wasm worker under load", "", "```",
                profile.profile_text(data["profile"]), "```"]
     if "interpreter" in data:
-        md += ["", "## Large module: CPython for WASI", "", interpreter.markdown(data["interpreter"])]
+        py = data["interpreter"]
+        when = f" (measured {py['machine']['date']}, source {py['prefork_wasm_source']})" if "machine" in py else ""
+        md += ["", f"## Python: CPython for WASI as a core module and as a component{when}", "",
+               interpreter.markdown(py)]
     if "supervision" in data:
         sup = data["supervision"]
         when = f" (measured {sup['machine']['date']}, source {sup['prefork_wasm_source']})" if "machine" in sup else ""
