@@ -19,6 +19,7 @@ from pathlib import Path
 import setproctitle
 
 from . import privileges
+from .compiler import Artifact
 from .config import ServerConfig
 from .connection import Limits, StateHook, serve
 from .handler import Site, prepare_routes
@@ -41,7 +42,7 @@ class Worker:
     def __init__(
         self,
         config: ServerConfig,
-        artifacts: dict[Path, Path],
+        artifacts: dict[Path, Artifact],
         listeners: list[socket.socket],
         slot: Slot,
         master_pid: int,

@@ -35,7 +35,7 @@ def modules(runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> dict[
     for source in (EXAMPLES / "hello.wasm", MODULES / "flood.wasm", MODULES / "slow.wasm", MODULES / "loop.wasm"):
         artifact = folder / (source.stem + ".cwasm")
         artifact.write_bytes(wasmtime.Module.from_file(engine, str(source)).serialize())
-        loaded[source.stem] = runtime.load(artifact)
+        loaded[source.stem] = runtime.load(artifact, is_component=False)
     return loaded
 
 
