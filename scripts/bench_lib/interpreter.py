@@ -15,13 +15,14 @@ from __future__ import annotations
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from . import wrk
+from . import report, wrk
 from .peers import ROOT, fill
 from .procs import Proc, free_port, http_get, wait_http
 
@@ -167,6 +168,7 @@ def run(run_dir: Path, pool_sizes: list[int], load_seconds: float) -> dict[str, 
         cache = run_dir / f"{v.key}-cache"
         res: dict[str, Any] = {"label": v.label, "module": str(v.module.relative_to(ROOT)),
                                "module_bytes": v.module.stat().st_size}
+        before = report.cpu_snapshot()
         res["startup"] = s = startup(run_dir, v, cache)
         print(f"bench: {v.key}: start-up to first response cold {s['cold']['first_response_s']:.2f}s, warm "
               f"{s['warm']['first_response_s']:.2f}s; first request {s['warm']['first_request_ms']:.1f} ms, "
@@ -179,6 +181,7 @@ def run(run_dir: Path, pool_sizes: list[int], load_seconds: float) -> dict[str, 
             print(f"bench: {v.key} pool {n}: {load['rps']:.0f} req/s, p50 {load['p50_ms']:.1f} ms, p99 "
                   f"{load['p99_ms']:.1f} ms, errors {load['errors']}; idle worker PSS {i['pss_mib']:.1f} MiB, "
                   f"USS {i['uss_mib']:.1f} MiB", flush=True)
+        res["other_cpu"] = report.foreign_load(before, report.cpu_snapshot())["foreign_cpu_share"]
         result["variants"][v.key] = res
     result["ratios"] = ratios(result)
     for r in result["ratios"]:
@@ -205,16 +208,21 @@ def markdown(res: dict[str, Any]) -> str:
         "| start-up (2 workers) | " + " | ".join(vs) + " |",
         "| --- | " + " | ".join("---:" for _ in vs) + " |",
     ]
-    for label, what in (("cold", "cold cache (compile): to first response"), ("warm", "warm cache (restart): to first response")):
-        lines.append(f"| {what} | " + " | ".join(f"{v['startup'][label]['first_response_s']:.2f} s" for v in vs.values()) + " |")
-    lines.append("| first request of a fresh worker | "
-                 + " | ".join(f"{v['startup']['warm']['first_request_ms']:.1f} ms" for v in vs.values()) + " |")
-    lines.append("| next requests (median of 5, one at a time) | "
-                 + " | ".join(f"{v['startup']['warm']['next_request_ms']:.1f} ms" for v in vs.values()) + " |")
+
+    def row(what: str, cell: Callable[[dict[str, Any]], str]) -> str:
+        return f"| {what} | " + " | ".join(cell(v) for v in vs.values()) + " |"
+
+    lines += [
+        row("cold cache (compile): to first response", lambda v: f"{v['startup']['cold']['first_response_s']:.2f} s"),
+        row("warm cache (restart): to first response", lambda v: f"{v['startup']['warm']['first_response_s']:.2f} s"),
+        row("first request of a fresh worker", lambda v: f"{v['startup']['warm']['first_request_ms']:.1f} ms"),
+        row("next requests (median of 5, one at a time)", lambda v: f"{v['startup']['warm']['next_request_ms']:.1f} ms"),
+        row("other load during its runs (share of the machine's CPU)", lambda v: f"{v['other_cpu']:.0%}" if "other_cpu" in v else "n/a"),
+    ]
     lines += [
         "",
-        "| workers | variant | req/s (c=workers, close) | p50 | p99 | errors | idle PSS | idle USS | idle RSS "
-        "| pool PSS total | PSS after load | master PSS |",
+        ("| workers | variant | req/s (c=workers, close) | p50 | p99 | errors | idle PSS | idle USS | idle RSS "
+         "| pool PSS total | PSS after load | master PSS |"),
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     ratio_of = {r["workers"]: r["ratio"] for r in res["ratios"]}

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from conftest import REPO, Server
@@ -18,7 +19,7 @@ DATA = REPO / "examples" / "data"
 def shipped_location(prefix: str) -> str:
     """conf/server.conf's <Location prefix> block, its relative paths made absolute."""
     text = (REPO / "conf" / "server.conf").read_text()
-    match = re.search(rf"^<Location {re.escape(prefix)}>$.*?^</Location>$", text, re.M | re.S)
+    match = re.search(rf"^<Location {re.escape(prefix)}>$.*?^</Location>$", text, re.MULTILINE | re.DOTALL)
     assert match, f"conf/server.conf has no <Location {prefix}>"
     return match.group(0).replace(" examples/", f" {REPO}/examples/")
 
