@@ -160,29 +160,37 @@ def pool(run_dir: Path, variant: Variant, workers: int, cache: Path, load_second
         proc.stop()
 
 
+def _other_cpu(before: dict[str, float]) -> float:
+    """The share of the machine's CPU that processes not started here took since `before`."""
+    return report.foreign_load(before, report.cpu_snapshot())["foreign_cpu_share"]
+
+
 def run(run_dir: Path, pool_sizes: list[int], load_seconds: float) -> dict[str, Any]:
+    """Each measurement for both variants back to back (core, then component), so that a
+    shared machine's changing load hits the two alike."""
     ensure_module()
     ensure_component()
-    result: dict[str, Any] = {"variants": {}}
+    result: dict[str, Any] = {"variants": {
+        v.key: {"label": v.label, "module": str(v.module.relative_to(ROOT)), "module_bytes": v.module.stat().st_size,
+                "pools": []}
+        for v in VARIANTS}}
     for v in VARIANTS:
-        cache = run_dir / f"{v.key}-cache"
-        res: dict[str, Any] = {"label": v.label, "module": str(v.module.relative_to(ROOT)),
-                               "module_bytes": v.module.stat().st_size}
         before = report.cpu_snapshot()
-        res["startup"] = s = startup(run_dir, v, cache)
+        s = startup(run_dir, v, run_dir / f"{v.key}-cache")
+        result["variants"][v.key]["startup"] = s | {"other_cpu": _other_cpu(before)}
         print(f"bench: {v.key}: start-up to first response cold {s['cold']['first_response_s']:.2f}s, warm "
               f"{s['warm']['first_response_s']:.2f}s; first request {s['warm']['first_request_ms']:.1f} ms, "
               f"next {s['warm']['next_request_ms']:.1f} ms", flush=True)
-        res["pools"] = []
-        for n in pool_sizes:
-            row = pool(run_dir, v, n, cache, load_seconds)
-            res["pools"].append(row)
+    for n in pool_sizes:
+        for v in VARIANTS:
+            before = report.cpu_snapshot()
+            row = pool(run_dir, v, n, run_dir / f"{v.key}-cache", load_seconds)
+            row["other_cpu"] = _other_cpu(before)
+            result["variants"][v.key]["pools"].append(row)
             i, load = row["idle"], row["load"]
             print(f"bench: {v.key} pool {n}: {load['rps']:.0f} req/s, p50 {load['p50_ms']:.1f} ms, p99 "
                   f"{load['p99_ms']:.1f} ms, errors {load['errors']}; idle worker PSS {i['pss_mib']:.1f} MiB, "
-                  f"USS {i['uss_mib']:.1f} MiB", flush=True)
-        res["other_cpu"] = report.foreign_load(before, report.cpu_snapshot())["foreign_cpu_share"]
-        result["variants"][v.key] = res
+                  f"USS {i['uss_mib']:.1f} MiB; other load {row['other_cpu']:.0%}", flush=True)
     result["ratios"] = ratios(result)
     for r in result["ratios"]:
         print(f"bench: component / core req/s at {r['workers']} workers: {r['ratio']:.1f}x "
@@ -197,12 +205,13 @@ def ratios(res: dict[str, Any]) -> list[dict[str, float]]:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    if "variants" not in res:
-        return "(an older run: the core module only; see the .json)"
+    if "ratios" not in res or "other_cpu" not in res["variants"]["core"]["startup"]:
+        return "(an older run, in another format: see the .json)"
     vs = res["variants"]
     lines = [
         "`/py` runs `benchmarks/app/hello.py` as CGI, with the same config apart from `WasmModule`: "
-        + "; ".join(f"**{k}**: `{v['module']}` ({v['module_bytes'] / MIB:.1f} MiB), {v['label']}" for k, v in vs.items())
+        + "; ".join(f"**{k}**: `{v['module']}` ({v['module_bytes'] / MIB:.1f} MiB), {v['label']}"
+                    for k, v in vs.items())
         + ". A fresh instance per request either way.",
         "",
         "| start-up (2 workers) | " + " | ".join(vs) + " |",
@@ -213,26 +222,30 @@ def markdown(res: dict[str, Any]) -> str:
         return f"| {what} | " + " | ".join(cell(v) for v in vs.values()) + " |"
 
     lines += [
-        row("cold cache (compile): to first response", lambda v: f"{v['startup']['cold']['first_response_s']:.2f} s"),
-        row("warm cache (restart): to first response", lambda v: f"{v['startup']['warm']['first_response_s']:.2f} s"),
+        row("cold cache (compile): to first response",
+            lambda v: f"{v['startup']['cold']['first_response_s']:.2f} s"),
+        row("warm cache (restart): to first response",
+            lambda v: f"{v['startup']['warm']['first_response_s']:.2f} s"),
         row("first request of a fresh worker", lambda v: f"{v['startup']['warm']['first_request_ms']:.1f} ms"),
-        row("next requests (median of 5, one at a time)", lambda v: f"{v['startup']['warm']['next_request_ms']:.1f} ms"),
-        row("other load during its runs (share of the machine's CPU)", lambda v: f"{v['other_cpu']:.0%}" if "other_cpu" in v else "n/a"),
+        row("next requests (median of 5, one at a time)",
+            lambda v: f"{v['startup']['warm']['next_request_ms']:.1f} ms"),
+        row("other load meanwhile (share of the machine's CPU)", lambda v: f"{v['startup']['other_cpu']:.0%}"),
     ]
     lines += [
         "",
         ("| workers | variant | req/s (c=workers, close) | p50 | p99 | errors | idle PSS | idle USS | idle RSS "
-         "| pool PSS total | PSS after load | master PSS |"),
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+         "| pool PSS total | PSS after load | master PSS | other load |"),
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     ratio_of = {r["workers"]: r["ratio"] for r in res["ratios"]}
-    for k, v in vs.items():
-        for p in v["pools"]:
+    for same_size in zip(*(v["pools"] for v in vs.values())):  # the two variants of a pool size together
+        for k, p in zip(vs, same_size):
             i, a, m, load = p["idle"], p["after_load"], p["master"], p["load"]
             lines.append(
                 f"| {p['workers']} | {k} | {load['rps']:,.0f} | {load['p50_ms']:.1f} ms | {load['p99_ms']:.1f} ms "
                 f"| {load['errors']} | {i['pss_mib']:.1f} MiB | {i['uss_mib']:.1f} MiB | {i['rss_mib']:.1f} MiB "
-                f"| {i['total_pss_mib']:.0f} MiB | {a['pss_mib']:.1f} MiB | {m['pss_mib']:.1f} MiB |")
+                f"| {i['total_pss_mib']:.0f} MiB | {a['pss_mib']:.1f} MiB | {m['pss_mib']:.1f} MiB "
+                f"| {p['other_cpu']:.0%} |")
     lines += [
         "",
         "component / core req/s: " + ", ".join(
