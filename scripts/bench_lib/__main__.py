@@ -96,29 +96,10 @@ def all_pids(systems: list[peers.System]) -> list[int]:
 
 def measured_run(systems: list[peers.System], url: str, connections: int, seconds: float,
                  close: bool, retry_above: float = 1.0, retries: int = 0) -> dict[str, Any]:
-    """A wrk run plus the share of CPU that processes other than ours took meanwhile.
-
-    If that share is above `retry_above`, run again (at most `retries` times) and keep the
-    attempt with the least interference: chosen by the machine's load, not by the result.
-    """
-    pids = all_pids(systems)
+    """wrk.least_disturbed with every server's processes counted as ours."""
     if any(s.url == url and s.key in report.CPU_UNACCOUNTED for s in systems):
         retries = 0  # its own CGI programs would count as other load and trigger retries
-    best: dict[str, Any] | None = None
-    for attempt in range(retries + 1):
-        before = report.cpu_snapshot(pids)
-        r = wrk.run(url, connections, seconds, close)
-        r["foreign_cpu"] = report.foreign_load(before, report.cpu_snapshot(pids))["foreign_cpu_share"]
-        r["attempts"] = attempt + 1
-        if best is None or r["foreign_cpu"] < best["foreign_cpu"]:
-            best = r
-        if r["foreign_cpu"] <= retry_above:
-            break
-        if attempt < retries:
-            log(f"other processes took {r['foreign_cpu']:.0%} of the CPU, running again")
-    assert best is not None
-    best["attempts"] = attempt + 1
-    return best
+    return wrk.least_disturbed(url, connections, seconds, close, all_pids(systems), retry_above, retries)
 
 
 def wait_quiet(limit: float, threshold: float = 0.10) -> float:
@@ -245,8 +226,8 @@ def measure_peers(args: argparse.Namespace, systems: list[peers.System], run_dir
 def measure_interpreter(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     pools = [int(n) for n in args.interpreter_pools.split(",")]
     source = peers.versions()["prefork-wasm source"]
-    return interpreter.run(run_dir, pools, args.load_seconds) | {"machine": report.machine(),
-                                                                 "prefork_wasm_source": source}
+    measured = interpreter.run(run_dir, pools, args.load_seconds, args.retry_above, args.retries)
+    return measured | {"machine": report.machine(), "prefork_wasm_source": source}
 
 
 def main(argv: list[str]) -> int:

@@ -143,8 +143,10 @@ def startup(run_dir: Path, variant: Variant, cache: Path) -> dict[str, dict[str,
     return out
 
 
-def pool(run_dir: Path, variant: Variant, workers: int, cache: Path, load_seconds: float) -> dict[str, Any]:
-    """Idle memory, `Connection: close` load at c = workers spread over the pool, memory after."""
+def pool(run_dir: Path, variant: Variant, workers: int, cache: Path, load_seconds: float,
+         retry_above: float, retries: int) -> dict[str, Any]:
+    """Idle memory, `Connection: close` load at c = workers spread over the pool (run again
+    while other processes take more than `retry_above` of the CPU), memory after."""
     proc, port = _start(run_dir, variant, f"{variant.key}-pool-{workers}", workers, cache)
     try:
         start_s = wait_http(proc, port, "/py", timeout=60)
@@ -152,7 +154,9 @@ def pool(run_dir: Path, variant: Variant, workers: int, cache: Path, load_second
         time.sleep(1.0)  # let the last ones settle
         idle = memory(kids)
         wrk.run(f"http://127.0.0.1:{port}/py", workers, 1.0, close=True)  # every worker has served
-        load = wrk.run(f"http://127.0.0.1:{port}/py", workers, load_seconds, close=True)
+        pids = [proc.pid, *(k.pid for k in kids)]
+        load = wrk.least_disturbed(f"http://127.0.0.1:{port}/py", workers, load_seconds, True, pids,
+                                   retry_above, retries)
         after = memory(_idle_workers(proc, workers))
         return {"workers": workers, "start_s": start_s, "master": memory([psutil.Process(proc.pid)]),
                 "idle": idle, "after_load": after, "load": load}
@@ -165,7 +169,8 @@ def _other_cpu(before: dict[str, float]) -> float:
     return report.foreign_load(before, report.cpu_snapshot())["foreign_cpu_share"]
 
 
-def run(run_dir: Path, pool_sizes: list[int], load_seconds: float) -> dict[str, Any]:
+def run(run_dir: Path, pool_sizes: list[int], load_seconds: float, retry_above: float,
+        retries: int) -> dict[str, Any]:
     """Each measurement for both variants back to back (core, then component), so that a
     shared machine's changing load hits the two alike."""
     ensure_module()
@@ -183,14 +188,12 @@ def run(run_dir: Path, pool_sizes: list[int], load_seconds: float) -> dict[str, 
               f"next {s['warm']['next_request_ms']:.1f} ms", flush=True)
     for n in pool_sizes:
         for v in VARIANTS:
-            before = report.cpu_snapshot()
-            row = pool(run_dir, v, n, run_dir / f"{v.key}-cache", load_seconds)
-            row["other_cpu"] = _other_cpu(before)
+            row = pool(run_dir, v, n, run_dir / f"{v.key}-cache", load_seconds, retry_above, retries)
             result["variants"][v.key]["pools"].append(row)
             i, load = row["idle"], row["load"]
             print(f"bench: {v.key} pool {n}: {load['rps']:.0f} req/s, p50 {load['p50_ms']:.1f} ms, p99 "
                   f"{load['p99_ms']:.1f} ms, errors {load['errors']}; idle worker PSS {i['pss_mib']:.1f} MiB, "
-                  f"USS {i['uss_mib']:.1f} MiB; other load {row['other_cpu']:.0%}", flush=True)
+                  f"USS {i['uss_mib']:.1f} MiB; other load {load['foreign_cpu']:.0%}", flush=True)
     result["ratios"] = ratios(result)
     for r in result["ratios"]:
         print(f"bench: component / core req/s at {r['workers']} workers: {r['ratio']:.1f}x "
@@ -205,7 +208,7 @@ def ratios(res: dict[str, Any]) -> list[dict[str, float]]:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    if "ratios" not in res or "other_cpu" not in res["variants"]["core"]["startup"]:
+    if "ratios" not in res or "foreign_cpu" not in res["variants"]["core"]["pools"][0]["load"]:
         return "(an older run, in another format: see the .json)"
     vs = res["variants"]
     lines = [
@@ -245,7 +248,7 @@ def markdown(res: dict[str, Any]) -> str:
                 f"| {p['workers']} | {k} | {load['rps']:,.0f} | {load['p50_ms']:.1f} ms | {load['p99_ms']:.1f} ms "
                 f"| {load['errors']} | {i['pss_mib']:.1f} MiB | {i['uss_mib']:.1f} MiB | {i['rss_mib']:.1f} MiB "
                 f"| {i['total_pss_mib']:.0f} MiB | {a['pss_mib']:.1f} MiB | {m['pss_mib']:.1f} MiB "
-                f"| {p['other_cpu']:.0%} |")
+                f"| {load['foreign_cpu']:.0%} |")
     lines += [
         "",
         "component / core req/s: " + ", ".join(
