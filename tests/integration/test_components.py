@@ -29,6 +29,11 @@ WasmCacheDir {cache}
 """
 
 
+def cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command line on the server's config: -t, or a start in the foreground."""
+    return subprocess.run(server.command(*args), capture_output=True, text=True, timeout=120, check=False)
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "data"
@@ -123,9 +128,9 @@ def test_a_component_importing_what_the_server_lacks_fails_check_and_start(
         f"{server.conf}:{line}: WasmModule: {wat} imports wasi:http/outgoing-handler@0.2.0, "
         "which prefork-wasm does not provide"
     )
-    check = subprocess.run(server.command("-t"), capture_output=True, text=True, timeout=60)
+    check = cli(server, "-t")
     assert check.returncode == 1 and expected in check.stderr and "Syntax OK" not in check.stdout
-    start = subprocess.run(server.command(), capture_output=True, text=True, timeout=60)
+    start = cli(server)
     assert start.returncode == 1 and expected in start.stderr
 
 
@@ -135,3 +140,26 @@ def test_a_reactor_is_initialised_before_its_entry_point(make_server: Callable[.
         "    WasmEntryPoint handle\n    WasmEnableCGI On\n</Location>\n"
     )
     assert server.get("/r")[:3:2] == (200, b"ok\n")
+
+
+def test_check_lists_a_components_functions_for_an_entry_point_it_lacks(
+    make_server: Callable[..., Server], component_cache: Path
+) -> None:
+    server = make_server(served(component_cache, "    WasmEntryPoint _start"), start=False)
+    check = cli(server, "-t")
+    assert check.returncode == 1
+    assert (
+        f"WasmEntryPoint: {HOSTILE} exports no function '_start' (its functions: wasi:cli/run@0.2.0#run)"
+        in check.stderr
+    )
+
+
+def test_a_core_module_importing_what_wasi_lacks_fails_check(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    module = tmp_path / "needs_env.wat"
+    module.write_text('(module (import "env" "missing" (func)) (func (export "_start")))')
+    server = make_server(f"<Location /m>\n    SetHandler wasm-handler\n    WasmModule {module}\n</Location>\n", start=False)
+    check = cli(server, "-t")
+    assert check.returncode == 1
+    assert f"WasmModule: {module} imports env::missing, which prefork-wasm does not provide" in check.stderr

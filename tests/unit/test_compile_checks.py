@@ -1,4 +1,5 @@
-"""The compile side's pure parts: remembered digests, and entry points checked against exports."""
+"""The compile side: remembered digests, a module's kind and description, and entry points and
+imports checked against them."""
 
 from __future__ import annotations
 
@@ -6,9 +7,14 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
+import wasmtime
+from conftest import MODULES
+
 from prefork_wasm.arbiter import entry_point_problems
-from prefork_wasm.compiler import Digests, ModuleInfo
-from prefork_wasm.config import parse_config
+from prefork_wasm.compiler import Digests, ModuleInfo, _compile
+from prefork_wasm.config import ServerConfig, parse_config
+from prefork_wasm.engine import engine_config
 
 
 def sha256(data: bytes) -> str:
@@ -80,16 +86,21 @@ def core(*functions: str) -> ModuleInfo:
 RUN = "wasi:cli/run@0.2.0#run"
 
 
-def test_a_component_runs_its_wasi_cli_run_unless_told_otherwise(tmp_path: Path) -> None:
+def app_config(tmp_path: Path, body: str) -> tuple[Path, ServerConfig]:
+    """A config serving app.wasm (its bytes do not matter here) as `body` says."""
     (tmp_path / "app.wasm").write_bytes(b"\0asm")
     conf = tmp_path / "server.conf"
-    conf.write_text(
-        "Listen 8080\n"
+    conf.write_text("Listen 8080\n" + body)
+    return conf, parse_config(conf)
+
+
+def test_a_component_runs_its_wasi_cli_run_unless_told_otherwise(tmp_path: Path) -> None:
+    conf, config = app_config(
+        tmp_path,
         "<Location /a>\nSetHandler wasm-handler\nWasmModule app.wasm\n</Location>\n"
         "<Location /b>\nSetHandler wasm-handler\nWasmModule app.wasm\nWasmEntryPoint _start\n</Location>\n"
-        "<Location /c>\nSetHandler wasm-handler\nWasmModule app.wasm\nWasmEntryPoint my:app/jobs#nightly\n</Location>\n"
+        "<Location /c>\nSetHandler wasm-handler\nWasmModule app.wasm\nWasmEntryPoint my:app/jobs#nightly\n</Location>\n",
     )
-    config = parse_config(conf)
     app = tmp_path / "app.wasm"
     info = ModuleInfo(True, frozenset({RUN, "my:app/jobs#nightly"}), RUN)
     assert [info.entry_point(loc) for loc in config.locations] == [RUN, "_start", "my:app/jobs#nightly"]
@@ -105,15 +116,12 @@ def test_a_component_runs_its_wasi_cli_run_unless_told_otherwise(tmp_path: Path)
 
 
 def test_an_import_the_server_does_not_provide_is_named_once_at_its_module_line(tmp_path: Path) -> None:
-    (tmp_path / "app.wasm").write_bytes(b"\0asm")
-    conf = tmp_path / "server.conf"
-    conf.write_text(
-        "Listen 8080\n"
+    conf, config = app_config(
+        tmp_path,
         "WasmModule app.wasm\n"
         "<Location /a>\nSetHandler wasm-handler\n</Location>\n"
-        "<Location /b>\nSetHandler wasm-handler\n</Location>\n"
+        "<Location /b>\nSetHandler wasm-handler\n</Location>\n",
     )
-    config = parse_config(conf)
     info = ModuleInfo(True, frozenset({RUN}), RUN, unlinkable="wasi:http/outgoing-handler@0.2.0")
     [problem] = entry_point_problems(config, {tmp_path / "app.wasm": info})
     assert problem.startswith(
@@ -121,3 +129,14 @@ def test_an_import_the_server_does_not_provide_is_named_once_at_its_module_line(
         "which prefork-wasm does not provide (it serves WASI preview 1 modules and wasi:cli/command components"
     )
     assert problem.endswith("build the module without it")
+
+
+def test_the_kind_is_read_from_the_binary_whatever_the_text_looks_like() -> None:
+    engine = wasmtime.Engine(engine_config(parallel_compilation=False))
+    _, core_info = _compile(engine, b';; (component\n(module (func (export "_start")))')
+    assert core_info == ModuleInfo(False, frozenset({"_start"}), "_start")
+    _, info = _compile(engine, (MODULES / "outcomes_component.wat").read_bytes())
+    assert info.component and info.default_entry == RUN and not info.unlinkable
+    assert info.functions == {RUN, "test:outcomes/all#err", "test:outcomes/all#trap", "test:outcomes/all#spin"}
+    with pytest.raises(ValueError, match=r"not a WebAssembly module or component \(preamble 02 00 00 00\)"):
+        _compile(engine, b"\0asm\x02\0\0\0")
