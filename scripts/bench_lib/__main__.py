@@ -40,15 +40,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sweep-duration", type=float, help="seconds per sweep point (default 3, quick 2)")
     p.add_argument("--no-sweep", action="store_true", help="skip the concurrency sweep and the plot")
     p.add_argument("--interpreter", action="store_true",
-                   help="also measure CPython-for-WASI: start-up (cold/warm cache) and worker memory")
+                   help="also run the same Python CGI script as CPython-for-WASI core module and as a "
+                        "componentize-py component: req/s, p50/p99, start-up, first request, worker memory")
     p.add_argument("--interpreter-pools", default="2,8,32", help="pool sizes for --interpreter")
     p.add_argument("--supervision", action="store_true",
                    help="also measure the master: worker start (fork to ready) with the CPython module, "
                         "its CPU at 32 idle workers with memory sampling, graceful restarts under load")
-    p.add_argument("--only", choices=["supervision", "idle"],
+    p.add_argument("--only", choices=["supervision", "idle", "interpreter"],
                    help="measure only this section and merge it into the existing results .json/.md "
                         "(benchmarks/results/NAME.json must exist; the peer results are kept); "
                         "idle: just the idle cost of 32 workers (CPU, wake-ups per connection)")
+    p.add_argument("--load-seconds", type=float,
+                   help="seconds of wrk load per pool for --interpreter (default 4, quick 2)")
     p.add_argument("--profile", action="store_true", help="also py-spy one prefork-wasm worker under load")
     p.add_argument("--name", help="results file stem in benchmarks/results (default latest, quick: quick)")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
@@ -65,6 +68,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a.duration = a.duration or (3.0 if a.quick else 10.0)
     a.sweep_duration = a.sweep_duration or (2.0 if a.quick else 3.0)
     a.name = a.name or ("quick" if a.quick else "latest")
+    a.load_seconds = a.load_seconds or (2.0 if a.quick else 4.0)
     a.system_keys = [k.strip() for k in a.systems.split(",") if k.strip()]
     unknown = set(a.system_keys) - set(peers.SYSTEMS)
     if unknown:
@@ -92,29 +96,10 @@ def all_pids(systems: list[peers.System]) -> list[int]:
 
 def measured_run(systems: list[peers.System], url: str, connections: int, seconds: float,
                  close: bool, retry_above: float = 1.0, retries: int = 0) -> dict[str, Any]:
-    """A wrk run plus the share of CPU that processes other than ours took meanwhile.
-
-    If that share is above `retry_above`, run again (at most `retries` times) and keep the
-    attempt with the least interference: chosen by the machine's load, not by the result.
-    """
-    pids = all_pids(systems)
+    """wrk.least_disturbed with every server's processes counted as ours."""
     if any(s.url == url and s.key in report.CPU_UNACCOUNTED for s in systems):
         retries = 0  # its own CGI programs would count as other load and trigger retries
-    best: dict[str, Any] | None = None
-    for attempt in range(retries + 1):
-        before = report.cpu_snapshot(pids)
-        r = wrk.run(url, connections, seconds, close)
-        r["foreign_cpu"] = report.foreign_load(before, report.cpu_snapshot(pids))["foreign_cpu_share"]
-        r["attempts"] = attempt + 1
-        if best is None or r["foreign_cpu"] < best["foreign_cpu"]:
-            best = r
-        if r["foreign_cpu"] <= retry_above:
-            break
-        if attempt < retries:
-            log(f"other processes took {r['foreign_cpu']:.0%} of the CPU, running again")
-    assert best is not None
-    best["attempts"] = attempt + 1
-    return best
+    return wrk.least_disturbed(url, connections, seconds, close, all_pids(systems), retry_above, retries)
 
 
 def wait_quiet(limit: float, threshold: float = 0.10) -> float:
@@ -231,12 +216,18 @@ def measure_peers(args: argparse.Namespace, systems: list[peers.System], run_dir
             "\n".join(err.read_text(errors="replace").splitlines()[-5:])
 
     if args.interpreter:
-        log("interpreter section (CPython for WASI)")
-        pools = [int(n) for n in args.interpreter_pools.split(",")]
-        data["interpreter"] = interpreter.run(run_dir, pools, 2.0 if args.quick else 4.0)
+        log("interpreter section (CPython for WASI: core module and component)")
+        data["interpreter"] = measure_interpreter(args, run_dir)
     if args.supervision:
         log("supervision section (worker start, master CPU, graceful restart)")
         data["supervision"] = supervision.run(run_dir, quick=args.quick)
+
+
+def measure_interpreter(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
+    pools = [int(n) for n in args.interpreter_pools.split(",")]
+    source = peers.versions()["prefork-wasm source"]
+    measured = interpreter.run(run_dir, pools, args.load_seconds, args.retry_above, args.retries)
+    return measured | {"machine": report.machine(), "prefork_wasm_source": source}
 
 
 def main(argv: list[str]) -> int:
@@ -278,8 +269,8 @@ def main(argv: list[str]) -> int:
 
 
 def only_section(args: argparse.Namespace, argv: list[str]) -> int:
-    """`--only supervision|idle`: measure that section alone, merge it into NAME.json, re-render
-    (`idle` replaces only the idle figures of the supervision section)."""
+    """`--only supervision|idle|interpreter`: measure that section alone, merge it into NAME.json,
+    re-render (`idle` replaces only the idle figures of the supervision section)."""
     path = RESULTS / f"{args.name}.json"
     if not path.exists():
         log(f"{path} does not exist: run the full benchmark first (or pick --name)")
@@ -291,18 +282,25 @@ def only_section(args: argparse.Namespace, argv: list[str]) -> int:
     log(f"measuring only: {args.only}")
     try:
         with run_folder(args.keep_dir) as run_dir:
-            measured = supervision.run(run_dir, quick=quick, idle_only=args.only == "idle")
-            source = peers.versions()["prefork-wasm source"]
-            measured["idle"] |= {"date": report.machine()["date"], "prefork_wasm_source": source}
-            if args.only == "idle":
-                data["supervision"] = {**data.get("supervision", {}), **measured}
+            if args.only == "interpreter":
+                data["interpreter"] = measure_interpreter(args, run_dir)
             else:
-                data["supervision"] = measured | {"machine": report.machine(), "prefork_wasm_source": source}
+                measure_supervision(args.only, quick, run_dir, data)
     except KeyboardInterrupt:
         log("interrupted, stopping the servers")
         return 130
     write_results(args, data, data["labels"])
     return 0
+
+
+def measure_supervision(only: str, quick: bool, run_dir: Path, data: dict[str, Any]) -> None:
+    measured = supervision.run(run_dir, quick=quick, idle_only=only == "idle")
+    source = peers.versions()["prefork-wasm source"]
+    measured["idle"] |= {"date": report.machine()["date"], "prefork_wasm_source": source}
+    if only == "idle":
+        data["supervision"] = {**data.get("supervision", {}), **measured}
+    else:
+        data["supervision"] = measured | {"machine": report.machine(), "prefork_wasm_source": source}
 
 
 def write_results(args: argparse.Namespace, data: dict[str, Any], labels: dict[str, str]) -> None:
@@ -375,7 +373,10 @@ def write_results(args: argparse.Namespace, data: dict[str, Any], labels: dict[s
         md += ["", "## Profile of one prefork-wasm worker under load", "", "```",
                profile.profile_text(data["profile"]), "```"]
     if "interpreter" in data:
-        md += ["", "## Large module: CPython for WASI", "", interpreter.markdown(data["interpreter"])]
+        py = data["interpreter"]
+        when = f" (measured {py['machine']['date']}, source {py['prefork_wasm_source']})" if "machine" in py else ""
+        md += ["", f"## Python: CPython for WASI as a core module and as a component{when}", "",
+               interpreter.markdown(py)]
     if "supervision" in data:
         sup = data["supervision"]
         when = f" (measured {sup['machine']['date']}, source {sup['prefork_wasm_source']})" if "machine" in sup else ""

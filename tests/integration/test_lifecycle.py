@@ -141,15 +141,16 @@ def test_master_is_single_threaded_at_every_fork_and_workers_map_artifacts(
     assert psutil.Process(server.pid).num_threads() == 1
 
 
-def test_quick_start_command_serves_the_examples(tmp_path: Path) -> None:
-    """The README's first command, on a copy of conf/server.conf moved to a free port."""
+def test_quick_start_command_serves_the_examples(tmp_path: Path, component_cache: Path) -> None:
+    """The README's first command, on a copy of conf/server.conf moved to a free port (and to
+    the suite's shared cache: the component examples compile once)."""
     port = free_port()
     conf = tmp_path / "server.conf"
     text = (REPO / "conf" / "server.conf").read_text()
     text = text.replace("ServerRoot ..", f"ServerRoot {REPO}").replace("127.0.0.1:8080", f"127.0.0.1:{port}")
     text = text.replace("PidFile logs/prefork-wasm.pid", f"PidFile {tmp_path}/pid")
     text = text.replace("CustomLog logs/access_log", f"CustomLog {tmp_path}/access_log")
-    text = text.replace("WasmCacheDir cache", f"WasmCacheDir {tmp_path}/cache")
+    text = text.replace("WasmCacheDir cache", f"WasmCacheDir {component_cache}")
     conf.write_text(text)
     out = open(tmp_path / "out", "wb")
     proc = subprocess.Popen([str(REPO / "scripts" / "serve"), "-f", str(conf)], stdout=out, stderr=subprocess.STDOUT)
@@ -162,6 +163,10 @@ def test_quick_start_command_serves_the_examples(tmp_path: Path) -> None:
         assert server.request("POST", "/echo", body=b"ping")[2] == b"ping"
         assert server.get("/cat?/data/greeting.txt")[2] == b"Hello from a mapped directory!\n"
         assert server.get("/plain")[2] == b"plain output, no CGI headers\n"
+        assert b'"greeting": "hello from WasmEnv"' in server.get("/app?x=1")[2]
+        assert server.get("/app/files/greeting.txt")[2] == b"Hello from a mapped directory!\n"
+        assert server.get("/app/nowhere")[0] == 404
+        assert b'"greeting": "hello from WasmEnv"' in server.get("/jsapp")[2]
     finally:
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGTERM)
