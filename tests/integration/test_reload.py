@@ -208,11 +208,14 @@ def test_while_a_restart_compiles_the_master_reaps_replaces_serves_and_answers_s
     def workers() -> set[int]:
         return server.worker_pids() - {compiler.pid}
 
-    before = workers()
+    before = wait_for(lambda: (pids := workers()) if len(pids) == 2 else None, what="both workers")
+    assert isinstance(before, set)
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: len(workers()) == 2 and victim not in workers(), what="a replacement")
-    (replacement,) = workers() - before
+    new = workers() - before
+    assert len(new) == 1, (before, new, victim)
+    (replacement,) = new
     # The next generation's new port is bound (by the master), but not held by an old worker.
     assert new_port in ports(server.pid) and new_port not in ports(replacement)
     for _ in range(5):
