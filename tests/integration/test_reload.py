@@ -208,7 +208,7 @@ def test_while_a_restart_compiles_the_master_reaps_replaces_serves_and_answers_s
     def workers() -> set[int]:
         return server.worker_pids() - {compiler.pid}
 
-    before = wait_for(lambda: (pids := workers()) if len(pids) == 2 else None, what="both workers")
+    before = wait_for(lambda: pids if len(pids := workers()) == 2 else None, what="both workers")
     assert isinstance(before, set)
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
