@@ -99,7 +99,9 @@ MaxRequestWorkers {start_servers}
         self.stderr = open(self.root / "stderr", "wb")
         self.proc = subprocess.Popen(self.command(), stdout=self.stdout, stderr=self.stderr, cwd=self.root)
         if wait:
-            wait_for(self._ready, timeout=30, what="the server to answer")
+            # Generous: a cold cache compiles the 13-19 MB example components first (5-10 s
+            # each on 2 busy cores); a server that exits instead fails at once (see _ready).
+            wait_for(self._ready, timeout=180, what="the server to answer")
         return self
 
     def _ready(self) -> bool:
