@@ -9,7 +9,13 @@ import sys
 from . import __version__, control, privileges
 from .arbiter import Arbiter, StartupError, finish_compile, resolve
 from .compiler import CompileError, Digests, start_compile
-from .config import PROVIDED_MODULES, STATIC_MODULES, ConfigError, ServerConfig, parse_config
+from .config import (
+    PROVIDED_MODULES,
+    STATIC_MODULES,
+    ConfigError,
+    ServerConfig,
+    parse_config,
+)
 from .engine import WASMTIME_VERSION
 
 DESCRIPTION = """\
@@ -87,7 +93,7 @@ def dump(config: ServerConfig) -> str:
     name = config.server_name or "(none: each request's Host)"
     where = config.sources.get("server_name")
     lines = ["VirtualHost configuration:"]
-    lines += [f"{str(listen):<22} main server {name} ({listen.source})" for listen in config.listens]
+    lines += [f"{listen!s:<22} main server {name} ({listen.source})" for listen in config.listens]
     lines += [
         f"ServerName: {name}" + (f" ({where})" if where else ""),
         f'ServerRoot: "{config.server_root}"',

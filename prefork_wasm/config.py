@@ -826,10 +826,50 @@ class _Parser:
 
 
 def _unknown(word: str) -> str:
+    """Apache's own words say whose they are; only a real misspelling gets a did-you-mean."""
+    owner = _APACHE_DIRECTIVES.get(_key(word))
+    if owner == "core":
+        return f"Invalid command '{word}': a directive of Apache's core that prefork-wasm does not implement (yet)"
+    if owner:
+        hint = f"; {_APACHE_HINTS[owner]}" if owner in _APACHE_HINTS else ""
+        return f"Invalid command '{word}': a directive of {owner}, which prefork-wasm has no equivalent of{hint}"
     names = {key: directive.name for key, directive in _DIRECTIVES.items()}
     close = difflib.get_close_matches(_key(word), names, n=1)
     hint = f" Did you mean '{names[close[0]]}'?" if close else ""
     return f"Invalid command '{word}', perhaps misspelled?{hint}"
+
+
+# Apache directives (of stock and distribution configs) prefork-wasm does not take, by module,
+# so refusing one says whose it is instead of suggesting a look-alike ('Header' is not SetHandler).
+_APACHE_MODULES = {
+    "core": "<VirtualHost> ServerAlias <LocationMatch> <If> <Else> <ElseIf> ErrorDocument ServerSignature "
+    "ServerTokens UseCanonicalName TraceEnable EnableSendfile EnableMMAP AccessFileName Mutex FileETag "
+    "Protocols HttpProtocolOptions AcceptFilter LimitXMLRequestBody",
+    "alias_module": "Alias AliasMatch ScriptAlias ScriptAliasMatch Redirect RedirectMatch RedirectPermanent RedirectTemp",
+    "mime_module": "AddType AddEncoding AddCharset AddLanguage TypesConfig RemoveHandler RemoveType AddOutputFilter "
+    "AddInputFilter",
+    "dir_module": "DirectoryIndex DirectorySlash FallbackResource",
+    "rewrite_module": "RewriteEngine RewriteRule RewriteCond RewriteBase RewriteMap RewriteOptions",
+    "env_module": "SetEnv UnsetEnv PassEnv",
+    "headers_module": "Header RequestHeader",
+    "setenvif_module": "SetEnvIf SetEnvIfNoCase BrowserMatch BrowserMatchNoCase",
+    "cgi_module": "ScriptLog ScriptLogLength ScriptLogBuffer",
+    "cgid_module": "ScriptSock CGIDScriptTimeout",
+    "ssl_module": "SSLEngine SSLCertificateFile SSLCertificateKeyFile SSLRandomSeed SSLProtocol SSLCipherSuite",
+    "proxy_module": "ProxyPass ProxyPassReverse ProxyRequests ProxyPreserveHost",
+    "autoindex_module": "IndexOptions IndexIgnore AddIcon AddIconByType AddIconByEncoding DefaultIcon HeaderName "
+    "ReadmeName AddDescription",
+    "version_module": "<IfVersion>",
+    "access_compat_module": "Order Allow Deny Satisfy",
+    "auth_basic_module": "AuthType AuthName AuthBasicProvider AuthUserFile AuthGroupFile",
+    "mpm_event_module": "ThreadsPerChild ThreadLimit MinSpareThreads MaxSpareThreads AsyncRequestWorkerFactor",
+}
+_APACHE_DIRECTIVES = {_key(name): module for module, names in _APACHE_MODULES.items() for name in names.split()}
+_APACHE_HINTS = {
+    "env_module": "WasmEnv NAME VALUE sets a guest's environment",
+    "access_compat_module": "use Require (all granted|all denied|local|ip ...)",
+    "mpm_event_module": "prefork-wasm is always prefork: one connection per worker process",
+}
 
 
 # --- directives -----------------------------------------------------------------------------

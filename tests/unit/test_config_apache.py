@@ -3,40 +3,18 @@ LoadModule and <IfModule>, and Apache directives accepted without effect."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
+from test_config import HELLO, load, root  # noqa: F401 (root: its autouse server root applies here too)
 
-from prefork_wasm.config import MAX_ERRORS, ConfigErrors, ServerConfig, parse_config
-
-
-@pytest.fixture(autouse=True)
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "hello.wasm").write_bytes(b"\0asm")
-    (tmp_path / "data").mkdir()
-    return Path.cwd()
-
-
-def load(text: str) -> ServerConfig:
-    Path("server.conf").write_text(textwrap.dedent(text))
-    return parse_config("server.conf")
+from prefork_wasm.config import MAX_ERRORS, ConfigErrors
 
 
 def errors(text: str) -> list[str]:
     with pytest.raises(ConfigErrors) as info:
         load(text)
     return str(info.value).splitlines()
-
-
-HELLO = """\
-    Listen 8080
-    <Location /hello>
-        SetHandler wasm-handler
-        WasmModule hello.wasm
-    </Location>
-"""
 
 
 def test_five_errors_are_all_reported_with_file_and_line() -> None:
@@ -55,8 +33,7 @@ def test_five_errors_are_all_reported_with_file_and_line() -> None:
     )
     assert lines == [
         "server.conf:2: Timeout: expected seconds > 0, such as 30 or 2.5, got 'soon'",
-        "server.conf:5: WasmModule: no such file 'missing.wasm' (relative paths are taken from ServerRoot "
-        f"{Path.cwd()})",
+        f"server.conf:5: WasmModule: no such file 'missing.wasm' (relative paths are taken from ServerRoot {Path.cwd()})",
         "server.conf:6: WasmEnableCGI: expected On or Off, got 'maybe'",
         "server.conf:8: Invalid command 'Frobnicate', perhaps misspelled?",
         "server.conf:9: KeepAlive: expected On or Off, got 'sometimes'",
@@ -136,6 +113,19 @@ def test_load_module_is_no_longer_misread_as_wasm_module() -> None:
     assert "Did you mean" not in " ".join(errors("Listen 8080\nLoadModule wasm_module\n"))
 
 
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("Header set X y", "Invalid command 'Header': a directive of headers_module, which prefork-wasm has no equivalent of"),
+        ("SetEnv A b", "a directive of env_module, which prefork-wasm has no equivalent of; WasmEnv NAME VALUE sets"),
+        ("ServerAlias www", "Invalid command 'ServerAlias': a directive of Apache's core that prefork-wasm does not"),
+        ("Listn 80", "Invalid command 'Listn', perhaps misspelled? Did you mean 'Listen'?"),
+    ],
+)
+def test_apache_directives_say_whose_they_are_instead_of_a_look_alike(line: str, message: str) -> None:
+    assert message in errors(HELLO + line + "\n")[0]
+
+
 def test_directory_and_files_sections_are_checked_and_have_no_effect() -> None:
     config = load(
         HELLO
@@ -179,8 +169,10 @@ def test_accepted_apache_directives_say_they_have_no_effect() -> None:
 def test_add_handler_with_a_module_is_a_warning_and_serves_nothing() -> None:
     config = load("Listen 8080\n<Location /php>\n    AddHandler wasm-handler .php\n    WasmModule hello.wasm\n</Location>\n")
     assert config.warnings == [
-        "server.conf:3: AddHandler has no effect yet: script handlers by file extension are not implemented, "
-        "so requests here get no handler (404) unless SetHandler gives one"
+        (
+            "server.conf:3: AddHandler has no effect yet: script handlers by file extension are not implemented, "
+            "so requests here get no handler (404) unless SetHandler gives one"
+        )
     ]
     assert config.locations[0].handler is None
     assert config.modules() == []
