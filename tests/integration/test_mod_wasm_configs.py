@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import EXAMPLES, REPO, Server
+from conftest import EXAMPLES, HELLO, REPO, Server
 
 UPSTREAM = REPO / "tests" / "conf" / "mod_wasm"
 
@@ -98,3 +98,9 @@ def test_modules_are_listed_as_apache_does() -> None:
     assert (result.returncode, lines[0]) == (0, "Loaded Modules:")
     assert " mpm_prefork_module (static)" in lines
     assert " wasm_module (shared)" in lines
+
+
+def test_load_module_of_a_provided_module_is_logged_at_info(make_server: Callable[..., Server]) -> None:
+    server = make_server("LoadModule wasm_module modules/mod_wasm.so\n" + HELLO)  # LogLevel info
+    assert server.get("/hello")[0] == 200
+    assert re.search(r"\[info\] \[pid \d+\] \S+:\d+: LoadModule wasm_module: built into prefork-wasm", server.log())
