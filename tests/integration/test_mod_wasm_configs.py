@@ -104,3 +104,13 @@ def test_load_module_of_a_provided_module_is_logged_at_info(make_server: Callabl
     server = make_server("LoadModule wasm_module modules/mod_wasm.so\n" + HELLO)  # LogLevel info
     assert server.get("/hello")[0] == 200
     assert re.search(r"\[info\] \[pid \d+\] \S+:\d+: LoadModule wasm_module: built into prefork-wasm", server.log())
+
+
+def test_a_location_of_another_handler_ignores_an_inherited_module(make_server: Callable[..., Server]) -> None:
+    # The server-level WasmModule is compiled for no location (a warning says so); the status
+    # location inherits it and must not look for its compiled form.
+    server = make_server(
+        "WasmModule ${EXAMPLES}/hello.wasm\n<Location /server-status>\n    SetHandler server-status\n</Location>\n"
+    )
+    assert server.get("/server-status?auto")[0] == 200
+    assert "is not served anywhere" in server.log()
