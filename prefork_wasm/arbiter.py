@@ -268,6 +268,8 @@ class Arbiter:
         self.error_log, self.access_logs, self.listeners = first.error_log, first.access_logs, first.fresh
         for warning in self.config.warnings:
             self.error_log.warn(warning)
+        for note in self.config.notes:
+            self.error_log.info(note)
         root_warning = privileges.root_warning(self.config.user)
         if root_warning:
             self.error_log.warn(root_warning)

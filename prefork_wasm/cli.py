@@ -9,7 +9,13 @@ import sys
 from . import __version__, control, privileges
 from .arbiter import Arbiter, StartupError, finish_compile, resolve
 from .compiler import CompileError, Digests, start_compile
-from .config import ConfigError, ServerConfig, parse_config
+from .config import (
+    PROVIDED_MODULES,
+    STATIC_MODULES,
+    ConfigError,
+    ServerConfig,
+    parse_config,
+)
 from .engine import WASMTIME_VERSION
 
 DESCRIPTION = """\
@@ -20,6 +26,7 @@ EPILOG = """\
 examples:
   prefork-wasm -f conf/server.conf          serve in the foreground
   prefork-wasm -f conf/server.conf -t       check the config and compile the modules
+  prefork-wasm -f conf/server.conf -S       show the parsed addresses and routes
   prefork-wasm -f conf/server.conf -D DEV   define DEV for <IfDefine DEV> sections
   prefork-wasm -f conf/server.conf -k start     run detached
   prefork-wasm -f conf/server.conf -k graceful  reload config and modules, dropping nothing
@@ -40,6 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-t", dest="test", action="store_true",
         help="check the configuration and compile its modules, print 'Syntax OK', then exit",
+    )
+    parser.add_argument(
+        "-S", dest="dump", action="store_true",
+        help="show the parsed settings: listen addresses, ServerName, ServerRoot, each Location "
+        "with its handler and module (the modules are not compiled: -t does that), then exit",
+    )
+    parser.add_argument(
+        "-M", dest="modules", action="store_true",
+        help="list the Apache modules prefork-wasm provides (what <IfModule> is true for), then exit",
     )
     parser.add_argument(
         "-D", dest="defines", action="append", default=[], metavar="NAME",
@@ -63,6 +79,34 @@ def versions() -> str:
         f"wasmtime: {WASMTIME_VERSION}\n"
         f"Python: {platform.python_implementation()} {platform.python_version()}"
     )
+
+
+def loaded_modules() -> str:
+    """-M in Apache's format; the set is built in, so no config is read."""
+    kinds = (f" {name} ({'static' if name in STATIC_MODULES else 'shared'})" for name in PROVIDED_MODULES)
+    return "\n".join(["Loaded Modules:", *kinds])
+
+
+def dump(config: ServerConfig) -> str:
+    """-S: Apache's -S layout (addresses, then the main server's settings), plus the Locations
+    in the order a request is matched against them."""
+    name = config.server_name or "(none: each request's Host)"
+    where = config.sources.get("server_name")
+    lines = ["VirtualHost configuration:"]
+    lines += [f"{listen!s:<22} main server {name} ({listen.source})" for listen in config.listens]
+    lines += [
+        f"ServerName: {name}" + (f" ({where})" if where else ""),
+        f'ServerRoot: "{config.server_root}"',
+        f'Main ErrorLog: "{config.error_log}"',
+        f'PidFile: "{config.pid_file}"',
+        f'WasmCacheDir: "{config.wasm_cache_dir}"',
+        *(f'{kind}: name="{value}"' for kind, value in (("User", config.user), ("Group", config.group)) if value),
+        "Locations (longest prefix first):",
+    ]
+    for loc in config.locations:
+        serves = {None: "no handler (404)", "wasm-handler": f"wasm-handler {loc.module}"}.get(loc.handler, loc.handler)
+        lines.append(f"{loc.prefix:<22} {serves} ({loc.source})")
+    return "\n".join(lines)
 
 
 def error(message: object) -> None:
@@ -110,9 +154,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.version:
         print(versions())
         return 0
+    if args.modules:
+        print(loaded_modules())
+        return 0
     config = load(args.config, args.defines)
     if config is None:
         return 1
+    if args.dump:
+        for warning in config.warnings:
+            error(f"warning: {warning}")
+        print(dump(config))
+        return 0
     if args.test:
         return check(config)
     if args.command == "start":

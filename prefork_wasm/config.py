@@ -24,13 +24,14 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .logs import FormatError, compile_format
 from .paths import ENCODED_SLASHES
 from .privileges import group_id, user_id
 from .reqtimeout import BODY_DEFAULT, HEADER_DEFAULT, ReadTimeout, parse_phase
 
+_T = TypeVar("_T")
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 PREDEFINED_LOG_FORMATS: dict[str, str] = {
@@ -57,6 +58,44 @@ class ConfigError(Exception):
         self.directive = directive
         where = f"{file}:{line}" if line else file
         super().__init__(f"{where}: {directive}: {message}" if directive else f"{where}: {message}")
+
+
+MAX_ERRORS = 20  # -t lists this many, then stops: later ones are mostly echoes of the first
+
+
+class ConfigErrors(ConfigError):
+    """Every error one read of the config found (up to MAX_ERRORS), in file order, so a config
+    is fixed in one pass rather than one `-t` per error. The attributes are the first's."""
+
+    def __init__(self, errors: list[ConfigError], stopped: bool) -> None:
+        first = errors[0]
+        super().__init__(first.file, first.line, first.message, first.directive)
+        self.errors = errors
+        self.stopped = stopped
+
+    def __str__(self) -> str:
+        more = [f"stopped after {MAX_ERRORS} errors; fix these and run -t again"] if self.stopped else []
+        return "\n".join([*(str(error) for error in self.errors), *more])
+
+
+# Apache modules whose work prefork-wasm does itself, by identifier and source file name (both
+# name a module in <IfModule>). They count as compiled in: <IfModule> is true for them with or
+# without LoadModule. mod_mime, mod_dir and mod_alias join when static files are served.
+PROVIDED_MODULES: dict[str, str] = {
+    "core_module": "core.c",
+    "so_module": "mod_so.c",
+    "http_module": "http_core.c",
+    "mpm_prefork_module": "prefork.c",
+    "unixd_module": "mod_unixd.c",  # User, Group
+    "authz_core_module": "mod_authz_core.c",  # Require all granted|denied
+    "authz_host_module": "mod_authz_host.c",  # Require local|ip
+    "log_config_module": "mod_log_config.c",  # LogFormat, CustomLog
+    "reqtimeout_module": "mod_reqtimeout.c",  # RequestReadTimeout
+    "status_module": "mod_status.c",  # server-status
+    "wasm_module": "mod_wasm.c",  # mod_wasm's Wasm* directives
+}
+STATIC_MODULES = ("core_module", "so_module", "http_module", "mpm_prefork_module")  # Apache's -M says (static)
+_OTHER_MPMS = ("mpm_event_module", "mpm_worker_module")
 
 
 @dataclass(frozen=True)
@@ -171,6 +210,7 @@ class ServerConfig:
     allow_encoded_slashes: str = "off"  # paths.ENCODED_SLASHES
     locations: list[LocationConfig] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # info level: lines accepted without effect
     # Where each server-level setting was made ('FILE:LINE' by attribute), for errors found
     # after parsing (a log that cannot be opened, say).
     sources: dict[str, str] = field(default_factory=dict, compare=False)
@@ -203,7 +243,8 @@ def parse_size(text: str) -> int:
 def parse_config(path: str | Path, defines: Iterable[str] = ()) -> ServerConfig:
     """Parse the main config file; `defines` are -D names (defined with value '').
 
-    Raises ConfigError on the first error, so fixes are made one at a time in file order.
+    Raises ConfigError: ConfigErrors with every error found (up to MAX_ERRORS) when there
+    are several, each line skipped and parsing resumed after it.
     """
     file = Path(path).absolute()
     parser = _Parser(file, defines)
@@ -395,6 +436,11 @@ def _key(word: str) -> str:
     return f"{name}>" if name.startswith("<") else name
 
 
+def _section_name(text: str) -> str:
+    """'Location' from '<Location /x>' (also from a malformed opening line, so it can be skipped)."""
+    return text[1:].split()[0].rstrip(">") if text[1:].split() else ""
+
+
 def _join(base: Path, arg: str) -> Path:
     return Path(os.path.normpath(base / arg))
 
@@ -452,13 +498,15 @@ class _Block:
 
 @dataclass
 class _Section:
-    """An open <...> section; `scope` is set for <Location>, `active` is False inside a false IfDefine."""
+    """An open <...> section; `scope` is set for <Location>, <Directory> and <Files> (`disk`:
+    one whose settings are checked and dropped), `active` is False inside a false condition."""
 
     name: str
     label: str
     line: _Line
     active: bool
     scope: _Scope | None = None
+    disk: bool = False
 
 
 class _Parser:
@@ -475,6 +523,9 @@ class _Parser:
         self.log_formats = dict(PREDEFINED_LOG_FORMATS)
         self.custom_logs: list[tuple[str, str, _Line]] = []
         self.warnings: list[str] = []
+        self.notes: list[str] = []
+        self.errors: list[ConfigError] = []
+        self.broken: list[_Scope] = []  # scopes with a failed line: their checks after parsing would echo it
         self.stack: list[_Section] = []
         self.base = 0  # sections below this belong to including files
         self.reading: list[Path] = []
@@ -486,12 +537,33 @@ class _Parser:
         outer_base, self.base = self.base, len(self.stack)
         self.reading.append(path.resolve())
         for number, line_text in _logical_lines(text):
-            self.line(_Line(name, number, line_text))
+            line = _Line(name, number, line_text)
+            depth = len(self.stack)
+            try:
+                self.line(line)
+            except ConfigErrors:
+                raise
+            except ConfigError as exc:
+                self.fail(exc)
+                section = self.location()
+                self.broken.append(section.scope if section and section.scope else self.defaults)
+                if line_text.startswith("<") and not line_text.startswith("</") and len(self.stack) == depth:
+                    # A section that failed to open: skip its body, so its lines neither
+                    # land at server level nor report errors of their own.
+                    section_name = _section_name(line_text)
+                    self.stack.append(_Section(section_name, f"<{section_name}>", line, active=False))
         if len(self.stack) > self.base:
             section = self.stack[self.base]
-            raise section.line.error(f"section is never closed (add '</{section.name}>')", section.label)
+            self.fail(section.line.error(f"section is never closed (add '</{section.name}>')", section.label))
+            del self.stack[self.base :]
         self.reading.pop()
         self.base = outer_base
+
+    def fail(self, error: ConfigError) -> None:
+        """Note an error and go on with the next line, up to MAX_ERRORS."""
+        self.errors.append(error)
+        if len(self.errors) >= MAX_ERRORS:
+            raise ConfigErrors(self.errors, stopped=True)
 
     def line(self, line: _Line) -> None:
         if line.text.startswith("</"):
@@ -499,8 +571,8 @@ class _Parser:
         elif self.active:
             self.dispatch(line)
         elif line.text.startswith("<"):
-            # Skipped text is not parsed, but its sections must still balance.
-            name = line.text[1:].split()[0].rstrip(">") if len(line.text) > 1 else ""
+            # Skipped text is not parsed (an Include in it is not read), but its sections must balance.
+            name = _section_name(line.text)
             self.stack.append(_Section(name, f"<{name}>", line, active=False))
 
     @property
@@ -516,6 +588,10 @@ class _Parser:
             raise line.error(f"</{name}> without matching <{name}>")
         section = self.stack[-1]
         if section.name.lower() != name.lower():
+            # Close up to the matching section if there is one, so what follows is read where it belongs.
+            names = [open_.name.lower() for open_ in self.stack[self.base :]]
+            if name.lower() in names:
+                del self.stack[self.base + len(names) - 1 - names[::-1].index(name.lower()) :]
             raise line.error(
                 f"</{name}> does not match {section.label} opened at {section.line}; add '</{section.name}>' first"
             )
@@ -537,6 +613,12 @@ class _Parser:
             if directive.server_only and section:
                 raise ValueError(
                     f"not allowed inside {section.label} (opened at {section.line}); move it to server level"
+                )
+            if section and section.disk and not directive.on_disk:
+                raise ValueError(
+                    f"not supported inside {section.label} (opened at {section.line}): prefork-wasm serves "
+                    f"no files from disk yet, so such a section only takes Require, Options and AllowOverride; "
+                    f"put Wasm settings in a <Location>"
                 )
             directive.check_count(args)
             scope = self.server if directive.server_only else (section.scope if section else None) or self.defaults
@@ -561,7 +643,7 @@ class _Parser:
         return self.defines[name]
 
     def location(self) -> _Section | None:
-        """The enclosing <Location>, possibly opened in an including file."""
+        """The enclosing <Location> (or <Directory>, <Files>), possibly opened in an including file."""
         return next((section for section in reversed(self.stack) if section.scope is not None), None)
 
     # values that depend on where we are
@@ -588,6 +670,9 @@ class _Parser:
     def warn(self, line: _Line, message: str) -> None:
         self.warnings.append(f"{line}: {message}")
 
+    def note(self, line: _Line, message: str) -> None:
+        self.notes.append(f"{line}: {message}")
+
     def include(self, pattern: str, optional: bool) -> None:
         path = self.path(pattern)
         if re.search(r"[*?[]", pattern):
@@ -606,8 +691,12 @@ class _Parser:
     # the result
 
     def finish(self, file: Path, name: str) -> ServerConfig:
-        if not self.listens:
-            raise ConfigError(name, 0, "no Listen directive (add e.g. 'Listen 127.0.0.1:8080')")
+        if not self.listens and not self.errors:  # else a Listen line may have failed: said already
+            self.fail(ConfigError(name, 0, "no Listen directive (add e.g. 'Listen 127.0.0.1:8080')"))
+        custom_logs = self.collect(self.custom_log, self.custom_logs)
+        locations = self.locations()
+        if self.errors:
+            raise ConfigErrors(self.errors, stopped=False)
         root = self.server_root
         # Default paths follow the final ServerRoot.
         values = {
@@ -621,9 +710,10 @@ class _Parser:
             defines=self.defines,
             listens=[dataclasses.replace(listen, source=str(line)) for listen, line in self.listens.items()],
             log_formats=self.log_formats,
-            custom_logs=[self.custom_log(*entry) for entry in self.custom_logs],
-            locations=self.locations(),
+            custom_logs=custom_logs,
+            locations=locations,
             warnings=self.warnings,
+            notes=self.notes,
             sources={attr: str(line) for attr, line in self.server.sources.items()},
             **values,
         )
@@ -652,20 +742,35 @@ class _Parser:
         blocks = [(prefix, block, f"<Location {prefix}>") for prefix, block in self.blocks.items()]
         if "handler" in self.defaults.values and "/" not in self.blocks:
             blocks.insert(0, ("/", _Block(self.defaults.sources["handler"]), "SetHandler"))
-        return [self.location_config(*block) for block in blocks]
+        return self.collect(self.location_config, blocks)
+
+    def collect(self, make: Callable[..., _T], entries: Iterable[tuple[Any, ...]]) -> list[_T]:
+        """make(*entry) for each entry that makes one; the error of each other one is noted."""
+        made = []
+        for entry in entries:
+            try:
+                made.append(make(*entry))
+            except ConfigErrors:
+                raise
+            except ConfigError as exc:
+                self.fail(exc)
+        return made
 
     def location_config(self, prefix: str, block: _Block, label: str) -> LocationConfig:
         """Server-level defaults overlaid by the block: what it set wins; WasmEnv merges by name."""
         own, inherited = block.scope.values, self.defaults.values
         values = copy.deepcopy({**inherited, **own, "env": {**inherited.get("env", {}), **own.get("env", {})}})
+        add_handler = values.pop("add_handler", None)  # warned about at its line
         sources = {attr: str(line) for attr, line in {**self.defaults.sources, **block.scope.sources}.items()}
         config = LocationConfig(prefix=prefix, source=str(block.line), sources=sources, **values)
+        if any(scope is block.scope or scope is self.defaults for scope in self.broken):
+            return config  # a line of it failed (a WasmModule, say); what follows would repeat that
         if config.handler == "wasm-handler" and config.module is None:
             raise block.line.error(
                 "SetHandler wasm-handler needs a WasmModule (add 'WasmModule FILE.wasm' here or at server level)",
                 label,
             )
-        if "module" in own and config.handler != "wasm-handler":
+        if "module" in own and config.handler != "wasm-handler" and add_handler is None:
             raise block.line.error("WasmModule without 'SetHandler wasm-handler' (add it to this <Location>)", label)
         return config
 
@@ -721,10 +826,50 @@ class _Parser:
 
 
 def _unknown(word: str) -> str:
+    """Apache's own words say whose they are; only a real misspelling gets a did-you-mean."""
+    owner = _APACHE_DIRECTIVES.get(_key(word))
+    if owner == "core":
+        return f"Invalid command '{word}': a directive of Apache's core that prefork-wasm does not implement (yet)"
+    if owner:
+        hint = f"; {_APACHE_HINTS[owner]}" if owner in _APACHE_HINTS else ""
+        return f"Invalid command '{word}': a directive of {owner}, which prefork-wasm has no equivalent of{hint}"
     names = {key: directive.name for key, directive in _DIRECTIVES.items()}
     close = difflib.get_close_matches(_key(word), names, n=1)
     hint = f" Did you mean '{names[close[0]]}'?" if close else ""
     return f"Invalid command '{word}', perhaps misspelled?{hint}"
+
+
+# Apache directives (of stock and distribution configs) prefork-wasm does not take, by module,
+# so refusing one says whose it is instead of suggesting a look-alike ('Header' is not SetHandler).
+_APACHE_MODULES = {
+    "core": "<VirtualHost> ServerAlias <LocationMatch> <If> <Else> <ElseIf> ErrorDocument ServerSignature "
+    "ServerTokens UseCanonicalName TraceEnable EnableSendfile EnableMMAP AccessFileName Mutex FileETag "
+    "Protocols HttpProtocolOptions AcceptFilter LimitXMLRequestBody",
+    "alias_module": "Alias AliasMatch ScriptAlias ScriptAliasMatch Redirect RedirectMatch RedirectPermanent RedirectTemp",
+    "mime_module": "AddType AddEncoding AddCharset AddLanguage TypesConfig RemoveHandler RemoveType AddOutputFilter "
+    "AddInputFilter",
+    "dir_module": "DirectoryIndex DirectorySlash FallbackResource",
+    "rewrite_module": "RewriteEngine RewriteRule RewriteCond RewriteBase RewriteMap RewriteOptions",
+    "env_module": "SetEnv UnsetEnv PassEnv",
+    "headers_module": "Header RequestHeader",
+    "setenvif_module": "SetEnvIf SetEnvIfNoCase BrowserMatch BrowserMatchNoCase",
+    "cgi_module": "ScriptLog ScriptLogLength ScriptLogBuffer",
+    "cgid_module": "ScriptSock CGIDScriptTimeout",
+    "ssl_module": "SSLEngine SSLCertificateFile SSLCertificateKeyFile SSLRandomSeed SSLProtocol SSLCipherSuite",
+    "proxy_module": "ProxyPass ProxyPassReverse ProxyRequests ProxyPreserveHost",
+    "autoindex_module": "IndexOptions IndexIgnore AddIcon AddIconByType AddIconByEncoding DefaultIcon HeaderName "
+    "ReadmeName AddDescription",
+    "version_module": "<IfVersion>",
+    "access_compat_module": "Order Allow Deny Satisfy",
+    "auth_basic_module": "AuthType AuthName AuthBasicProvider AuthUserFile AuthGroupFile",
+    "mpm_event_module": "ThreadsPerChild ThreadLimit MinSpareThreads MaxSpareThreads AsyncRequestWorkerFactor",
+}
+_APACHE_DIRECTIVES = {_key(name): module for module, names in _APACHE_MODULES.items() for name in names.split()}
+_APACHE_HINTS = {
+    "env_module": "WasmEnv NAME VALUE sets a guest's environment",
+    "access_compat_module": "use Require (all granted|all denied|local|ip ...)",
+    "mpm_event_module": "prefork-wasm is always prefork: one connection per worker process",
+}
 
 
 # --- directives -----------------------------------------------------------------------------
@@ -741,6 +886,7 @@ class _Directive:
     apply: _Apply
     nargs: tuple[int, int | None] = (1, 1)
     server_only: bool = False
+    on_disk: bool = False  # allowed inside <Directory> and <Files>
 
     def check_count(self, args: list[str]) -> None:
         low, high = self.nargs
@@ -757,6 +903,7 @@ class _Directive:
 
 
 _server = functools.partial(_Directive, server_only=True)
+_disk = functools.partial(_Directive, on_disk=True)
 
 
 def _account(lookup: Callable[[str], int], kind: str) -> Callable[[str], str]:
@@ -873,6 +1020,66 @@ def _open_ifdefine(parser: _Parser, scope: _Scope, args: list[str], line: _Line)
     parser.stack.append(_Section("IfDefine", f"<IfDefine {args[0]}>", line, active))
 
 
+def _load_module(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    """The path is not looked at: what a provided module does is built in (like Apache's static modules)."""
+    name = args[0]
+    if name in PROVIDED_MODULES:
+        parser.note(line, f"LoadModule {name}: built into prefork-wasm, nothing to load")
+    elif name in _OTHER_MPMS:
+        parser.note(line, f"LoadModule {name}: prefork-wasm is always mpm_prefork_module; ignored")
+    else:
+        parser.warn(line, f"prefork-wasm has no equivalent of {name}; its directives will be refused")
+
+
+def _open_ifmodule(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    """True for the modules prefork-wasm provides, named as 'wasm_module' or 'mod_wasm.c'."""
+    negated = args[0].startswith("!")
+    name = args[0][1:] if negated else args[0]
+    if not name:
+        raise ValueError("expected MODULE or !MODULE (e.g. wasm_module or mod_wasm.c)")
+    provided = name in PROVIDED_MODULES or name in PROVIDED_MODULES.values()
+    parser.stack.append(_Section("IfModule", f"<IfModule {args[0]}>", line, provided != negated))
+
+
+def _open_disk_section(kind: str) -> _Apply:
+    """<Directory>, <Files> and their Match forms: their Require, Options and AllowOverride are
+    checked and dropped. Safe while nothing is served from disk: such a section can only restrict
+    or open files, and no request reaches a file except through a Wasm route."""
+
+    def apply(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+        section = parser.location()
+        if section and not section.disk:
+            raise ValueError(f"not allowed inside {section.label} (opened at {section.line})")
+        label = f"<{kind} {args[0]}>"
+        parser.note(line, f"{label} has no effect: prefork-wasm serves no files from disk, only Wasm routes")
+        parser.stack.append(_Section(kind, label, line, True, _Scope(), disk=True))
+
+    return apply
+
+
+def _no_effect(reason: str, *, warn: bool = False, only: str | None = None) -> _Apply:
+    """Accept an Apache directive that changes nothing here, saying why at info level (or as a
+    warning when the user would expect an effect); `only` is the one value that is true here."""
+
+    def apply(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+        if only is not None and args[0].lower() != only.lower():
+            raise ValueError(f"only '{only}' is supported: {reason}")
+        section = parser.location()
+        if section is None or not section.disk:  # a <Directory> already said it has no effect
+            (parser.warn if warn else parser.note)(line, reason)
+
+    return apply
+
+
+def _add_handler(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    parser.warn(
+        line,
+        "AddHandler has no effect yet: script handlers by file extension are not implemented, "
+        "so requests here get no handler (404) unless SetHandler gives one",
+    )
+    scope.set("add_handler", args[0], line)
+
+
 def _wasm_module(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
     path = parser.existing(args[0], "file")
     if path.suffix.lower() not in (".wasm", ".wat"):
@@ -900,8 +1107,6 @@ def _wasm_map_dir(parser: _Parser, scope: _Scope, args: list[str], line: _Line) 
     if len(args) != 2:
         raise ValueError("expected GUEST-PATH HOST-DIRECTORY [ro|rw]")
     guest, host = args
-    if not guest.startswith("/"):
-        raise ValueError(f"guest path {guest!r} must be absolute, e.g. '/{guest}'")
     scope.append("mounts", Mount(guest, parser.host_dir(host, line, "WasmMapDir"), writable), line)
 
 
@@ -927,10 +1132,24 @@ _seconds_or_zero = _seconds(positive=False)
 
 _TABLE = (
     # Anywhere: these act on the parser itself.
-    _Directive("Define", "NAME [VALUE]", _define, (1, 2)),
-    _Directive("Include", "FILE-OR-GLOB", _include(optional=False)),
-    _Directive("IncludeOptional", "FILE-OR-GLOB", _include(optional=True)),
-    _Directive("<IfDefine>", "[!]NAME", _open_ifdefine),
+    _disk("Define", "NAME [VALUE]", _define, (1, 2)),
+    _disk("Include", "FILE-OR-GLOB", _include(optional=False)),
+    _disk("IncludeOptional", "FILE-OR-GLOB", _include(optional=True)),
+    _disk("<IfDefine>", "[!]NAME", _open_ifdefine),
+    _disk("<IfModule>", "[!]MODULE", _open_ifmodule),
+    # Apache's, accepted for stock configs though they change nothing here (README: Migrating).
+    _disk("<Files>", "PATTERN", _open_disk_section("Files")),
+    _disk("<FilesMatch>", "REGEX", _open_disk_section("FilesMatch")),
+    _disk("Options", "[+|-]OPTION ...", _no_effect("Options has no effect: no files are served from disk"), (1, None)),
+    _disk("AllowOverride", "All|None|TYPE ...", _no_effect("AllowOverride has no effect: .htaccess files are never read"), (1, None)),
+    _server("LoadModule", "MODULE FILE", _load_module, (2, 2)),
+    _server("<Directory>", "DIRECTORY", _open_disk_section("Directory")),
+    _server("<DirectoryMatch>", "REGEX", _open_disk_section("DirectoryMatch")),
+    _server("DocumentRoot", "DIRECTORY", _no_effect("DocumentRoot has no effect yet: static files are not served", warn=True)),
+    _server("ServerAdmin", "EMAIL|URL", _no_effect("ServerAdmin has no effect: it is shown only on Apache's own error pages")),
+    _server("HostnameLookups", "Off", _no_effect("client addresses are never resolved to names", only="Off")),
+    _server("AddDefaultCharset", "Off", _no_effect("a response's charset is the one its module sets", only="Off")),
+    _Directive("AddHandler", "HANDLER EXTENSION ...", _add_handler, (2, None)),
     # Server level only.
     _server("<Location>", "/PREFIX", _open_location),
     _server("ServerRoot", "DIRECTORY", _server_root),
@@ -979,7 +1198,7 @@ _TABLE = (
     _Directive("WasmTimeout", "SECONDS", _set("timeout", _seconds(positive=True))),
     _Directive("WasmMemoryLimit", "SIZE", _set("memory_limit", _memory_limit)),
     _Directive("ForceType", "MIME-TYPE|None", _set("force_type", _force_type)),
-    _Directive("Require", "all granted|all denied|local|ip ADDRESS...", _require, (1, None)),
+    _disk("Require", "all granted|all denied|local|ip ADDRESS...", _require, (1, None)),
     _Directive("LimitRequestBody", "SIZE", _set("limit_request_body", parse_size)),
 )
 _DIRECTIVES = {_key(directive.name): directive for directive in _TABLE}

@@ -71,7 +71,9 @@ def _route(
     config: ServerConfig, loc: LocationConfig, artifacts: dict[Path, Artifact], loaded: dict[Path, Loaded]
 ) -> Route:
     preopens = tuple((str(m.host), m.guest, m.writable) for m in loc.mounts)
-    module_path = loc.module
+    # Only wasm-handler runs a module (and only its modules are compiled); another handler may
+    # still inherit a server-level WasmModule, or name one beside an AddHandler.
+    module_path = loc.module if loc.handler == "wasm-handler" else None
     script_filename = str(module_path) if module_path else ""
     if loc.map_cgi_file_names and module_path:
         script_filename = _guest_path(module_path, loc)

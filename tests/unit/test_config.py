@@ -377,7 +377,10 @@ def test_included_directives_apply_to_the_enclosing_location() -> None:
 def test_sections_must_close_in_the_file_that_opened_them(root: Path) -> None:
     write("<Location /x>\n", "open.conf")
     err = fails("Listen 8080\nInclude open.conf\n</Location>\n")
-    assert str(err) == f"{root}/open.conf:1: <Location /x>: section is never closed (add '</Location>')"
+    assert str(err).splitlines() == [
+        f"{root}/open.conf:1: <Location /x>: section is never closed (add '</Location>')",
+        "server.conf:3: </Location> without matching <Location>",
+    ]
 
 
 def test_main_file_missing() -> None:
@@ -471,7 +474,6 @@ def test_define_and_include_are_fine_inside_location() -> None:
         ("LimitRequestBody -1", "LimitRequestBody: expected a size in bytes or with a K, M or G suffix"),
         ("ForceType html", "ForceType: expected a MIME type such as text/plain, or None; got 'html'"),
         ("WasmEnv A=B c", "WasmEnv: invalid environment variable name 'A=B'"),
-        ("WasmMapDir data data", "WasmMapDir: guest path 'data' must be absolute, e.g. '/data'"),
         ("WasmMapDir /data", "WasmMapDir: expected 2 to 3 arguments, got 1 (usage: WasmMapDir GUEST-PATH HOST-DIRECTORY [ro|rw])"),
         ("WasmArg", "WasmArg: expected 1 argument, got 0"),
         ("Require", "Require: expected at least 1 argument, got 0"),
