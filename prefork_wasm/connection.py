@@ -32,6 +32,10 @@ from .paths import PathRefused, request_path
 from .reqtimeout import BODY_DEFAULT, HEADER_DEFAULT, Deadline, ReadTimeout
 
 RECV_SIZE = 65536
+# A wait shorter than this (for the next keep-alive request, or by an idle worker for the next
+# connection) is not reported: under load the state would flip for a few microseconds per
+# request, and each process title change is a syscall.
+REPORT_WAIT = 0.01
 # After the response, a closing connection reads and drops what the client still sends, so
 # that the client reads our response instead of a reset (Apache's lingering close). Bounded in
 # time and bytes, so a client still uploading gigabytes after a 413 can't hold the worker.
@@ -564,10 +568,13 @@ def _read_head(
     """
     scanner = HeadScanner(limits)
     deadline = None if keep_alive else Deadline(time.monotonic(), limits.timeout, limits.header_read)
-    if not pending:
-        state("K" if keep_alive else "R")
+    if not pending and not keep_alive:
+        state("R")
     idle_until = time.monotonic() + limits.keep_alive_timeout
     data, eof = pending, closed
+    if keep_alive and not pending:
+        data = _next_request_bytes(sock, idle_until, state)
+        eof = not data
     while True:
         if data:
             skip = scanner.feed(data)
@@ -599,6 +606,19 @@ def _read_head(
                 raise Refused(408, f"The request head was not received within {deadline.limit}.") from None
             raise
         eof = not data
+
+
+def _next_request_bytes(sock: socket.socket, idle_until: float, state: StateHook) -> bytes:
+    """The first bytes after a keep-alive response. The keep-alive state (scoreboard K and the
+    process title) is reported only when the wait lasts REPORT_WAIT: a client that sends its
+    next request at once changes nothing a user sees, and costs no title update."""
+    try:
+        return _recv(sock, min(idle_until, time.monotonic() + REPORT_WAIT))
+    except _TimedOut:
+        if time.monotonic() >= idle_until:
+            raise
+    state("K")
+    return _recv(sock, idle_until)
 
 
 def _read_body(

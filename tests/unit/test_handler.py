@@ -17,10 +17,11 @@ import pytest
 from prefork_wasm.config import parse_config
 from prefork_wasm.connection import Limits, serve
 from prefork_wasm.handler import Site
-from prefork_wasm.logs import ErrorLog, LogFile
+from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request, Response
 from prefork_wasm.paths import request_path
 from prefork_wasm.scoreboard import Slot
+from prefork_wasm.worker import YieldPolicy
 
 CONFIG = """\
 Listen 8080
@@ -127,3 +128,66 @@ def test_the_connection_answers_500_when_respond_raises(capsys: pytest.CaptureFi
     assert b"HTTP/1.1 200 " in received and received.endswith(b"fine")  # the same connection goes on
     assert handler.answered == [500, 200]
     assert "RuntimeError: bug" in capsys.readouterr().err
+
+
+def test_the_yield_policy_gives_way_after_two_requests_while_others_wait() -> None:
+    policy = YieldPolicy(2)
+    assert [policy.due(waiting) for waiting in (False, True, True)] == [False, False, True]
+    policy.reset()  # the worker's next connection
+    assert [policy.due(waiting) for waiting in (True, False, True, True)] == [False, False, False, True]
+
+
+class _Recorder(_Crashing):
+    """A handler that lets the test act while the first response is being made."""
+
+    def __init__(self, during_first: Callable[[], None]) -> None:
+        super().__init__()
+        self.during_first = during_first
+
+    def respond(self, request: Request) -> Response:
+        if not self.answered:
+            self.during_first()
+        return Response(200, body=b"fine")
+
+
+def test_a_next_request_that_is_already_there_reports_no_keep_alive_wait() -> None:
+    """The keep-alive state (and with it a process title change) is for a wait that lasts; a
+    request that arrives at once leaves the scoreboard and the title as they were."""
+    limits = Limits(
+        timeout=5, keep_alive=True, keep_alive_timeout=5, max_keep_alive_requests=0,
+        request_line=8190, field_size=8190, fields=100,
+    )
+    server, client = socket.socketpair()
+    # Sent while the first is answered: in the socket, not yet read, when the worker waits.
+    handler = _Recorder(lambda: client.sendall(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    states: list[str] = []
+    thread = threading.Thread(
+        target=serve, args=(server, ("127.0.0.1", 1), 8080, handler, limits, lambda letter, *a: states.append(letter))
+    )
+    thread.start()
+    with client:
+        client.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+    thread.join(10)
+    assert received.count(b"HTTP/1.1 200 ") == 2
+    assert handler.answered == [200, 200]
+    assert "K" not in states
+
+
+def test_the_access_record_carries_only_the_headers_a_format_logs(tmp_path: Path) -> None:
+    site = make_site(tmp_path, lambda request: Response(200))
+    site = Site(
+        site.config, {}, site.runtime, site.error_log,
+        [AccessLog(LogFile(str(tmp_path / "access_log")), '%s "%{User-Agent}i" %{X-Id}o %{Referer}i')],
+        Slot(), draining=lambda: False, others_waiting=lambda: False,
+    )
+    request = make_request("/nowhere")
+    request.headers = [(b"host", b"x"), (b"user-agent", b"agent/1"), (b"cookie", b"secret")]
+    response = Response(200, headers=[(b"X-Id", b"7"), (b"Content-Type", b"text/plain")])
+    record = site._access_record(request, response, 0, 0.0)
+    assert record.request_headers == {"user-agent": "agent/1"}
+    assert record.response_headers == {"x-id": "7"}
+    site.finished(request, response, 0)
+    assert (tmp_path / "access_log").read_text() == '200 "agent/1" 7 -\n'
