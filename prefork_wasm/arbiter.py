@@ -35,7 +35,7 @@ import psutil
 import setproctitle
 
 from . import __version__, privileges
-from .compiler import Compile, CompileError, CompileReport, Digests, start_compile
+from .compiler import Artifact, Compile, CompileError, CompileReport, Digests, ModuleInfo, start_compile
 from .config import ConfigError, Listen, ServerConfig, parse_config
 from .connection import LINGER_SECONDS
 from .engine import WASMTIME_VERSION
@@ -150,34 +150,49 @@ def close_all(error_log: ErrorLog, access_logs: list[AccessLog], sockets: Iterab
         sock.close()
 
 
-def entry_point_problems(config: ServerConfig, exports: Mapping[Path, frozenset[str]]) -> list[str]:
-    """Each WasmEntryPoint (or the default _start) that its module does not export as a function."""
+def entry_point_problems(config: ServerConfig, infos: Mapping[Path, ModuleInfo]) -> list[str]:
+    """Each WasmEntryPoint (or the default: _start, a component's wasi:cli/run) that its module
+    does not export as a function it can call, and each module the server cannot link."""
     problems: dict[str, None] = {}  # a server-level line inherited by several Locations says it once
     for loc in config.locations:
-        if loc.handler != "wasm-handler" or loc.module is None or loc.entry_point in exports[loc.module]:
+        if loc.handler != "wasm-handler" or loc.module is None:
             continue
-        functions = sorted(exports[loc.module])
+        info = infos[loc.module]
+        if info.unlinkable:
+            problems[
+                f"{loc.sources.get('module', loc.source)}: WasmModule: {loc.module} imports {info.unlinkable}, "
+                f"which prefork-wasm does not provide (it serves {SERVED_WORLDS}); build the module without it"
+            ] = None
+        entry = info.entry_point(loc)
+        if entry in info.functions:
+            continue
+        functions = sorted(info.functions)
         listing = ", ".join(functions[:10]) + (", ..." if len(functions) > 10 else "") or "none"
         if "entry_point" in loc.sources:
             where, directive, hint = loc.sources["entry_point"], "WasmEntryPoint", ""
         else:
             where, directive = loc.sources.get("module", loc.source), "WasmModule"
             hint = "; name the one to call with WasmEntryPoint"
-        problems[
-            f"{where}: {directive}: {loc.module} exports no function '{loc.entry_point}' "
-            f"(its functions: {listing}){hint}"
-        ] = None
+        missing = f"no function '{entry}'" if entry else "no wasi:cli/run@0.2 'run'"
+        problems[f"{where}: {directive}: {loc.module} exports {missing} (its functions: {listing}){hint}"] = None
     return list(problems)
 
 
+# What the hint for a module with an unsupported import says the server provides.
+SERVED_WORLDS = (
+    "WASI preview 1 modules and wasi:cli/command components: WASI 0.2's cli, clocks, filesystem, io, "
+    "random and sockets, without network access"
+)
+
+
 def finish_compile(compile: Compile, config: ServerConfig) -> CompileReport:
-    """Wait for the compile if it still runs, then check each entry point against its module."""
+    """Wait for the compile if it still runs, then check each module and entry point."""
     try:
         compile.wait()
         report = compile.report()
     except CompileError as e:
         raise StartupError(str(e)) from e
-    problems = entry_point_problems(config, {a.source: a.exports for a in report.artifacts})
+    problems = entry_point_problems(config, {a.source: a.info for a in report.artifacts})
     if problems:
         raise StartupError("\n".join(problems))
     return report
@@ -228,7 +243,7 @@ class Arbiter:
         self.error_log: ErrorLog  # opened by start()
         self.access_logs: list[AccessLog] = []
         self.listeners: dict[Listen, socket.socket] = {}
-        self.artifacts: dict[Path, Path] = {}
+        self.artifacts: dict[Path, Artifact] = {}
         self.digests = Digests()  # an unchanged module costs a stat on restart, not a read
         self.next: NextGeneration | None = None  # a restart waiting for its compile
         self.children: dict[int, Child] = {}
@@ -289,7 +304,7 @@ class Arbiter:
             raise StartupError(str(e)) from e
         return NextGeneration(config, graceful, error_log, access_logs, fresh, compile)
 
-    def _compiled(self, compile: Compile, config: ServerConfig) -> dict[Path, Path]:
+    def _compiled(self, compile: Compile, config: ServerConfig) -> dict[Path, Artifact]:
         """The artifacts of a finished compile, checked and logged (StartupError if unusable)."""
         report = finish_compile(compile, config)
         self.error_log.log(
@@ -309,7 +324,7 @@ class Arbiter:
                 )
             else:
                 self.error_log.info(f"cache hit for {artifact.source}: {artifact.path.name}")
-        return {a.source: a.path for a in artifacts}
+        return {a.source: a for a in artifacts}
 
     def _write_pid_file(self) -> None:
         """Atomically, so `-k` never reads a half-written pid."""

@@ -20,15 +20,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
-from .engine import CODE_SETTINGS, WASMTIME_VERSION, engine_config
+from .engine import CODE_SETTINGS, WASMTIME_VERSION, engine_config, trap_reason
+
+if TYPE_CHECKING:
+    from .config import LocationConfig
 
 ARTIFACT_SUFFIX = ".cwasm"
 # What an artifact's cache key covers besides the module's bytes.
@@ -40,6 +44,37 @@ class CompileError(Exception):
 
 
 @dataclass(frozen=True)
+class ModuleInfo:
+    """What the compiler learnt about a module, kept beside its artifact: the master checks
+    the configuration against it without wasmtime, and a worker knows how to load it."""
+
+    component: bool  # a WASI 0.2 component, not a core module
+    functions: frozenset[str]  # what WasmEntryPoint may name: 'func', or 'interface#func' in a component
+    default_entry: str  # '_start'; for a component its wasi:cli/run export's run ('' if none)
+    unlinkable: str = ""  # an import the server does not provide ('' if it links)
+
+    def entry_point(self, loc: LocationConfig) -> str:
+        """The function a Location calls: its WasmEntryPoint, else the module's default."""
+        return loc.entry_point if "entry_point" in loc.sources else self.default_entry
+
+    def to_json(self) -> bytes:
+        return json.dumps({
+            "component": self.component, "functions": sorted(self.functions),
+            "default_entry": self.default_entry, "unlinkable": self.unlinkable,
+        }).encode()
+
+    @classmethod
+    def from_json(cls, text: str) -> ModuleInfo:
+        data: Any = json.loads(text)
+        info = cls(
+            bool(data["component"]), frozenset(data["functions"]), data["default_entry"], data["unlinkable"]
+        )
+        if not all(isinstance(x, str) for x in (*info.functions, info.default_entry, info.unlinkable)):
+            raise ValueError("not a module description")
+        return info
+
+
+@dataclass(frozen=True)
 class Artifact:
     """Where the serialized form of one module lives, and whether it had to be built."""
 
@@ -47,7 +82,7 @@ class Artifact:
     path: Path
     compiled: bool  # False: taken from the cache
     seconds: float  # compile time (0 for a cache hit)
-    exports: frozenset[str]  # the module's exported functions
+    info: ModuleInfo
     why: str = ""  # why a cached artifact was not used ('' when there was none)
 
 
@@ -99,16 +134,16 @@ def checksum_path(artifact: Path) -> Path:
     return artifact.with_name(artifact.name + ".sha256")
 
 
-def exports_path(artifact: Path) -> Path:
-    """The module's exported functions (a JSON list), so WasmEntryPoint is checked without wasmtime."""
-    return artifact.with_name(artifact.name + ".exports")
+def info_path(artifact: Path) -> Path:
+    """The artifact's `ModuleInfo` (JSON)."""
+    return artifact.with_name(artifact.name + ".info")
 
 
-def _read_exports(artifact: Path) -> frozenset[str]:
-    names = json.loads(exports_path(artifact).read_text(encoding="utf-8"))
-    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise ValueError("not a list of names")
-    return frozenset(names)
+def _read_info(artifact: Path) -> ModuleInfo:
+    try:
+        return ModuleInfo.from_json(info_path(artifact).read_text(encoding="utf-8"))
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{info_path(artifact)}: not a module description") from e
 
 
 def _cache_problem(artifact: Path, digests: Digests) -> str | None:
@@ -124,9 +159,9 @@ def _cache_problem(artifact: Path, digests: Digests) -> str | None:
     except OSError:
         return "its checksum file is missing"
     try:
-        _read_exports(artifact)
+        _read_info(artifact)
     except (OSError, ValueError):
-        return "its list of exports is missing or unreadable"
+        return "its description (.info) is missing or unreadable"
     if digests.sha256(artifact) != expected:
         return "it is corrupt or truncated (checksum mismatch)"
     return None
@@ -247,7 +282,7 @@ class Compile:
             artifacts = [
                 Artifact(
                     src, dst, compiled=dst in timings, seconds=timings.get(dst, 0.0),
-                    exports=_read_exports(dst), why=self.problems[dst] or "",
+                    info=_read_info(dst), why=self.problems[dst] or "",
                 )
                 for src, dst in self.wanted
             ]
@@ -283,19 +318,85 @@ def _compile_all(pairs: list[tuple[Path, Path]]) -> int:
     for src, dst in pairs:
         start = time.perf_counter()
         try:
-            module = wasmtime.Module.from_file(engine, str(src))
-            data = module.serialize()
-            functions = sorted(e.name for e in module.exports if isinstance(e.type, wasmtime.FuncType))
+            data, info = _compile(engine, src.read_bytes())
             _write_atomically(dst, data)
-            _write_atomically(exports_path(dst), json.dumps(functions).encode())
-            # Last: a checksum file says the artifact and its exports list are complete.
+            _write_atomically(info_path(dst), info.to_json())
+            # Last: a checksum file says the artifact and its description are complete.
             _write_atomically(checksum_path(dst), hashlib.sha256(data).hexdigest().encode())
-        except (wasmtime.WasmtimeError, OSError) as e:
+        except (wasmtime.WasmtimeError, OSError, ValueError) as e:
             print(f"{src}: cannot compile: {_one_line(e)}", file=sys.stderr)
             failed = True
             continue
         print(f"{time.perf_counter() - start:.3f} {dst}", flush=True)
     return 1 if failed else 0
+
+
+# The preamble after b"\0asm": a core module's version, a component's version and layer.
+_CORE_MODULE = b"\x01\x00\x00\x00"
+_COMPONENT = b"\x0d\x00\x01\x00"
+
+
+def _compile(engine: Any, source: bytes) -> tuple[bytearray, ModuleInfo]:
+    """Compile a core module or a component (binary or text; the kind is read from the binary's
+    preamble) and describe it."""
+    import wasmtime
+
+    wasm = source if source.startswith(b"\0asm") else bytes(wasmtime.wat2wasm(source.decode("utf-8", "replace")))
+    preamble = bytes(wasm[4:8])
+    if preamble == _COMPONENT:
+        return _compile_component(engine, wasm)
+    if preamble != _CORE_MODULE:
+        raise ValueError(f"not a WebAssembly module or component (preamble {preamble.hex(' ')})")
+    module = wasmtime.Module(engine, wasm)
+    functions = frozenset(e.name for e in module.exports if isinstance(e.type, wasmtime.FuncType))
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    try:
+        linker.instantiate_pre(module)  # resolves the imports; runs nothing
+        unlinkable = ""
+    except wasmtime.WasmtimeError as e:
+        unlinkable = _missing_import(e)
+    return module.serialize(), ModuleInfo(False, functions, "_start", unlinkable)
+
+
+def _compile_component(engine: Any, wasm: bytes) -> tuple[bytearray, ModuleInfo]:
+    """A component's callable exports (no parameters), its wasi:cli/run, and whether the
+    worker's linker (WASI 0.2) satisfies its imports: found by a trial instantiation in a store
+    without an epoch deadline, so that no guest code can run (the first function entered traps)."""
+    import wasmtime
+    from wasmtime import component
+
+    comp = component.Component(engine, wasm)
+    functions: set[str] = set()
+    for name, item in comp.type.exports(engine).items():
+        kind = item.ty
+        if isinstance(kind, component.FuncType) and not kind.params:
+            functions.add(name)
+        elif isinstance(kind, component.ComponentInstanceType):
+            functions.update(
+                f"{name}#{func}" for func, sub in kind.exports(engine).items()
+                if isinstance(sub.ty, component.FuncType) and not sub.ty.params
+            )
+    run = sorted(f for f in functions if f.startswith("wasi:cli/run@0.2.") and f.endswith("#run"))
+    linker = component.Linker(engine)
+    linker.add_wasip2()
+    store = wasmtime.Store(engine)
+    store.set_wasi(wasmtime.WasiConfig())
+    unlinkable = ""
+    try:
+        linker.instantiate(store, comp)
+    except wasmtime.WasmtimeError as e:
+        if trap_reason(str(e)) is None:  # a trap means linking succeeded and guest code was reached
+            unlinkable = _missing_import(e)
+    finally:
+        store.close()
+    return comp.serialize(), ModuleInfo(True, frozenset(functions), run[-1] if run else "", unlinkable)
+
+
+def _missing_import(error: Exception) -> str:
+    """The import named by a link error (wasmtime quotes it in backticks), or the error."""
+    found = re.search(r"`([^`]+)`", str(error))
+    return found[1] if found else _one_line(error)
 
 
 def _read_all(f: IO[bytes]) -> str:

@@ -24,3 +24,12 @@ def engine_config(parallel_compilation: bool) -> wasmtime.Config:
     config.epoch_interruption = True
     config.parallel_compilation = parallel_compilation
     return config
+
+
+def trap_reason(message: str) -> str | None:
+    """Why a guest trapped, from a wasmtime error's text ('interrupt' when its epoch deadline
+    passed), or None if the error is not a trap. A component's call reports a trap only as text."""
+    for line in reversed(message.splitlines()):
+        if line.strip().startswith("wasm trap: "):
+            return line.strip().removeprefix("wasm trap: ")
+    return None

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, cgi
+from .compiler import Artifact
 from .config import LocationConfig, ServerConfig
 from .logs import AccessLog, AccessRecord, ErrorLog
 from .messages import SERVER_SOFTWARE, Request, Response, error_response
-from .runtime import EXIT_GUEST_STUCK, GuestSpec, LoadedModule, Outcome, RunResult, Runtime
+from .runtime import EXIT_GUEST_STUCK, GuestSpec, Loaded, Outcome, RunResult, Runtime
 from .scoreboard import LOGGING, MODULE_CHARS, Slot
 
 WASM_HANDLER = "wasm-handler"
@@ -43,7 +44,7 @@ class Route:
     """A Location prepared for serving in this worker."""
 
     location: LocationConfig
-    module: LoadedModule | None
+    module: Loaded | None
     spec: GuestSpec
     argv: list[str]
     script_name: str  # the prefix without its trailing '/'
@@ -52,28 +53,30 @@ class Route:
 
 
 def prepare_routes(
-    config: ServerConfig, runtime: Runtime, artifacts: dict[Path, Path]
+    config: ServerConfig, runtime: Runtime, artifacts: dict[Path, Artifact]
 ) -> dict[str, Route]:
     """Load every module and build every Location's fixed part, once per worker."""
-    loaded = {source: _load(runtime, source, artifact) for source, artifact in artifacts.items()}
-    return {loc.prefix: _route(config, loc, loaded) for loc in config.locations}
+    loaded = {source: _load(runtime, artifact) for source, artifact in artifacts.items()}
+    return {loc.prefix: _route(config, loc, artifacts, loaded) for loc in config.locations}
 
 
-def _load(runtime: Runtime, source: Path, artifact: Path) -> LoadedModule:
+def _load(runtime: Runtime, artifact: Artifact) -> Loaded:
     try:
-        return runtime.load(artifact)
+        return runtime.load(artifact.path, artifact.info.component)
     except Exception as e:
-        raise RuntimeError(f"cannot load the compiled form of {source} ({artifact}): {e}") from e
+        raise RuntimeError(f"cannot load the compiled form of {artifact.source} ({artifact.path}): {e}") from e
 
 
-def _route(config: ServerConfig, loc: LocationConfig, loaded: dict[Path, LoadedModule]) -> Route:
+def _route(
+    config: ServerConfig, loc: LocationConfig, artifacts: dict[Path, Artifact], loaded: dict[Path, Loaded]
+) -> Route:
     preopens = tuple((str(m.host), m.guest, m.writable) for m in loc.mounts)
     module_path = loc.module
     script_filename = str(module_path) if module_path else ""
     if loc.map_cgi_file_names and module_path:
         script_filename = _guest_path(module_path, loc)
     spec = GuestSpec(
-        entry_point=loc.entry_point,
+        entry_point=artifacts[module_path].info.entry_point(loc) if module_path else loc.entry_point,
         timeout=loc.timeout,
         memory_limit=loc.memory_limit,
         output_limit=config.limit_response_body,

@@ -1,9 +1,12 @@
 """The run side: one Engine per worker, one fresh Store and instance per request.
 
 Everything that can be done once per worker is: the Engine and its watcher thread, each
-module's `InstancePre` (imports resolved), the memfds that carry stdout and stderr.
-Per request there is only a WasiConfig, a Store, an instantiation (copy-on-write, tens of
-microseconds) and the guest's own run.
+core module's `InstancePre` (imports resolved), the component Linker (WASI 0.2) and each
+component's export indexes, the memfds that carry stdout and stderr.
+Per request there is only a WasiConfig, a Store, an instantiation (copy-on-write: tens of
+microseconds for a core module; a component has no pre-instantiation in wasmtime-py 50, its
+imports are resolved again each time, ~0.6 ms for a componentize-py component) and the
+guest's own run.
 
 The body goes in as stdin bytes; stdout and stderr go to memfds named by `/proc/self/fd/N`:
 wasmtime opens the path itself (with truncation), so the same two fds serve every request,
@@ -26,15 +29,17 @@ from typing import Any
 
 import wasmtime
 from wasmtime import _ffi
+from wasmtime.component import Component, ExportIndex, Variant
+from wasmtime.component import Linker as ComponentLinker
 
-from .engine import engine_config
+from .engine import engine_config, trap_reason
 
 
 class Outcome(enum.Enum):
     """How a guest run ended; the worker maps each to an HTTP status."""
 
     OK = "ok"  # returned from the entry point, or proc_exit(0)
-    EXIT = "exit"  # proc_exit(n) with n != 0
+    EXIT = "exit"  # proc_exit(n) with n != 0, or a component's run returned err (code 1)
     TRAP = "trap"  # a trap: unreachable, stack overflow, out-of-bounds, failed allocation...
     TIMEOUT = "timeout"  # WasmTimeout passed
     ERROR = "error"  # could not run at all: missing entry point, instantiation failed
@@ -54,7 +59,7 @@ class RunResult:
 class GuestSpec:
     """What a Location asks of a guest beyond the request itself (fixed per Location)."""
 
-    entry_point: str = "_start"
+    entry_point: str = "_start"  # for a component: 'interface#func' (its wasi:cli/run's run) or 'func'
     timeout: float = 30.0
     memory_limit: int | None = None
     output_limit: int = 0  # bytes of stdout allowed, 0 = unlimited
@@ -234,9 +239,17 @@ class Runtime:
         self._stdout = _Stream("stdout")
         self._stderr = _Stream("stderr")
         self._watcher = _Watcher(self.engine, self._stdout, self._stderr)
+        self._component_linker: ComponentLinker | None = None
 
-    def load(self, artifact: Path) -> LoadedModule:
-        """Map a serialized module (shared page cache, not a private copy) and pre-link it."""
+    def load(self, artifact: Path, is_component: bool) -> Loaded:
+        """Map a serialized module or component (shared page cache, not a private copy) and
+        prepare its linking."""
+        if is_component:
+            if self._component_linker is None:  # one for every component of the worker
+                self._component_linker = ComponentLinker(self.engine)
+                self._component_linker.add_wasip2()
+            comp = Component.deserialize_file(self.engine, str(artifact))
+            return LoadedComponent(self, comp, self._component_linker)
         module = wasmtime.Module.deserialize_file(self.engine, str(artifact))
         linker = wasmtime.Linker(self.engine)
         linker.define_wasi()
@@ -244,7 +257,7 @@ class Runtime:
 
     def run(
         self,
-        module: LoadedModule,
+        module: Loaded,
         spec: GuestSpec,
         argv: list[str],
         env: dict[str, str],
@@ -277,7 +290,7 @@ class Runtime:
             store.set_epoch_deadline(1)  # the watcher advances the epoch only to stop the guest
             self._watcher.begin(spec.timeout, spec.output_limit, abandon)
             try:
-                outcome, code, detail = _call_entry(store, module.pre, spec.entry_point)
+                outcome, code, detail = module.call(store, spec.entry_point)
             finally:
                 stopped = self._watcher.end()
         finally:
@@ -309,28 +322,6 @@ class Runtime:
         return text
 
 
-def _call_entry(
-    store: wasmtime.Store, pre: wasmtime.InstancePre, entry_point: str
-) -> tuple[Outcome, int, str]:
-    try:
-        instance = pre.instantiate(store)
-        entry = instance.exports(store).get(entry_point)
-        if not isinstance(entry, wasmtime.Func):
-            return Outcome.ERROR, 0, f"the module exports no function named '{entry_point}'"
-        entry(store)
-    except wasmtime.ExitTrap as e:
-        if e.code == 0:
-            return Outcome.OK, 0, ""
-        return Outcome.EXIT, e.code, f"exited with status {e.code}"
-    except wasmtime.Trap as e:
-        if e.trap_code is wasmtime.TrapCode.INTERRUPT:  # by the watcher, which knows why
-            return Outcome.TIMEOUT, 0, _TIMED_OUT[1]
-        return Outcome.TRAP, 0, _trap_cause(e)
-    except wasmtime.WasmtimeError as e:
-        return Outcome.ERROR, 0, _first_line(str(e))
-    return Outcome.OK, 0, ""
-
-
 def _preopen_failure(host: str, guest: str, error: wasmtime.WasmtimeError) -> str:
     """For the error log: wasmtime's message names neither the directory nor the cause."""
     try:
@@ -354,5 +345,79 @@ def _first_line(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LoadedModule:
+    """A core module, pre-linked: each request instantiates it and calls one export (after
+    `_initialize` if it is a WASI reactor, as the WASI application ABI requires)."""
+
     runtime: Runtime
     pre: wasmtime.InstancePre
+
+    def call(self, store: wasmtime.Store, entry_point: str) -> tuple[Outcome, int, str]:
+        try:
+            exports = self.pre.instantiate(store).exports(store)
+            entry = exports.get(entry_point)
+            if not isinstance(entry, wasmtime.Func):
+                return Outcome.ERROR, 0, f"the module exports no function named '{entry_point}'"
+            initialize = exports.get("_initialize")  # a WASI reactor: its set-up runs first
+            if isinstance(initialize, wasmtime.Func) and entry_point != "_initialize":
+                initialize(store)
+            entry(store)
+        except wasmtime.ExitTrap as e:
+            return _exited(e.code)
+        except wasmtime.Trap as e:
+            if e.trap_code is wasmtime.TrapCode.INTERRUPT:  # by the watcher, which knows why
+                return Outcome.TIMEOUT, 0, _TIMED_OUT[1]
+            return Outcome.TRAP, 0, _trap_cause(e)
+        except wasmtime.WasmtimeError as e:
+            return Outcome.ERROR, 0, _first_line(str(e))
+        return Outcome.OK, 0, ""
+
+
+@dataclass(slots=True)
+class LoadedComponent:
+    """A WASI 0.2 component: each request instantiates it through the worker's linker and
+    calls one export, found by an index that serves every instance of the component."""
+
+    runtime: Runtime
+    component: Component
+    linker: ComponentLinker
+    indexes: dict[str, ExportIndex | None] = field(default_factory=dict)
+
+    def call(self, store: wasmtime.Store, entry_point: str) -> tuple[Outcome, int, str]:
+        index = self._index(entry_point)
+        if index is None:
+            return Outcome.ERROR, 0, f"the component exports no function named '{entry_point}'"
+        try:
+            entry = self.linker.instantiate(store, self.component).get_func(store, index)
+            if entry is None:
+                return Outcome.ERROR, 0, f"'{entry_point}' is not a function"
+            result = entry(store)
+        except wasmtime.ExitTrap as e:  # wasi:cli/exit
+            return _exited(e.code)
+        except wasmtime.WasmtimeError as e:  # a trap arrives as an error whose causes say so
+            reason = trap_reason(str(e))
+            if reason == "interrupt":  # by the watcher, which knows why
+                return Outcome.TIMEOUT, 0, _TIMED_OUT[1]
+            if reason is not None:
+                return Outcome.TRAP, 0, f"trap: {reason}"
+            return Outcome.ERROR, 0, _first_line(str(e))
+        if isinstance(result, Variant) and result.tag == "err":  # run() -> result
+            return Outcome.EXIT, 1, f"{entry_point} returned err"
+        return Outcome.OK, 0, ""
+
+    def _index(self, entry_point: str) -> ExportIndex | None:
+        """'interface#func' or 'func', looked up once per worker."""
+        if entry_point not in self.indexes:
+            interface, _, func = entry_point.rpartition("#")
+            outer = self.component.get_export_index(interface) if interface else None
+            found = None if interface and outer is None else self.component.get_export_index(func, outer)
+            self.indexes[entry_point] = found
+        return self.indexes[entry_point]
+
+
+Loaded = LoadedModule | LoadedComponent
+
+
+def _exited(code: int) -> tuple[Outcome, int, str]:
+    if code == 0:
+        return Outcome.OK, 0, ""
+    return Outcome.EXIT, code, f"exited with status {code}"

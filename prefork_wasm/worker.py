@@ -19,6 +19,7 @@ from pathlib import Path
 import setproctitle
 
 from . import privileges
+from .compiler import Artifact
 from .config import ServerConfig
 from .connection import REPORT_WAIT, Limits, StateHook, serve
 from .handler import Site, prepare_routes
@@ -67,7 +68,7 @@ class Worker:
     def __init__(
         self,
         config: ServerConfig,
-        artifacts: dict[Path, Path],
+        artifacts: dict[Path, Artifact],
         listeners: list[socket.socket],
         slot: Slot,
         master_pid: int,

@@ -177,6 +177,13 @@ MaxRequestWorkers {start_servers}
         return self.proc.returncode
 
 
+@pytest.fixture(scope="session")
+def component_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One WasmCacheDir for every server that serves the big test component (an 18 MB
+    componentize-py build): the suite compiles it once, not per test."""
+    return tmp_path_factory.mktemp("component-cache")
+
+
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []

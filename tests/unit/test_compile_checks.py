@@ -1,4 +1,5 @@
-"""The compile side's pure parts: remembered digests, and entry points checked against exports."""
+"""The compile side: remembered digests, a module's kind and description, and entry points and
+imports checked against them."""
 
 from __future__ import annotations
 
@@ -6,9 +7,14 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
+import wasmtime
+from conftest import MODULES
+
 from prefork_wasm.arbiter import entry_point_problems
-from prefork_wasm.compiler import Digests
-from prefork_wasm.config import parse_config
+from prefork_wasm.compiler import Digests, ModuleInfo, _compile
+from prefork_wasm.config import ServerConfig, parse_config
+from prefork_wasm.engine import engine_config
 
 
 def sha256(data: bytes) -> str:
@@ -61,13 +67,76 @@ def test_entry_points_are_checked_against_exports_once_per_line(tmp_path: Path) 
     )
     config = parse_config(conf)
     app, other = tmp_path / "app.wasm", tmp_path / "other.wasm"
-    assert entry_point_problems(config, {app: frozenset({"run"}), other: frozenset({"_start", "run"})}) == []
-    assert entry_point_problems(config, {app: frozenset({"_start"}), other: frozenset({"_start", "run"})}) == [
+    assert entry_point_problems(config, {app: core("run"), other: core("_start", "run")}) == []
+    assert entry_point_problems(config, {app: core("_start"), other: core("_start", "run")}) == [
         f"{conf}:2: WasmEntryPoint: {app} exports no function 'run' (its functions: _start)"
     ]
-    many = frozenset(f"f{n:02}" for n in range(12))
+    many = core(*(f"f{n:02}" for n in range(12)))
     listing = "(its functions: f00, f01, f02, f03, f04, f05, f06, f07, f08, f09, ...)"
-    assert entry_point_problems(config, {app: frozenset({"run"}), other: many}) == [
+    assert entry_point_problems(config, {app: core("run"), other: many}) == [
         f"{conf}:14: WasmEntryPoint: {other} exports no function '_start' {listing}",
         f"{conf}:2: WasmEntryPoint: {other} exports no function 'run' {listing}",
     ]
+
+
+def core(*functions: str) -> ModuleInfo:
+    return ModuleInfo(False, frozenset(functions), "_start")
+
+
+RUN = "wasi:cli/run@0.2.0#run"
+
+
+def app_config(tmp_path: Path, body: str) -> tuple[Path, ServerConfig]:
+    """A config serving app.wasm (its bytes do not matter here) as `body` says."""
+    (tmp_path / "app.wasm").write_bytes(b"\0asm")
+    conf = tmp_path / "server.conf"
+    conf.write_text("Listen 8080\n" + body)
+    return conf, parse_config(conf)
+
+
+def test_a_component_runs_its_wasi_cli_run_unless_told_otherwise(tmp_path: Path) -> None:
+    conf, config = app_config(
+        tmp_path,
+        "<Location /a>\nSetHandler wasm-handler\nWasmModule app.wasm\n</Location>\n"
+        "<Location /b>\nSetHandler wasm-handler\nWasmModule app.wasm\nWasmEntryPoint _start\n</Location>\n"
+        "<Location /c>\nSetHandler wasm-handler\nWasmModule app.wasm\nWasmEntryPoint my:app/jobs#nightly\n</Location>\n",
+    )
+    app = tmp_path / "app.wasm"
+    info = ModuleInfo(True, frozenset({RUN, "my:app/jobs#nightly"}), RUN)
+    assert [info.entry_point(loc) for loc in config.locations] == [RUN, "_start", "my:app/jobs#nightly"]
+    listing = f"(its functions: my:app/jobs#nightly, {RUN})"
+    assert entry_point_problems(config, {app: info}) == [
+        f"{conf}:9: WasmEntryPoint: {app} exports no function '_start' {listing}"
+    ]
+    no_run = ModuleInfo(True, frozenset({"my:app/jobs#nightly"}), "")
+    assert entry_point_problems(config, {app: no_run})[0] == (
+        f"{conf}:4: WasmModule: {app} exports no wasi:cli/run@0.2 'run' (its functions: my:app/jobs#nightly); "
+        "name the one to call with WasmEntryPoint"
+    )
+
+
+def test_an_import_the_server_does_not_provide_is_named_once_at_its_module_line(tmp_path: Path) -> None:
+    conf, config = app_config(
+        tmp_path,
+        "WasmModule app.wasm\n"
+        "<Location /a>\nSetHandler wasm-handler\n</Location>\n"
+        "<Location /b>\nSetHandler wasm-handler\n</Location>\n",
+    )
+    info = ModuleInfo(True, frozenset({RUN}), RUN, unlinkable="wasi:http/outgoing-handler@0.2.0")
+    [problem] = entry_point_problems(config, {tmp_path / "app.wasm": info})
+    assert problem.startswith(
+        f"{conf}:2: WasmModule: {tmp_path / 'app.wasm'} imports wasi:http/outgoing-handler@0.2.0, "
+        "which prefork-wasm does not provide (it serves WASI preview 1 modules and wasi:cli/command components"
+    )
+    assert problem.endswith("build the module without it")
+
+
+def test_the_kind_is_read_from_the_binary_whatever_the_text_looks_like() -> None:
+    engine = wasmtime.Engine(engine_config(parallel_compilation=False))
+    _, core_info = _compile(engine, b';; (component\n(module (func (export "_start")))')
+    assert core_info == ModuleInfo(False, frozenset({"_start"}), "_start")
+    _, info = _compile(engine, (MODULES / "outcomes_component.wat").read_bytes())
+    assert info.component and info.default_entry == RUN and not info.unlinkable
+    assert info.functions == {RUN, "test:outcomes/all#err", "test:outcomes/all#trap", "test:outcomes/all#spin"}
+    with pytest.raises(ValueError, match=r"not a WebAssembly module or component \(preamble 02 00 00 00\)"):
+        _compile(engine, b"\0asm\x02\0\0\0")

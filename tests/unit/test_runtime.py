@@ -1,5 +1,6 @@
 """The run side in-process, with real modules: the watcher stops guests by time and by output,
-empties the output memfds after each run, and goes to sleep when no guest runs."""
+empties the output memfds after each run, and goes to sleep when no guest runs; a component's
+exports end in the same outcomes."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import time
 import pytest
 import wasmtime
 from conftest import EXAMPLES, MODULES, wait_for
+from wasmtime.component import Component
 
 from prefork_wasm.engine import engine_config
 from prefork_wasm.runtime import (
     STDERR_CAP,
     STUCK_GRACE,
     GuestSpec,
+    LoadedComponent,
     LoadedModule,
     Outcome,
     Runtime,
@@ -35,7 +38,7 @@ def modules(runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> dict[
     for source in (EXAMPLES / "hello.wasm", MODULES / "flood.wasm", MODULES / "slow.wasm", MODULES / "loop.wasm"):
         artifact = folder / (source.stem + ".cwasm")
         artifact.write_bytes(wasmtime.Module.from_file(engine, str(source)).serialize())
-        loaded[source.stem] = runtime.load(artifact)
+        loaded[source.stem] = runtime.load(artifact, is_component=False)
     return loaded
 
 
@@ -97,3 +100,42 @@ def test_the_watcher_sleeps_when_no_guest_runs(runtime: Runtime, modules: dict[s
     assert runtime.run(modules["hello"], GuestSpec(), ["hello"], {}, b"").outcome is Outcome.OK
     result = runtime.run(modules["loop"], GuestSpec(timeout=0.05), ["loop"], {}, b"")  # woken for it
     assert result.outcome is Outcome.TIMEOUT
+
+
+@pytest.fixture(scope="module")
+def outcomes(runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> LoadedComponent:
+    artifact = tmp_path_factory.mktemp("component") / "outcomes.cwasm"
+    engine = wasmtime.Engine(engine_config(parallel_compilation=False))
+    artifact.write_bytes(Component.from_file(engine, str(MODULES / "outcomes_component.wat")).serialize())
+    loaded = runtime.load(artifact, is_component=True)
+    assert isinstance(loaded, LoadedComponent)
+    return loaded
+
+
+@pytest.mark.parametrize(
+    "entry, outcome, code, detail",
+    [
+        ("wasi:cli/run@0.2.0#run", Outcome.OK, 0, ""),
+        ("test:outcomes/all#err", Outcome.EXIT, 1, "test:outcomes/all#err returned err"),
+        ("test:outcomes/all#trap", Outcome.TRAP, 0, "trap: wasm `unreachable` instruction executed"),
+        ("test:outcomes/all#spin", Outcome.TIMEOUT, 0, "WasmTimeout reached, guest interrupted"),
+        ("test:outcomes/all#nope", Outcome.ERROR, 0, "the component exports no function named 'test:outcomes/all#nope'"),
+        ("no:such/interface#run", Outcome.ERROR, 0, "the component exports no function named 'no:such/interface#run'"),
+    ],
+)
+def test_a_component_export_ends_in_the_outcome_a_core_module_would(
+    runtime: Runtime, outcomes: LoadedComponent, entry: str, outcome: Outcome, code: int, detail: str
+) -> None:
+    result = runtime.run(outcomes, GuestSpec(entry_point=entry, timeout=0.05), ["c"], {}, b"")
+    assert (result.outcome, result.exit_code, result.detail) == (outcome, code, detail)
+
+
+def test_a_component_export_index_found_once_serves_every_instance(
+    runtime: Runtime, outcomes: LoadedComponent
+) -> None:
+    spec = GuestSpec(entry_point="wasi:cli/run@0.2.0#run")
+    assert runtime.run(outcomes, spec, ["c"], {}, b"").outcome is Outcome.OK
+    index = outcomes.indexes[spec.entry_point]
+    for _ in range(3):  # each run is a fresh store and instance
+        assert runtime.run(outcomes, spec, ["c"], {}, b"").outcome is Outcome.OK
+    assert outcomes.indexes[spec.entry_point] is index
