@@ -47,6 +47,12 @@ class LogFile:
         make_parent(self.target)
         return os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
+    def moved(self, fds: Mapping[int, int]) -> None:
+        """Follow the process's stdout or stderr to the fd it was moved to (a worker gives fds 1
+        and 2 to its guests)."""
+        if self.target in _STREAMS:
+            self.fd = fds.get(self.fd, self.fd)
+
     def write(self, data: bytes) -> None:
         try:
             os.write(self.fd, data)

@@ -11,6 +11,7 @@ import os
 import select
 import signal
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from . import privileges
 from .compiler import Artifact
 from .config import ServerConfig
 from .connection import REPORT_WAIT, Limits, StateHook, serve
+from .engine import WASM32_MEMORY_MAX, Pool
 from .handler import Site, prepare_routes
 from .logs import AccessLog, ErrorLog
 from .messages import Request, Response
@@ -132,7 +134,8 @@ class Worker:
         self._yield = YieldPolicy(YIELD_EVERY)
         for sock in self.listeners:
             self._backlog.register(sock.fileno(), select.POLLIN)
-        runtime = Runtime()
+        runtime = Runtime(pool_for(self.config, self.artifacts))
+        self._give_standard_streams(runtime)
         routes = prepare_routes(self.config, runtime, self.artifacts)
         return Site(
             self.config,
@@ -145,6 +148,18 @@ class Worker:
             others_waiting=self._others_waiting,
             status_page=self.status_page,
         )
+
+    def _give_standard_streams(self, runtime: Runtime) -> None:
+        """fds 1 and 2 become the guests' stdout and stderr: this process's own output (a log
+        to stderr or stdout, Python's tracebacks) goes on to where they pointed."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        out, err = runtime.take_standard_streams()
+        moved = {1: out, 2: err}
+        for log_file in {self.error_log.file, *(log.file for log in self.access_logs)}:
+            log_file.moved(moved)
+        sys.stdout = open(out, "w", buffering=1, closefd=False)  # noqa: SIM115 - for the process's life
+        sys.stderr = open(err, "w", buffering=1, closefd=False)  # noqa: SIM115 - for the process's life
 
     def _draining(self) -> bool:
         return self.stopping or self.slot.quit == b"\x01"
@@ -244,6 +259,19 @@ class Worker:
                 title.set("keepalive")
 
         return state
+
+
+def pool_for(config: ServerConfig, artifacts: dict[Path, Artifact]) -> Pool | None:
+    """The instance pool a worker's engine gets: one core instance, its memory slot as large as
+    the largest WasmMemoryLimit (4 GiB, wasm32's maximum, where a Location has none). None when
+    the worker serves a component: one instantiates several core instances, memories and tables
+    each time, and allocates on demand."""
+    if any(artifact.info.component for artifact in artifacts.values()):
+        return None
+    limits = [loc.memory_limit for loc in config.locations if loc.module is not None]
+    if not limits or None in limits:
+        return Pool(WASM32_MEMORY_MAX)
+    return Pool(max(limit for limit in limits if limit is not None))
 
 
 class _Title:
