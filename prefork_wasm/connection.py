@@ -539,6 +539,10 @@ def serve(
             )
             sent = _send_response(conn, sock, request.method == "HEAD", response, bool(close), limits.timeout)
             handler.finished(request, response, sent)
+            if conn.their_state is h11.MUST_CLOSE and not pending:
+                # The client said it closes and sent nothing more: nothing to drain, and waiting
+                # for its FIN would hold the worker for a round trip per connection.
+                linger = 0.0
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return served
     except _TimedOut:
@@ -568,13 +572,16 @@ def _read_head(
     """
     scanner = HeadScanner(limits)
     deadline = None if keep_alive else Deadline(time.monotonic(), limits.timeout, limits.header_read)
-    if not pending and not keep_alive:
-        state("R")
     idle_until = time.monotonic() + limits.keep_alive_timeout
     data, eof = pending, closed
     if keep_alive and not pending:
         data = _next_request_bytes(sock, idle_until, state)
         eof = not data
+    elif not pending:
+        state("R")
+        arrived = _recv_now(sock)  # a new connection's request is usually there by the accept
+        if arrived is not None:
+            data, eof = arrived, not arrived
     while True:
         if data:
             skip = scanner.feed(data)
@@ -668,12 +675,19 @@ def _recv(sock: socket.socket, deadline: float) -> bytes:
     """One recv that returns by `deadline` (time.monotonic()); b'' when the client closed."""
     while True:
         _wait(sock, select.POLLIN, deadline)
-        try:
-            return sock.recv(RECV_SIZE)
-        except BlockingIOError:
-            continue
-        except OSError:
-            raise _ClientGone() from None
+        data = _recv_now(sock)
+        if data is not None:
+            return data
+
+
+def _recv_now(sock: socket.socket) -> bytes | None:
+    """What has arrived (b'' when the client closed), or None when nothing has: no wait."""
+    try:
+        return sock.recv(RECV_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError:
+        raise _ClientGone() from None
 
 
 def _wait(sock: socket.socket, event: int, deadline: float) -> None:

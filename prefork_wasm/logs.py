@@ -125,8 +125,21 @@ class AccessRecord:
 Piece = Callable[[AccessRecord], str]
 
 
-def _clf_time(r: AccessRecord) -> str:
-    return time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(r.start))
+class _ClfTime:
+    """%t, '[01/Dec/2026:03:40:00 +0000]': formatted once a second, not once a request."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, r: AccessRecord) -> str:
+        second = int(r.start)
+        if second != self._second:
+            self._second, self._text = second, time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(second))
+        return self._text
+
+
+_clf_time = _ClfTime()
 
 
 def _escape(value: str) -> str:

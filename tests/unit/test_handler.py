@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from prefork_wasm.config import parse_config
-from prefork_wasm.connection import Limits, serve
+from prefork_wasm.connection import LINGER_SECONDS, Limits, serve
 from prefork_wasm.handler import Site
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request, Response
@@ -191,3 +191,23 @@ def test_the_access_record_carries_only_the_headers_a_format_logs(tmp_path: Path
     assert record.response_headers == {"x-id": "7"}
     site.finished(request, response, 0)
     assert (tmp_path / "access_log").read_text() == '200 "agent/1" 7 -\n'
+
+
+def test_a_connection_the_client_closes_is_not_held_for_its_fin() -> None:
+    """After a `Connection: close` request with nothing more sent, there is nothing to drain:
+    the worker closes at once instead of lingering (up to LINGER_SECONDS) for the client's FIN."""
+    limits = Limits(
+        timeout=5, keep_alive=True, keep_alive_timeout=5, max_keep_alive_requests=0,
+        request_line=8190, field_size=8190, fields=100,
+    )
+    server, client = socket.socketpair()
+    thread = threading.Thread(target=serve, args=(server, ("127.0.0.1", 1), 8080, _Crashing(), limits, lambda *a: None))
+    with client:
+        thread.start()
+        client.sendall(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+        thread.join(LINGER_SECONDS / 2)  # the client's end is still open
+        assert not thread.is_alive()
+    assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"fine")
