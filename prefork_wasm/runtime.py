@@ -112,6 +112,7 @@ class _Stream:
 
     def __init__(self, name: str) -> None:
         self.fd = os.memfd_create(f"prefork-wasm-{name}", os.MFD_CLOEXEC)
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, os.O_APPEND)  # writes land at the end, wherever that is
         self.path = f"/proc/self/fd/{self.fd}"
 
     def size(self) -> int:
@@ -121,10 +122,10 @@ class _Stream:
         return os.pread(self.fd, size, 0) if size else b""
 
     def empty(self) -> None:
-        """Give the output's memory back (a memfd keeps its pages until truncated), and rewind:
-        as the process's fd 1 or 2 (see `Runtime.take_standard_streams`) it shares its offset."""
+        """Give the output's memory back (a memfd keeps its pages until truncated). As the
+        process's fd 1 or 2 (see `Runtime.take_standard_streams`) it is in append mode, so the
+        next guest writes from the start again."""
         os.ftruncate(self.fd, 0)
-        os.lseek(self.fd, 0, os.SEEK_SET)
 
 
 # A guest's stderr beyond this is not logged (a noisy guest must not flood the error log).
