@@ -109,20 +109,33 @@ class _Crashing:
         return False
 
 
+LIMITS = Limits(
+    timeout=5, keep_alive=True, keep_alive_timeout=1, max_keep_alive_requests=0,
+    request_line=8190, field_size=8190, fields=100,
+)
+
+
+def serving(server: socket.socket, handler: _Crashing, state: Callable[..., None] = lambda *a: None) -> threading.Thread:
+    """A connection served in a thread, as a worker serves it (started)."""
+    thread = threading.Thread(target=serve, args=(server, ("127.0.0.1", 1), 8080, handler, LIMITS, state))
+    thread.start()
+    return thread
+
+
+def until_closed(client: socket.socket) -> bytes:
+    received = b""
+    while chunk := client.recv(65536):
+        received += chunk
+    return received
+
+
 def test_the_connection_answers_500_when_respond_raises(capsys: pytest.CaptureFixture[str]) -> None:
-    limits = Limits(
-        timeout=5, keep_alive=True, keep_alive_timeout=1, max_keep_alive_requests=0,
-        request_line=8190, field_size=8190, fields=100,
-    )
     server, client = socket.socketpair()
     handler = _Crashing()
-    thread = threading.Thread(target=serve, args=(server, ("127.0.0.1", 1), 8080, handler, limits, lambda *a: None))
-    thread.start()
+    thread = serving(server, handler)
     with client:
         client.sendall(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        received = b""
-        while chunk := client.recv(65536):
-            received += chunk
+        received = until_closed(client)
     thread.join(10)
     assert received.startswith(b"HTTP/1.1 500 ")
     assert b"HTTP/1.1 200 " in received and received.endswith(b"fine")  # the same connection goes on
@@ -153,23 +166,14 @@ class _Recorder(_Crashing):
 def test_a_next_request_that_is_already_there_reports_no_keep_alive_wait() -> None:
     """The keep-alive state (and with it a process title change) is for a wait that lasts; a
     request that arrives at once leaves the scoreboard and the title as they were."""
-    limits = Limits(
-        timeout=5, keep_alive=True, keep_alive_timeout=5, max_keep_alive_requests=0,
-        request_line=8190, field_size=8190, fields=100,
-    )
     server, client = socket.socketpair()
     # Sent while the first is answered: in the socket, not yet read, when the worker waits.
     handler = _Recorder(lambda: client.sendall(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
     states: list[str] = []
-    thread = threading.Thread(
-        target=serve, args=(server, ("127.0.0.1", 1), 8080, handler, limits, lambda letter, *a: states.append(letter))
-    )
-    thread.start()
+    thread = serving(server, handler, lambda letter, *a: states.append(letter))
     with client:
         client.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
-        received = b""
-        while chunk := client.recv(65536):
-            received += chunk
+        received = until_closed(client)
     thread.join(10)
     assert received.count(b"HTTP/1.1 200 ") == 2
     assert handler.answered == [200, 200]
@@ -196,18 +200,11 @@ def test_the_access_record_carries_only_the_headers_a_format_logs(tmp_path: Path
 def test_a_connection_the_client_closes_is_not_held_for_its_fin() -> None:
     """After a `Connection: close` request with nothing more sent, there is nothing to drain:
     the worker closes at once instead of lingering (up to LINGER_SECONDS) for the client's FIN."""
-    limits = Limits(
-        timeout=5, keep_alive=True, keep_alive_timeout=5, max_keep_alive_requests=0,
-        request_line=8190, field_size=8190, fields=100,
-    )
     server, client = socket.socketpair()
-    thread = threading.Thread(target=serve, args=(server, ("127.0.0.1", 1), 8080, _Crashing(), limits, lambda *a: None))
     with client:
-        thread.start()
+        thread = serving(server, _Crashing())
         client.sendall(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        received = b""
-        while chunk := client.recv(65536):
-            received += chunk
+        received = until_closed(client)
         thread.join(LINGER_SECONDS / 2)  # the client's end is still open
         assert not thread.is_alive()
     assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"fine")
