@@ -480,7 +480,7 @@ def serve(
     sock.setblocking(False)  # each read and write waits in `_wait`, by its phase's deadline
     served = 0
     # After a read timeout there is no lingering: a trickling client would hold the worker on.
-    linger = LINGER_SECONDS
+    linger: float | None = LINGER_SECONDS  # None: nothing to drain, close at once
     pending, closed = b"", False  # what the client sent after the last request, and whether it then closed
     try:
         while True:
@@ -537,12 +537,15 @@ def serve(
                 # already pipelined on it) instead of making them wait for KeepAliveTimeout.
                 or (not pending and handler.others_waiting())
             )
+            # Before our head: the request itself said close (or is HTTP/1.0 without keep-alive).
+            client_closes = conn.their_state is h11.MUST_CLOSE
             sent = _send_response(conn, sock, request.method == "HEAD", response, bool(close), limits.timeout)
             handler.finished(request, response, sent)
-            if conn.their_state is h11.MUST_CLOSE and not pending:
-                # The client said it closes and sent nothing more: nothing to drain, and waiting
-                # for its FIN would hold the worker for a round trip per connection.
-                linger = 0.0
+            if client_closes and not pending:
+                # The client closes and sent nothing more: nothing to drain, and waiting for its
+                # FIN would hold the worker for a round trip per connection. (When we close, as
+                # a yield, its next request may be on the way: that one is drained.)
+                linger = None
             if conn.their_state is h11.MUST_CLOSE:  # set by our head or by the request: no keep-alive
                 return served
     except _TimedOut:
@@ -551,7 +554,10 @@ def serve(
     except (_ClientGone, h11.LocalProtocolError):
         return served
     finally:
-        _lingering_close(sock, linger)
+        if linger is None:
+            sock.close()
+        else:
+            _lingering_close(sock, linger)
 
 
 def _read_head(
