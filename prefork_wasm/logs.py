@@ -240,5 +240,5 @@ class AccessLog:
         self.response_headers = frozenset(p.key for p in self.pieces if isinstance(p, _Header) and p.table == "o")
 
     def log(self, record: AccessRecord) -> None:
-        line = "".join(p if isinstance(p, str) else p(record) for p in self.pieces)
+        line = "".join([p if isinstance(p, str) else p(record) for p in self.pieces])  # a list joins faster
         self.file.write((line + "\n").encode("utf-8", "backslashreplace"))
