@@ -528,8 +528,11 @@ def serve(
                 response = error_response(500, "The server failed while handling the request.")
             served += 1
             pending, closed = conn.trailing_data
+            # Before our head: the request itself said close (or is HTTP/1.0 without keep-alive).
+            client_closes = conn.their_state is h11.MUST_CLOSE
             close = (
-                not limits.keep_alive
+                client_closes
+                or not limits.keep_alive
                 or handler.draining()
                 or (limits.max_keep_alive_requests and served >= limits.max_keep_alive_requests)
                 # A prefork worker serves one connection at a time: when others are waiting
@@ -537,8 +540,6 @@ def serve(
                 # already pipelined on it) instead of making them wait for KeepAliveTimeout.
                 or (not pending and handler.others_waiting())
             )
-            # Before our head: the request itself said close (or is HTTP/1.0 without keep-alive).
-            client_closes = conn.their_state is h11.MUST_CLOSE
             sent = _send_response(conn, sock, request.method == "HEAD", response, bool(close), limits.timeout)
             handler.finished(request, response, sent)
             if client_closes and not pending:
