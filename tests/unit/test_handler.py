@@ -14,14 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from prefork_wasm.compiler import Artifact, ModuleInfo
 from prefork_wasm.config import parse_config
 from prefork_wasm.connection import LINGER_SECONDS, Limits, serve
+from prefork_wasm.engine import WASM32_MEMORY_MAX, Pool
 from prefork_wasm.handler import Site
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request, Response
 from prefork_wasm.paths import request_path
 from prefork_wasm.scoreboard import Slot
-from prefork_wasm.worker import YieldPolicy
+from prefork_wasm.worker import YieldPolicy, pool_for
 
 CONFIG = """\
 Listen 8080
@@ -208,3 +210,22 @@ def test_a_connection_the_client_closes_is_not_held_for_its_fin() -> None:
         thread.join(LINGER_SECONDS / 2)  # the client's end is still open
         assert not thread.is_alive()
     assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"fine")
+
+
+def test_the_instance_pool_is_sized_by_the_largest_memory_limit_and_left_out_for_components(tmp_path: Path) -> None:
+    def pool(limits: list[str], component: bool = False) -> Pool | None:
+        conf = tmp_path / "pool.conf"
+        for i in range(len(limits)):
+            (tmp_path / f"m{i}.wasm").write_bytes(b"")  # the config checks that it exists
+        conf.write_text("Listen 8080\n" + "".join(
+            f"<Location /m{i}>\n    SetHandler wasm-handler\n    WasmModule m{i}.wasm\n{limit}</Location>\n"
+            for i, limit in enumerate(limits)
+        ))
+        config = parse_config(conf)
+        info = ModuleInfo(component, frozenset({"_start"}), "_start")
+        modules = [loc.module for loc in config.locations if loc.module is not None]
+        return pool_for(config, {m: Artifact(m, tmp_path / "a", False, 0.0, info) for m in modules})
+
+    assert pool(["    WasmMemoryLimit 1M\n", "    WasmMemoryLimit 2M\n"]) == Pool(2 << 20)
+    assert pool(["    WasmMemoryLimit 1M\n", ""]) == Pool(WASM32_MEMORY_MAX)  # one without a limit
+    assert pool(["    WasmMemoryLimit 1M\n"], component=True) is None
