@@ -32,6 +32,10 @@ from .paths import PathRefused, request_path
 from .reqtimeout import BODY_DEFAULT, HEADER_DEFAULT, Deadline, ReadTimeout
 
 RECV_SIZE = 65536
+# A wait shorter than this (for the next keep-alive request, or by an idle worker for the next
+# connection) is not reported: under load the state would flip for a few microseconds per
+# request, and each process title change is a syscall.
+REPORT_WAIT = 0.01
 # After the response, a closing connection reads and drops what the client still sends, so
 # that the client reads our response instead of a reset (Apache's lingering close). Bounded in
 # time and bytes, so a client still uploading gigabytes after a 413 can't hold the worker.
@@ -476,7 +480,7 @@ def serve(
     sock.setblocking(False)  # each read and write waits in `_wait`, by its phase's deadline
     served = 0
     # After a read timeout there is no lingering: a trickling client would hold the worker on.
-    linger = LINGER_SECONDS
+    linger: float | None = LINGER_SECONDS  # None: nothing to drain, close at once
     pending, closed = b"", False  # what the client sent after the last request, and whether it then closed
     try:
         while True:
@@ -524,8 +528,11 @@ def serve(
                 response = error_response(500, "The server failed while handling the request.")
             served += 1
             pending, closed = conn.trailing_data
+            # Before our head: the request itself said close (or is HTTP/1.0 without keep-alive).
+            client_closes = conn.their_state is h11.MUST_CLOSE
             close = (
-                not limits.keep_alive
+                client_closes
+                or not limits.keep_alive
                 or handler.draining()
                 or (limits.max_keep_alive_requests and served >= limits.max_keep_alive_requests)
                 # A prefork worker serves one connection at a time: when others are waiting
@@ -535,7 +542,12 @@ def serve(
             )
             sent = _send_response(conn, sock, request.method == "HEAD", response, bool(close), limits.timeout)
             handler.finished(request, response, sent)
-            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+            if client_closes and not pending:
+                # The client closes and sent nothing more: nothing to drain, and waiting for its
+                # FIN would hold the worker for a round trip per connection. (When we close, as
+                # a yield, its next request may be on the way: that one is drained.)
+                linger = None
+            if conn.their_state is h11.MUST_CLOSE:  # set by our head or by the request: no keep-alive
                 return served
     except _TimedOut:
         linger = 0.0
@@ -543,7 +555,10 @@ def serve(
     except (_ClientGone, h11.LocalProtocolError):
         return served
     finally:
-        _lingering_close(sock, linger)
+        if linger is None:
+            sock.close()
+        else:
+            _lingering_close(sock, linger)
 
 
 def _read_head(
@@ -564,10 +579,16 @@ def _read_head(
     """
     scanner = HeadScanner(limits)
     deadline = None if keep_alive else Deadline(time.monotonic(), limits.timeout, limits.header_read)
-    if not pending:
-        state("K" if keep_alive else "R")
     idle_until = time.monotonic() + limits.keep_alive_timeout
     data, eof = pending, closed
+    if keep_alive and not pending:
+        data = _next_request_bytes(sock, idle_until, state)
+        eof = not data
+    elif not pending:
+        state("R")
+        arrived = _recv_now(sock)  # a new connection's request is usually there by the accept
+        if arrived is not None:
+            data, eof = arrived, not arrived
     while True:
         if data:
             skip = scanner.feed(data)
@@ -599,6 +620,19 @@ def _read_head(
                 raise Refused(408, f"The request head was not received within {deadline.limit}.") from None
             raise
         eof = not data
+
+
+def _next_request_bytes(sock: socket.socket, idle_until: float, state: StateHook) -> bytes:
+    """The first bytes after a keep-alive response. The keep-alive state (scoreboard K and the
+    process title) is reported only when the wait lasts REPORT_WAIT: a client that sends its
+    next request at once changes nothing a user sees, and costs no title update."""
+    try:
+        return _recv(sock, min(idle_until, time.monotonic() + REPORT_WAIT))
+    except _TimedOut:
+        if time.monotonic() >= idle_until:
+            raise
+    state("K")
+    return _recv(sock, idle_until)
 
 
 def _read_body(
@@ -648,12 +682,19 @@ def _recv(sock: socket.socket, deadline: float) -> bytes:
     """One recv that returns by `deadline` (time.monotonic()); b'' when the client closed."""
     while True:
         _wait(sock, select.POLLIN, deadline)
-        try:
-            return sock.recv(RECV_SIZE)
-        except BlockingIOError:
-            continue
-        except OSError:
-            raise _ClientGone() from None
+        data = _recv_now(sock)
+        if data is not None:
+            return data
+
+
+def _recv_now(sock: socket.socket) -> bytes | None:
+    """What has arrived (b'' when the client closed), or None when nothing has: no wait."""
+    try:
+        return sock.recv(RECV_SIZE)
+    except BlockingIOError:
+        return None
+    except OSError:
+        raise _ClientGone() from None
 
 
 def _wait(sock: socket.socket, event: int, deadline: float) -> None:
@@ -669,6 +710,10 @@ def _wait(sock: socket.socket, event: int, deadline: float) -> None:
     poller.register(sock, event)
     if not poller.poll(math.ceil(remaining * 1000)):
         raise _TimedOut()
+
+
+# Statuses whose responses have no body (RFC 9110 6.4.1); 1xx are never sent this way.
+_NO_BODY = frozenset({204, 304})
 
 
 def _send_response(
@@ -688,9 +733,11 @@ def _send_response(
         conn.send(h11.EndOfMessage())
         _sendall(sock, head, deadline)
         return 0
-    # Passthrough: h11 checks the framing but does not copy the body into a new buffer.
-    conn.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]  # a memoryview passes through
-    conn.send(h11.EndOfMessage())
+    if response.status in _NO_BODY:  # h11 refuses the body (the connection then ends unanswered)
+        conn.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]
+    # Otherwise h11 frames nothing more: the head says Content-Length, len(body) goes as is. Its
+    # Data and EndOfMessage events would only recheck that, at a tenth of a request's CPU; the
+    # connection's fate is known from the head (see `serve`).
     if len(body) < RECV_SIZE:
         _sendall(sock, head + body, deadline)  # one segment for the common small response
     else:

@@ -145,6 +145,13 @@ class Site:
         self._matched: tuple[str, LocationConfig | None] = ("", None)
         self._answer: Callable[[Response], None] | None = None  # the connection's, for the request in flight
         self.server_software = f"{SERVER_SOFTWARE}/{__version__}"
+        # The headers any access log's format uses: a record decodes only these.
+        self._logged_request_headers = {
+            name.encode("latin-1") for log in access_logs for name in log.request_headers
+        }
+        self._logged_response_headers = {
+            name.encode("latin-1") for log in access_logs for name in log.response_headers
+        }
 
     def body_limit(self, request: Request) -> int:
         loc = self._location(request)
@@ -277,14 +284,26 @@ class Site:
             protocol=f"HTTP/{request.http_version}",
             status=response.status,
             body_bytes=sent,
-            request_headers={k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers},
-            response_headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers},
+            request_headers=_logged(request.headers, self._logged_request_headers),
+            response_headers=_logged(response.headers, self._logged_response_headers),
             start=request.start,
             duration=now - request.start,
             request_id=request.request_id,
             server_name=self.config.server_name or "",
             server_port=request.server_port,
         )
+
+
+def _logged(headers: list[tuple[bytes, bytes]], names: set[bytes]) -> dict[str, str]:
+    """The headers among `names` (lowercased), decoded for the access log (a repeated one: the
+    last)."""
+    found: dict[str, str] = {}
+    if names:
+        for name, value in headers:
+            key = name.lower()
+            if key in names:
+                found[key.decode("latin-1")] = value.decode("latin-1")
+    return found
 
 
 def _cause(error: Exception) -> str:

@@ -47,6 +47,12 @@ class LogFile:
         make_parent(self.target)
         return os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
+    def moved(self, fds: Mapping[int, int]) -> None:
+        """Follow the process's stdout or stderr to the fd it was moved to (a worker gives fds 1
+        and 2 to its guests)."""
+        if self.target in _STREAMS:
+            self.fd = fds.get(self.fd, self.fd)
+
     def write(self, data: bytes) -> None:
         try:
             os.write(self.fd, data)
@@ -107,8 +113,8 @@ class AccessRecord:
     protocol: str
     status: int
     body_bytes: int
-    request_headers: Mapping[str, str]  # lowercased names
-    response_headers: Mapping[str, str]  # lowercased names
+    request_headers: Mapping[str, str]  # lowercased names; only those a log's format uses
+    response_headers: Mapping[str, str]  # lowercased names; only those a log's format uses
     start: float  # time.time() when the request arrived
     duration: float  # seconds
     request_id: str
@@ -119,8 +125,21 @@ class AccessRecord:
 Piece = Callable[[AccessRecord], str]
 
 
-def _clf_time(r: AccessRecord) -> str:
-    return time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(r.start))
+class _ClfTime:
+    """%t, '[01/Dec/2026:03:40:00 +0000]': formatted once a second, not once a request."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, r: AccessRecord) -> str:
+        second = int(r.start)
+        if second != self._second:
+            self._second, self._text = second, time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(second))
+        return self._text
+
+
+_clf_time = _ClfTime()
 
 
 def _escape(value: str) -> str:
@@ -156,11 +175,16 @@ _SIMPLE: dict[str, Piece] = {
 }
 
 
-def _header_piece(table: str, name: str) -> Piece:
-    key = name.lower()
-    if table == "i":
-        return lambda r: _escape(r.request_headers.get(key, "-"))
-    return lambda r: _escape(r.response_headers.get(key, "-"))
+class _Header:
+    """%{Name}i or %{Name}o: one header of the request or the response, '-' if absent."""
+
+    def __init__(self, table: str, name: str) -> None:
+        self.table = table
+        self.key = name.lower()
+
+    def __call__(self, r: AccessRecord) -> str:
+        headers = r.request_headers if self.table == "i" else r.response_headers
+        return _escape(headers.get(self.key, "-"))
 
 
 class FormatError(ValueError):
@@ -195,7 +219,7 @@ def compile_format(fmt: str) -> Sequence[Piece | str]:
             name, letter, i = fmt[i + 1 : end], fmt[end + 1], end + 2
             if letter not in "io":
                 raise FormatError(f"unknown %{{{name}}}{letter} in {fmt!r}; supported: {SUPPORTED}")
-            pieces.append(_header_piece(letter, name))
+            pieces.append(_Header(letter, name))
             continue
         if i >= len(fmt) or fmt[i] not in _SIMPLE:
             what = f"%{fmt[i]}" if i < len(fmt) else "'%' at the end"
@@ -211,7 +235,10 @@ class AccessLog:
     def __init__(self, file: LogFile, fmt: str) -> None:
         self.file = file
         self.pieces = compile_format(fmt)
+        # The headers the format logs (lowercased): the record carries only these.
+        self.request_headers = frozenset(p.key for p in self.pieces if isinstance(p, _Header) and p.table == "i")
+        self.response_headers = frozenset(p.key for p in self.pieces if isinstance(p, _Header) and p.table == "o")
 
     def log(self, record: AccessRecord) -> None:
-        line = "".join(p if isinstance(p, str) else p(record) for p in self.pieces)
+        line = "".join([p if isinstance(p, str) else p(record) for p in self.pieces])  # a list joins faster
         self.file.write((line + "\n").encode("utf-8", "backslashreplace"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import fcntl
 import os
 import stat
 import threading
@@ -32,7 +33,7 @@ from wasmtime import _ffi
 from wasmtime.component import Component, ExportIndex, Variant
 from wasmtime.component import Linker as ComponentLinker
 
-from .engine import engine_config, trap_reason
+from .engine import Pool, engine_config, trap_reason
 
 
 class Outcome(enum.Enum):
@@ -80,22 +81,30 @@ def _set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
 
 def _set_argv_env(wasi: wasmtime.WasiConfig, argv: list[str], env: dict[str, str]) -> None:
     """argv and environment in one pass of encoding (WasiConfig's setters build each string
-    array element by element, ~35 us for a CGI environment; this takes ~12)."""
+    array element by element, ~35 us for a CGI environment; this takes ~5)."""
     names = [k.encode() for k in env]
     values = [v.encode() for v in env.values()]
     args = [a.encode() for a in argv]
-    if not _ffi.wasi_config_set_argv(wasi.ptr(), len(args), _char_array(args)) or not _ffi.wasi_config_set_env(
-        wasi.ptr(), len(names), _char_array(names), _char_array(values)
+    ptr = wasi.ptr()
+    if not _WASI_SET_ARGV(ptr, len(args), (ctypes.c_char_p * len(args))(*args)) or not _WASI_SET_ENV(
+        ptr, len(names), (ctypes.c_char_p * len(names))(*names), (ctypes.c_char_p * len(values))(*values)
     ):
         raise wasmtime.WasmtimeError("failed to configure argv or environment")
 
 
-def _char_array(items: list[bytes]) -> Any:
-    return ctypes.cast((ctypes.c_char_p * len(items))(*items), _CHAR_PP)
+def _bind_strings(name: str, *argtypes: Any) -> Any:
+    """A second binding of a C API function that takes arrays of C strings as `char **`, so that
+    a `c_char_p` array passes without a cast per array (wasmtime-py's own binding stays as is)."""
+    function = _ffi.dll[name]  # indexing makes a new function object; attribute access would share
+    function.argtypes = argtypes
+    function.restype = ctypes.c_bool
+    return function
 
 
+_STRINGS = ctypes.POINTER(ctypes.c_char_p)
+_WASI_SET_ARGV = _bind_strings("wasi_config_set_argv", ctypes.c_void_p, ctypes.c_size_t, _STRINGS)
+_WASI_SET_ENV = _bind_strings("wasi_config_set_env", ctypes.c_void_p, ctypes.c_size_t, _STRINGS, _STRINGS)
 _BYTE_P = ctypes.POINTER(_ffi.wasm_byte_t)
-_CHAR_PP = ctypes.POINTER(ctypes.POINTER(ctypes.c_char))
 
 
 class _Stream:
@@ -103,6 +112,7 @@ class _Stream:
 
     def __init__(self, name: str) -> None:
         self.fd = os.memfd_create(f"prefork-wasm-{name}", os.MFD_CLOEXEC)
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, os.O_APPEND)  # writes land at the end, wherever that is
         self.path = f"/proc/self/fd/{self.fd}"
 
     def size(self) -> int:
@@ -112,7 +122,9 @@ class _Stream:
         return os.pread(self.fd, size, 0) if size else b""
 
     def empty(self) -> None:
-        """Give the output's memory back (a memfd keeps its pages until truncated)."""
+        """Give the output's memory back (a memfd keeps its pages until truncated). As the
+        process's fd 1 or 2 (see `Runtime.take_standard_streams`) it is in append mode, so the
+        next guest writes from the start again."""
         os.ftruncate(self.fd, 0)
 
 
@@ -234,12 +246,29 @@ def _stdout_too_large(size: int, limit: int) -> str:
 class Runtime:
     """A worker's Engine, its guest watcher and the modules it has loaded."""
 
-    def __init__(self) -> None:
-        self.engine = wasmtime.Engine(engine_config(parallel_compilation=False))
+    def __init__(self, pool: Pool | None = None) -> None:
+        self.pool = pool
+        self.engine = wasmtime.Engine(engine_config(parallel_compilation=False, pool=pool))
         self._stdout = _Stream("stdout")
         self._stderr = _Stream("stderr")
         self._watcher = _Watcher(self.engine, self._stdout, self._stderr)
+        self._inherit = False  # guests write to the process's fds 1 and 2 (our memfds)
         self._component_linker: ComponentLinker | None = None
+
+    def take_standard_streams(self) -> tuple[int, int]:
+        """Make the memfds the process's fds 1 and 2, and give guests those (wasmtime's inherited
+        stdout and stderr): a guest's write is then one write(2) in place. Set by path instead,
+        wasmtime opens `/proc/self/fd/N` for each stream per request and writes a file through
+        its blocking-I/O threads: 26 us more per request for stdout alone (hello, measured).
+
+        For a worker (this process's own output must go elsewhere): returns copies of the
+        previous fds 1 and 2, close-on-exec, for the worker's logs and Python's sys streams.
+        """
+        saved = (fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3), fcntl.fcntl(2, fcntl.F_DUPFD_CLOEXEC, 3))
+        os.dup2(self._stdout.fd, 1)
+        os.dup2(self._stderr.fd, 2)
+        self._inherit = True
+        return saved
 
     def load(self, artifact: Path, is_component: bool) -> Loaded:
         """Map a serialized module or component (shared page cache, not a private copy) and
@@ -250,10 +279,20 @@ class Runtime:
                 self._component_linker.add_wasip2()
             comp = Component.deserialize_file(self.engine, str(artifact))
             return LoadedComponent(self, comp, self._component_linker)
-        module = wasmtime.Module.deserialize_file(self.engine, str(artifact))
+        if self.pool is not None and is_component:
+            raise ValueError("a component needs an engine without the instance pool")  # see pool_for
+        try:
+            module = wasmtime.Module.deserialize_file(self.engine, str(artifact))
+        except wasmtime.WasmtimeError as e:
+            if self.pool is None or "pooling allocator" not in str(e):
+                raise
+            raise ValueError(
+                f"it does not fit the worker's instance pool ({self.pool.describe()}): "
+                f"{_last_line(str(e))}; a larger WasmMemoryLimit gives a larger memory slot"
+            ) from None
         linker = wasmtime.Linker(self.engine)
         linker.define_wasi()
-        return LoadedModule(self, linker.instantiate_pre(module))
+        return LoadedModule(self, linker.instantiate_pre(module), module)
 
     def run(
         self,
@@ -274,8 +313,12 @@ class Runtime:
         _set_argv_env(wasi, argv, env)
         if stdin:  # without a body the guest's stdin is empty, which costs nothing to set up
             _set_stdin_bytes(wasi, stdin)
-        wasi.stdout_file = self._stdout.path
-        wasi.stderr_file = self._stderr.path
+        if self._inherit:
+            wasi.inherit_stdout()
+            wasi.inherit_stderr()
+        else:
+            wasi.stdout_file = self._stdout.path
+            wasi.stderr_file = self._stderr.path
         for host, guest, writable in spec.preopens:
             try:
                 wasi.preopen_dir(host, guest, writable)
@@ -339,28 +382,42 @@ def _trap_cause(trap: wasmtime.Trap) -> str:
     return f"trap ({kind}): {lines[-1] if lines else 'no message'}"
 
 
+def _last_line(text: str) -> str:
+    """wasmtime's innermost cause: the last line of its message."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1].split(": ", 1)[-1] if lines else "unknown error"
+
+
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else "unknown error"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LoadedModule:
     """A core module, pre-linked: each request instantiates it and calls one export (after
-    `_initialize` if it is a WASI reactor, as the WASI application ABI requires)."""
+    `_initialize` if it is a WASI reactor, as the WASI application ABI requires).
+
+    The entry is checked once per module and called through the C API by name: building
+    `Instance.exports` (a dict of every export) and `Func.__call__`'s type checks per request
+    cost more than the hello guest's own run.
+    """
 
     runtime: Runtime
     pre: wasmtime.InstancePre
+    module: wasmtime.Module
+    entries: dict[str, _Entry | str] = field(default_factory=dict)  # or why it cannot be called
 
     def call(self, store: wasmtime.Store, entry_point: str) -> tuple[Outcome, int, str]:
+        entry = self.entries.get(entry_point)
+        if entry is None:
+            entry = self.entries[entry_point] = _find_entry(self.module, entry_point)
+        if isinstance(entry, str):
+            return Outcome.ERROR, 0, entry
         try:
-            exports = self.pre.instantiate(store).exports(store)
-            entry = exports.get(entry_point)
-            if not isinstance(entry, wasmtime.Func):
-                return Outcome.ERROR, 0, f"the module exports no function named '{entry_point}'"
-            initialize = exports.get("_initialize")  # a WASI reactor: its set-up runs first
-            if isinstance(initialize, wasmtime.Func) and entry_point != "_initialize":
-                initialize(store)
-            entry(store)
+            instance = self.pre.instantiate(store)
+            if entry.initialize:  # a WASI reactor: its set-up runs first
+                _call_export(store, instance, _Entry(b"_initialize", 0))
+            _call_export(store, instance, entry)
         except wasmtime.ExitTrap as e:
             return _exited(e.code)
         except wasmtime.Trap as e:
@@ -370,6 +427,46 @@ class LoadedModule:
         except wasmtime.WasmtimeError as e:
             return Outcome.ERROR, 0, _first_line(str(e))
         return Outcome.OK, 0, ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    name: bytes
+    results: int
+    initialize: bool = False
+
+
+def _find_entry(module: wasmtime.Module, entry_point: str) -> _Entry | str:
+    """The export to call, or why it cannot be: looked up once per module and entry point."""
+    types = {e.name: e.type for e in module.exports}
+    kind = types.get(entry_point)
+    if not isinstance(kind, wasmtime.FuncType):
+        return f"the module exports no function named '{entry_point}'"
+    if kind.params:
+        return f"'{entry_point}' takes parameters; an entry point takes none"
+    init = types.get("_initialize")
+    reactor = isinstance(init, wasmtime.FuncType) and not init.params and not init.results
+    return _Entry(entry_point.encode(), len(kind.results), reactor and entry_point != "_initialize")
+
+
+def _call_export(store: wasmtime.Store, instance: wasmtime.Instance, entry: _Entry) -> None:
+    """Call a parameterless export whose type `_find_entry` checked; its results are dropped.
+    Raises what `Func.__call__` raises (WasmtimeError, ExitTrap, Trap)."""
+    context = store._context()
+    item = _ffi.wasmtime_extern_t()
+    if not _ffi.wasmtime_instance_export_get(
+        context, ctypes.byref(instance._instance), entry.name, len(entry.name), ctypes.byref(item)
+    ):
+        raise wasmtime.WasmtimeError(f"no export named '{entry.name.decode()}'")
+    results = (_ffi.wasmtime_val_t * entry.results)()
+    trap = ctypes.POINTER(_ffi.wasm_trap_t)()
+    error = _ffi.wasmtime_func_call(
+        context, ctypes.byref(item.of.func), None, 0, results, entry.results, ctypes.byref(trap)
+    )
+    if error:
+        raise wasmtime.WasmtimeError._from_ptr(error)
+    if trap:
+        raise wasmtime.Trap._from_ptr(trap)
 
 
 @dataclass(slots=True)

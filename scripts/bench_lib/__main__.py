@@ -193,6 +193,13 @@ def measure_peers(args: argparse.Namespace, systems: list[peers.System], run_dir
                 r.update(system=s.key, mode="keep-alive")
                 data["sweep"].append(r)
                 log(f"sweep c={c:<3} {s.key:14} {r['rps']:9,.0f} req/s stalled {r['stalled']}")
+        if 1 in levels:  # one connection with `Connection: close` too, for the -c1 targets
+            for s in systems:
+                r = measured_run(systems, s.url, 1, args.sweep_duration, close=True,
+                                 retry_above=args.retry_above, retries=args.retries)
+                r.update(system=s.key, mode="close")
+                data["sweep"].append(r)
+                log(f"sweep c=1   {s.key:14} {r['rps']:9,.0f} req/s (close)")
 
     if args.profile and any(s.key == report.REFERENCE for s in systems):
         pw = next(s for s in systems if s.key == report.REFERENCE)
@@ -306,7 +313,7 @@ def measure_supervision(only: str, quick: bool, run_dir: Path, data: dict[str, A
 def write_results(args: argparse.Namespace, data: dict[str, Any], labels: dict[str, str]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = report.summarize(data["runs"], labels)
-    checks = report.targets(rows, data["runs"])
+    checks = report.targets(rows, data["runs"], data["sweep"])
     data["summary"] = [r.__dict__ | {"spread": r.spread} for r in rows]
     data["targets"] = checks
     m, v = data["machine"], data["versions"]

@@ -38,9 +38,11 @@ LimitResponseBody 10M
 
 
 def output_files(pid: int) -> list[str]:
-    """The worker's guest-output memfds, as /proc paths (their pages are not in its RSS)."""
-    fds = (f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd"))
-    return [path for path in fds if os.readlink(path).startswith("/memfd:prefork-wasm-")]
+    """The worker's guest-output memfds, as /proc paths (their pages are not in its RSS), each
+    once (a worker also has them as its fds 1 and 2)."""
+    fds = (f"/proc/{pid}/fd/{fd}" for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int))
+    by_inode = {os.stat(path).st_ino: path for path in fds if os.readlink(path).startswith("/memfd:prefork-wasm-")}
+    return sorted(by_inode.values())
 
 
 def output_sizes(pid: int) -> list[int]:

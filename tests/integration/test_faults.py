@@ -171,3 +171,20 @@ LimitResponseBody 1M
     assert "headers.wasm" in line and "request " in line
     assert server.get("/headers?status")[0] == 201
     assert server.worker_pids() == workers
+
+
+def test_a_module_that_does_not_fit_the_instance_pool_stops_the_server_with_the_reason(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """A worker's engine pools one instance with one memory (multi-memory modules do not fit):
+    the worker cannot load such a module and says why, and the server stops cleanly."""
+    module = tmp_path / "two_memories.wat"
+    module.write_text('(module (memory 1) (memory 1) (func (export "_start")))')
+    server = make_server(f"<Location /m>\n    SetHandler wasm-handler\n    WasmModule {module}\n</Location>\n", start=False)
+    server.start(wait=False)
+    assert server.proc is not None
+    assert server.proc.wait(timeout=30) == 1
+    log = server.log()
+    assert f"worker could not start: cannot load the compiled form of {module}" in log
+    assert "it does not fit the worker's instance pool (one instance with one memory of up to 4096 MiB" in log
+    assert "defined memories count of 2 exceeds the per-instance limit of 1" in log

@@ -315,14 +315,17 @@ def _read_response(sock: socket.socket) -> bytes:
 
 
 def test_keep_alive_yields_to_a_waiting_client(make_server: Callable[..., Server]) -> None:
-    """One worker: a second client waits in the backlog; the first connection's next response
-    closes it so the second is served now, not after KeepAliveTimeout."""
+    """One worker: a second client waits in the backlog; the first connection is served one more
+    request (YieldPolicy: 2 while others wait), then its response closes it so the second is
+    served now, not after KeepAliveTimeout."""
     server = make_server(HELLO + "KeepAliveTimeout 30\n", start_servers=1)
     request = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as first:
         first.sendall(request)
         assert b"connection: close" not in _read_response(first).lower()
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as second:
+            first.sendall(request)
+            assert b"connection: close" not in _read_response(first).lower()
             first.sendall(request)
             assert b"connection: close" in _read_response(first).lower()
             start = time.monotonic()

@@ -14,13 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from prefork_wasm.compiler import Artifact, ModuleInfo
 from prefork_wasm.config import parse_config
-from prefork_wasm.connection import Limits, serve
+from prefork_wasm.connection import LINGER_SECONDS, Limits, serve
+from prefork_wasm.engine import WASM32_MEMORY_MAX, Pool
 from prefork_wasm.handler import Site
-from prefork_wasm.logs import ErrorLog, LogFile
+from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request, Response
 from prefork_wasm.paths import request_path
 from prefork_wasm.scoreboard import Slot
+from prefork_wasm.worker import YieldPolicy, pool_for
 
 CONFIG = """\
 Listen 8080
@@ -108,22 +111,121 @@ class _Crashing:
         return False
 
 
+LIMITS = Limits(
+    timeout=5, keep_alive=True, keep_alive_timeout=1, max_keep_alive_requests=0,
+    request_line=8190, field_size=8190, fields=100,
+)
+
+
+def serving(server: socket.socket, handler: _Crashing, state: Callable[..., None] = lambda *a: None) -> threading.Thread:
+    """A connection served in a thread, as a worker serves it (started)."""
+    thread = threading.Thread(target=serve, args=(server, ("127.0.0.1", 1), 8080, handler, LIMITS, state))
+    thread.start()
+    return thread
+
+
+def until_closed(client: socket.socket) -> bytes:
+    received = b""
+    while chunk := client.recv(65536):
+        received += chunk
+    return received
+
+
 def test_the_connection_answers_500_when_respond_raises(capsys: pytest.CaptureFixture[str]) -> None:
-    limits = Limits(
-        timeout=5, keep_alive=True, keep_alive_timeout=1, max_keep_alive_requests=0,
-        request_line=8190, field_size=8190, fields=100,
-    )
     server, client = socket.socketpair()
     handler = _Crashing()
-    thread = threading.Thread(target=serve, args=(server, ("127.0.0.1", 1), 8080, handler, limits, lambda *a: None))
-    thread.start()
+    thread = serving(server, handler)
     with client:
         client.sendall(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        received = b""
-        while chunk := client.recv(65536):
-            received += chunk
+        received = until_closed(client)
     thread.join(10)
     assert received.startswith(b"HTTP/1.1 500 ")
     assert b"HTTP/1.1 200 " in received and received.endswith(b"fine")  # the same connection goes on
     assert handler.answered == [500, 200]
     assert "RuntimeError: bug" in capsys.readouterr().err
+
+
+def test_the_yield_policy_gives_way_after_two_requests_while_others_wait() -> None:
+    policy = YieldPolicy(2)
+    assert [policy.due(waiting) for waiting in (False, True, True)] == [False, False, True]
+    policy.reset()  # the worker's next connection
+    assert [policy.due(waiting) for waiting in (True, False, True, True)] == [False, False, False, True]
+
+
+class _Recorder(_Crashing):
+    """A handler that lets the test act while the first response is being made."""
+
+    def __init__(self, during_first: Callable[[], None]) -> None:
+        super().__init__()
+        self.during_first = during_first
+
+    def respond(self, request: Request) -> Response:
+        if not self.answered:
+            self.during_first()
+        return Response(200, body=b"fine")
+
+
+def test_a_next_request_that_is_already_there_reports_no_keep_alive_wait() -> None:
+    """The keep-alive state (and with it a process title change) is for a wait that lasts; a
+    request that arrives at once leaves the scoreboard and the title as they were."""
+    server, client = socket.socketpair()
+    # Sent while the first is answered: in the socket, not yet read, when the worker waits.
+    handler = _Recorder(lambda: client.sendall(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    states: list[str] = []
+    thread = serving(server, handler, lambda letter, *a: states.append(letter))
+    with client:
+        client.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = until_closed(client)
+    thread.join(10)
+    assert received.count(b"HTTP/1.1 200 ") == 2
+    assert handler.answered == [200, 200]
+    assert "K" not in states
+
+
+def test_the_access_record_carries_only_the_headers_a_format_logs(tmp_path: Path) -> None:
+    site = make_site(tmp_path, lambda request: Response(200))
+    site = Site(
+        site.config, {}, site.runtime, site.error_log,
+        [AccessLog(LogFile(str(tmp_path / "access_log")), '%s "%{User-Agent}i" %{X-Id}o %{Referer}i')],
+        Slot(), draining=lambda: False, others_waiting=lambda: False,
+    )
+    request = make_request("/nowhere")
+    request.headers = [(b"host", b"x"), (b"user-agent", b"agent/1"), (b"cookie", b"secret")]
+    response = Response(200, headers=[(b"X-Id", b"7"), (b"Content-Type", b"text/plain")])
+    record = site._access_record(request, response, 0, 0.0)
+    assert record.request_headers == {"user-agent": "agent/1"}
+    assert record.response_headers == {"x-id": "7"}
+    site.finished(request, response, 0)
+    assert (tmp_path / "access_log").read_text() == '200 "agent/1" 7 -\n'
+
+
+def test_a_connection_the_client_closes_is_not_held_for_its_fin() -> None:
+    """After a `Connection: close` request with nothing more sent, there is nothing to drain:
+    the worker closes at once instead of lingering (up to LINGER_SECONDS) for the client's FIN."""
+    server, client = socket.socketpair()
+    with client:
+        thread = serving(server, _Crashing())
+        client.sendall(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received = until_closed(client)
+        thread.join(LINGER_SECONDS / 2)  # the client's end is still open
+        assert not thread.is_alive()
+    assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"fine")
+
+
+def test_the_instance_pool_is_sized_by_the_largest_memory_limit_and_left_out_for_components(tmp_path: Path) -> None:
+    def pool(limits: list[str], component: bool = False) -> Pool | None:
+        conf = tmp_path / "pool.conf"
+        for i in range(len(limits)):
+            (tmp_path / f"m{i}.wasm").write_bytes(b"")  # the config checks that it exists
+        conf.write_text("Listen 8080\n" + "".join(
+            f"<Location /m{i}>\n    SetHandler wasm-handler\n    WasmModule m{i}.wasm\n{limit}</Location>\n"
+            for i, limit in enumerate(limits)
+        ))
+        config = parse_config(conf)
+        info = ModuleInfo(component, frozenset({"_start"}), "_start")
+        modules = [loc.module for loc in config.locations if loc.module is not None]
+        return pool_for(config, {m: Artifact(m, tmp_path / "a", False, 0.0, info) for m in modules})
+
+    assert pool(["    WasmMemoryLimit 1M\n", "    WasmMemoryLimit 2M\n"]) == Pool(2 << 20)
+    assert pool(["    WasmMemoryLimit 1M\n", ""]) == Pool(WASM32_MEMORY_MAX)  # one without a limit
+    assert pool(["    WasmMemoryLimit 1M\n"], component=True) is None

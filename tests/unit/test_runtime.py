@@ -4,7 +4,10 @@ exports end in the same outcomes."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import wasmtime
@@ -139,3 +142,50 @@ def test_a_component_export_index_found_once_serves_every_instance(
     for _ in range(3):  # each run is a fresh store and instance
         assert runtime.run(outcomes, spec, ["c"], {}, b"").outcome is Outcome.OK
     assert outcomes.indexes[spec.entry_point] is index
+
+
+_STANDARD_STREAMS = """
+import os, sys, wasmtime
+from prefork_wasm.engine import Pool, engine_config
+from prefork_wasm.runtime import GuestSpec, Runtime
+runtime = Runtime(Pool())
+out, err = runtime.take_standard_streams()
+artifact = sys.argv[2]
+compiler = wasmtime.Engine(engine_config(parallel_compilation=False))
+with open(artifact, "wb") as f:
+    f.write(wasmtime.Module.from_file(compiler, sys.argv[1]).serialize())
+echo = runtime.load(artifact, is_component=False)
+first = runtime.run(echo, GuestSpec(), ["echo"], {}, b"first, no newline")
+second = runtime.run(echo, GuestSpec(), ["echo"], {}, b"2nd")
+os.write(out, b"%s|%s|%s" % (first.stdout.split(b"\\r\\n\\r\\n")[1], second.stdout.split(b"\\r\\n\\r\\n")[1],
+                            os.readlink("/proc/self/fd/1").encode()))
+os.write(1, b"into the memfd, not the terminal")
+"""
+
+
+def test_guests_write_to_the_process_fds_1_and_2_given_to_them(tmp_path: Path) -> None:
+    """A worker gives its fds 1 and 2 (memfds) to the guests, which write there in place: the
+    output is each run's own, and the process's previous stdout stays usable."""
+    done = subprocess.run(
+        [sys.executable, "-c", _STANDARD_STREAMS, str(EXAMPLES / "echo.wasm"), str(tmp_path / "echo.cwasm")],
+        check=False, capture_output=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"first, no newline|2nd|/memfd:prefork-wasm-stdout (deleted)"
+
+
+def test_a_core_entry_is_found_once_and_called_without_the_exports_dict(
+    runtime: Runtime, modules: dict[str, LoadedModule], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Instance.exports` builds a dict of every export: a run must not need it."""
+    def no_exports(*args: object) -> None:
+        raise AssertionError("Instance.exports called per run")
+
+    monkeypatch.setattr(wasmtime.Instance, "exports", no_exports)
+    hello = modules["hello"]
+    for _ in range(2):
+        result = runtime.run(hello, GuestSpec(), ["hello"], {}, b"")
+        assert result.outcome is Outcome.OK and b"Hello from WebAssembly!" in result.stdout
+    assert list(hello.entries) == ["_start"]
+    missing = runtime.run(hello, GuestSpec(entry_point="nope"), ["hello"], {}, b"")
+    assert (missing.outcome, missing.detail) == (Outcome.ERROR, "the module exports no function named 'nope'")
