@@ -29,9 +29,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, component_cache: Path) -> I
     """One server for the module, on the suite's shared cache: each component compiles once."""
     body = f"WasmCacheDir {component_cache}\n{shipped_location('/app')}\n{shipped_location('/jsapp')}\n"
     server = Server(tmp_path_factory.mktemp("examples"), body)
-    server.start()
-    yield server
-    server.stop()
+    try:  # stopped also when it never came up: a failed start must not leave a master behind
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 def json_of(response: tuple[int, dict[str, str], bytes, Any]) -> tuple[int, dict[str, str], Any]:
