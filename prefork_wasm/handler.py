@@ -247,18 +247,18 @@ class Site:
         return self.config.server_name or "localhost"
 
     def _log_failure(self, request: Request, module: str, cause: str) -> None:
-        message = f"request {request.request_id}: {module}: {cause} ({request.method} {request.path})"
-        client = f"[client {request.remote_addr}:{request.remote_port}]"
-        self.error_log.error(f"{client} {message.translate(_LOG_SAFE)}")
+        self._log(request, module, f"{cause} ({request.method} {request.path})")
 
     def _log_stderr(self, request: Request, route: Route, stderr: bytes) -> None:
-        text = stderr.decode("utf-8", "backslashreplace")
-        for line in text.splitlines():
+        for line in stderr.decode("utf-8", "backslashreplace").splitlines():
             if line.strip():
-                self.error_log.error(
-                    f"[client {request.remote_addr}:{request.remote_port}] request "
-                    f"{request.request_id}: {route.module_name}: stderr: {line}"
-                )
+                self._log(request, route.module_name, f"stderr: {line}")
+
+    def _log(self, request: Request, module: str, text: str) -> None:
+        """One error-log line about a request; control characters escaped, since a decoded path
+        or a guest's stderr could otherwise forge lines or terminal sequences in the log."""
+        message = f"request {request.request_id}: {module}: {text}".translate(_LOG_SAFE)
+        self.error_log.error(f"[client {request.remote_addr}:{request.remote_port}] {message}")
 
     def finished(self, request: Request, response: Response, sent: int) -> None:
         self._answer = None
