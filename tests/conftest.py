@@ -129,6 +129,16 @@ MaxRequestWorkers {start_servers}
         self.seen_pids |= pids
         return pids
 
+    def wait_for_workers(self, ok: Callable[[set[int]], bool], timeout: float = 10.0, what: str = "") -> set[int]:
+        """Poll until one snapshot of the worker pids satisfies `ok`, and return that snapshot.
+
+        Every condition is checked on the same listing: two listings could straddle a reap
+        and a fork and describe a pool that never existed.
+        """
+        pids = wait_for(lambda: pids if ok(pids := self.worker_pids()) else None, timeout=timeout, what=what)
+        assert isinstance(pids, set)
+        return pids
+
     def log(self) -> str:
         return self.error_log.read_text() if self.error_log.exists() else ""
 

@@ -114,11 +114,7 @@ def test_killed_worker_is_replaced(make_server: Callable[..., Server]) -> None:
     before = server.worker_pids()
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
-    after = wait_for(
-        lambda: (lambda now: now if len(now) == 2 and victim not in now else None)(server.worker_pids()),
-        timeout=3, what="a replacement worker",
-    )
-    assert victim not in after
+    server.wait_for_workers(lambda pids: len(pids) == 2 and victim not in pids, timeout=3, what="a replacement")
     assert server.get("/hello")[0] == 200
     assert "exited on signal SIGKILL" in server.log()
 

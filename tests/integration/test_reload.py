@@ -69,7 +69,7 @@ def test_a_restart_with_a_config_that_cannot_be_served_keeps_the_old_generation(
     make_server: Callable[..., Server], busy_port: int, kind: str, signum: int
 ) -> None:
     server = make_server(HELLO)
-    workers = wait_for(lambda: (lambda now: now if len(now) == 2 else None)(server.worker_pids()), what="2 workers")
+    workers = server.wait_for_workers(lambda pids: len(pids) == 2, what="2 workers")
     good = server.conf.read_text()
     lines, named = bad_lines(kind, server, busy_port)
     line = append(server, lines) + named
@@ -212,9 +212,11 @@ def test_while_a_restart_compiles_the_master_reaps_replaces_serves_and_answers_s
     assert isinstance(before, set)
     victim = min(before)
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: len(workers()) == 2 and victim not in workers(), what="a replacement")
-    new = workers() - before
-    assert len(new) == 1, (before, new, victim)
+    after = server.wait_for_workers(
+        lambda pids: len(pids - {compiler.pid}) == 2 and victim not in pids, what="a replacement"
+    )
+    new = after - {compiler.pid} - before
+    assert len(new) == 1, (before, after, victim)
     (replacement,) = new
     # The next generation's new port is bound (by the master), but not held by an old worker.
     assert new_port in ports(server.pid) and new_port not in ports(replacement)

@@ -147,7 +147,7 @@ def test_a_hung_worker_is_killed_and_replaced(make_server: Callable[..., Server]
         timeout=8, what="the hung-worker kill",
     )[0]
     assert "limit Timeout + WasmTimeout + lingering close = 4 s" in line
-    wait_for(lambda: busy not in server.worker_pids() and len(server.worker_pids()) == 2, what="a replacement")
+    server.wait_for_workers(lambda pids: busy not in pids and len(pids) == 2, what="a replacement")
     client.join(timeout=10)
     assert server.get("/hello")[0] == 200
 
@@ -206,7 +206,7 @@ def test_hard_memory_limit_kills_at_once_and_replaces(make_server: Callable[...,
     server = make_server(SLOW + "MaxMemoryPerChild 1M 2M\nMemoryMetric rss\n")
     first = server.worker_pids()
     wait_for(lambda: "hard MaxMemoryPerChild" in server.log(), what="a hard-limit kill")
-    wait_for(lambda: not first & server.worker_pids() and len(server.worker_pids()) >= 1, what="replacements")
+    server.wait_for_workers(lambda pids: not first & pids and len(pids) >= 1, what="replacements")
     line = next(l for l in server.log().splitlines() if "hard MaxMemoryPerChild" in l)
     assert "rss " in line and "killed" in line
 
@@ -256,7 +256,7 @@ def test_sighup_restarts_with_a_new_pool(make_server: Callable[..., Server]) -> 
     server = make_server(SLOW)
     before = server.worker_pids()
     server.signal(signal.SIGHUP)
-    wait_for(lambda: len(server.worker_pids()) == 2 and not before & server.worker_pids(), what="a new pool")
+    server.wait_for_workers(lambda pids: len(pids) == 2 and not before & pids, what="a new pool")
     assert server.get("/hello")[0] == 200
     assert "generation 1 configured" in server.log()
 
@@ -297,7 +297,7 @@ def test_killing_a_busy_worker_replaces_it_within_a_second(make_server: Callable
     busy = wait_for(lambda: busy_worker(server), what="a busy worker")
     os.kill(busy, signal.SIGKILL)
     start = time.monotonic()
-    wait_for(lambda: len(server.worker_pids()) == 2 and busy not in server.worker_pids(), timeout=1.0)
+    server.wait_for_workers(lambda pids: len(pids) == 2 and busy not in pids, timeout=1.0, what="a replacement")
     assert time.monotonic() - start <= 1.0
     client.join(timeout=10)
     assert server.get("/hello")[0] == 200
@@ -463,7 +463,7 @@ def test_total_accesses_never_go_back_across_recycles_kills_and_restarts(
     served = server.worker_pids()
     for pid in served:
         os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: len(server.worker_pids()) == 2 and not served & server.worker_pids(), what="replacements")
+    server.wait_for_workers(lambda pids: len(pids) == 2 and not served & pids, what="replacements")
     totals.expect(13, "after killed workers")
 
     def restart(signum: signal.Signals, generation: int) -> None:
@@ -471,7 +471,7 @@ def test_total_accesses_never_go_back_across_recycles_kills_and_restarts(
         old = server.worker_pids()
         server.signal(signum)
         wait_for(lambda: f"generation {generation} configured" in server.log(), what=f"generation {generation}")
-        wait_for(lambda: len(server.worker_pids()) == 2 and not old & server.worker_pids(), what="the new generation")
+        server.wait_for_workers(lambda pids: len(pids) == 2 and not old & pids, what="the new generation")
         totals.expect(13 + generation, f"after restart with {signum.name}")
 
     restart(signal.SIGUSR1, 1)
