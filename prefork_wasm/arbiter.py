@@ -155,8 +155,9 @@ def entry_point_problems(config: ServerConfig, infos: Mapping[Path, ModuleInfo])
     does not export as a function it can call, and each module the server cannot link."""
     problems: dict[str, None] = {}  # a server-level line inherited by several Locations says it once
     for loc in config.locations:
-        if loc.handler != "wasm-handler" or loc.module is None:
+        if config.module_of(loc) is None:
             continue
+        assert loc.module is not None
         info = infos[loc.module]
         if info.unlinkable:
             problems[

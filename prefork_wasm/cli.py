@@ -13,6 +13,7 @@ from .config import (
     PROVIDED_MODULES,
     STATIC_MODULES,
     ConfigError,
+    LocationConfig,
     ServerConfig,
     parse_config,
 )
@@ -104,9 +105,20 @@ def dump(config: ServerConfig) -> str:
         "Locations (longest prefix first):",
     ]
     for loc in config.locations:
-        serves = {None: "no handler (404)", "wasm-handler": f"wasm-handler {loc.module}"}.get(loc.handler, loc.handler)
-        lines.append(f"{loc.prefix:<22} {serves} ({loc.source})")
+        lines.append(f"{loc.prefix:<22} {_serves(config, loc)} ({loc.source})")
     return "\n".join(lines)
+
+
+def _serves(config: ServerConfig, loc: LocationConfig) -> str:
+    if loc.handler == "wasm-handler":
+        return f"wasm-handler {loc.module}"
+    if loc.handler is not None:
+        return loc.handler
+    if loc.document_root is None and not loc.aliases:
+        return "no handler (404)"
+    roots = [*(f"{url} -> {target}" for url, target in loc.aliases), *([f"{loc.document_root}"] if loc.document_root else [])]
+    module = config.module_of(loc)
+    return f"files from {', '.join(roots)}" + (f", scripts run by {module}" if module else "")
 
 
 def error(message: object) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .dirconfig import DEFAULT_OPTIONS, DISK_SETTINGS, INERT_OPTIONS, DiskSection, apply_options, check_pattern, parse_options
 from .logs import FormatError, compile_format
 from .paths import ENCODED_SLASHES
 from .privileges import group_id, user_id
@@ -80,7 +81,7 @@ class ConfigErrors(ConfigError):
 
 # Apache modules whose work prefork-wasm does itself, by identifier and source file name (both
 # name a module in <IfModule>). They count as compiled in: <IfModule> is true for them with or
-# without LoadModule. mod_mime, mod_dir and mod_alias join when static files are served.
+# without LoadModule.
 PROVIDED_MODULES: dict[str, str] = {
     "core_module": "core.c",
     "so_module": "mod_so.c",
@@ -93,6 +94,9 @@ PROVIDED_MODULES: dict[str, str] = {
     "reqtimeout_module": "mod_reqtimeout.c",  # RequestReadTimeout
     "status_module": "mod_status.c",  # server-status
     "wasm_module": "mod_wasm.c",  # mod_wasm's Wasm* directives
+    "mime_module": "mod_mime.c",  # TypesConfig, AddType, AddHandler
+    "dir_module": "mod_dir.c",  # DirectoryIndex, the trailing-slash redirect
+    "alias_module": "mod_alias.c",  # Alias
 }
 STATIC_MODULES = ("core_module", "so_module", "http_module", "mpm_prefork_module")  # Apache's -M says (static)
 _OTHER_MPMS = ("mpm_event_module", "mpm_worker_module")
@@ -137,19 +141,33 @@ class LocationConfig:
     force_type: str | None = None
     require: list[str] = field(default_factory=list)
     limit_request_body: int = 1073741824
+    # Files on disk (filemap.py): where URLs map, and what the file walk merges (dirconfig.py).
+    document_root: Path | None = None
+    aliases: list[tuple[str, Path]] = field(default_factory=list)  # Alias URL-PATH TARGET
+    directory_index: list[str] = field(default_factory=lambda: ["index.html"])
+    add_types: dict[str, str] = field(default_factory=dict)  # '.ext' -> MIME type
+    add_handlers: dict[str, str] = field(default_factory=dict)  # '.ext' -> handler
+    options: frozenset[str] = DEFAULT_OPTIONS
+    # The attributes the <Location> block itself set (not inherited from server level): they
+    # win over <Directory>/<Files> sections, as a Location comes last in Apache's merge.
+    explicit: frozenset[str] = frozenset()
     # Where each setting was made ('FILE:LINE' by attribute), for errors found after parsing.
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def allows(self, addr: str) -> bool:
-        """Apache's implicit <RequireAny>: no Require lines, or any one granting, lets addr in."""
-        if not self.require:
+        return require_allows(self.require, addr)
+
+
+def require_allows(rules: list[str], addr: str) -> bool:
+    """Apache's implicit <RequireAny>: no Require lines, or any one granting, lets addr in."""
+    if not rules:
+        return True
+    ip = _client_ip(addr)
+    for rule in rules:
+        everyone, networks = _require_rule(rule)
+        if everyone or (ip is not None and any(ip in net for net in networks)):
             return True
-        ip = _client_ip(addr)
-        for rule in self.require:
-            everyone, networks = _require_rule(rule)
-            if everyone or (ip is not None and any(ip in net for net in networks)):
-                return True
-        return False
+    return False
 
 
 @dataclass(frozen=True)
@@ -208,7 +226,9 @@ class ServerConfig:
     listen_backlog: int = 511
     limit_response_body: int = 1073741824
     allow_encoded_slashes: str = "off"  # paths.ENCODED_SLASHES
+    types_config: Path | None = None  # TypesConfig; None: the system's mime.types or Python's table
     locations: list[LocationConfig] = field(default_factory=list)
+    disk_sections: list[DiskSection] = field(default_factory=list)  # in config order
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # info level: lines accepted without effect
     # Where each server-level setting was made ('FILE:LINE' by attribute), for errors found
@@ -227,9 +247,29 @@ class ServerConfig:
         return next((loc for loc in self.locations if _prefix_covers(loc.prefix, path)), None)
 
     def modules(self) -> list[Path]:
-        """Distinct modules served by wasm-handler locations, first use first (in `locations` order)."""
-        used = (loc.module for loc in self.locations if loc.handler == "wasm-handler")
+        """Distinct modules the locations run, first use first (in `locations` order)."""
+        used = (self.module_of(loc) for loc in self.locations)
         return list(dict.fromkeys(module for module in used if module is not None))
+
+    def module_of(self, loc: LocationConfig) -> Path | None:
+        """The module a Location's requests run: for its wasm-handler, or (no handler: files
+        from disk) for the scripts that AddHandler/SetHandler wasm-handler name there."""
+        if loc.handler == "wasm-handler" or (loc.handler is None and self.runs_scripts(loc)):
+            return loc.module
+        return None
+
+    def runs_scripts(self, loc: LocationConfig) -> bool:
+        return runs_scripts(loc, self.disk_sections)
+
+
+def runs_scripts(loc: LocationConfig, sections: list[DiskSection]) -> bool:
+    """True when some file mapped under `loc` may get the wasm-handler (AddHandler there, or a
+    SetHandler or AddHandler in any <Directory>/<Files>)."""
+    return "wasm-handler" in loc.add_handlers.values() or any(
+        section.settings.get("handler") == "wasm-handler"
+        or "wasm-handler" in section.settings.get("add_handlers", {}).values()
+        for section in sections
+    )
 
 
 def parse_size(text: str) -> int:
@@ -299,9 +339,12 @@ def _choice(*options: str) -> Callable[[str], str]:
     return convert
 
 
+HANDLERS = ("wasm-handler", "server-status")
+
+
 def _handler(arg: str) -> str | None:
     """'none' switches an inherited handler off, as in Apache."""
-    name = _choice("wasm-handler", "server-status", "none")(arg)
+    name = _choice(*HANDLERS, "none")(arg)
     return None if name == "none" else name
 
 
@@ -499,14 +542,14 @@ class _Block:
 @dataclass
 class _Section:
     """An open <...> section; `scope` is set for <Location>, <Directory> and <Files> (`disk`:
-    one whose settings are checked and dropped), `active` is False inside a false condition."""
+    the DiskSection of the latter kinds), `active` is False inside a false condition."""
 
     name: str
     label: str
     line: _Line
     active: bool
     scope: _Scope | None = None
-    disk: bool = False
+    disk: DiskSection | None = None
 
 
 class _Parser:
@@ -519,6 +562,7 @@ class _Parser:
         self.server = _Scope()  # server-only directives
         self.defaults = _Scope()  # location directives at server level
         self.blocks: dict[str, _Block] = {}
+        self.disk_sections: list[DiskSection] = []
         self.listens: dict[Listen, _Line] = {}
         self.log_formats = dict(PREDEFINED_LOG_FORMATS)
         self.custom_logs: list[tuple[str, str, _Line]] = []
@@ -616,9 +660,9 @@ class _Parser:
                 )
             if section and section.disk and not directive.on_disk:
                 raise ValueError(
-                    f"not supported inside {section.label} (opened at {section.line}): prefork-wasm serves "
-                    f"no files from disk yet, so such a section only takes Require, Options and AllowOverride; "
-                    f"put Wasm settings in a <Location>"
+                    f"not supported inside {section.label} (opened at {section.line}): such a section takes "
+                    f"Require, Options, SetHandler, AddHandler, AddType and DirectoryIndex; put Wasm settings "
+                    f"in a <Location> or at server level"
                 )
             directive.check_count(args)
             scope = self.server if directive.server_only else (section.scope if section else None) or self.defaults
@@ -712,6 +756,7 @@ class _Parser:
             log_formats=self.log_formats,
             custom_logs=custom_logs,
             locations=locations,
+            disk_sections=self.disk_sections,
             warnings=self.warnings,
             notes=self.notes,
             sources={attr: str(line) for attr, line in self.server.sources.items()},
@@ -739,9 +784,12 @@ class _Parser:
         return CustomLog(target, fmt, str(line))
 
     def locations(self) -> list[LocationConfig]:
+        """The <Location> blocks; plus '/' made of the server-level settings alone when these
+        serve something (a SetHandler, or files from a DocumentRoot or Alias)."""
         blocks = [(prefix, block, f"<Location {prefix}>") for prefix, block in self.blocks.items()]
-        if "handler" in self.defaults.values and "/" not in self.blocks:
-            blocks.insert(0, ("/", _Block(self.defaults.sources["handler"]), "SetHandler"))
+        serving = next((attr for attr in ("handler", "document_root", "aliases") if attr in self.defaults.values), None)
+        if serving and "/" not in self.blocks:
+            blocks.insert(0, ("/", _Block(self.defaults.sources[serving]), _ATTR_LABELS[serving]))
         return self.collect(self.location_config, blocks)
 
     def collect(self, make: Callable[..., _T], entries: Iterable[tuple[Any, ...]]) -> list[_T]:
@@ -759,10 +807,13 @@ class _Parser:
     def location_config(self, prefix: str, block: _Block, label: str) -> LocationConfig:
         """Server-level defaults overlaid by the block: what it set wins; WasmEnv merges by name."""
         own, inherited = block.scope.values, self.defaults.values
-        values = copy.deepcopy({**inherited, **own, "env": {**inherited.get("env", {}), **own.get("env", {})}})
-        add_handler = values.pop("add_handler", None)  # warned about at its line
+        merged = {attr: {**inherited.get(attr, {}), **own.get(attr, {})} for attr in _MERGED_BY_NAME}
+        values = copy.deepcopy({**inherited, **own, **merged})
+        values["options"] = apply_options(DEFAULT_OPTIONS, [*inherited.get("options", []), *own.get("options", [])])
         sources = {attr: str(line) for attr, line in {**self.defaults.sources, **block.scope.sources}.items()}
-        config = LocationConfig(prefix=prefix, source=str(block.line), sources=sources, **values)
+        config = LocationConfig(
+            prefix=prefix, source=str(block.line), sources=sources, explicit=frozenset(own), **values
+        )
         if any(scope is block.scope or scope is self.defaults for scope in self.broken):
             return config  # a line of it failed (a WasmModule, say); what follows would repeat that
         if config.handler == "wasm-handler" and config.module is None:
@@ -770,8 +821,18 @@ class _Parser:
                 "SetHandler wasm-handler needs a WasmModule (add 'WasmModule FILE.wasm' here or at server level)",
                 label,
             )
-        if "module" in own and config.handler != "wasm-handler" and add_handler is None:
-            raise block.line.error("WasmModule without 'SetHandler wasm-handler' (add it to this <Location>)", label)
+        scripts = config.handler is None and runs_scripts(config, self.disk_sections)
+        if "module" in own and config.handler != "wasm-handler" and not scripts:
+            raise block.line.error(
+                "WasmModule without 'SetHandler wasm-handler' or 'AddHandler wasm-handler .EXT' (add one to this <Location>)",
+                label,
+            )
+        if scripts and "wasm-handler" in config.add_handlers.values() and config.module is None:
+            raise block.line.error(
+                "AddHandler wasm-handler needs a WasmModule, the interpreter that runs the scripts "
+                "(add 'WasmModule FILE.wasm' here or at server level)",
+                label,
+            )
         return config
 
     def apply_limits(self, config: ServerConfig) -> None:
@@ -817,11 +878,11 @@ class _Parser:
     def check_server_module(self, config: ServerConfig) -> None:
         """A server-level WasmModule is only a default; warn when nothing serves it."""
         module = self.defaults.values.get("module")
-        if module and not any(loc.handler == "wasm-handler" and loc.module == module for loc in config.locations):
+        if module and not any(config.module_of(loc) == module for loc in config.locations):
             self.warn(
                 self.defaults.sources["module"],
                 "WasmModule at server level is not served anywhere; add 'SetHandler wasm-handler' "
-                "(at server level or in a <Location>)",
+                "or 'AddHandler wasm-handler .EXT' (at server level or in a <Location>)",
             )
 
 
@@ -845,10 +906,9 @@ _APACHE_MODULES = {
     "core": "<VirtualHost> ServerAlias <LocationMatch> <If> <Else> <ElseIf> ErrorDocument ServerSignature "
     "ServerTokens UseCanonicalName TraceEnable EnableSendfile EnableMMAP AccessFileName Mutex FileETag "
     "Protocols HttpProtocolOptions AcceptFilter LimitXMLRequestBody",
-    "alias_module": "Alias AliasMatch ScriptAlias ScriptAliasMatch Redirect RedirectMatch RedirectPermanent RedirectTemp",
-    "mime_module": "AddType AddEncoding AddCharset AddLanguage TypesConfig RemoveHandler RemoveType AddOutputFilter "
-    "AddInputFilter",
-    "dir_module": "DirectoryIndex DirectorySlash FallbackResource",
+    "alias_module": "AliasMatch ScriptAliasMatch Redirect RedirectMatch RedirectPermanent RedirectTemp",
+    "mime_module": "AddEncoding AddCharset AddLanguage RemoveHandler RemoveType AddOutputFilter AddInputFilter",
+    "dir_module": "DirectorySlash FallbackResource",
     "rewrite_module": "RewriteEngine RewriteRule RewriteCond RewriteBase RewriteMap RewriteOptions",
     "env_module": "SetEnv UnsetEnv PassEnv",
     "headers_module": "Header RequestHeader",
@@ -1042,17 +1102,30 @@ def _open_ifmodule(parser: _Parser, scope: _Scope, args: list[str], line: _Line)
 
 
 def _open_disk_section(kind: str) -> _Apply:
-    """<Directory>, <Files> and their Match forms: their Require, Options and AllowOverride are
-    checked and dropped. Safe while nothing is served from disk: such a section can only restrict
-    or open files, and no request reaches a file except through a Wasm route."""
+    """<Directory>, <Files> and their Match forms (also as '<Directory ~ REGEX>'): settings for
+    files on disk, merged per request by dirconfig.settings_for. A <Files> may sit in a
+    <Directory> (then it applies only under it); nothing else nests."""
 
     def apply(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+        name = kind
+        if len(args) == 2:
+            if args[0] != "~" or kind.endswith("Match"):
+                raise ValueError(f"expected <{kind} PATTERN> or <{kind} ~ REGEX>")
+            name, args = f"{kind}Match", args[1:]
+        pattern = args[0]
         section = parser.location()
-        if section and not section.disk:
-            raise ValueError(f"not allowed inside {section.label} (opened at {section.line})")
-        label = f"<{kind} {args[0]}>"
-        parser.note(line, f"{label} has no effect: prefork-wasm serves no files from disk, only Wasm routes")
-        parser.stack.append(_Section(kind, label, line, True, _Scope(), disk=True))
+        within = None
+        if section is not None:
+            if section.disk is None or not kind.startswith("Files") or section.disk.kind.startswith("Files"):
+                raise ValueError(f"not allowed inside {section.label} (opened at {section.line})")
+            within = section.disk
+        if name == "Directory":
+            pattern = str(parser.path(pattern))
+        check_pattern(name, pattern)
+        disk_scope = _Scope()
+        disk = DiskSection(name, pattern, str(line), disk_scope.values, within)
+        parser.disk_sections.append(disk)
+        parser.stack.append(_Section(kind, f"<{kind} {' '.join(args)}>", line, True, disk_scope, disk))
 
     return apply
 
@@ -1064,20 +1137,96 @@ def _no_effect(reason: str, *, warn: bool = False, only: str | None = None) -> _
     def apply(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
         if only is not None and args[0].lower() != only.lower():
             raise ValueError(f"only '{only}' is supported: {reason}")
-        section = parser.location()
-        if section is None or not section.disk:  # a <Directory> already said it has no effect
-            (parser.warn if warn else parser.note)(line, reason)
+        (parser.warn if warn else parser.note)(line, reason)
+
+    return apply
+
+
+def _extensions(args: list[str]) -> list[str]:
+    """mod_mime's extensions, with or without their dot, compared case-insensitively."""
+    for ext in args:
+        if not ext.strip(".") or "/" in ext:
+            raise ValueError(f"expected file extensions such as .php or php, got {ext!r}")
+    return ["." + ext.lstrip(".").lower() for ext in args]
+
+
+def _by_extension(attr: str, convert: _Convert) -> _Apply:
+    """AddHandler/AddType VALUE EXT...: later lines add to (and override) earlier ones."""
+
+    def apply(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+        value = convert(args[0])
+        scope.values.setdefault(attr, {}).update(dict.fromkeys(_extensions(args[1:]), value))
+        scope.sources[attr] = line
 
     return apply
 
 
 def _add_handler(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
-    parser.warn(
-        line,
-        "AddHandler has no effect yet: script handlers by file extension are not implemented, "
-        "so requests here get no handler (404) unless SetHandler gives one",
-    )
-    scope.set("add_handler", args[0], line)
+    """A handler prefork-wasm lacks (cgi-script) is kept, so its files are refused (403), never
+    sent as their source by the static handler."""
+    if args[0].lower() not in HANDLERS:
+        parser.warn(
+            line,
+            f"AddHandler {args[0]}: prefork-wasm has no such handler (it has {', '.join(HANDLERS)}); "
+            f"requests for {' '.join(args[1:])} files are refused (403)",
+        )
+    _by_extension("add_handlers", str.lower)(parser, scope, args, line)
+
+
+def _mime_type(arg: str) -> str:
+    if not re.fullmatch(r"[\w.+-]+/[\w.+-]+", arg):
+        raise ValueError(f"expected a MIME type such as text/html, got {arg!r}")
+    return arg.lower()
+
+
+def _not_in_location(parser: _Parser, directive: str) -> None:
+    """DocumentRoot and Alias map URLs to disk: Apache takes them at server (or virtual host)
+    level, not in a <Location> or <Directory>."""
+    section = parser.location()
+    if section is not None and (section.disk is not None or section.name == "Location"):
+        raise ValueError(f"not allowed inside {section.label} (opened at {section.line}); {directive} maps URLs for the whole server, so give it at server level")
+
+
+def _document_root(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    _not_in_location(parser, "DocumentRoot")
+    root = parser.path(args[0])
+    if not root.is_dir():  # Apache warns and starts: requests there are 404 until it exists
+        parser.warn(line, f"DocumentRoot {root} does not exist (or is not a directory): its URLs answer 404")
+    scope.set("document_root", root, line)
+
+
+def _alias(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    _not_in_location(parser, "Alias")
+    url, target = args
+    if not url.startswith("/"):
+        raise ValueError(f"the URL path must start with '/', got {url!r}")
+    path = parser.path(target)
+    if not path.exists():
+        parser.warn(line, f"Alias target {path} does not exist: its URLs answer 404")
+    scope.append("aliases", (url, path), line)
+
+
+def _directory_index(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    """Relative names only, looked up in the requested directory; 'disabled' turns it off."""
+    if [arg.lower() for arg in args] == ["disabled"]:
+        scope.set("directory_index", [], line)
+        return
+    for name in args:
+        if "/" in name or name in (".", ".."):
+            raise ValueError(f"expected file names such as index.html (a URL path like {name!r} is not supported)")
+    scope.set("directory_index", list(args), line)
+
+
+def _options(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    change = parse_options(args)
+    inert = (change.absolute or change.add) & INERT_OPTIONS
+    if inert:
+        parser.note(line, f"Options {', '.join(sorted(inert))}: no effect here (only Indexes, FollowSymLinks and SymLinksIfOwnerMatch have one)")
+    scope.append("options", change, line)
+
+
+def _types_config(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    scope.set("types_config", parser.existing(args[0], "file"), line)
 
 
 def _wasm_module(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
@@ -1137,19 +1286,24 @@ _TABLE = (
     _disk("IncludeOptional", "FILE-OR-GLOB", _include(optional=True)),
     _disk("<IfDefine>", "[!]NAME", _open_ifdefine),
     _disk("<IfModule>", "[!]MODULE", _open_ifmodule),
-    # Apache's, accepted for stock configs though they change nothing here (README: Migrating).
-    _disk("<Files>", "PATTERN", _open_disk_section("Files")),
+    # Files on disk (filemap.py, dirconfig.py).
+    _disk("<Files>", "[~] PATTERN", _open_disk_section("Files"), (1, 2)),
     _disk("<FilesMatch>", "REGEX", _open_disk_section("FilesMatch")),
-    _disk("Options", "[+|-]OPTION ...", _no_effect("Options has no effect: no files are served from disk"), (1, None)),
+    _disk("<Directory>", "[~] DIRECTORY", _open_disk_section("Directory"), (1, 2)),
+    _disk("<DirectoryMatch>", "REGEX", _open_disk_section("DirectoryMatch")),
+    _disk("Options", "[+|-]OPTION ...", _options, (1, None)),
     _disk("AllowOverride", "All|None|TYPE ...", _no_effect("AllowOverride has no effect: .htaccess files are never read"), (1, None)),
+    _disk("DirectoryIndex", "FILE ...|disabled", _directory_index, (1, None)),
+    _disk("AddType", "MIME-TYPE EXTENSION ...", _by_extension("add_types", _mime_type), (2, None)),
+    _disk("AddHandler", "HANDLER EXTENSION ...", _add_handler, (2, None)),
+    _Directive("DocumentRoot", "DIRECTORY", _document_root),
+    _Directive("Alias", "URL-PATH FILE-OR-DIRECTORY", _alias, (2, 2)),
+    _server("TypesConfig", "FILE", _types_config),
+    _server("ScriptAlias", "URL-PATH DIRECTORY", _no_effect("ScriptAlias has no effect: prefork-wasm runs no host CGI programs; use AddHandler wasm-handler .EXT", warn=True), (2, 2)),
     _server("LoadModule", "MODULE FILE", _load_module, (2, 2)),
-    _server("<Directory>", "DIRECTORY", _open_disk_section("Directory")),
-    _server("<DirectoryMatch>", "REGEX", _open_disk_section("DirectoryMatch")),
-    _server("DocumentRoot", "DIRECTORY", _no_effect("DocumentRoot has no effect yet: static files are not served", warn=True)),
     _server("ServerAdmin", "EMAIL|URL", _no_effect("ServerAdmin has no effect: it is shown only on Apache's own error pages")),
     _server("HostnameLookups", "Off", _no_effect("client addresses are never resolved to names", only="Off")),
     _server("AddDefaultCharset", "Off", _no_effect("a response's charset is the one its module sets", only="Off")),
-    _Directive("AddHandler", "HANDLER EXTENSION ...", _add_handler, (2, None)),
     # Server level only.
     _server("<Location>", "/PREFIX", _open_location),
     _server("ServerRoot", "DIRECTORY", _server_root),
@@ -1186,7 +1340,7 @@ _TABLE = (
     _server("LimitResponseBody", "SIZE", _set("limit_response_body", parse_size)),
     _server("AllowEncodedSlashes", "On|Off|NoDecode", _set("allow_encoded_slashes", _choice(*ENCODED_SLASHES))),
     # Server level (as defaults) or inside <Location>.
-    _Directive("SetHandler", "wasm-handler|server-status|none", _set("handler", _handler)),
+    _disk("SetHandler", "wasm-handler|server-status|none", _set("handler", _handler)),
     _Directive("WasmModule", "FILE.wasm", _wasm_module),
     _Directive("WasmDir", "DIRECTORY [ro|rw]", _wasm_dir, (1, 2)),
     _Directive("WasmMapDir", "GUEST-PATH HOST-DIRECTORY [ro|rw]", _wasm_map_dir, (2, 3)),
@@ -1202,6 +1356,8 @@ _TABLE = (
     _Directive("LimitRequestBody", "SIZE", _set("limit_request_body", parse_size)),
 )
 _DIRECTIVES = {_key(directive.name): directive for directive in _TABLE}
+_MERGED_BY_NAME = ("env", "add_types", "add_handlers")  # a Location adds to the server-level entries
+_ATTR_LABELS = {"handler": "SetHandler", "document_root": "DocumentRoot", "aliases": "Alias"}
 _ATTR_NAMES = {
     "server_limit": "ServerLimit",
     "max_request_workers": "MaxRequestWorkers",

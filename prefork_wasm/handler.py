@@ -13,10 +13,13 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
-from . import __version__, cgi
+from . import __version__, cgi, static
 from .compiler import Artifact
-from .config import LocationConfig, ServerConfig
+from .config import LocationConfig, ServerConfig, require_allows
+from .dirconfig import DirSettings, settings_for
+from .filemap import Mapped, Unmapped, resolve, translate
 from .logs import AccessLog, AccessRecord, ErrorLog
 from .messages import SERVER_SOFTWARE, Request, Response, error_response
 from .runtime import EXIT_GUEST_STUCK, GuestSpec, Loaded, Outcome, RunResult, Runtime
@@ -71,9 +74,9 @@ def _route(
     config: ServerConfig, loc: LocationConfig, artifacts: dict[Path, Artifact], loaded: dict[Path, Loaded]
 ) -> Route:
     preopens = tuple((str(m.host), m.guest, m.writable) for m in loc.mounts)
-    # Only wasm-handler runs a module (and only its modules are compiled); another handler may
-    # still inherit a server-level WasmModule, or name one beside an AddHandler.
-    module_path = loc.module if loc.handler == "wasm-handler" else None
+    # Only wasm-handler (of the Location, or of its scripts on disk) runs a module, and only
+    # those modules are compiled; another handler may still inherit a server-level WasmModule.
+    module_path = config.module_of(loc)
     script_filename = str(module_path) if module_path else ""
     if loc.map_cgi_file_names and module_path:
         script_filename = _guest_path(module_path, loc)
@@ -101,6 +104,10 @@ def _guest_path(host_file: Path, loc: LocationConfig) -> str:
         if host_file.is_relative_to(mount.host):
             return str(Path(mount.guest) / host_file.relative_to(mount.host))
     return str(host_file)
+
+
+_NOT_FOUND = "The requested URL was not found on this server."
+_FORBIDDEN = "You don't have permission to access this resource."
 
 
 class RequestIds:
@@ -171,10 +178,12 @@ class Site:
         route: Route | None = None
         try:
             loc = self._location(request)
-            if loc is None or loc.handler is None:
-                return error_response(404, "The requested URL was not found on this server.")
+            if loc is None:
+                return error_response(404, _NOT_FOUND)
+            if loc.handler is None:
+                return self._from_disk(request, loc)
             if not loc.allows(request.remote_addr):
-                return error_response(403, "You don't have permission to access this resource.")
+                return error_response(403, _FORBIDDEN)
             if loc.handler == STATUS_HANDLER and self.status_page:
                 return self.status_page(request)
             route = self.routes[loc.prefix]
@@ -184,23 +193,78 @@ class Site:
             self._log_failure(request, route.module_name if route else "-", f"internal error: {_cause(e)}")
             return error_response(500, _FAILURE_TEXT[500])
 
-    def _run(self, request: Request, route: Route) -> Response:
+    def _from_disk(self, request: Request, loc: LocationConfig) -> Response:
+        """A Location without a handler serves what its URL names on disk (filemap.py): a file
+        through its handler (AddHandler, SetHandler in <Files>) or statically, a directory's
+        index or listing. Access is decided on the merged <Directory>/<Files> settings."""
+        sections = self.config.disk_sections
+
+        def settings_at(directory: str, name: str | None) -> DirSettings:
+            return settings_for(loc, sections, directory, name)
+
+        addr = request.remote_addr
+        try:
+            mapped = resolve(request.path, loc, settings_at)
+        except Unmapped as e:
+            denied = e.directory is not None and not require_allows(settings_at(e.directory, None).require, addr)
+            return error_response(403, _FORBIDDEN) if denied or e.status == 403 else error_response(404, _NOT_FOUND)
+        settings = mapped.settings
+        if not require_allows(settings.require, addr):
+            return error_response(403, _FORBIDDEN)
+        if mapped.kind == "slash":  # mod_dir: the directory's URL ends in '/'
+            query = f"?{request.query}" if request.query else ""
+            response = error_response(301, "The document has moved.")
+            response.headers.append((b"location", (quote(mapped.url, safe="/!$&'()*+,;=:@~") + query).encode()))
+            return response
+        if mapped.kind == "listing":
+            if "Indexes" not in settings.options:
+                return error_response(403, _FORBIDDEN)
+            return static.listing(mapped.file, mapped.url)
+        handler = settings.handler_for(mapped.file.name)
+        if handler == WASM_HANDLER:
+            route = self.routes[loc.prefix]
+            self.slot.module = route.module_name.encode()[:MODULE_CHARS - 1]
+            return self._run(request, route, mapped)
+        if handler == STATUS_HANDLER and self.status_page:
+            return self.status_page(request)
+        if handler is not None:  # one prefork-wasm lacks (AddHandler cgi-script): never the source
+            return error_response(403, _FORBIDDEN)
+        if mapped.path_info:  # Apache's default handler takes no PATH_INFO (AcceptPathInfo Default)
+            return error_response(404, _NOT_FOUND)
+        mime = static.content_type(mapped.file.name, settings.add_types, static.type_table(self.config.types_config))
+        return static.file_response(request.method, request.header, mapped.file, mime)
+
+    def _run(self, request: Request, route: Route, script: Mapped | None = None) -> Response:
+        """Run the route's module; for a script on disk (`script`), with that script's argv and
+        CGI variables: its guest path appended to argv, SCRIPT_NAME its URL, and mod_cgi's
+        SCRIPT_FILENAME, PATH_INFO, PATH_TRANSLATED and DOCUMENT_ROOT."""
         loc = route.location
-        assert route.module is not None
+        if route.module is None:
+            raise RuntimeError(f"no WasmModule runs the scripts of <Location {loc.prefix}>")
+        argv, script_name, script_filename, path_info, extra = (
+            route.argv, route.script_name, route.script_filename, None, loc.env
+        )
+        if script is not None:
+            guest = _guest_path(script.file, loc)
+            argv = [*argv, guest]
+            script_name, path_info = script.url, script.path_info
+            script_filename = guest if loc.map_cgi_file_names else str(script.file)
+            extra = {**_script_variables(loc, script), **loc.env}
         if loc.enable_cgi:
             env = cgi.build_environ(
                 request,
                 server_name=self._server_name(request),
-                script_name=route.script_name,
-                script_filename=route.script_filename,
+                script_name=script_name,
+                script_filename=script_filename,
                 content_length=_content_length(request),
-                extra=loc.env,
+                extra=extra,
                 server_software=self.server_software,
+                path_info=path_info,
             )
         else:
             env = loc.env
         result = self.runtime.run(
-            route.module, route.spec, route.argv, env, request.body,
+            route.module, route.spec, argv, env, request.body,
             abandon=lambda outcome, cause: self._abandon(request, route, outcome, cause),
         )
         if result.stderr:
@@ -311,6 +375,16 @@ def _cause(error: Exception) -> str:
     frames = traceback.extract_tb(error.__traceback__)
     where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
     return f"{type(error).__name__}: {error}{where}"
+
+
+def _script_variables(loc: LocationConfig, script: Mapped) -> dict[str, str]:
+    """mod_cgi's DOCUMENT_ROOT, and PATH_TRANSLATED (PATH_INFO mapped as a URL would be)."""
+    env = {"DOCUMENT_ROOT": str(loc.document_root or "")}
+    target = translate(script.path_info, loc) if script.path_info else None
+    if target is not None:
+        root, _, segments = target
+        env["PATH_TRANSLATED"] = str(root.joinpath(*segments)) + ("/" if script.path_info.endswith("/") else "")
+    return env
 
 
 def _content_length(request: Request) -> int | None:
