@@ -154,7 +154,7 @@ def entry_point_problems(config: ServerConfig, infos: Mapping[Path, ModuleInfo])
     """Each WasmEntryPoint (or the default: _start, a component's wasi:cli/run) that its module
     does not export as a function it can call, and each module the server cannot link."""
     problems: dict[str, None] = {}  # a server-level line inherited by several Locations says it once
-    for loc in config.locations:
+    for loc in [*config.locations, *config.section_runs()]:
         if config.module_of(loc) is None:
             continue
         assert loc.module is not None

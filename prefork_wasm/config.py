@@ -26,7 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .dirconfig import DEFAULT_OPTIONS, DISK_SETTINGS, INERT_OPTIONS, DiskSection, apply_options, check_pattern, parse_options
+from .dirconfig import (
+    DEFAULT_OPTIONS,
+    INERT_OPTIONS,
+    DiskSection,
+    apply_options,
+    check_pattern,
+    parse_options,
+    wasm_overrides,
+)
 from .logs import FormatError, compile_format
 from .paths import ENCODED_SLASHES
 from .privileges import group_id, user_id
@@ -247,9 +255,21 @@ class ServerConfig:
         return next((loc for loc in self.locations if _prefix_covers(loc.prefix, path)), None)
 
     def modules(self) -> list[Path]:
-        """Distinct modules the locations run, first use first (in `locations` order)."""
-        used = (self.module_of(loc) for loc in self.locations)
+        """Distinct modules the locations and their scripts run, first use first (in
+        `locations` order, then the sections')."""
+        used = (self.module_of(loc) for loc in [*self.locations, *self.section_runs()])
         return list(dict.fromkeys(module for module in used if module is not None))
+
+    def section_runs(self) -> list[LocationConfig]:
+        """Each Location that runs scripts, as each <Directory>/<Files> section with Wasm
+        settings changes it: what start-up compiles and checks (entry points, memory)."""
+        return [
+            dataclasses.replace(loc, **overrides)
+            for loc in self.locations
+            if loc.handler is None and self.runs_scripts(loc)
+            for section in self.disk_sections
+            if (overrides := wasm_overrides(loc, section))
+        ]
 
     def module_of(self, loc: LocationConfig) -> Path | None:
         """The module a Location's requests run: for its wasm-handler, or (no handler: files
@@ -661,8 +681,8 @@ class _Parser:
             if section and section.disk and not directive.on_disk:
                 raise ValueError(
                     f"not supported inside {section.label} (opened at {section.line}): such a section takes "
-                    f"Require, Options, SetHandler, AddHandler, AddType and DirectoryIndex; put Wasm settings "
-                    f"in a <Location> or at server level"
+                    f"Require, Options, SetHandler, AddHandler, AddType, DirectoryIndex and the Wasm settings "
+                    f"of a script's run; put it in a <Location> or at server level"
                 )
             directive.check_count(args)
             scope = self.server if directive.server_only else (section.scope if section else None) or self.defaults
@@ -827,7 +847,8 @@ class _Parser:
                 "WasmModule without 'SetHandler wasm-handler' or 'AddHandler wasm-handler .EXT' (add one to this <Location>)",
                 label,
             )
-        if scripts and "wasm-handler" in config.add_handlers.values() and config.module is None:
+        sections_name_one = any("module" in section.settings for section in self.disk_sections)
+        if scripts and "wasm-handler" in config.add_handlers.values() and config.module is None and not sections_name_one:
             raise block.line.error(
                 "AddHandler wasm-handler needs a WasmModule, the interpreter that runs the scripts "
                 "(add 'WasmModule FILE.wasm' here or at server level)",
@@ -1123,7 +1144,7 @@ def _open_disk_section(kind: str) -> _Apply:
             pattern = str(parser.path(pattern))
         check_pattern(name, pattern)
         disk_scope = _Scope()
-        disk = DiskSection(name, pattern, str(line), disk_scope.values, within)
+        disk = DiskSection(name, pattern, str(line), disk_scope.values, within, disk_scope.sources)
         parser.disk_sections.append(disk)
         parser.stack.append(_Section(kind, f"<{kind} {' '.join(args)}>", line, True, disk_scope, disk))
 
@@ -1341,16 +1362,16 @@ _TABLE = (
     _server("AllowEncodedSlashes", "On|Off|NoDecode", _set("allow_encoded_slashes", _choice(*ENCODED_SLASHES))),
     # Server level (as defaults) or inside <Location>.
     _disk("SetHandler", "wasm-handler|server-status|none", _set("handler", _handler)),
-    _Directive("WasmModule", "FILE.wasm", _wasm_module),
-    _Directive("WasmDir", "DIRECTORY [ro|rw]", _wasm_dir, (1, 2)),
-    _Directive("WasmMapDir", "GUEST-PATH HOST-DIRECTORY [ro|rw]", _wasm_map_dir, (2, 3)),
-    _Directive("WasmArg", "ARGUMENT", _wasm_arg),
-    _Directive("WasmEnv", "NAME VALUE", _wasm_env, (2, 2)),
-    _Directive("WasmEnableCGI", "On|Off", _set("enable_cgi", _on_off)),
-    _Directive("WasmMapCGIFileNames", "On|Off", _set("map_cgi_file_names", _on_off)),
-    _Directive("WasmEntryPoint", "FUNCTION", _set("entry_point", str)),
-    _Directive("WasmTimeout", "SECONDS", _set("timeout", _seconds(positive=True))),
-    _Directive("WasmMemoryLimit", "SIZE", _set("memory_limit", _memory_limit)),
+    _disk("WasmModule", "FILE.wasm", _wasm_module),
+    _disk("WasmDir", "DIRECTORY [ro|rw]", _wasm_dir, (1, 2)),
+    _disk("WasmMapDir", "GUEST-PATH HOST-DIRECTORY [ro|rw]", _wasm_map_dir, (2, 3)),
+    _disk("WasmArg", "ARGUMENT", _wasm_arg),
+    _disk("WasmEnv", "NAME VALUE", _wasm_env, (2, 2)),
+    _disk("WasmEnableCGI", "On|Off", _set("enable_cgi", _on_off)),
+    _disk("WasmMapCGIFileNames", "On|Off", _set("map_cgi_file_names", _on_off)),
+    _disk("WasmEntryPoint", "FUNCTION", _set("entry_point", str)),
+    _disk("WasmTimeout", "SECONDS", _set("timeout", _seconds(positive=True))),
+    _disk("WasmMemoryLimit", "SIZE", _set("memory_limit", _memory_limit)),
     _Directive("ForceType", "MIME-TYPE|None", _set("force_type", _force_type)),
     _disk("Require", "all granted|all denied|local|ip ADDRESS...", _require, (1, None)),
     _Directive("LimitRequestBody", "SIZE", _set("limit_request_body", parse_size)),

@@ -30,6 +30,11 @@ INERT_OPTIONS = frozenset({"ExecCGI", "Includes", "IncludesNOEXEC", "MultiViews"
 
 # What a section or a Location can set that the file walk merges (scope attribute names).
 DISK_SETTINGS = ("require", "options", "handler", "add_handlers", "add_types", "directory_index")
+# How a script's guest runs (mod_wasm takes its directives in <Directory> too): a section's
+# value replaces the inherited one, WasmEnv adds by name.
+WASM_SETTINGS = (
+    "module", "mounts", "args", "env", "enable_cgi", "map_cgi_file_names", "entry_point", "timeout", "memory_limit"
+)
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ class DiskSection:
     source: str
     settings: dict[str, Any] = field(default_factory=dict)
     within: DiskSection | None = None
+    sources: dict[str, Any] = field(default_factory=dict)  # where each setting was made: str() is 'FILE:LINE'
 
     @property
     def regex(self) -> re.Pattern[str] | None:
@@ -150,6 +156,10 @@ class DirSettings:
     add_handlers: dict[str, str]
     add_types: dict[str, str]
     directory_index: list[str]
+    # The Location's Wasm settings that sections change for a script here (dataclasses.replace
+    # arguments, `sources` included), and the sections that changed them (a cache key).
+    wasm: dict[str, Any] = field(default_factory=dict)
+    wasm_from: tuple[str, ...] = ()
 
     def handler_for(self, name: str) -> str | None:
         """SetHandler wins; else AddHandler by the name's last extension (see README: a name's
@@ -178,6 +188,8 @@ def settings_for(
     matching = [*dirs, *(s for s in sections if s.kind == "DirectoryMatch" and s.covers_dir(directory))]
     if name is not None:
         matching += [s for s in sections if s.kind in ("Files", "FilesMatch") and s.covers_file(directory, name)]
+    wasm: dict[str, Any] = {}
+    wasm_from: list[str] = []
     for section in matching:
         for attr, value in section.settings.items():
             if attr in loc.explicit:
@@ -186,6 +198,25 @@ def settings_for(
                 values[attr] = apply_options(values[attr], value)
             elif attr in ("add_handlers", "add_types"):
                 values[attr] = {**values[attr], **value}
-            else:
+            elif attr not in WASM_SETTINGS:
                 values[attr] = value
-    return DirSettings(**values)
+        changed = wasm_overrides(loc, section, wasm)
+        if changed:
+            wasm, wasm_from = changed, [*wasm_from, section.source]
+    return DirSettings(**values, wasm=wasm, wasm_from=tuple(wasm_from))
+
+
+def wasm_overrides(loc: LocationConfig, section: DiskSection, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`base` (overrides so far) with the section's Wasm settings applied; {} if it sets none
+    the Location leaves open."""
+    own = [attr for attr in WASM_SETTINGS if attr in section.settings and attr not in loc.explicit]
+    if not own:
+        return {}
+    merged = dict(base or {})
+    sources = dict(merged.get("sources", loc.sources))
+    for attr in own:
+        value = section.settings[attr]
+        merged[attr] = {**merged.get("env", loc.env), **value} if attr == "env" else value
+        sources[attr] = str(section.sources.get(attr, section.source))
+    merged["sources"] = sources
+    return merged

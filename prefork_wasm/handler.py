@@ -7,10 +7,11 @@ limits) is prepared once per worker in a `Route`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -55,12 +56,39 @@ class Route:
     module_name: str
 
 
-def prepare_routes(
-    config: ServerConfig, runtime: Runtime, artifacts: dict[Path, Artifact]
-) -> dict[str, Route]:
-    """Load every module and build every Location's fixed part, once per worker."""
-    loaded = {source: _load(runtime, artifact) for source, artifact in artifacts.items()}
-    return {loc.prefix: _route(config, loc, artifacts, loaded) for loc in config.locations}
+class Routes(Mapping[str, Route]):
+    """Every Location's Route by prefix, built once per worker (at its start) with every module
+    loaded; and
+    the Routes of scripts whose <Directory>/<Files> sections change their Wasm settings, built
+    on first use (one per distinct merge: the module is already loaded, this is cheap)."""
+
+    def __init__(self, config: ServerConfig, runtime: Runtime, artifacts: dict[Path, Artifact]) -> None:
+        self.config = config
+        self.artifacts = artifacts
+        self.loaded = {source: _load(runtime, artifact) for source, artifact in artifacts.items()}
+        self.by_prefix = {loc.prefix: self.build(loc) for loc in config.locations}
+        self.scripts: dict[tuple[str, tuple[str, ...]], Route] = {}
+
+    def __getitem__(self, prefix: str) -> Route:
+        return self.by_prefix[prefix]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.by_prefix)
+
+    def __len__(self) -> int:
+        return len(self.by_prefix)
+
+    def build(self, loc: LocationConfig) -> Route:
+        return _route(self.config, loc, self.artifacts, self.loaded)
+
+    def for_script(self, loc: LocationConfig, settings: DirSettings) -> Route:
+        if not settings.wasm:
+            return self.by_prefix[loc.prefix]
+        key = (loc.prefix, settings.wasm_from)
+        route = self.scripts.get(key)
+        if route is None:
+            route = self.scripts[key] = self.build(dataclasses.replace(loc, **settings.wasm))
+        return route
 
 
 def _load(runtime: Runtime, artifact: Artifact) -> Loaded:
@@ -128,7 +156,7 @@ class Site:
     def __init__(
         self,
         config: ServerConfig,
-        routes: dict[str, Route],
+        routes: Routes,
         runtime: Runtime,
         error_log: ErrorLog,
         access_logs: list[AccessLog],
@@ -222,7 +250,7 @@ class Site:
             return static.listing(mapped.file, mapped.url)
         handler = settings.handler_for(mapped.file.name)
         if handler == WASM_HANDLER:
-            route = self.routes[loc.prefix]
+            route = self.routes.for_script(loc, settings)
             self.slot.module = route.module_name.encode()[:MODULE_CHARS - 1]
             return self._run(request, route, mapped)
         if handler == STATUS_HANDLER and self.status_page:

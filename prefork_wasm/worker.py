@@ -24,7 +24,7 @@ from .compiler import Artifact
 from .config import ServerConfig
 from .connection import REPORT_WAIT, Limits, StateHook, serve
 from .engine import WASM32_MEMORY_MAX, Pool
-from .handler import Site, prepare_routes
+from .handler import Routes, Site
 from .logs import AccessLog, ErrorLog
 from .messages import Request, Response
 from .runtime import Runtime
@@ -136,7 +136,7 @@ class Worker:
             self._backlog.register(sock.fileno(), select.POLLIN)
         runtime = Runtime(pool_for(self.config, self.artifacts))
         self._give_standard_streams(runtime)
-        routes = prepare_routes(self.config, runtime, self.artifacts)
+        routes = Routes(self.config, runtime, self.artifacts)
         return Site(
             self.config,
             routes,
@@ -268,7 +268,7 @@ def pool_for(config: ServerConfig, artifacts: dict[Path, Artifact]) -> Pool | No
     each time, and allocates on demand."""
     if any(artifact.info.component for artifact in artifacts.values()):
         return None
-    limits = [loc.memory_limit for loc in config.locations if loc.module is not None]
+    limits = [loc.memory_limit for loc in [*config.locations, *config.section_runs()] if loc.module is not None]
     if not limits or None in limits:
         return Pool(WASM32_MEMORY_MAX)
     return Pool(max(limit for limit in limits if limit is not None))

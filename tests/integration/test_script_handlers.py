@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Server, env_of, wait_for
+from conftest import EXAMPLES, REPO, Server, env_of, wait_for
 
 PYTHON_WASM = REPO / "build" / "python-wasm" / "python.wasm"
 
@@ -20,13 +20,15 @@ sys.stdout.write("SCRIPT={name}\\n")
 for key in ("SCRIPT_NAME", "SCRIPT_FILENAME", "PATH_INFO", "PATH_TRANSLATED", "DOCUMENT_ROOT", "REQUEST_URI"):
     sys.stdout.write(key + "=" + os.environ.get(key, "-") + "\\n")
 sys.stdout.write("ARGV=" + " ".join(sys.argv) + "\\n")
+sys.stdout.write("WHERE=" + os.environ.get("WHERE", "-") + "\\n")
+sys.stdout.write("OPTIMIZE=" + str(sys.flags.optimize) + "\\n")
 """
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     www = tmp_path_factory.mktemp("scripts") / "www"
-    for name in ("a.py", "b.py", "index.py", "sub/c.py", "run-me", "private/p.py"):
+    for name in ("a.py", "b.py", "index.py", "sub/c.py", "run-me", "private/p.py", "opt/o.py", "hello/h.py"):
         (www / name).parent.mkdir(parents=True, exist_ok=True)
         (www / name).write_text(SCRIPT.format(name=name))
     (www / "notes.txt").write_text("plain text")
@@ -52,6 +54,13 @@ WasmTimeout 20
 <Directory {site}/private>
     Require all denied
 </Directory>
+<Directory {site}/opt>
+    WasmArg -O
+    WasmEnv WHERE opt
+</Directory>
+<Directory {site}/hello>
+    WasmModule {EXAMPLES / "hello.wasm"}
+</Directory>
 """
     server = Server(tmp_path_factory.mktemp("scripts-server"), body, start_servers=1).start()
     yield server
@@ -72,6 +81,14 @@ def test_each_request_runs_the_script_it_names(server: Server, site: Path) -> No
         assert env["SCRIPT_FILENAME"] == f"/site/{name}"  # WasmMapCGIFileNames: the guest's path
         assert env["ARGV"] == f"/site/{name}"  # the script is the interpreter's argument
         assert env["DOCUMENT_ROOT"] == str(site)
+
+
+def test_a_directory_changes_how_its_scripts_run(server: Server) -> None:
+    env = run(server, "/opt/o.py")
+    assert (env["SCRIPT"], env["ARGV"], env["WHERE"], env["OPTIMIZE"]) == ("opt/o.py", "/site/opt/o.py", "opt", "1")
+    assert (run(server, "/a.py")["WHERE"], run(server, "/a.py")["OPTIMIZE"]) == ("-", "0")
+    status, _, body, _ = server.get("/hello/h.py")  # another module for this directory
+    assert (status, body) == (200, b"Hello from WebAssembly!\n")
 
 
 def test_path_info_and_path_translated_as_mod_cgi_sets_them(server: Server, site: Path) -> None:

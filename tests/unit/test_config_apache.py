@@ -151,7 +151,7 @@ def test_directory_and_files_sections_are_kept_in_config_order() -> None:
 @pytest.mark.parametrize(
     "body, message",
     [
-        ("<Directory />\n    WasmModule hello.wasm\n</Directory>\n", "WasmModule: not supported inside <Directory />"),
+        ("<Directory />\n    ForceType text/plain\n</Directory>\n", "ForceType: not supported inside <Directory />"),
         ("<Directory />\n    <Directory /a>\n    </Directory>\n</Directory>\n", "<Directory>: not allowed inside <Directory />"),
         ("<Directory ~ (>\n</Directory>\n", "<Directory>: invalid regular expression '('"),
         ("<Location /x>\n    DocumentRoot /srv\n</Location>\n", "DocumentRoot: not allowed inside <Location /x>"),
@@ -194,6 +194,18 @@ def test_add_handler_of_a_handler_prefork_wasm_lacks_is_a_warning() -> None:
         "requests for .cgi .PL files are refused (403)"
     ]
     assert config.locations[0].add_handlers == {".cgi": "cgi-script", ".pl": "cgi-script"}
+
+
+def test_wasm_settings_in_a_directory_are_compiled_and_checked(root: Path) -> None:
+    (root / "other.wasm").write_bytes((root / "hello.wasm").read_bytes())
+    config = load(
+        f"Listen 8080\nDocumentRoot {root}\nAddHandler wasm-handler .py\n"
+        f"<Directory {root}/app>\n    WasmModule other.wasm\n    WasmArg -u\n    WasmTimeout 5\n</Directory>\n"
+    )
+    assert config.warnings == []
+    [run] = config.section_runs()
+    assert (run.module, run.args, run.timeout, run.sources["module"]) == (root / "other.wasm", ["-u"], 5.0, "server.conf:5")
+    assert config.modules() == [root / "other.wasm"]
 
 
 def test_add_handler_without_a_module_is_an_error() -> None:

@@ -229,3 +229,20 @@ def test_handler_for_looks_at_the_last_extension_only() -> None:
     assert settings.handler_for("x.php.txt") is None
     assert settings.handler_for(".php") is None  # a dot file has no extension
     assert OptionsChange().apply(frozenset({"Indexes"})) == {"Indexes"}
+
+
+def test_sections_change_a_scripts_wasm_settings_unless_the_location_set_them(site: Path) -> None:
+    sections = [
+        DiskSection("Directory", "/", "t:1", {"env": {"A": "1", "B": "1"}, "args": ["-O"]}),
+        DiskSection("Directory", str(site / "app"), "t:5", {"env": {"B": "2"}, "timeout": 5.0}, sources={"timeout": "t:7"}),
+    ]
+    location = loc(site, env={"C": "0"}, args=["-u"], timeout=30.0)
+    settings = settings_for(location, sections, str(site / "app"), "index.py")
+    assert settings.wasm_from == ("t:1", "t:5")
+    assert {k: v for k, v in settings.wasm.items() if k != "sources"} == {
+        "env": {"A": "1", "B": "2", "C": "0"}, "args": ["-O"], "timeout": 5.0
+    }
+    assert (settings.wasm["sources"]["timeout"], settings.wasm["sources"]["args"]) == ("t:7", "t:1")
+    explicit = loc(site, args=["-u"], explicit=frozenset({"args", "env", "timeout"}))
+    assert settings_for(explicit, sections, str(site / "app"), "index.py").wasm == {}
+    assert settings_for(location, [], str(site), "a.py").wasm == {}
