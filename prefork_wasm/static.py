@@ -3,7 +3,7 @@ Last-Modified, conditional requests (304/412), a single byte range (206/416), HE
 minimal directory listing for Options Indexes.
 
 `plan` is the pure part (RFC 9110 sections 13 and 14 on a file's size and mtime); `file_response`
-opens the file and hands its descriptor to the connection, which sends it with sendfile: the
+opens the file and hands it to the connection, which sends it with sendfile: the
 body is never read into memory.
 """
 
@@ -172,6 +172,8 @@ def _if_range_holds(value: bytes | None, tag: bytes, seconds: int) -> bool:
 def file_response(method: str, header: Header, path: Path, mime: str | None) -> Response:
     """The response for a regular file: the descriptor is opened here, the connection sends
     the planned span from it with sendfile and closes it."""
+    if method == "OPTIONS":
+        return Response(200, [(b"allow", ALLOWED)])
     if method not in ("GET", "HEAD"):
         response = error_response(405, f"The method {method} is not allowed for a static file.")
         response.headers.append((b"allow", ALLOWED))

@@ -4,6 +4,7 @@ stays flat."""
 
 from __future__ import annotations
 
+import http.client
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,7 +116,24 @@ def test_ranges(server: Server) -> None:
 def test_head_has_the_length_and_no_body(server: Server) -> None:
     status, headers, body, _ = server.request("HEAD", "/file.txt")
     assert (status, headers["content-length"], body) == (200, "20", b"")
-    assert server.request("POST", "/file.txt", body=b"x")[0] == 405
+    status, headers, _, _ = server.request("POST", "/file.txt", body=b"x")
+    assert (status, headers["allow"]) == (405, "GET, HEAD, OPTIONS")
+    status, headers, _, _ = server.request("OPTIONS", "/file.txt")
+    assert (status, headers["allow"]) == (200, "GET, HEAD, OPTIONS")
+
+
+def test_files_on_a_kept_alive_connection(server: Server) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        for headers, status, body in [({}, 200, BODY), ({"Range": "bytes=1-2"}, 206, b"12"), ({}, 200, BODY)]:
+            conn.request("GET", "/file.txt", headers=headers)
+            response = conn.getresponse()
+            assert (response.status, response.read(), response.getheader("connection")) == (status, body, None)
+        conn.request("HEAD", "/file.txt")
+        response = conn.getresponse()
+        assert (response.status, response.read(), response.getheader("content-length")) == (200, b"", "20")
+    finally:
+        conn.close()
 
 
 def test_directories(server: Server) -> None:

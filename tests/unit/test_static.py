@@ -135,6 +135,7 @@ def test_file_response_hands_an_open_file_to_the_connection(tmp_path: Path) -> N
     assert (b"content-type", b"text/plain") in response.headers
     response.body.file.close()
     assert file_response("POST", headers(), file, None).status == 405
+    assert file_response("OPTIONS", headers(), file, None).headers == [(b"allow", b"GET, HEAD, OPTIONS")]
 
 
 def test_listing_escapes_names(tmp_path: Path) -> None:
