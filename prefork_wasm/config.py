@@ -848,7 +848,8 @@ class _Parser:
                 label,
             )
         sections_name_one = any("module" in section.settings for section in self.disk_sections)
-        if scripts and "wasm-handler" in config.add_handlers.values() and config.module is None and not sections_name_one:
+        by_extension = "wasm-handler" in config.add_handlers.values()
+        if scripts and by_extension and config.module is None and not sections_name_one:
             raise block.line.error(
                 "AddHandler wasm-handler needs a WasmModule, the interpreter that runs the scripts "
                 "(add 'WasmModule FILE.wasm' here or at server level)",
@@ -1205,7 +1206,10 @@ def _not_in_location(parser: _Parser, directive: str) -> None:
     level, not in a <Location> or <Directory>."""
     section = parser.location()
     if section is not None and (section.disk is not None or section.name == "Location"):
-        raise ValueError(f"not allowed inside {section.label} (opened at {section.line}); {directive} maps URLs for the whole server, so give it at server level")
+        raise ValueError(
+            f"not allowed inside {section.label} (opened at {section.line}); {directive} maps URLs for "
+            f"the whole server, so give it at server level"
+        )
 
 
 def _document_root(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
@@ -1242,7 +1246,11 @@ def _options(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> No
     change = parse_options(args)
     inert = (change.absolute or change.add) & INERT_OPTIONS
     if inert:
-        parser.note(line, f"Options {', '.join(sorted(inert))}: no effect here (only Indexes, FollowSymLinks and SymLinksIfOwnerMatch have one)")
+        parser.note(
+            line,
+            f"Options {', '.join(sorted(inert))}: no effect here "
+            f"(only Indexes, FollowSymLinks and SymLinksIfOwnerMatch have one)",
+        )
     scope.append("options", change, line)
 
 
@@ -1320,7 +1328,12 @@ _TABLE = (
     _Directive("DocumentRoot", "DIRECTORY", _document_root),
     _Directive("Alias", "URL-PATH FILE-OR-DIRECTORY", _alias, (2, 2)),
     _server("TypesConfig", "FILE", _types_config),
-    _server("ScriptAlias", "URL-PATH DIRECTORY", _no_effect("ScriptAlias has no effect: prefork-wasm runs no host CGI programs; use AddHandler wasm-handler .EXT", warn=True), (2, 2)),
+    _server(
+        "ScriptAlias",
+        "URL-PATH DIRECTORY",
+        _no_effect("ScriptAlias has no effect: prefork-wasm runs no host CGI programs; use AddHandler wasm-handler .EXT", warn=True),
+        (2, 2),
+    ),
     _server("LoadModule", "MODULE FILE", _load_module, (2, 2)),
     _server("ServerAdmin", "EMAIL|URL", _no_effect("ServerAdmin has no effect: it is shown only on Apache's own error pages")),
     _server("HostnameLookups", "Off", _no_effect("client addresses are never resolved to names", only="Off")),

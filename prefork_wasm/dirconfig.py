@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 # SymLinksIfOwnerMatch change anything here (ExecCGI, Includes, MultiViews are accepted).
 OPTION_NAMES = {
     name.lower(): name
-    for name in ("Indexes", "FollowSymLinks", "SymLinksIfOwnerMatch", "ExecCGI", "Includes", "IncludesNOEXEC", "MultiViews")
+    for name in (
+        "Indexes", "FollowSymLinks", "SymLinksIfOwnerMatch", "ExecCGI", "Includes", "IncludesNOEXEC", "MultiViews"
+    )
 }
 DEFAULT_OPTIONS = frozenset({"FollowSymLinks"})  # Apache 2.4's default
 _ALL = frozenset({"Indexes", "FollowSymLinks", "SymLinksIfOwnerMatch", "ExecCGI", "Includes"})  # 'All': not MultiViews
@@ -111,7 +113,8 @@ class DiskSection:
         if self.kind == "DirectoryMatch":
             regex = self.regex
             assert regex is not None
-            return any(regex.search(str(parent)) for parent in (PurePosixPath(directory), *PurePosixPath(directory).parents))
+            path = PurePosixPath(directory)
+            return any(regex.search(str(parent)) for parent in (path, *path.parents))
         want = PurePosixPath(self.pattern).parts
         have = PurePosixPath(directory).parts
         return len(have) >= len(want) and all(fnmatch.fnmatchcase(h, w) for h, w in zip(have, want))

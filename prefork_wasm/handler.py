@@ -57,10 +57,9 @@ class Route:
 
 
 class Routes(Mapping[str, Route]):
-    """Every Location's Route by prefix, built once per worker (at its start) with every module
-    loaded; and
-    the Routes of scripts whose <Directory>/<Files> sections change their Wasm settings, built
-    on first use (one per distinct merge: the module is already loaded, this is cheap)."""
+    """Every Location's Route by prefix, built at the worker's start with every module loaded;
+    and the Routes of scripts whose <Directory>/<Files> sections change their Wasm settings,
+    built on first use (one per distinct merge: the module is already loaded, this is cheap)."""
 
     def __init__(self, config: ServerConfig, runtime: Runtime, artifacts: dict[Path, Artifact]) -> None:
         self.config = config

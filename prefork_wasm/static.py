@@ -210,4 +210,5 @@ def listing(directory: Path, url: str) -> Response:
     title = html.escape(f"Index of {url}")
     body = f"<!DOCTYPE html>\n<html><head><title>{title}</title></head><body>\n<h1>{title}</h1>\n<ul>\n"
     body += "\n".join(items) + "\n</ul>\n</body></html>\n"
-    return Response(200, [(b"content-type", b"text/html;charset=UTF-8")], body.encode("utf-8", "surrogateescape"))
+    encoded = body.encode("utf-8", "surrogateescape")
+    return Response(200, [(b"content-type", b"text/html;charset=UTF-8")], encoded)
