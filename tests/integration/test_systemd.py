@@ -3,6 +3,7 @@ sockets (socket activation), against the real server."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -16,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import HELLO, Server, wait_for
+from conftest import HELLO, Server, free_port, wait_for
 
 # Starts a command with the given fds as 3, 4, ... and LISTEN_FDS/LISTEN_PID set for its own
 # pid, as systemd does: `python -c WRAPPER FD... -- COMMAND...`.
@@ -182,9 +183,10 @@ def test_serves_on_a_passed_socket_across_a_graceful_restart(
     make_server: Callable[..., Server], notify: Callable[[str | bytes], NotifySocket], tmp_path: Path,
 ) -> None:
     sock = listening()
+    own = free_port()  # a Listen line with no passed socket: the server binds it
     server = make_server(HELLO, start=False)
-    server.port = sock.getsockname()[1]  # the server's Listen line names the test's socket
-    server.write_config(HELLO)
+    server.port = sock.getsockname()[1]  # the harness's Listen line names the test's socket
+    server.write_config(HELLO + f"Listen 127.0.0.1:{own}\n")
     systemd = notify(str(tmp_path / "notify"))
     server.start(command=activated(server, sock), pass_fds=(sock.fileno(),),
                  env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")})
@@ -193,9 +195,14 @@ def test_serves_on_a_passed_socket_across_a_graceful_restart(
     assert holds(server.pid, link)
     assert all(holds(pid, link) for pid in server.wait_for_workers(lambda p: len(p) == 2))
     assert f"listening on http://127.0.0.1:{server.port}/ (socket passed by systemd: fd 3, bound to" in server.log()
+    assert f"listening on http://127.0.0.1:{own}/\n" in server.log()
     systemd.wait("READY")
     sock.close()  # from now on only the server holds it
     assert server.get("/hello")[0] == 200
+    conn = http.client.HTTPConnection("127.0.0.1", own, timeout=30)
+    conn.request("GET", "/hello")
+    assert conn.getresponse().status == 200
+    conn.close()
 
     old = server.worker_pids()
     server.signal(signal.SIGUSR1)
