@@ -35,11 +35,13 @@ import psutil
 import setproctitle
 
 from . import __version__, privileges
+from .activation import ActivationError, Passed, match
 from .compiler import Artifact, Compile, CompileError, CompileReport, Digests, ModuleInfo, start_compile
 from .config import ConfigError, Listen, ServerConfig, parse_config
 from .connection import LINGER_SECONDS
 from .engine import WASMTIME_VERSION
 from .logs import AccessLog, ErrorLog, LogFile, make_parent
+from .notify import Notifier
 from .pool import plan
 from .runtime import EXIT_GUEST_STUCK
 from .scoreboard import STARTING, WAITING, Scoreboard
@@ -225,8 +227,9 @@ class NextGeneration:
     graceful: bool
     error_log: ErrorLog
     access_logs: list[AccessLog]
-    fresh: dict[Listen, socket.socket]  # bound for it; it shares the others with the current one
+    fresh: dict[Listen, socket.socket]  # bound (or passed by systemd) for it; it shares the others
     compile: Compile
+    adopted: dict[Listen, Passed] = field(default_factory=dict)  # which of `fresh` systemd passed
     requested: float = field(default_factory=time.monotonic)
 
     def close(self) -> None:
@@ -236,10 +239,17 @@ class NextGeneration:
 
 
 class Arbiter:
-    def __init__(self, config: ServerConfig, defines: list[str] | None = None, print_urls: bool = True) -> None:
+    def __init__(
+        self, config: ServerConfig, defines: list[str] | None = None, print_urls: bool = True,
+        notifier: Notifier | None = None, passed: list[Passed] | None = None,
+    ) -> None:
         self.config = config
         self.defines = defines or []
         self.print_urls = print_urls
+        self.notifier = notifier or Notifier(None, os.getpid())
+        # Listening sockets systemd passed: held open for the master's life, each generation
+        # serving on its own duplicate of one, so a restart never loses them.
+        self.passed = passed or []
         self.error_log: ErrorLog  # opened by start()
         self.access_logs: list[AccessLog] = []
         self.listeners: dict[Listen, socket.socket] = {}
@@ -273,6 +283,7 @@ class Arbiter:
         root_warning = privileges.root_warning(self.config.user)
         if root_warning:
             self.error_log.warn(root_warning)
+        self._notifier_problem()
         self.artifacts = self._compiled(first.compile, self.config)
         self._write_pid_file()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -284,12 +295,14 @@ class Arbiter:
             f"prefork-wasm/{__version__} (wasmtime {WASMTIME_VERSION}, Python "
             f"{sys.version.split()[0]}) configured -- resuming normal operations"
         )
-        self._announce_listeners()
+        self._announce_listeners(first, self.print_urls)
 
-    def _announce_listeners(self) -> None:
-        for listen in self.listeners:
-            self.error_log.notice(f"listening on http://{listen}/")
-            if self.print_urls:
+    def _announce_listeners(self, generation: NextGeneration, print_urls: bool) -> None:
+        """Log the listeners a generation added (all of them at start-up)."""
+        for listen in generation.fresh:
+            passed = generation.adopted.get(listen)
+            self.error_log.notice(f"listening on http://{listen}/" + (f" (socket passed by systemd: {passed})" if passed else ""))
+            if print_urls:
                 print(f"prefork-wasm: serving on http://{listen}/", flush=True)
 
     def _prepare(self, config: ServerConfig, graceful: bool) -> NextGeneration:
@@ -297,14 +310,28 @@ class Arbiter:
         error_log, access_logs = open_logs(config)
         fresh: dict[Listen, socket.socket] = {}
         try:
+            adopted = self._match_passed(config)
             for listen in config.listens:
-                if listen not in self.listeners:
-                    fresh[listen] = bind(listen, config.listen_backlog)
+                if listen in self.listeners:
+                    continue
+                passed = adopted.get(listen)
+                fresh[listen] = socket.socket(fileno=os.dup(passed.fd)) if passed else bind(listen, config.listen_backlog)
             compile = start_compile(config.modules(), config.wasm_cache_dir, self.digests)
         except (StartupError, CompileError) as e:
             close_all(error_log, access_logs, fresh.values())
             raise StartupError(str(e)) from e
-        return NextGeneration(config, graceful, error_log, access_logs, fresh, compile)
+        adopted = {listen: passed for listen, passed in adopted.items() if listen in fresh}
+        return NextGeneration(config, graceful, error_log, access_logs, fresh, compile, adopted=adopted)
+
+    def _match_passed(self, config: ServerConfig) -> dict[Listen, Passed]:
+        """The Listen lines of `config` that a socket passed by systemd serves; StartupError for a
+        passed socket no line asks for (at a restart too: the current generation goes on)."""
+        if not self.passed:
+            return {}
+        try:
+            return match(self.passed, {listen: resolve(listen) for listen in config.listens})
+        except ActivationError as e:
+            raise StartupError(str(e)) from None
 
     def _compiled(self, compile: Compile, config: ServerConfig) -> dict[Path, Artifact]:
         """The artifacts of a finished compile, checked and logged (StartupError if unusable)."""
@@ -352,10 +379,12 @@ class Arbiter:
     def run(self, ready: Callable[[], None] | None = None) -> int:
         """Serve until stopped; returns the process exit status."""
         self.start()
-        if ready:
+        if ready:  # before any fork: workers must not hold the pipe `-k start` waits on
+            self.notifier.follow()
             ready()
         try:
             self._start_generation()
+            self._notify_ready()
             while not self._finished():
                 self._sleep()
                 self.reap()
@@ -367,6 +396,16 @@ class Arbiter:
         finally:
             self._shutdown()
         return self.exit_status
+
+    def _notify_ready(self, status: str = "") -> None:
+        """Tell systemd (if it asked) that a generation serves, and which."""
+        self.notifier.ready(status or f"generation {self.generation} serving, {len(self._current())} workers")
+        self._notifier_problem()
+
+    def _notifier_problem(self) -> None:
+        if self.notifier.problem:
+            self.error_log.warn(self.notifier.problem)
+            self.notifier.problem = None
 
     def _finished(self) -> bool:
         if not self.stopping:
@@ -401,8 +440,7 @@ class Arbiter:
             name = signal.Signals(signum).name
             if signum in (signal.SIGTERM, signal.SIGINT):
                 self.error_log.notice(f"caught {name}, shutting down")
-                self.stopping = True
-                self.graceful_stop_deadline = None
+                self._begin_stop(None, f"stopping ({name})")
             elif self.stopping:
                 continue
             elif signum == signal.SIGWINCH:
@@ -441,8 +479,7 @@ class Arbiter:
                 self.error_log.log(
                     "emerg", f"worker {pid} could not start (see above); shutting down, fix the error and start again"
                 )
-                self.stopping = True
-                self.graceful_stop_deadline = None
+                self._begin_stop(None, "stopping: a worker could not start (see the error log)")
                 self.exit_status = 1
                 continue
             if self.stopping:
@@ -635,6 +672,10 @@ class Arbiter:
                 f"the restart requested {waited:.1f} s ago was still compiling: "
                 f"stopped, starting over with the configuration as it is now"
             )
+        self.notifier.reloading(
+            f"{'graceful ' if graceful else ''}restart: preparing generation {self.generation + 1}; "
+            f"generation {self.generation} serves meanwhile"
+        )
         try:
             config = parse_config(self.config.file, self.defines)
             self.next = self._prepare(config, graceful)
@@ -656,6 +697,7 @@ class Arbiter:
         )
         for line in lines[1:]:
             self.error_log.error(f"restart failed: {line}")
+        self._notify_ready(f"restart failed, generation {self.generation} still serving: {lines[0]}")
 
     def _abandon_next(self) -> None:
         if self.next is not None:
@@ -691,8 +733,7 @@ class Arbiter:
             old_error_log, old_access_logs,
             (sock for listen, sock in old_listeners.items() if listen not in self.listeners),
         )
-        for listen in nxt.fresh:
-            self.error_log.notice(f"listening on http://{listen}/")
+        self._announce_listeners(nxt, print_urls=False)
         if nxt.graceful:
             for pid in list(self.children):
                 self._retire(pid)
@@ -704,6 +745,7 @@ class Arbiter:
         self._set_title()
         self.error_log.notice(f"generation {self.generation} configured -- resuming normal operations")
         self._start_generation()
+        self._notify_ready()
 
     def _graceful_stop(self) -> None:
         self._abandon_next()
@@ -717,8 +759,17 @@ class Arbiter:
         self.listeners = {}
         for pid in list(self.children):
             self._retire(pid)
+        self._begin_stop(
+            time.monotonic() + timeout if timeout else float("inf"),
+            f"graceful stop: {len(self.children)} workers finishing their connections",
+        )
+
+    def _begin_stop(self, deadline: float | None, status: str) -> None:
+        """Stop now (deadline None) or once the workers have left or at the deadline."""
         self.stopping = True
-        self.graceful_stop_deadline = time.monotonic() + timeout if timeout else float("inf")
+        self.graceful_stop_deadline = deadline
+        self.notifier.stopping(status)
+        self._notifier_problem()
 
     # ---------------------------------------------------------------- shutdown
 

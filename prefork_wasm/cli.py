@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 
-from . import __version__, control, privileges
+from . import __version__, activation, control, privileges
 from .arbiter import Arbiter, StartupError, finish_compile, resolve
 from .compiler import CompileError, Digests, start_compile
 from .config import (
@@ -17,6 +18,7 @@ from .config import (
     parse_config,
 )
 from .engine import WASMTIME_VERSION
+from .notify import Notifier
 
 DESCRIPTION = """\
 A pre-fork HTTP server for WebAssembly (WASI) modules, configured like Apache httpd
@@ -167,12 +169,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.test:
         return check(config)
-    if args.command == "start":
-        return control.start_detached(lambda ready: Arbiter(config, args.defines, print_urls=False).run(ready), config)
-    if args.command:
+    if args.command and args.command != "start":
         return control.signal_master(config, args.command)
+    # What systemd handed over is taken out of the environment before anything forks.
+    notifier = Notifier.from_environment()
     try:
-        return Arbiter(config, args.defines).run()
+        passed = [activation.inspect(fd, name) for fd, name in activation.passed_fds(os.environ, os.getpid())]
+    except activation.ActivationError as e:
+        error(e)
+        return 1
+    if args.command == "start":
+        return control.start_detached(
+            lambda ready: Arbiter(config, args.defines, print_urls=False, notifier=notifier, passed=passed).run(ready), config,
+        )
+    try:
+        return Arbiter(config, args.defines, notifier=notifier, passed=passed).run()
     except StartupError as e:
         error(e)
         return 1

@@ -22,7 +22,20 @@ LEVELS = {
     )
 }
 
-_STREAMS = {"stderr": 2, "stdout": 1}
+# Log targets that are the process's own stdout or stderr. The /dev and /proc spellings
+# (Docker's habit) are written to the fd too, not opened: opening them fails when the stream is
+# a socket (systemd's journal), and a worker's fds 1 and 2 are its guests' (see LogFile.moved).
+_STREAMS = {
+    "stderr": 2, "stdout": 1,
+    "/dev/stderr": 2, "/dev/stdout": 1,
+    "/dev/fd/2": 2, "/dev/fd/1": 1,
+    "/proc/self/fd/2": 2, "/proc/self/fd/1": 1,
+}
+
+
+def stream_of(target: str) -> int | None:
+    """1 or 2 when a log target is this process's stdout or stderr, else None."""
+    return _STREAMS.get(target)
 
 
 def make_parent(path: str | os.PathLike[str]) -> None:
