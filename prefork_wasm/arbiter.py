@@ -416,8 +416,8 @@ class Arbiter:
                 continue  # reaping happens once per loop
             name = signal.Signals(signum).name
             if signum in (signal.SIGTERM, signal.SIGINT):
-                self.error_log.notice(f"caught {name}, shutting down")
                 self._begin_stop(None)
+                self.error_log.notice(f"caught {name}, shutting down")
             elif self.stopping:
                 continue
             elif signum == signal.SIGWINCH:
@@ -741,6 +741,7 @@ class Arbiter:
     def _graceful_stop(self) -> None:
         self._abandon_next()
         timeout = self.config.graceful_shutdown_timeout
+        self._begin_stop(time.monotonic() + timeout if timeout else float("inf"))
         self.error_log.notice(
             "caught SIGWINCH, shutting down gracefully"
             + (f" (GracefulShutdownTimeout {timeout:g} s)" if timeout else "")
@@ -750,10 +751,10 @@ class Arbiter:
         self.listeners = {}
         for pid in list(self.children):
             self._retire(pid)
-        self._begin_stop(time.monotonic() + timeout if timeout else float("inf"))
 
     def _begin_stop(self, graceful_deadline: float | None) -> None:
-        """No more new work: the health handler says 503 from now on, while workers drain."""
+        """No more new work: the health handler says 503 from now on (before the stop is logged,
+        so that whoever reads the log sees it), while workers drain."""
         self.stopping = True
         self.graceful_stop_deadline = graceful_deadline
         self.scoreboard.cumulative.phase = STOPPING

@@ -36,6 +36,7 @@ _STATUS_INDEX = {code: index for index, code in enumerate(STATUS_CODES)}
 # Prometheus's default buckets (seconds); one more word per histogram counts above the last.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 OUTCOMES = ("ok", "exit", "trap", "timeout", "too_large", "error")
+_OUTCOME_INDEX = {name: index for index, name in enumerate(OUTCOMES)}
 # Why a worker was replaced: the worker counts the first itself, the master the others.
 RECYCLE_REASONS = ("max_connections", "memory_soft", "memory_hard", "hung", "crash", "guest_stuck")
 RELOAD_RESULTS = ("ok", "failed")
@@ -150,7 +151,7 @@ class Recorder:
         w, mod = self.words, self.labels.modules.get(module, OTHER_MODULE)
         w[_GUEST_BUCKETS + mod * _HISTOGRAM + bucket_index(seconds)] += 1
         w[_GUEST_MICROS + mod] += max(0, round(seconds * 1e6))
-        w[_OUTCOMES + mod * len(OUTCOMES) + OUTCOMES.index(outcome)] += 1
+        w[_OUTCOMES + mod * len(OUTCOMES) + _OUTCOME_INDEX[outcome]] += 1
 
     def recycled(self, reason: str) -> None:
         self.words[_RECYCLES + RECYCLE_REASONS.index(reason)] += 1
