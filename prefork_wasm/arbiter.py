@@ -39,14 +39,13 @@ from .compiler import Artifact, Compile, CompileError, CompileReport, Digests, M
 from .config import ConfigError, Listen, ServerConfig, parse_config
 from .connection import LINGER_SECONDS
 from .counters import RECYCLE_REASONS, RELOAD_RESULTS, LabelIndex, assign, bump
-
 from .engine import WASMTIME_VERSION
-from .logs import AccessLog, ErrorLog, LogFile, make_parent
-from .pool import plan
-from .runtime import EXIT_GUEST_STUCK
 from .handler import Page
 from .health import HealthPage
+from .logs import AccessLog, ErrorLog, LogFile, make_parent
 from .metrics import MetricsPage
+from .pool import plan
+from .runtime import EXIT_GUEST_STUCK
 from .scoreboard import SERVING, STARTING, STOPPING, WAITING, Scoreboard, words
 from .status import StatusPage
 from .worker import EXIT_CHILD_FATAL, Worker
@@ -552,8 +551,9 @@ class Arbiter:
     def _kill_hung_workers(self) -> None:
         """A worker whose heartbeat stalls outside any bounded wait is stuck: replace it."""
         # The longest a live worker may go without a heartbeat: reading or writing (Timeout),
-        # a guest's run (WasmTimeout) and a lingering close.
-        limit = self.config.timeout + max((loc.timeout for loc in self.config.locations), default=0) + LINGER_SECONDS
+        # a guest's run (WasmTimeout, of the Locations that run one) and a lingering close.
+        runs = (loc.timeout for loc in self.config.locations if loc.handler == "wasm-handler")
+        limit = self.config.timeout + max(runs, default=0) + LINGER_SECONDS
         now = time.monotonic()
         for pid, child in list(self.children.items()):
             if child.killed:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import socket
 import threading
 from typing import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import EXAMPLES, HELLO, MODULES, Server, wait_for
-from test_supervision import SLOW, busy_worker
+from test_supervision import SLOW, _ignore_errors, busy_worker
 
 METRICS = """
 <Location /metrics>
@@ -39,6 +40,8 @@ METRICS = """
 </Location>
 """
 
+# Only the metrics Location: no guest of a longer WasmTimeout lengthens the hung-worker limit.
+METRICS_ONLY = METRICS[: METRICS.index("<Location /private-metrics>")]
 HELLO_WASM, TRAP_WASM, LOOP_WASM = (str(EXAMPLES / "hello.wasm"), str(MODULES / "trap.wasm"), str(MODULES / "loop.wasm"))
 Key = tuple[str, frozenset[tuple[str, str]]]
 
@@ -221,3 +224,57 @@ def test_health_is_200_while_serving_and_503_while_a_graceful_stop_drains(
     status, _, body, _ = result["slow"]  # type: ignore[misc]
     assert status == 200 and body == b"slept 3000 ms\n"
     assert server.proc is not None and server.proc.wait(timeout=10) == 0
+
+
+HOSTILE_TARGETS = [
+    "/private-metrics/", "//private-metrics", "/x/../private-metrics", "/%2e%2e/private-metrics",
+    "/private-metrics/%2e%2e/private-metrics", "/./private-metrics", "/private-metrics%2f", "/private-metrics%00",
+    "http://localhost/private-metrics", "/private-metrics/" + "a" * 4000, "/%70rivate-metrics",
+]
+
+
+def test_hostile_paths_neither_pass_require_nor_make_new_labels(make_server: Callable[..., Server]) -> None:
+    """Require on a metrics Location holds for every spelling of its path, and no request path
+    becomes a label: `location` is always a configured prefix or (none)."""
+    server = make_server(HELLO + METRICS)
+    for target in HOSTILE_TARGETS:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            status = int(sock.recv(64).split(b" ", 2)[1])
+        assert status in (400, 403, 404), f"{target}: {status}"
+    assert server.get("/x/%2e%2e/hello")[0] == 200  # normalised into /hello, and counted there
+    found = Scrapes(server).expect({requests("/hello", "GET", "200"): 1}, "after hostile requests")
+    locations = {dict(labels).get("location") for _, labels in found} - {None}
+    assert locations <= {"(none)", "/hello", "/metrics", "/private-metrics"}, locations
+
+
+def recycle_counts_match_the_log(server: Server, reason: str, logged: str) -> None:
+    """Poll until the master's count of `reason` equals the log lines saying `logged`, read
+    before and after the scrape with no new line between (the master logs, then counts)."""
+
+    def matches() -> bool:
+        before = server.log().count(logged)
+        seen = Scrapes(server).read()
+        after = server.log().count(logged)
+        return before == after == seen[key("prefork_wasm_worker_recycles_total", reason=reason)] >= 1
+
+    wait_for(matches, timeout=20, what=f"one {reason} recycle counted per '{logged}' logged")
+
+
+def test_a_hung_worker_is_counted_as_hung(make_server: Callable[..., Server]) -> None:
+    server = make_server(SLOW.replace("WasmEnableCGI On", "WasmEnableCGI On\n    WasmTimeout 1") + METRICS_ONLY + "Timeout 1\n")
+    client = threading.Thread(target=lambda: _ignore_errors(lambda: server.get("/slow?3000", timeout=10)))
+    client.start()
+    busy = wait_for(lambda: busy_worker(server), what="a busy worker")
+    os.kill(busy, signal.SIGSTOP)  # frozen outside any guest: only its heartbeat tells
+    server.wait_for_workers(lambda pids: busy not in pids and len(pids) == 2, what="a replacement")
+    client.join(timeout=10)
+    recycle_counts_match_the_log(server, "hung", "has shown no sign of life")
+
+
+def test_workers_above_the_soft_memory_limit_are_counted(make_server: Callable[..., Server]) -> None:
+    server = make_server(SLOW + METRICS_ONLY + "MaxMemoryPerChild 1M\nMemoryMetric rss\n")
+    first = server.worker_pids()
+    wait_for(lambda: server.get("/hello")[0] == 200 and not first & server.worker_pids(), timeout=30,
+             what="every first worker recycled")
+    recycle_counts_match_the_log(server, "memory_soft", "recycling after its current connection")

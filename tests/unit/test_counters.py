@@ -8,8 +8,8 @@ import math
 from prometheus_client.parser import text_string_to_metric_families
 
 from prefork_wasm.counters import (
-    BUCKETS, LOCATION_LABELS, NAME_BYTES, OTHER_LOCATION, OTHER_MODULE, LabelIndex, Names, Recorder, assign,
-    bucket_index, status_index, STATUS_LABELS,
+    BUCKETS, LOCATION_LABELS, NAME_BYTES, OTHER_LOCATION, OTHER_MODULE, STATUS_LABELS, LabelIndex, Names, Recorder,
+    assign, bucket_index, status_index,
 )
 from prefork_wasm.exposition import Exposition
 from prefork_wasm.health import HealthPage
@@ -76,7 +76,7 @@ def test_a_name_keeps_its_index_across_reloads_and_the_table_overflows_into_othe
 
 
 def request(target: str = "/metrics") -> Request:
-    path, _, query = target.partition("?")
+    path = target.partition("?")[0]
     return Request("GET", target, "1.1", [], "127.0.0.1", 1, 80, "id", 0.0, path=path)
 
 
