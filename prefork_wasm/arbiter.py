@@ -39,12 +39,16 @@ from .activation import ActivationError, Passed, match
 from .compiler import Artifact, Compile, CompileError, CompileReport, Digests, ModuleInfo, start_compile
 from .config import ConfigError, Listen, ServerConfig, parse_config
 from .connection import LINGER_SECONDS
+from .counters import RECYCLE_REASONS, RELOAD_RESULTS, LabelIndex, assign, bump
 from .engine import WASMTIME_VERSION
+from .handler import Page
+from .health import HealthPage
 from .logs import AccessLog, ErrorLog, LogFile, make_parent
+from .metrics import MetricsPage
 from .notify import Notifier
 from .pool import plan
 from .runtime import EXIT_GUEST_STUCK
-from .scoreboard import STARTING, WAITING, Scoreboard
+from .scoreboard import SERVING, STARTING, STOPPING, WAITING, Scoreboard, words
 from .status import StatusPage
 from .worker import EXIT_CHILD_FATAL, Worker
 
@@ -261,6 +265,8 @@ class Arbiter:
         self.pid = os.getpid()
         self.started = time.time()
         self.scoreboard = Scoreboard(config.server_limit)
+        self.counts = words(self.scoreboard.cumulative.counts)  # the master's own counters
+        self.labels = LabelIndex({}, {})
         self.signals: list[int] = []
         self.exit_status = 0
         self.stopping = False
@@ -285,6 +291,7 @@ class Arbiter:
             self.error_log.warn(root_warning)
         self._notifier_problem()
         self.artifacts = self._compiled(first.compile, self.config)
+        self._assign_labels()
         self._write_pid_file()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_w)
@@ -355,6 +362,13 @@ class Arbiter:
                 self.error_log.info(f"cache hit for {artifact.source}: {artifact.path.name}")
         return {a.source: a for a in artifacts}
 
+    def _assign_labels(self) -> None:
+        """The metrics' label indexes of this generation's Locations and modules, before its
+        workers fork (they inherit them)."""
+        self.labels = assign(
+            self.scoreboard.names, (loc.prefix for loc in self.config.locations), map(str, self.config.modules())
+        )
+
     def _write_pid_file(self) -> None:
         """Atomically, so `-k` never reads a half-written pid."""
         path = self.config.pid_file
@@ -383,6 +397,7 @@ class Arbiter:
             self.notifier.follow()
             ready()
         try:
+            self.scoreboard.cumulative.phase = SERVING
             self._start_generation()
             self._notify_ready()
             while not self._finished():
@@ -439,8 +454,8 @@ class Arbiter:
                 continue  # reaping happens once per loop
             name = signal.Signals(signum).name
             if signum in (signal.SIGTERM, signal.SIGINT):
-                self.error_log.notice(f"caught {name}, shutting down")
                 self._begin_stop(None, f"stopping ({name})")
+                self.error_log.notice(f"caught {name}, shutting down")
             elif self.stopping:
                 continue
             elif signum == signal.SIGWINCH:
@@ -485,6 +500,7 @@ class Arbiter:
             if self.stopping:
                 continue
             if code != 0 and not (child.leaving or child.killed):
+                self._count_recycle("guest_stuck" if code == EXIT_GUEST_STUCK else "crash")
                 how = f"on signal {signal.Signals(-code).name}" if code < 0 else f"with status {code}"
                 how += " (it gave up a request whose guest it could not stop)" if code == EXIT_GUEST_STUCK else ""
                 self.error_log.error(f"worker {pid} exited {how}; a new one replaces it")
@@ -559,6 +575,7 @@ class Arbiter:
                     f"{size_text(child.hard_limit)}: killed"
                 )
                 child.killed = True
+                self._count_recycle("memory_hard")
                 self._kill(pid, signal.SIGKILL)
             elif child.soft_limit and used > child.soft_limit and not child.leaving:
                 self.error_log.notice(
@@ -566,14 +583,16 @@ class Arbiter:
                     f"{size_text(child.soft_limit)}: recycling after its current connection"
                 )
                 self._retire(pid)
+                self._count_recycle("memory_soft")
                 child.recycled = True  # its replacement is forked once it has exited, never beside it
         self.sampling_seconds += time.process_time() - start
 
     def _kill_hung_workers(self) -> None:
         """A worker whose heartbeat stalls outside any bounded wait is stuck: replace it."""
         # The longest a live worker may go without a heartbeat: reading or writing (Timeout),
-        # a guest's run (WasmTimeout) and a lingering close.
-        limit = self.config.timeout + max((loc.timeout for loc in self.config.locations), default=0) + LINGER_SECONDS
+        # a guest's run (WasmTimeout, of the Locations that run one) and a lingering close.
+        runs = (loc.timeout for loc in self.config.locations if loc.handler == "wasm-handler")
+        limit = self.config.timeout + max(runs, default=0) + LINGER_SECONDS
         now = time.monotonic()
         for pid, child in list(self.children.items()):
             if child.killed:
@@ -586,7 +605,11 @@ class Arbiter:
                     f"'{slot.state.decode()}' (limit Timeout + WasmTimeout + lingering close = {limit:g} s): killed"
                 )
                 child.killed = True
+                self._count_recycle("hung")
                 self._kill(pid, signal.SIGKILL)
+
+    def _count_recycle(self, reason: str) -> None:
+        bump(self.counts, "recycles", RECYCLE_REASONS.index(reason))
 
     # ---------------------------------------------------------------- workers
 
@@ -604,6 +627,7 @@ class Arbiter:
         if pid == 0:
             self._become_worker(index)
         slot.pid = pid
+        bump(self.counts, "spawns")
         soft, hard = self.config.max_memory_per_child or (None, None)
         spread = 1 - random.uniform(0, MEMORY_SPREAD)
         self.children[pid] = Child(
@@ -624,7 +648,13 @@ class Arbiter:
         os.close(self._wake_w)
         if self.next is not None:
             self.next.close()  # a generation this worker will never serve: its logs, new ports
-        status = StatusPage(self.scoreboard, self.started, self.generation, self.config.server_name or "localhost")
+        pages: dict[str, Page] = {
+            "server-status": StatusPage(
+                self.scoreboard, self.started, self.generation, self.config.server_name or "localhost"
+            ),
+            "metrics": MetricsPage(self.scoreboard, self.started),
+            "health": HealthPage(self.scoreboard),
+        }
         Worker(
             self.config,
             self.artifacts,
@@ -633,7 +663,8 @@ class Arbiter:
             self.pid,
             self.error_log,
             self.access_logs,
-            status_page=status,
+            self.labels,
+            pages,
         ).run()
 
     def _retire(self, pid: int) -> None:
@@ -690,6 +721,7 @@ class Arbiter:
         self._finish_reload()  # at once when every module was in the cache
 
     def _reload_failed(self, graceful: bool, error: Exception) -> None:
+        bump(self.counts, "reloads", RELOAD_RESULTS.index("failed"))
         lines = str(error).splitlines() or [type(error).__name__]
         self.error_log.error(
             f"{'graceful ' if graceful else ''}restart failed, still serving generation "
@@ -740,6 +772,9 @@ class Arbiter:
         else:
             self._stop_workers()
         self.generation += 1
+        self.scoreboard.cumulative.generation = self.generation
+        bump(self.counts, "reloads", RELOAD_RESULTS.index("ok"))
+        self._assign_labels()
         self.spawn_rate = 1
         self.warned_max_workers = False
         self._set_title()
@@ -750,6 +785,10 @@ class Arbiter:
     def _graceful_stop(self) -> None:
         self._abandon_next()
         timeout = self.config.graceful_shutdown_timeout
+        self._begin_stop(
+            time.monotonic() + timeout if timeout else float("inf"),
+            f"graceful stop: {len(self.children)} workers finishing their connections",
+        )
         self.error_log.notice(
             "caught SIGWINCH, shutting down gracefully"
             + (f" (GracefulShutdownTimeout {timeout:g} s)" if timeout else "")
@@ -759,15 +798,14 @@ class Arbiter:
         self.listeners = {}
         for pid in list(self.children):
             self._retire(pid)
-        self._begin_stop(
-            time.monotonic() + timeout if timeout else float("inf"),
-            f"graceful stop: {len(self.children)} workers finishing their connections",
-        )
 
     def _begin_stop(self, deadline: float | None, status: str) -> None:
-        """Stop now (deadline None) or once the workers have left or at the deadline."""
+        """No more new work: stop now (deadline None) or once the workers have left or at the
+        deadline. Health says 503 from here on (set before the stop is logged, so that whoever
+        reads the log sees it), and systemd hears STOPPING=1."""
         self.stopping = True
         self.graceful_stop_deadline = deadline
+        self.scoreboard.cumulative.phase = STOPPING
         self.notifier.stopping(status)
         self._notifier_problem()
 

@@ -301,7 +301,7 @@ def _choice(*options: str) -> Callable[[str], str]:
 
 def _handler(arg: str) -> str | None:
     """'none' switches an inherited handler off, as in Apache."""
-    name = _choice("wasm-handler", "server-status", "none")(arg)
+    name = _choice("wasm-handler", "server-status", "metrics", "health", "none")(arg)
     return None if name == "none" else name
 
 
@@ -1186,7 +1186,7 @@ _TABLE = (
     _server("LimitResponseBody", "SIZE", _set("limit_response_body", parse_size)),
     _server("AllowEncodedSlashes", "On|Off|NoDecode", _set("allow_encoded_slashes", _choice(*ENCODED_SLASHES))),
     # Server level (as defaults) or inside <Location>.
-    _Directive("SetHandler", "wasm-handler|server-status|none", _set("handler", _handler)),
+    _Directive("SetHandler", "wasm-handler|server-status|metrics|health|none", _set("handler", _handler)),
     _Directive("WasmModule", "FILE.wasm", _wasm_module),
     _Directive("WasmDir", "DIRECTORY [ro|rw]", _wasm_dir, (1, 2)),
     _Directive("WasmMapDir", "GUEST-PATH HOST-DIRECTORY [ro|rw]", _wasm_map_dir, (2, 3)),

@@ -10,20 +10,23 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, cgi
 from .compiler import Artifact
 from .config import LocationConfig, ServerConfig
+from .counters import Recorder
 from .logs import AccessLog, AccessRecord, ErrorLog
 from .messages import SERVER_SOFTWARE, Request, Response, error_response
 from .runtime import EXIT_GUEST_STUCK, GuestSpec, Loaded, Outcome, RunResult, Runtime
 from .scoreboard import LOGGING, MODULE_CHARS, Slot
 
 WASM_HANDLER = "wasm-handler"
-STATUS_HANDLER = "server-status"
+
+# A handler that answers from the server's own state (server-status, metrics, health).
+Page = Callable[[Request], Response]
 
 # How each way a guest run can fail is answered.
 FAILURE_STATUS = {
@@ -50,6 +53,7 @@ class Route:
     script_name: str  # the prefix without its trailing '/'
     script_filename: str
     module_name: str
+    module_label: str  # the module's path: its label in the metrics
 
 
 def prepare_routes(
@@ -92,6 +96,7 @@ def _route(
         script_name=loc.prefix.rstrip("/"),
         script_filename=script_filename,
         module_name=module_path.name if module_path else "",
+        module_label=str(module_path) if module_path else "",
     )
 
 
@@ -128,7 +133,8 @@ class Site:
         slot: Slot,
         draining: Callable[[], bool],
         others_waiting: Callable[[], bool],
-        status_page: Callable[[Request], Response] | None = None,
+        recorder: Recorder,
+        pages: Mapping[str, Page],
     ) -> None:
         self.config = config
         self.routes = routes
@@ -138,7 +144,8 @@ class Site:
         self.slot = slot
         self.draining = draining
         self.others_waiting = others_waiting
-        self.status_page = status_page
+        self.recorder = recorder
+        self.pages = pages
         self.new_request_id = RequestIds()
         # body_limit and respond both need the request's Location: match once per request. Keyed
         # by the path, not the request, so that an idle worker keeps no request (nor its body).
@@ -175,8 +182,9 @@ class Site:
                 return error_response(404, "The requested URL was not found on this server.")
             if not loc.allows(request.remote_addr):
                 return error_response(403, "You don't have permission to access this resource.")
-            if loc.handler == STATUS_HANDLER and self.status_page:
-                return self.status_page(request)
+            page = self.pages.get(loc.handler)
+            if page is not None:
+                return page(request)
             route = self.routes[loc.prefix]
             self.slot.module = route.module_name.encode()[:MODULE_CHARS - 1]
             return self._run(request, route)
@@ -199,10 +207,12 @@ class Site:
             )
         else:
             env = loc.env
+        started = time.perf_counter()
         result = self.runtime.run(
             route.module, route.spec, route.argv, env, request.body,
-            abandon=lambda outcome, cause: self._abandon(request, route, outcome, cause),
+            abandon=lambda outcome, cause: self._abandon(request, route, outcome, cause, started),
         )
+        self._count_guest(route, result.outcome, started)
         if result.stderr:
             self._log_stderr(request, route, result.stderr)
         response = self._translate(request, route, result)
@@ -228,10 +238,14 @@ class Site:
         self._log_failure(request, route.module_name, cause)
         return error_response(status, _FAILURE_TEXT[status])
 
-    def _abandon(self, request: Request, route: Route, outcome: Outcome, cause: str) -> None:
+    def _count_guest(self, route: Route, outcome: Outcome, started: float) -> None:
+        self.recorder.guest(route.module_label, outcome.name.lower(), time.perf_counter() - started)
+
+    def _abandon(self, request: Request, route: Route, outcome: Outcome, cause: str, started: float) -> None:
         """Called from the runtime's watcher thread when the guest cannot be stopped (blocked in
         a host call): answer and log now, then end the worker; the master replaces it."""
         try:
+            self._count_guest(route, outcome, started)
             response = self._failure(request, route, outcome, cause)
             response.module = route.module_name
             if self._answer is not None:
@@ -268,6 +282,11 @@ class Site:
         slot.accesses += 1
         slot.bytes += sent
         slot.request_seconds = now - request.start
+        loc = self._location(request)
+        self.recorder.request(
+            loc.prefix if loc else None, request.method, response.status, now - request.start,
+            len(request.body), sent,
+        )
         if self.access_logs:
             record = self._access_record(request, response, sent, now)
             for log in self.access_logs:

@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 
 import setproctitle
@@ -22,13 +22,14 @@ import setproctitle
 from . import privileges
 from .compiler import Artifact
 from .config import ServerConfig
+from .counters import LabelIndex, Recorder
 from .connection import REPORT_WAIT, Limits, StateHook, serve
 from .engine import WASM32_MEMORY_MAX, Pool
-from .handler import Site, prepare_routes
+from .handler import Page, Site, prepare_routes
 from .logs import AccessLog, ErrorLog
-from .messages import Request, Response
+from .messages import Request
 from .runtime import Runtime
-from .scoreboard import CLEANUP, GRACEFUL, REQUEST_CHARS, WAITING, Slot
+from .scoreboard import CLEANUP, GRACEFUL, REQUEST_CHARS, WAITING, Slot, words
 
 # Exit status of a worker that could not start (Apache's APEXIT_CHILDFATAL): the master stops
 # instead of forking replacements that would fail the same way.
@@ -76,7 +77,8 @@ class Worker:
         master_pid: int,
         error_log: ErrorLog,
         access_logs: list[AccessLog],
-        status_page: Callable[[Request], Response] | None,
+        labels: LabelIndex,
+        pages: Mapping[str, Page],
     ) -> None:
         self.config = config
         self.artifacts = artifacts
@@ -85,7 +87,8 @@ class Worker:
         self.master_pid = master_pid
         self.error_log = error_log
         self.access_logs = access_logs
-        self.status_page = status_page
+        self.labels = labels
+        self.pages = pages
         self.stopping = False
         self.connections = 0
 
@@ -146,7 +149,8 @@ class Worker:
             self.slot,
             draining=self._draining,
             others_waiting=self._others_waiting,
-            status_page=self.status_page,
+            recorder=Recorder(words(self.slot.counts), self.labels),
+            pages=self.pages,
         )
 
     def _give_standard_streams(self, runtime: Runtime) -> None:
@@ -206,6 +210,7 @@ class Worker:
                     f"worker {os.getpid()}: recycling after {self.connections} connections "
                     f"(MaxConnectionsPerChild {max_connections})"
                 )
+                site.recorder.recycled("max_connections")
                 break
             slot.state = WAITING
             slot.heartbeat = time.monotonic()

@@ -466,7 +466,7 @@ def test_define_and_include_are_fine_inside_location() -> None:
         ("Listen", "Listen: expected 1 argument, got 0 (usage: Listen [HOST:]PORT)"),
         ("Define", "Define: expected 1 to 2 arguments, got 0 (usage: Define NAME [VALUE])"),
         ("CustomLog access.log", "CustomLog: expected 2 arguments, got 1"),
-        ("SetHandler cgi-script", "SetHandler: expected one of wasm-handler, server-status, none; got 'cgi-script'"),
+        ("SetHandler cgi-script", "SetHandler: expected one of wasm-handler, server-status, metrics, health, none; got 'cgi-script'"),
         ("WasmEnableCGI yes", "WasmEnableCGI: expected On or Off, got 'yes'"),
         ("WasmTimeout 0", "WasmTimeout: expected seconds > 0, such as 30 or 2.5, got '0'"),
         ("Timeout 0", "Timeout: expected seconds > 0, such as 30 or 2.5, got '0'"),

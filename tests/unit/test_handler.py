@@ -22,7 +22,8 @@ from prefork_wasm.handler import Site
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request, Response
 from prefork_wasm.paths import request_path
-from prefork_wasm.scoreboard import Slot
+from prefork_wasm.counters import LabelIndex, Recorder
+from prefork_wasm.scoreboard import Slot, words
 from prefork_wasm.worker import YieldPolicy, pool_for
 
 CONFIG = """\
@@ -36,16 +37,18 @@ Listen 8080
 def make_site(tmp_path: Path, status_page: object) -> Site:
     conf = tmp_path / "server.conf"
     conf.write_text(CONFIG)
+    slot = Slot()
     return Site(
         parse_config(conf),
         routes={},
         runtime=None,  # type: ignore[arg-type]  # no Location here runs a guest
         error_log=ErrorLog(LogFile(str(tmp_path / "error_log")), "info"),
         access_logs=[],
-        slot=Slot(),
+        slot=slot,
         draining=lambda: False,
         others_waiting=lambda: False,
-        status_page=status_page,  # type: ignore[arg-type]
+        recorder=Recorder(words(slot.counts), LabelIndex({}, {})),
+        pages={"server-status": status_page},  # type: ignore[dict-item]
     )
 
 
@@ -187,7 +190,7 @@ def test_the_access_record_carries_only_the_headers_a_format_logs(tmp_path: Path
     site = Site(
         site.config, {}, site.runtime, site.error_log,
         [AccessLog(LogFile(str(tmp_path / "access_log")), '%s "%{User-Agent}i" %{X-Id}o %{Referer}i')],
-        Slot(), draining=lambda: False, others_waiting=lambda: False,
+        Slot(), draining=lambda: False, others_waiting=lambda: False, recorder=site.recorder, pages={},
     )
     request = make_request("/nowhere")
     request.headers = [(b"host", b"x"), (b"user-agent", b"agent/1"), (b"cookie", b"secret")]
