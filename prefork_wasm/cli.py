@@ -13,6 +13,7 @@ from .config import (
     PROVIDED_MODULES,
     STATIC_MODULES,
     ConfigError,
+    Locations,
     ServerConfig,
     parse_config,
 )
@@ -88,8 +89,8 @@ def loaded_modules() -> str:
 
 
 def dump(config: ServerConfig) -> str:
-    """-S: Apache's -S layout (addresses, then the main server's settings), plus the Locations
-    in the order a request is matched against them."""
+    """-S: Apache's -S layout (addresses, then the main server's settings), plus each server's
+    sections in the order they merge, with what a request for exactly that prefix gets."""
     name = config.server_name or "(none: each request's Host)"
     where = config.sources.get("server_name")
     lines = ["VirtualHost configuration:"]
@@ -101,12 +102,19 @@ def dump(config: ServerConfig) -> str:
         f'PidFile: "{config.pid_file}"',
         f'WasmCacheDir: "{config.wasm_cache_dir}"',
         *(f'{kind}: name="{value}"' for kind, value in (("User", config.user), ("Group", config.group)) if value),
-        "Locations (longest prefix first):",
+        "Locations (in merge order; each line: what a request for that prefix gets):",
+        *_routes(config.routes),
     ]
-    for loc in config.locations:
-        serves = {None: "no handler (404)", "wasm-handler": f"wasm-handler {loc.module}"}.get(loc.handler, loc.handler)
-        lines.append(f"{loc.prefix:<22} {serves} ({loc.source})")
     return "\n".join(lines)
+
+
+def _routes(routes: Locations) -> list[str]:
+    lines = []
+    for section, loc in routes.representatives():
+        serves = {None: "no handler (404)", "wasm-handler": f"wasm-handler {loc.module}"}.get(loc.handler, loc.handler)
+        what = "/" if section is None else section.pattern if section.regex is None else f"~ {section.pattern}"
+        lines.append(f"{what:<22} {serves} ({loc.source})")
+    return lines
 
 
 def error(message: object) -> None:

@@ -1,8 +1,8 @@
 """From a parsed request to a response: route, run the guest, translate its output.
 
 This is the worker's `connection.Handler`. Per request it does only what depends on the
-request; everything that depends on the Location alone (the loaded module, argv, preopens,
-limits) is prepared once per worker in a `Route`.
+request; everything that depends on the merged Location settings alone (the loaded module,
+argv, preopens, limits) is prepared once per worker and distinct merged result in a `Route`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ _LOG_SAFE = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """A Location prepared for serving in this worker."""
+    """A merged Location prepared for serving in this worker."""
 
     location: LocationConfig
     module: Loaded | None
@@ -52,12 +52,28 @@ class Route:
     module_name: str
 
 
-def prepare_routes(
-    config: ServerConfig, runtime: Runtime, artifacts: dict[Path, Artifact]
-) -> dict[str, Route]:
-    """Load every module and build every Location's fixed part, once per worker."""
-    loaded = {source: _load(runtime, artifact) for source, artifact in artifacts.items()}
-    return {loc.prefix: _route(config, loc, artifacts, loaded) for loc in config.locations}
+class Routes:
+    """The worker's Routes: one per distinct merged LocationConfig, built on its first request.
+
+    `Locations` keeps one LocationConfig per distinct set of matching sections for the worker's
+    life, so its identity keys the Route (the Route holds it: the id is never reused)."""
+
+    def __init__(self, config: ServerConfig, artifacts: dict[Path, Artifact], loaded: dict[Path, Loaded]) -> None:
+        self.config = config
+        self.artifacts = artifacts
+        self.loaded = loaded
+        self._routes: dict[int, Route] = {}
+
+    def __getitem__(self, loc: LocationConfig) -> Route:
+        route = self._routes.get(id(loc))
+        if route is None:
+            route = self._routes[id(loc)] = _route(self.config, loc, self.artifacts, self.loaded)
+        return route
+
+
+def prepare_routes(config: ServerConfig, runtime: Runtime, artifacts: dict[Path, Artifact]) -> Routes:
+    """Load every module once per worker (before it serves: a module that cannot load stops it)."""
+    return Routes(config, artifacts, {source: _load(runtime, artifact) for source, artifact in artifacts.items()})
 
 
 def _load(runtime: Runtime, artifact: Artifact) -> Loaded:
@@ -74,6 +90,10 @@ def _route(
     # Only wasm-handler runs a module (and only its modules are compiled); another handler may
     # still inherit a server-level WasmModule, or name one beside an AddHandler.
     module_path = loc.module if loc.handler == "wasm-handler" else None
+    if module_path is not None and module_path not in artifacts:
+        # Only where a <LocationMatch> merges with other sections can a combination -t did not see
+        # arise (Locations.modules compiles every module it could name; check_routes warned).
+        raise RuntimeError(f"no compiled module for the merged settings of {loc.source}")
     script_filename = str(module_path) if module_path else ""
     if loc.map_cgi_file_names and module_path:
         script_filename = _guest_path(module_path, loc)
@@ -121,7 +141,7 @@ class Site:
     def __init__(
         self,
         config: ServerConfig,
-        routes: dict[str, Route],
+        routes: Routes,
         runtime: Runtime,
         error_log: ErrorLog,
         access_logs: list[AccessLog],
@@ -177,7 +197,10 @@ class Site:
                 return error_response(403, "You don't have permission to access this resource.")
             if loc.handler == STATUS_HANDLER and self.status_page:
                 return self.status_page(request)
-            route = self.routes[loc.prefix]
+            if loc.handler == WASM_HANDLER and loc.module is None:
+                self._log_failure(request, "-", f"SetHandler wasm-handler without a WasmModule at {loc.source}")
+                return error_response(500, _FAILURE_TEXT[500])
+            route = self.routes[loc]
             self.slot.module = route.module_name.encode()[:MODULE_CHARS - 1]
             return self._run(request, route)
         except Exception as e:
