@@ -1245,12 +1245,38 @@ def _include(*, optional: bool) -> _Apply:
 
 
 def _open_location(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    """<Location /prefix>, or <Location ~ REGEX>, Apache's other spelling of <LocationMatch>."""
+    if args[0] == "~":
+        if len(args) != 2:
+            raise ValueError("expected '~ REGEX' (or write <LocationMatch REGEX>)")
+        _open_section(parser, "Location", args[1], line, _location_regex(args[1]))
+        return
     prefix = args[0]
+    if len(args) != 1:
+        raise ValueError(f"expected one /PREFIX, got {len(args)} arguments (quote a prefix with spaces)")
     if not prefix.startswith("/"):
         raise ValueError(f"URL prefix must start with '/', got {prefix!r}")
-    block = _Block(line, prefix)
+    _open_section(parser, "Location", prefix, line, None)
+
+
+def _open_location_match(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    _open_section(parser, "LocationMatch", args[0], line, _location_regex(args[0]))
+
+
+def _open_section(parser: _Parser, name: str, pattern: str, line: _Line, regex: re.Pattern[str] | None) -> None:
+    block = _Block(line, pattern, regex)
     parser.context().blocks.append(block)
-    parser.stack.append(_Section("Location", f"<Location {prefix}>", line, True, block.scope))
+    label = f"<{name} {'~ ' if regex and name == 'Location' else ''}{pattern}>"
+    parser.stack.append(_Section(name, label, line, True, block.scope))
+
+
+def _location_regex(pattern: str) -> re.Pattern[str]:
+    """A PCRE pattern as Python's re reads it; PCRE's named groups (?<name>...) are accepted too.
+    Searched (not anchored) in the normalised path, as Apache does."""
+    try:
+        return re.compile(re.sub(r"\(\?<(?![=!])", "(?P<", pattern))
+    except re.error as e:
+        raise ValueError(f"bad regular expression {pattern!r}: {e.msg} at position {e.pos}") from None
 
 
 def _open_virtual_host(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
@@ -1425,7 +1451,8 @@ _TABLE = (
     _vhost("AddDefaultCharset", "Off", _no_effect("a response's charset is the one its module sets", only="Off")),
     _Directive("AddHandler", "HANDLER EXTENSION ...", _add_handler, (2, None)),
     # Server level only.
-    _vhost("<Location>", "/PREFIX", _open_location),
+    _vhost("<Location>", "/PREFIX|~ REGEX", _open_location, (1, 2)),
+    _vhost("<LocationMatch>", "REGEX", _open_location_match),
     _server("<VirtualHost>", "ADDRESS[:PORT] ...", _open_virtual_host, (1, None)),
     _server("ServerRoot", "DIRECTORY", _server_root),
     _vhost("ServerName", "HOSTNAME[:PORT]", _set("server_name", str)),

@@ -24,6 +24,9 @@ NESTED = """
 <Location /admin/open>
     Require all granted
 </Location>
+<LocationMatch "^/(secret|private)(/|$)">
+    Require ip 10.0.0.0/8
+</LocationMatch>
 """
 
 
@@ -50,6 +53,13 @@ def test_every_spelling_of_admin_is_denied(server: Server, target: bytes) -> Non
     assert raw_status(server, target) == 403
 
 
+@pytest.mark.parametrize(
+    "target", [b"/secret", b"/%73ecret/x", b"/x/../private", b"//secret/", b"/a/%2e%2e/private/b"]
+)
+def test_every_spelling_of_a_location_match_is_denied(server: Server, target: bytes) -> None:
+    assert raw_status(server, target) == 403
+
+
 def test_the_app_serves_beside_and_inside_the_restricted_area(server: Server) -> None:
     status, _, body, _ = server.get("/administrator?x=1")
     assert status == 200  # /admin covers whole segments only
@@ -58,3 +68,4 @@ def test_the_app_serves_beside_and_inside_the_restricted_area(server: Server) ->
     status, _, body, _ = server.get("/admin/open/page")  # a later, deeper section opens it again
     assert status == 200
     assert env_of(body)["PATH_INFO"] == "/admin/open/page"  # still the app mounted at /
+    assert server.get("/secretary")[0] == 200

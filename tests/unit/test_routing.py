@@ -154,3 +154,78 @@ def test_a_module_is_checked_against_what_a_request_for_its_prefix_merges_to() -
         load("<Location /tool>\n    WasmModule admin.wat\n</Location>\n")
     with pytest.raises(Exception, match=r"server.conf:2: <Location /x>: SetHandler wasm-handler needs a WasmModule"):
         load("<Location /x>\n    SetHandler wasm-handler\n</Location>\n<Location /x/y>\n    WasmModule app.wasm\n</Location>\n")
+
+
+# --- <LocationMatch> and <Location ~> -----------------------------------------------------------
+
+SECRET = NESTED + """\
+    <LocationMatch "^/(secret|private)(/|$)">
+        Require ip 10.0.0.0/8
+    </LocationMatch>
+"""
+
+
+@pytest.mark.parametrize(
+    "target", ["/secret", "/secret/x", "/%73ecret/x", "/x/../secret", "//secret/", "/private", "/./private/."]
+)
+def test_a_regex_section_restricts_every_spelling_of_its_paths(target: str) -> None:
+    loc = served(load(SECRET), target)
+    assert loc.handler == "wasm-handler"
+    assert not loc.allows("127.0.0.1")
+
+
+@pytest.mark.parametrize("target", ["/secretary", "/x/secret", "/%2573ecret"])
+def test_a_regex_section_leaves_other_paths_alone(target: str) -> None:
+    assert served(load(SECRET), target).allows("127.0.0.1")
+
+
+@pytest.mark.parametrize("opening", ['<LocationMatch "\\.txt$">', '<Location ~ "\\.txt$">'])
+def test_plain_and_regex_sections_merge_together_in_config_order(opening: str) -> None:
+    """Apache 2.4 ("How the sections are merged"): <Location> and <LocationMatch> are one group,
+    processed in config order; checked against Apache 2.4.71 with both orders."""
+    closing = "</LocationMatch>" if "Match" in opening else "</Location>"
+    regex = f"{opening}\n    WasmTimeout 7\n{closing}\n"
+    plain = "<Location /docs>\n    WasmTimeout 8\n</Location>\n"
+    app = "SetHandler wasm-handler\nWasmModule app.wasm\n"
+    assert served(load(app + regex + plain), "/docs/a.txt").timeout == 8.0
+    assert served(load(app + plain + regex), "/docs/a.txt").timeout == 7.0
+    assert served(load(app + plain + regex), "/docs/a.html").timeout == 8.0
+    assert served(load(app + plain + regex), "/b.txt").timeout == 7.0
+
+
+def test_a_regex_may_supply_the_handler_for_a_prefix_s_module(root: Path) -> None:
+    config = load("""\
+        <Location /app>
+            WasmModule app.wasm
+        </Location>
+        <LocationMatch \\.php$>
+            SetHandler wasm-handler
+        </LocationMatch>
+    """)
+    assert config.modules() == [root / "app.wasm"]
+    php = served(config, "/app/index.php")
+    assert (php.handler, php.module, php.prefix) == ("wasm-handler", root / "app.wasm", "/app")
+    assert served(config, "/app/style.css").handler is None  # 404
+    assert any("<LocationMatch \\.php$>: SetHandler wasm-handler needs a WasmModule" in w for w in config.warnings)
+
+
+def test_pcre_named_groups_are_accepted() -> None:
+    config = load('<LocationMatch "^/site/(?<name>[^/]+)">\n    Require all denied\n</LocationMatch>\n')
+    assert not served(config, "/site/a/b").allows("127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ('<LocationMatch "(">', "server.conf:2: <LocationMatch>: bad regular expression '('"),
+        ('<Location ~ "a[">', "server.conf:2: <Location>: bad regular expression 'a['"),
+        ("<Location ~>", "server.conf:2: <Location>: expected '~ REGEX' (or write <LocationMatch REGEX>)"),
+        ("<Location /a /b>", "server.conf:2: <Location>: expected one /PREFIX, got 2 arguments"),
+        ("<LocationMatch>", "server.conf:2: <LocationMatch>: expected 1 argument, got 0"),
+    ],
+)
+def test_a_bad_regex_section_is_an_error_at_its_line(lines: str, message: str) -> None:
+    closing = "</LocationMatch>" if "Match" in lines else "</Location>"
+    with pytest.raises(Exception) as info:
+        load(f"{lines}\n    Require all denied\n{closing}\n")
+    assert str(info.value).startswith(message)
