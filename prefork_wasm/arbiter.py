@@ -138,7 +138,7 @@ def open_logs(config: ServerConfig) -> tuple[ErrorLog, list[AccessLog]]:
             file.close()
         raise
     error_file, *access_files = files
-    access_logs = [AccessLog(file, log.format) for file, log in zip(access_files, config.custom_logs)]
+    access_logs = [AccessLog(file, log.format, log.host) for file, log in zip(access_files, config.custom_logs)]
     return ErrorLog(error_file, config.log_level), access_logs
 
 

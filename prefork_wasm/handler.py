@@ -16,9 +16,10 @@ from pathlib import Path
 
 from . import __version__, cgi
 from .compiler import Artifact
-from .config import LocationConfig, ServerConfig
+from .config import LocationConfig, ServerConfig, VirtualHost
 from .logs import AccessLog, AccessRecord, ErrorLog
 from .messages import SERVER_SOFTWARE, Request, Response, error_response
+from .routing import request_host, select_host
 from .runtime import EXIT_GUEST_STUCK, GuestSpec, Loaded, Outcome, RunResult, Runtime
 from .scoreboard import LOGGING, MODULE_CHARS, Slot
 
@@ -160,9 +161,17 @@ class Site:
         self.others_waiting = others_waiting
         self.status_page = status_page
         self.new_request_id = RequestIds()
-        # body_limit and respond both need the request's Location: match once per request. Keyed
-        # by the path, not the request, so that an idle worker keeps no request (nor its body).
-        self._matched: tuple[str, LocationConfig | None] = ("", None)
+        # body_limit, respond and finished all need the request's host and Location: chosen once
+        # per request. Keyed by the request's id, not the request, so that an idle worker keeps no
+        # request (nor its body).
+        self._matched: tuple[str, VirtualHost | None, LocationConfig | None] = ("", None, None)
+        # A virtual host's access logs are its own, or the main server's if it has none (Apache's).
+        main_logs = [log for log in access_logs if log.host is None]
+        self._host_logs = {
+            id(host): [log for log in access_logs if log.host == index] or main_logs
+            for index, host in enumerate(config.virtual_hosts)
+        }
+        self._host_logs[id(None)] = main_logs
         self._answer: Callable[[Response], None] | None = None  # the connection's, for the request in flight
         self.server_software = f"{SERVER_SOFTWARE}/{__version__}"
         # The headers any access log's format uses: a record decodes only these.
@@ -177,10 +186,19 @@ class Site:
         loc = self._location(request)
         return loc.limit_request_body if loc else 0
 
-    def _location(self, request: Request) -> LocationConfig | None:
-        if self._matched[0] != request.path:
-            self._matched = (request.path, self.config.match(request.path))
+    def _host(self, request: Request) -> VirtualHost | None:
+        if self._matched[0] != request.request_id:
+            host = select_host(
+                self.config.virtual_hosts, request.server_addr, request.server_port,
+                request_host(request.target, request.header(b"host")),
+            ) if self.config.virtual_hosts else None
+            routes = host.routes if host else self.config.routes
+            self._matched = (request.request_id, host, routes.match(request.path) if request.path else None)
         return self._matched[1]
+
+    def _location(self, request: Request) -> LocationConfig | None:
+        self._host(request)
+        return self._matched[2]
 
     def in_flight(self, answer: Callable[[Response], None]) -> None:
         self._answer = answer
@@ -291,12 +309,16 @@ class Site:
         slot.accesses += 1
         slot.bytes += sent
         slot.request_seconds = now - request.start
-        if self.access_logs:
-            record = self._access_record(request, response, sent, now)
-            for log in self.access_logs:
+        host = self._host(request)
+        logs = self._host_logs[id(host)]
+        if logs:
+            record = self._access_record(request, response, sent, now, host)
+            for log in logs:
                 log.log(record)
 
-    def _access_record(self, request: Request, response: Response, sent: int, now: float) -> AccessRecord:
+    def _access_record(
+        self, request: Request, response: Response, sent: int, now: float, host: VirtualHost | None = None
+    ) -> AccessRecord:
         return AccessRecord(
             remote_addr=request.remote_addr,
             remote_port=request.remote_port,
@@ -312,7 +334,7 @@ class Site:
             start=request.start,
             duration=now - request.start,
             request_id=request.request_id,
-            server_name=self.config.server_name or "",
+            server_name=host.server_name if host else self.config.server_name or "",
             server_port=request.server_port,
         )
 

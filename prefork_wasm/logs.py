@@ -230,10 +230,12 @@ def compile_format(fmt: str) -> Sequence[Piece | str]:
 
 
 class AccessLog:
-    """One CustomLog: a destination and a compiled format."""
+    """One CustomLog: a destination and a compiled format, and whose it is (`host`: the index of
+    its <VirtualHost>, None for the main server's)."""
 
-    def __init__(self, file: LogFile, fmt: str) -> None:
+    def __init__(self, file: LogFile, fmt: str, host: int | None = None) -> None:
         self.file = file
+        self.host = host
         self.pieces = compile_format(fmt)
         # The headers the format logs (lowercased): the record carries only these.
         self.request_headers = frozenset(p.key for p in self.pieces if isinstance(p, _Header) and p.table == "i")

@@ -280,8 +280,8 @@ def test_nested_location_is_an_error() -> None:
 @pytest.mark.parametrize(
     ("tag", "message"),
     [
-        ("<Location>", "<Location>: expected 1 argument, got 0 (usage: <Location /PREFIX>)"),
-        ("<Location /a /b>", "<Location>: expected 1 argument, got 2 (usage: <Location /PREFIX>)"),
+        ("<Location>", "<Location>: expected 1 to 2 arguments, got 0 (usage: <Location /PREFIX|~ REGEX>)"),
+        ("<Location /a /b>", "<Location>: expected one /PREFIX, got 2 arguments (quote a prefix with spaces)"),
         ("<Location hello>", "<Location>: URL prefix must start with '/', got 'hello'"),
         ("<Location /x", "<Location>: missing closing '>'"),
     ],
