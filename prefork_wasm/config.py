@@ -271,15 +271,17 @@ class Locations:
 
 @dataclass
 class VirtualHost:
-    """A name-based <VirtualHost>: where it answers, its names and its Locations (merged with the
-    main server's). Its access logs are the ServerConfig.custom_logs with its index; with none
-    it uses the main server's, as in Apache."""
+    """A name-based <VirtualHost>: where it answers, its names, its Locations (merged with the
+    main server's) and its error log. Its access logs are the ServerConfig.custom_logs with its
+    index; with none it uses the main server's, as in Apache."""
 
     addresses: list[Listen]  # host '' for * and _default_; port 0 for any port
     server_name: str  # canonical (_canonical_name): what %v logs; the main server's when it sets none
     aliases: list[str]
     source: str
     routes: Locations
+    error_log: str | None = None  # its own ErrorLog, for the errors of its requests; None: the main one
+    error_log_source: str = field(default="", compare=False)
     _names: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
 
     def answers(self, name: str) -> bool:
@@ -914,6 +916,8 @@ class _Parser:
             aliases=context.aliases,
             source=str(context.line),
             routes=self.routes(context, main),
+            error_log=context.server.values.get("error_log"),
+            error_log_source=str(context.server.sources.get("error_log", "")),
         )
 
     def collect(self, make: Callable[..., _T], entries: Iterable[tuple[Any, ...]]) -> list[_T]:
@@ -1183,11 +1187,7 @@ def _log_target(parser: _Parser, arg: str, streams: tuple[str, ...]) -> str:
 
 
 def _error_log(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
-    target = _log_target(parser, args[0], ("stderr",))
-    if parser.context().line is not None:
-        parser.warn(line, "ErrorLog inside <VirtualHost> is not kept apart yet: this host's errors go to the main ErrorLog")
-        return
-    scope.set("error_log", target, line)
+    scope.set("error_log", _log_target(parser, args[0], ("stderr",)), line)
 
 
 def _custom_log(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:

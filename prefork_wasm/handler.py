@@ -172,6 +172,9 @@ class Site:
             for index, host in enumerate(config.virtual_hosts)
         }
         self._host_logs[id(None)] = main_logs
+        self._host_error_logs = {
+            id(host): error_log.hosts.get(index, error_log) for index, host in enumerate(config.virtual_hosts)
+        }
         self._answer: Callable[[Response], None] | None = None  # the connection's, for the request in flight
         self.server_software = f"{SERVER_SOFTWARE}/{__version__}"
         # The headers any access log's format uses: a record decodes only these.
@@ -299,7 +302,8 @@ class Site:
         """One error-log line about a request; control characters escaped, since a decoded path
         or a guest's stderr could otherwise forge lines or terminal sequences in the log."""
         message = f"request {request.request_id}: {module}: {text}".translate(_LOG_SAFE)
-        self.error_log.error(f"[client {request.remote_addr}:{request.remote_port}] {message}")
+        log = self._host_error_logs.get(id(self._host(request)), self.error_log)
+        log.error(f"[client {request.remote_addr}:{request.remote_port}] {message}")
 
     def finished(self, request: Request, response: Response, sent: int) -> None:
         self._answer = None

@@ -72,11 +72,19 @@ def apache_time(now: float) -> str:
 
 
 class ErrorLog:
-    """`[time] [level] [pid N] message`, filtered by LogLevel."""
+    """`[time] [level] [pid N] message`, filtered by LogLevel.
 
-    def __init__(self, file: LogFile, level: str) -> None:
+    The main server's also holds the virtual hosts' own error logs (`hosts`, by index in
+    ServerConfig.virtual_hosts), where their requests' errors go, so that they open, move and
+    close with it."""
+
+    def __init__(self, file: LogFile, level: str, hosts: dict[int, ErrorLog] | None = None) -> None:
         self.file = file
         self.threshold = LEVELS[level]
+        self.hosts = hosts or {}
+
+    def files(self) -> list[LogFile]:
+        return [self.file, *(log.file for log in self.hosts.values())]
 
     def enabled(self, level: str) -> bool:
         return LEVELS[level] <= self.threshold

@@ -156,7 +156,7 @@ class Worker:
         sys.stderr.flush()
         out, err = runtime.take_standard_streams()
         moved = {1: out, 2: err}
-        for log_file in {self.error_log.file, *(log.file for log in self.access_logs)}:
+        for log_file in {*self.error_log.files(), *(log.file for log in self.access_logs)}:
             log_file.moved(moved)
         sys.stdout = open(out, "w", buffering=1, closefd=False)  # noqa: SIM115 - for the process's life
         sys.stderr = open(err, "w", buffering=1, closefd=False)  # noqa: SIM115 - for the process's life

@@ -44,6 +44,11 @@ CustomLog logs/main_vhost_log vhost
 </VirtualHost>
 <VirtualHost *:{port}>
     ServerName c.example
+    ErrorLog logs/c_error_log
+    <Location /trap>
+        SetHandler wasm-handler
+        WasmModule ${{MODULES}}/trap.wasm
+    </Location>
 </VirtualHost>
 <VirtualHost *:{other}>
     ServerName star.example
@@ -112,6 +117,13 @@ def test_each_host_logs_to_its_own_access_log_with_its_name(server: Server) -> N
     main = log_lines(server, "main_vhost_log")
     assert not any("logged 200" in line for line in main)
     assert not any("/c-logged" in line for line in log_lines(server, "a_log") + log_lines(server, "b_log"))
+
+
+def test_a_host_s_request_errors_go_to_its_own_error_log(server: Server) -> None:
+    assert get(server, "c.example", "/trap")[0] == 500
+    wait_for(lambda: any("trap.wasm: " in line for line in log_lines(server, "c_error_log")), what="c's error line")
+    assert "trap.wasm: " not in server.log()  # not in the main ErrorLog (which names it when compiling)
+    assert "listening on" in server.log()  # which still has the server's own lines
 
 
 def test_a_host_for_the_exact_local_ip_beats_the_one_for_any(server: Server) -> None:

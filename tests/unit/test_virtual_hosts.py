@@ -155,11 +155,11 @@ def test_an_address_no_listen_covers_is_warned_about() -> None:
     ]
 
 
-def test_error_log_inside_a_virtual_host_is_a_warning() -> None:
-    config = load("Listen 8080\n<VirtualHost *:8080>\nErrorLog logs/a_error\n</VirtualHost>\n")
-    assert config.warnings == [
-        "server.conf:3: ErrorLog inside <VirtualHost> is not kept apart yet: this host's errors go to the main ErrorLog"
-    ]
+def test_a_virtual_host_may_have_its_own_error_log(root: Path) -> None:
+    config = load("Listen 8080\n<VirtualHost *:8080>\nErrorLog logs/a_error\n</VirtualHost>\n<VirtualHost *:8080>\n</VirtualHost>\n")
+    a, b = config.virtual_hosts
+    assert (a.error_log, a.error_log_source) == (str(root / "logs/a_error"), "server.conf:3")
+    assert b.error_log is None
     assert config.error_log == "stderr"
 
 
