@@ -870,7 +870,7 @@ class _Parser:
             **values,
         )
         for host in hosts:
-            host.server_name = host.server_name or _canonical_name(config.server_name or "")
+            host.server_name = host.server_name or canonical_name(config.server_name or "")
         self.apply_limits(config)
         self.check_server_module(config)
         self.check_addresses(config)
@@ -912,7 +912,7 @@ class _Parser:
         name = context.server.values.get("server_name")
         return VirtualHost(
             addresses=context.addresses,
-            server_name=_canonical_name(name) if name else "",
+            server_name=canonical_name(name) if name else "",
             aliases=context.aliases,
             source=str(context.line),
             routes=self.routes(context, main),
@@ -1058,7 +1058,7 @@ def _located(source: str, message: str, directive: str) -> ConfigError:
     return ConfigError(file, int(line), message, directive)
 
 
-def _canonical_name(name: str) -> str:
+def canonical_name(name: str) -> str:
     """A ServerName as a host is known by (%v): without its port, scheme or trailing dot, lower case."""
     name = name.partition("://")[2] or name if "://" in name else name
     if name.startswith("["):
@@ -1312,7 +1312,7 @@ def _server_alias(parser: _Parser, scope: _Scope, args: list[str], line: _Line) 
     context = parser.context()
     if context.line is None:
         raise ValueError("ServerAlias names a <VirtualHost>; put it inside one (beside its ServerName)")
-    context.aliases += [_canonical_name(alias) for alias in args]
+    context.aliases += [canonical_name(alias) for alias in args]
 
 
 def _open_ifdefine(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:

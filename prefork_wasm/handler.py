@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import __version__, cgi
 from .compiler import Artifact
-from .config import LocationConfig, ServerConfig, VirtualHost
+from .config import LocationConfig, ServerConfig, VirtualHost, canonical_name
 from .logs import AccessLog, AccessRecord, ErrorLog
 from .messages import SERVER_SOFTWARE, Request, Response, error_response
 from .routing import request_host, select_host
@@ -172,6 +172,7 @@ class Site:
             for index, host in enumerate(config.virtual_hosts)
         }
         self._host_logs[id(None)] = main_logs
+        self._main_name = canonical_name(config.server_name or "")  # %v, as a host's
         self._host_error_logs = {
             id(host): error_log.hosts.get(index, error_log) for index, host in enumerate(config.virtual_hosts)
         }
@@ -338,7 +339,7 @@ class Site:
             start=request.start,
             duration=now - request.start,
             request_id=request.request_id,
-            server_name=host.server_name if host else self.config.server_name or "",
+            server_name=host.server_name if host else self._main_name,
             server_port=request.server_port,
         )
 

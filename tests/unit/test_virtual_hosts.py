@@ -10,7 +10,11 @@ import pytest
 
 from prefork_wasm.cli import dump
 from prefork_wasm.config import ConfigError, Listen, ServerConfig, VirtualHost, parse_config
+from prefork_wasm.handler import Site, prepare_routes
+from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
+from prefork_wasm.messages import Request
 from prefork_wasm.routing import request_host, select_host
+from prefork_wasm.scoreboard import Slot
 
 
 @pytest.fixture(autouse=True)
@@ -262,3 +266,20 @@ def test_a_virtual_host_names_itself_case_insensitively() -> None:
     host = VirtualHost([Listen("", 80)], "a.example", ["*.B.example"], "x", load("Listen 8080\n").routes)
     assert host.answers("a.example") and host.answers("x.b.example")
     assert not host.answers("b.example") and not host.answers("a.example.org")
+
+
+@pytest.mark.parametrize(("host", "logged"), [("a.example", "a.example"), ("other", "a.example")])
+def test_percent_v_is_the_canonical_name_of_the_host_that_answered(tmp_path: Path, host: str, logged: str) -> None:
+    config = load(
+        "Listen 8080\nListen 8081\nServerName Main.Example:80\n"
+        "<VirtualHost *:8080>\nServerName A.Example:8080\n</VirtualHost>\n"
+    )
+    log = tmp_path / "access_log"
+    site = Site(
+        config, prepare_routes(config, None, {}), None, ErrorLog(LogFile(str(tmp_path / "error_log")), "warn"),  # type: ignore[arg-type]
+        [AccessLog(LogFile(str(log)), "%v %p")], Slot(), draining=lambda: False, others_waiting=lambda: False,
+    )
+    for port in (8080, 8081):
+        request = Request("GET", "/", "1.1", [(b"host", host.encode())], "127.0.0.1", 1, port, f"id-{port}", 0.0, path="/")
+        site.finished(request, site.respond(request), 0)
+    assert log.read_text().splitlines() == [f"{logged} 8080", "main.example 8081"]
