@@ -276,7 +276,7 @@ class VirtualHost:
     index; with none it uses the main server's, as in Apache."""
 
     addresses: list[Listen]  # host '' for * and _default_; port 0 for any port
-    server_name: str  # canonical (_canonical_name): what %v logs; the main server's when it sets none
+    server_name: str  # canonical (canonical_name): what %v logs; the main server's when it sets none
     aliases: list[str]
     source: str
     routes: Locations
@@ -288,9 +288,13 @@ class VirtualHost:
         """Whether a canonical host name is this host's ServerName or one of its ServerAliases
         (whose '*' and '?' are wildcards, as in Apache)."""
         if self._names is None:
-            aliases = ("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in alias.lower()) for alias in self.aliases)
-            self._names = re.compile("|".join([re.escape(self.server_name), *aliases]) if self.server_name else "|".join(aliases) or "(?!)")
+            names = [re.escape(self.server_name)] if self.server_name else []
+            names += ["".join(_WILDCARDS.get(c, re.escape(c)) for c in alias.lower()) for alias in self.aliases]
+            self._names = re.compile("|".join(names) or "(?!)")  # (?!): no name at all matches nothing
         return self._names.fullmatch(name) is not None
+
+
+_WILDCARDS = {"*": ".*", "?": "."}  # ServerAlias's, as Apache's ap_strcasecmp_match: '*' spans dots too
 
 
 @dataclass(kw_only=True)
@@ -760,7 +764,10 @@ class _Parser:
                     f"not allowed inside <VirtualHost> (opened at {context.line}); move it to the main server"
                 )
             directive.check_count(args)
-            scope = context.server if directive.server_only else (section.scope if section else None) or context.defaults
+            if directive.server_only:
+                scope = context.server
+            else:
+                scope = (section.scope if section else None) or context.defaults
             directive.apply(self, scope, args, line)
         except ValueError as exc:
             raise line.error(str(exc), label) from None
@@ -950,12 +957,15 @@ class _Parser:
             label = section.label if section else "SetHandler"
             problem = None
             if loc.handler == "wasm-handler" and loc.module is None and "module" not in regex_sets:
-                problem = "SetHandler wasm-handler needs a WasmModule (add 'WasmModule FILE.wasm' here or at server level)"
+                problem = (
+                    "SetHandler wasm-handler needs a WasmModule (add 'WasmModule FILE.wasm' here or at server level)"
+                )
             elif (
                 section and "module" in section.values and loc.handler != "wasm-handler"
                 and "add_handler" not in loc.sources and "handler" not in regex_sets
             ):
-                problem = f"WasmModule without 'SetHandler wasm-handler' (add it to this <{section.label[1:].split()[0]}>)"
+                kind = section.label[1:].split()[0]
+                problem = f"WasmModule without 'SetHandler wasm-handler' (add it to this <{kind}>)"
             if problem is None:
                 continue
             if section and section.regex is not None:
@@ -1302,7 +1312,9 @@ def _vhost_address(arg: str) -> Listen:
         try:
             host = str(ipaddress.ip_address(host))
         except ValueError:
-            raise ValueError(f"{host!r} is not an IP address; use * (any address) or the address to answer on") from None
+            raise ValueError(
+                f"{host!r} is not an IP address; use * (any address) or the address to answer on"
+            ) from None
     if port and port != "*" and not 1 <= int(port) <= 65535:
         raise ValueError(f"port must be 1-65535, got {port!r}")
     return Listen(host, int(port) if port and port != "*" else 0)
