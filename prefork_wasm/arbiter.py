@@ -125,13 +125,17 @@ def bind(listen: Listen, backlog: int) -> socket.socket:
 
 
 def open_logs(config: ServerConfig) -> tuple[ErrorLog, list[AccessLog]]:
-    """The error log and access logs of `config`: all opened, or none and a StartupError."""
+    """The error logs (the main one holding the virtual hosts') and access logs of `config`:
+    all opened, or none and a StartupError."""
     files: list[LogFile] = []
+    own = [(index, host) for index, host in enumerate(config.virtual_hosts) if host.error_log]
     try:
         for target, directive, source in [
             (config.error_log, "ErrorLog", config.sources.get("error_log", "")),
+            *((host.error_log, "ErrorLog", host.error_log_source) for _, host in own),
             *((log.target, "CustomLog", log.source) for log in config.custom_logs),
         ]:
+            assert target is not None
             try:
                 files.append(LogFile(target))
             except OSError as e:
@@ -143,13 +147,15 @@ def open_logs(config: ServerConfig) -> tuple[ErrorLog, list[AccessLog]]:
         for file in files:
             file.close()
         raise
-    error_file, *access_files = files
-    access_logs = [AccessLog(file, log.format) for file, log in zip(access_files, config.custom_logs)]
-    return ErrorLog(error_file, config.log_level), access_logs
+    error_file, host_files, access_files = files[0], files[1 : len(own) + 1], files[len(own) + 1 :]
+    access_logs = [AccessLog(file, log.format, log.host) for file, log in zip(access_files, config.custom_logs)]
+    hosts = {index: ErrorLog(file, config.log_level) for (index, _), file in zip(own, host_files)}
+    return ErrorLog(error_file, config.log_level, hosts), access_logs
 
 
 def close_all(error_log: ErrorLog, access_logs: list[AccessLog], sockets: Iterable[socket.socket]) -> None:
-    error_log.file.close()
+    for file in error_log.files():
+        file.close()
     for log in access_logs:
         log.file.close()
     for sock in sockets:

@@ -14,7 +14,9 @@ from .config import (
     PROVIDED_MODULES,
     STATIC_MODULES,
     ConfigError,
+    Locations,
     ServerConfig,
+    VirtualHost,
     parse_config,
 )
 from .engine import WASMTIME_VERSION
@@ -90,12 +92,18 @@ def loaded_modules() -> str:
 
 
 def dump(config: ServerConfig) -> str:
-    """-S: Apache's -S layout (addresses, then the main server's settings), plus the Locations
-    in the order a request is matched against them."""
+    """-S: Apache's -S layout (the virtual hosts by address, then the main server's settings),
+    plus each server's sections in the order they merge, with what a request for exactly that
+    prefix gets."""
     name = config.server_name or "(none: each request's Host)"
     where = config.sources.get("server_name")
-    lines = ["VirtualHost configuration:"]
-    lines += [f"{listen!s:<22} main server {name} ({listen.source})" for listen in config.listens]
+    lines = ["VirtualHost configuration:", *_virtual_hosts(config)]
+    covered = {(a.host, a.port) for host in config.virtual_hosts for a in host.addresses}
+    lines += [
+        f"{listen!s:<22} main server {name} ({listen.source})"
+        for listen in config.listens
+        if not any(host in ("", listen.host) and port in (0, listen.port) for host, port in covered)
+    ]
     lines += [
         f"ServerName: {name}" + (f" ({where})" if where else ""),
         f'ServerRoot: "{config.server_root}"',
@@ -103,12 +111,42 @@ def dump(config: ServerConfig) -> str:
         f'PidFile: "{config.pid_file}"',
         f'WasmCacheDir: "{config.wasm_cache_dir}"',
         *(f'{kind}: name="{value}"' for kind, value in (("User", config.user), ("Group", config.group)) if value),
-        "Locations (longest prefix first):",
+        "Locations (in merge order; each line: what a request for that prefix gets):",
+        *_routes(config.routes),
     ]
-    for loc in config.locations:
-        serves = {None: "no handler (404)", "wasm-handler": f"wasm-handler {loc.module}"}.get(loc.handler, loc.handler)
-        lines.append(f"{loc.prefix:<22} {serves} ({loc.source})")
+    for host in config.virtual_hosts:
+        lines += [f"Locations of {host.server_name or '(no ServerName)'} ({host.source}):", *_routes(host.routes)]
     return "\n".join(lines)
+
+
+def _virtual_hosts(config: ServerConfig) -> list[str]:
+    """Apache's listing: an address with one host on one line; with several, 'is a
+    NameVirtualHost' and each host under it, the first being the default."""
+    by_address: dict[str, list[VirtualHost]] = {}
+    for host in config.virtual_hosts:
+        for address in host.addresses:
+            text = str(address) if address.port else f"{str(address).rsplit(':', 1)[0]}:*"
+            by_address.setdefault(text, []).append(host)
+    lines = []
+    for text, hosts in by_address.items():
+        if len(hosts) == 1:
+            lines.append(f"{text:<22} {hosts[0].server_name} ({hosts[0].source})")
+            continue
+        port = text.rsplit(":", 1)[1]
+        lines += [f"{text:<22} is a NameVirtualHost", f"         default server {hosts[0].server_name} ({hosts[0].source})"]
+        for host in hosts:
+            lines.append(f"         port {port} namevhost {host.server_name} ({host.source})")
+            lines += [f"                 {'wild alias' if set(alias) & set('*?') else 'alias'} {alias}" for alias in host.aliases]
+    return lines
+
+
+def _routes(routes: Locations) -> list[str]:
+    lines = []
+    for section, loc in routes.representatives():
+        serves = {None: "no handler (404)", "wasm-handler": f"wasm-handler {loc.module}"}.get(loc.handler, loc.handler)
+        what = "/" if section is None else section.pattern if section.regex is None else f"~ {section.pattern}"
+        lines.append(f"{what:<22} {serves} ({loc.source})")
+    return lines
 
 
 def error(message: object) -> None:

@@ -168,6 +168,133 @@ class CustomLog:
     target: str
     format: str
     source: str = field(default="", compare=False)
+    host: int | None = None  # the index of its <VirtualHost> in ServerConfig.virtual_hosts; None: the main server's
+
+
+@dataclass(frozen=True)
+class Section:
+    """One <Location> (a URL prefix) or <LocationMatch> (a regular expression), as written.
+
+    `values` are the settings made in it, by LocationConfig attribute; `sources` where each
+    was made ('FILE:LINE').
+    """
+
+    pattern: str
+    source: str
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+    regex: re.Pattern[str] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"<LocationMatch {self.pattern}>" if self.regex else f"<Location {self.pattern}>"
+
+    def matches(self, path: str) -> bool:
+        """Apache's test: a regex searched in the path; a prefix compared on whole segments
+        (/env covers /env and /env/x, not /envfoo; /env/ does not cover /env)."""
+        if self.regex is not None:
+            return self.regex.search(path) is not None
+        return _prefix_covers(self.pattern, path)
+
+
+@dataclass
+class Locations:
+    """The sections of one server (the main one or a virtual host) over its location-level
+    defaults, merged as Apache merges them: every section that matches the path, plain and
+    regex alike, in config order, each overriding what the ones before set.
+
+    A merged result is built once per distinct set of matching sections and kept, so a
+    worker's routing costs a scan of the sections per request, never a merge.
+    """
+
+    defaults: dict[str, Any] = field(default_factory=dict)
+    default_sources: dict[str, str] = field(default_factory=dict, compare=False)
+    sections: list[Section] = field(default_factory=list)
+    _merged: dict[tuple[int, ...], LocationConfig | None] = field(default_factory=dict, compare=False, repr=False)
+
+    def key(self, path: str) -> tuple[int, ...]:
+        """Which sections match `path` (a request's normalised path, paths.request_path)."""
+        return tuple(i for i, section in enumerate(self.sections) if section.matches(path))
+
+    def match(self, path: str) -> LocationConfig | None:
+        """The merged settings for `path`; None when no section matches it and no handler is set at
+        server level (then nothing serves it: 404)."""
+        key = self.key(path)
+        if key not in self._merged:
+            self._merged[key] = self.merge(key) if key or "handler" in self.defaults else None
+        return self._merged[key]
+
+    def merge(self, key: tuple[int, ...], source: str | None = None) -> LocationConfig:
+        """The defaults overlaid by the sections in `key`, in order: a setting made later wins,
+        WasmEnv merges by name. The handler is mounted (SCRIPT_NAME) at the last plain prefix
+        that sets the handler or the module, else at '/'."""
+        values, sources = dict(self.defaults), dict(self.default_sources)
+        env = dict(self.defaults.get("env", {}))
+        prefix, where = "/", self.default_sources.get("handler", "")
+        for section in (self.sections[i] for i in key):
+            values.update(section.values)
+            sources.update(section.sources)
+            env.update(section.values.get("env", {}))
+            where = section.source
+            if section.regex is None and ("handler" in section.values or "module" in section.values):
+                prefix = section.pattern
+        values = copy.deepcopy({**values, "env": env})
+        values.pop("add_handler", None)  # warned about at its line
+        return LocationConfig(prefix=prefix, source=source or where, sources=sources, **values)
+
+    def representatives(self) -> list[tuple[Section | None, LocationConfig]]:
+        """One merged result per section, as -S shows and -t checks them: a prefix's is what a
+        request for exactly that prefix gets; a regex's is it over the sections for '/' (it may
+        match anywhere). The defaults alone come first when they set a handler and no <Location />
+        covers every path."""
+        found: list[tuple[Section | None, LocationConfig]] = []
+        seen: set[tuple[int, ...]] = set()
+        if "handler" in self.defaults and not any(s.pattern == "/" and s.regex is None for s in self.sections):
+            found.append((None, self.merge(())))
+        everywhere = [i for i, s in enumerate(self.sections) if s.regex is None and s.pattern == "/"]
+        for i, section in enumerate(self.sections):
+            key = self.key(section.pattern) if section.regex is None else tuple(sorted({*everywhere, i}))
+            if key not in seen:  # a prefix repeated in another <Location>: shown once
+                seen.add(key)
+                found.append((section, self.merge(key, section.source)))
+        return found
+
+    def modules(self) -> list[Path]:
+        """Every module some request here can run, first use first: those of the representatives
+        under wasm-handler and, where a regex section sets the handler or a module (so a request
+        can combine it with any section), every module named here."""
+        used = [loc.module for _, loc in self.representatives() if loc.handler == "wasm-handler"]
+        if any(s.regex is not None and ("handler" in s.values or "module" in s.values) for s in self.sections):
+            used += [self.defaults.get("module"), *(s.values.get("module") for s in self.sections)]
+        return list(dict.fromkeys(module for module in used if module is not None))
+
+
+@dataclass
+class VirtualHost:
+    """A name-based <VirtualHost>: where it answers, its names, its Locations (merged with the
+    main server's) and its error log. Its access logs are the ServerConfig.custom_logs with its
+    index; with none it uses the main server's, as in Apache."""
+
+    addresses: list[Listen]  # host '' for * and _default_; port 0 for any port
+    server_name: str  # canonical (canonical_name): what %v logs; the main server's when it sets none
+    aliases: list[str]
+    source: str
+    routes: Locations
+    error_log: str | None = None  # its own ErrorLog, for the errors of its requests; None: the main one
+    error_log_source: str = field(default="", compare=False)
+    _names: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+
+    def answers(self, name: str) -> bool:
+        """Whether a canonical host name is this host's ServerName or one of its ServerAliases
+        (whose '*' and '?' are wildcards, as in Apache)."""
+        if self._names is None:
+            names = [re.escape(self.server_name)] if self.server_name else []
+            names += ["".join(_WILDCARDS.get(c, re.escape(c)) for c in alias.lower()) for alias in self.aliases]
+            self._names = re.compile("|".join(names) or "(?!)")  # (?!): no name at all matches nothing
+        return self._names.fullmatch(name) is not None
+
+
+_WILDCARDS = {"*": ".*", "?": "."}  # ServerAlias's, as Apache's ap_strcasecmp_match: '*' spans dots too
 
 
 @dataclass(kw_only=True)
@@ -208,28 +335,25 @@ class ServerConfig:
     listen_backlog: int = 511
     limit_response_body: int = 1073741824
     allow_encoded_slashes: str = "off"  # paths.ENCODED_SLASHES
+    # What -S shows and -t checks: each section's merged settings (Locations.representatives).
     locations: list[LocationConfig] = field(default_factory=list)
+    routes: Locations = field(default_factory=Locations)  # the main server's
+    virtual_hosts: list[VirtualHost] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # info level: lines accepted without effect
     # Where each server-level setting was made ('FILE:LINE' by attribute), for errors found
     # after parsing (a log that cannot be opened, say).
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
-    def __post_init__(self) -> None:
-        # match() relies on this order; the sort is stable, so equal lengths keep config order.
-        self.locations = sorted(self.locations, key=lambda loc: -len(loc.prefix))
-
     def match(self, path: str) -> LocationConfig | None:
-        """The location with the longest prefix covering path (segment-wise: /a is not /ab).
-
-        `path` must be a request's normalised path (paths.request_path), never the raw target.
-        """
-        return next((loc for loc in self.locations if _prefix_covers(loc.prefix, path)), None)
+        """The main server's merged settings for a request's normalised path (Locations.match)."""
+        return self.routes.match(path)
 
     def modules(self) -> list[Path]:
-        """Distinct modules served by wasm-handler locations, first use first (in `locations` order)."""
-        used = (loc.module for loc in self.locations if loc.handler == "wasm-handler")
-        return list(dict.fromkeys(module for module in used if module is not None))
+        """Every module a request can run (on the main server or a virtual host), each once, first
+        use first: what the master compiles."""
+        tables = [self.routes, *(host.routes for host in self.virtual_hosts)]
+        return list(dict.fromkeys(module for table in tables for module in table.modules()))
 
 
 def parse_size(text: str) -> int:
@@ -490,10 +614,25 @@ class _Scope:
 
 @dataclass
 class _Block:
-    """A <Location>; repeated sections for the same prefix share one."""
+    """A <Location> or <LocationMatch> as read: each is its own section (Apache merges them all)."""
 
     line: _Line
+    pattern: str
+    regex: re.Pattern[str] | None = None
     scope: _Scope = field(default_factory=_Scope)
+
+
+@dataclass
+class _Server:
+    """What is read for the main server or for one <VirtualHost> (`line`: where it opens)."""
+
+    line: _Line | None = None
+    addresses: list[Listen] = field(default_factory=list)
+    server: _Scope = field(default_factory=_Scope)  # server-level directives (ServerName, ErrorLog ...)
+    defaults: _Scope = field(default_factory=_Scope)  # location directives outside any <Location>
+    blocks: list[_Block] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
+    custom_logs: list[tuple[str, str, _Line]] = field(default_factory=list)
 
 
 @dataclass
@@ -507,6 +646,7 @@ class _Section:
     active: bool
     scope: _Scope | None = None
     disk: bool = False
+    vhost: _Server | None = None  # set for <VirtualHost>
 
 
 class _Parser:
@@ -516,12 +656,10 @@ class _Parser:
         self.config_dir = file.parent
         self.server_root = self.config_dir
         self.defines = dict.fromkeys(defines, "")
-        self.server = _Scope()  # server-only directives
-        self.defaults = _Scope()  # location directives at server level
-        self.blocks: dict[str, _Block] = {}
+        self.main = _Server()
+        self.vhosts: list[_Server] = []
         self.listens: dict[Listen, _Line] = {}
         self.log_formats = dict(PREDEFINED_LOG_FORMATS)
-        self.custom_logs: list[tuple[str, str, _Line]] = []
         self.warnings: list[str] = []
         self.notes: list[str] = []
         self.errors: list[ConfigError] = []
@@ -546,7 +684,7 @@ class _Parser:
             except ConfigError as exc:
                 self.fail(exc)
                 section = self.location()
-                self.broken.append(section.scope if section and section.scope else self.defaults)
+                self.broken.append(section.scope if section and section.scope else self.context().defaults)
                 if line_text.startswith("<") and not line_text.startswith("</") and len(self.stack) == depth:
                     # A section that failed to open: skip its body, so its lines neither
                     # land at server level nor report errors of their own.
@@ -620,8 +758,16 @@ class _Parser:
                     f"no files from disk yet, so such a section only takes Require, Options and AllowOverride; "
                     f"put Wasm settings in a <Location>"
                 )
+            context = self.context()
+            if directive.server_only and context.line is not None and not directive.in_vhost:
+                raise ValueError(
+                    f"not allowed inside <VirtualHost> (opened at {context.line}); move it to the main server"
+                )
             directive.check_count(args)
-            scope = self.server if directive.server_only else (section.scope if section else None) or self.defaults
+            if directive.server_only:
+                scope = context.server
+            else:
+                scope = (section.scope if section else None) or context.defaults
             directive.apply(self, scope, args, line)
         except ValueError as exc:
             raise line.error(str(exc), label) from None
@@ -641,6 +787,10 @@ class _Parser:
                 f"undefined variable ${{{name}}} (add 'Define {name} value' before this line, or pass -D {name})"
             )
         return self.defines[name]
+
+    def context(self) -> _Server:
+        """The <VirtualHost> being read, or the main server."""
+        return next((section.vhost for section in reversed(self.stack) if section.vhost), self.main)
 
     def location(self) -> _Section | None:
         """The enclosing <Location> (or <Directory>, <Files>), possibly opened in an including file."""
@@ -693,8 +843,15 @@ class _Parser:
     def finish(self, file: Path, name: str) -> ServerConfig:
         if not self.listens and not self.errors:  # else a Listen line may have failed: said already
             self.fail(ConfigError(name, 0, "no Listen directive (add e.g. 'Listen 127.0.0.1:8080')"))
-        custom_logs = self.collect(self.custom_log, self.custom_logs)
-        locations = self.locations()
+        custom_logs = self.collect(self.custom_log, [(*log, None) for log in self.main.custom_logs])
+        routes = self.routes(self.main, None)
+        hosts = []
+        for index, vhost in enumerate(self.vhosts):
+            custom_logs += self.collect(self.custom_log, [(*log, index) for log in vhost.custom_logs])
+            hosts.append(self.virtual_host(vhost, routes))
+        locations: list[LocationConfig] = []
+        for context, table in [(self.main, routes), *((vhost, host.routes) for vhost, host in zip(self.vhosts, hosts))]:
+            locations += [loc for loc in self.check_routes(context, table) if loc not in locations]
         if self.errors:
             raise ConfigErrors(self.errors, stopped=False)
         root = self.server_root
@@ -702,7 +859,7 @@ class _Parser:
         values = {
             "pid_file": root / "logs" / "prefork-wasm.pid",
             "wasm_cache_dir": root / "cache",
-            **self.server.values,
+            **self.main.server.values,
         }
         config = ServerConfig(
             file=file,
@@ -712,19 +869,24 @@ class _Parser:
             log_formats=self.log_formats,
             custom_logs=custom_logs,
             locations=locations,
+            routes=routes,
+            virtual_hosts=hosts,
             warnings=self.warnings,
             notes=self.notes,
-            sources={attr: str(line) for attr, line in self.server.sources.items()},
+            sources={attr: str(line) for attr, line in self.main.server.sources.items()},
             **values,
         )
+        for host in hosts:
+            host.server_name = host.server_name or canonical_name(config.server_name or "")
         self.apply_limits(config)
         self.check_server_module(config)
+        self.check_addresses(config)
         return config
 
-    def custom_log(self, target: str, fmt: str, line: _Line) -> CustomLog:
+    def custom_log(self, target: str, fmt: str, line: _Line, host: int | None) -> CustomLog:
         """A nickname's format was checked at its LogFormat line; a literal one is checked here."""
         if fmt in self.log_formats:
-            return CustomLog(target, self.log_formats[fmt], str(line))
+            return CustomLog(target, self.log_formats[fmt], str(line), host)
         try:
             compile_format(fmt)
         except FormatError as exc:
@@ -736,13 +898,34 @@ class _Parser:
                 f"CustomLog format {fmt!r} is no LogFormat nickname and logs that text on every line"
                 + (f"; did you mean {close[0]!r}?" if close else ""),
             )
-        return CustomLog(target, fmt, str(line))
+        return CustomLog(target, fmt, str(line), host)
 
-    def locations(self) -> list[LocationConfig]:
-        blocks = [(prefix, block, f"<Location {prefix}>") for prefix, block in self.blocks.items()]
-        if "handler" in self.defaults.values and "/" not in self.blocks:
-            blocks.insert(0, ("/", _Block(self.defaults.sources["handler"]), "SetHandler"))
-        return self.collect(self.location_config, blocks)
+    def routes(self, context: _Server, main: Locations | None) -> Locations:
+        """A server's Locations. A virtual host's defaults are the main server's overlaid by its
+        own (WasmEnv by name), and its sections come after the main server's, as in Apache."""
+        own = context.defaults
+        sections = [
+            Section(block.pattern, str(block.line), block.scope.values, _sources(block.scope), block.regex)
+            for block in context.blocks
+        ]
+        if main is None:
+            return Locations(own.values, _sources(own), sections)
+        env = {**main.defaults.get("env", {}), **own.values.get("env", {})}
+        defaults = {**main.defaults, **own.values, **({"env": env} if env else {})}
+        return Locations(defaults, {**main.default_sources, **_sources(own)}, main.sections + sections)
+
+    def virtual_host(self, context: _Server, main: Locations) -> VirtualHost:
+        assert context.line is not None
+        name = context.server.values.get("server_name")
+        return VirtualHost(
+            addresses=context.addresses,
+            server_name=canonical_name(name) if name else "",
+            aliases=context.aliases,
+            source=str(context.line),
+            routes=self.routes(context, main),
+            error_log=context.server.values.get("error_log"),
+            error_log_source=str(context.server.sources.get("error_log", "")),
+        )
 
     def collect(self, make: Callable[..., _T], entries: Iterable[tuple[Any, ...]]) -> list[_T]:
         """make(*entry) for each entry that makes one; the error of each other one is noted."""
@@ -756,23 +939,42 @@ class _Parser:
                 self.fail(exc)
         return made
 
-    def location_config(self, prefix: str, block: _Block, label: str) -> LocationConfig:
-        """Server-level defaults overlaid by the block: what it set wins; WasmEnv merges by name."""
-        own, inherited = block.scope.values, self.defaults.values
-        values = copy.deepcopy({**inherited, **own, "env": {**inherited.get("env", {}), **own.get("env", {})}})
-        add_handler = values.pop("add_handler", None)  # warned about at its line
-        sources = {attr: str(line) for attr, line in {**self.defaults.sources, **block.scope.sources}.items()}
-        config = LocationConfig(prefix=prefix, source=str(block.line), sources=sources, **values)
-        if any(scope is block.scope or scope is self.defaults for scope in self.broken):
-            return config  # a line of it failed (a WasmModule, say); what follows would repeat that
-        if config.handler == "wasm-handler" and config.module is None:
-            raise block.line.error(
-                "SetHandler wasm-handler needs a WasmModule (add 'WasmModule FILE.wasm' here or at server level)",
-                label,
-            )
-        if "module" in own and config.handler != "wasm-handler" and add_handler is None:
-            raise block.line.error("WasmModule without 'SetHandler wasm-handler' (add it to this <Location>)", label)
-        return config
+    def check_routes(self, context: _Server, routes: Locations) -> list[LocationConfig]:
+        """Each section's merged settings (Locations.representatives), checked: a wasm-handler
+        needs a module, a module needs a wasm-handler. Exact for prefixes; where a regex section
+        could supply the missing half the check is left to the request (a 500 with a log line),
+        and a regex section's own result is only warned about, since what it merges with depends
+        on the path."""
+        blocks = {str(block.line): block for block in [*self.main.blocks, *context.blocks]}
+        defaults_broken = any(scope is self.main.defaults or scope is context.defaults for scope in self.broken)
+        regex_sets = {attr for s in routes.sections if s.regex is not None for attr in s.values}
+        made = []
+        for section, loc in routes.representatives():
+            made.append(loc)
+            scope = blocks[section.source].scope if section else None
+            if defaults_broken or any(broken is scope for broken in self.broken):
+                continue  # a line of it failed (a WasmModule, say); what follows would repeat that
+            label = section.label if section else "SetHandler"
+            problem = None
+            if loc.handler == "wasm-handler" and loc.module is None and "module" not in regex_sets:
+                problem = (
+                    "SetHandler wasm-handler needs a WasmModule (add 'WasmModule FILE.wasm' here or at server level)"
+                )
+            elif (
+                section and "module" in section.values and loc.handler != "wasm-handler"
+                and "add_handler" not in loc.sources and "handler" not in regex_sets
+            ):
+                kind = section.label[1:].split()[0]
+                problem = f"WasmModule without 'SetHandler wasm-handler' (add it to this <{kind}>)"
+            if problem is None:
+                continue
+            if section and section.regex is not None:
+                self.warn(blocks[section.source].line, f"{label}: {problem}; a request it matches alone gets a 500")
+            else:
+                error = _located(loc.source, problem, label)
+                if str(error) not in (str(e) for e in self.errors):
+                    self.fail(error)
+        return made
 
     def apply_limits(self, config: ServerConfig) -> None:
         """Apache prefork's start-up corrections, after parsing so directive order doesn't matter."""
@@ -807,7 +1009,7 @@ class _Parser:
 
     def clamp(self, config: ServerConfig, attr: str, value: int, reason: str, cause: str = "") -> None:
         """Set attr, warning at its own line, or at the line of the setting that forced it."""
-        sources = self.server.sources
+        sources = self.main.server.sources
         line = sources[attr] = sources.get(attr) or sources[cause]
         name, old = _ATTR_NAMES[attr], getattr(config, attr)
         verb = "lowering" if value < old else "raising"
@@ -816,13 +1018,64 @@ class _Parser:
 
     def check_server_module(self, config: ServerConfig) -> None:
         """A server-level WasmModule is only a default; warn when nothing serves it."""
-        module = self.defaults.values.get("module")
+        module = self.main.defaults.values.get("module")
         if module and not any(loc.handler == "wasm-handler" and loc.module == module for loc in config.locations):
             self.warn(
-                self.defaults.sources["module"],
+                self.main.defaults.sources["module"],
                 "WasmModule at server level is not served anywhere; add 'SetHandler wasm-handler' "
                 "(at server level or in a <Location>)",
             )
+
+
+    def check_addresses(self, config: ServerConfig) -> None:
+        """A <VirtualHost> address no Listen covers never answers. Apache says nothing; a user
+        who wrote it expects it to work, so it is a warning."""
+        for host, vhost in zip(config.virtual_hosts, self.vhosts):
+            for address in host.addresses:
+                if not any(_covers(listen, address) for listen in config.listens):
+                    assert vhost.line is not None
+                    self.warn(
+                        vhost.line,
+                        f"<VirtualHost> address {_address_text(address)} matches no Listen, so this host never "
+                        f"answers there; add a Listen for it or change the address",
+                    )
+
+
+def _covers(listen: Listen, address: Listen) -> bool:
+    """Whether connections accepted on `listen` can be addressed to `address` (port 0: any)."""
+    hosts = not listen.host or not address.host or _ip_text(listen.host) == address.host
+    return hosts and address.port in (0, listen.port)
+
+
+def _ip_text(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+def _address_text(address: Listen) -> str:
+    return str(address) if address.port else str(address).rsplit(":", 1)[0]
+
+
+def _sources(scope: _Scope) -> dict[str, str]:
+    return {attr: str(line) for attr, line in scope.sources.items()}
+
+
+def _located(source: str, message: str, directive: str) -> ConfigError:
+    """A ConfigError at a 'FILE:LINE' source string."""
+    file, _, line = source.rpartition(":")
+    return ConfigError(file, int(line), message, directive)
+
+
+def canonical_name(name: str) -> str:
+    """A ServerName as a host is known by (%v): without its port, scheme or trailing dot, lower case."""
+    name = name.partition("://")[2] or name if "://" in name else name
+    if name.startswith("["):
+        name = name[: name.find("]") + 1]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    return name.rstrip(".").lower()
 
 
 def _unknown(word: str) -> str:
@@ -842,7 +1095,7 @@ def _unknown(word: str) -> str:
 # Apache directives (of stock and distribution configs) prefork-wasm does not take, by module,
 # so refusing one says whose it is instead of suggesting a look-alike ('Header' is not SetHandler).
 _APACHE_MODULES = {
-    "core": "<VirtualHost> ServerAlias <LocationMatch> <If> <Else> <ElseIf> ErrorDocument ServerSignature "
+    "core": "<If> <Else> <ElseIf> ErrorDocument ServerSignature "
     "ServerTokens UseCanonicalName TraceEnable EnableSendfile EnableMMAP AccessFileName Mutex FileETag "
     "Protocols HttpProtocolOptions AcceptFilter LimitXMLRequestBody",
     "alias_module": "Alias AliasMatch ScriptAlias ScriptAliasMatch Redirect RedirectMatch RedirectPermanent RedirectTemp",
@@ -887,6 +1140,7 @@ class _Directive:
     nargs: tuple[int, int | None] = (1, 1)
     server_only: bool = False
     on_disk: bool = False  # allowed inside <Directory> and <Files>
+    in_vhost: bool = False  # a server_only directive also allowed inside <VirtualHost>
 
     def check_count(self, args: list[str]) -> None:
         low, high = self.nargs
@@ -903,6 +1157,7 @@ class _Directive:
 
 
 _server = functools.partial(_Directive, server_only=True)
+_vhost = functools.partial(_Directive, server_only=True, in_vhost=True)
 _disk = functools.partial(_Directive, on_disk=True)
 
 
@@ -947,7 +1202,7 @@ def _error_log(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> 
 
 def _custom_log(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
     # The nickname is looked up after parsing, so a later LogFormat still counts (as in Apache).
-    parser.custom_logs.append((_log_target(parser, args[0], ("stdout", "stderr")), args[1], line))
+    parser.context().custom_logs.append((_log_target(parser, args[0], ("stdout", "stderr")), args[1], line))
 
 
 def _log_format(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
@@ -1004,11 +1259,72 @@ def _include(*, optional: bool) -> _Apply:
 
 
 def _open_location(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    """<Location /prefix>, or <Location ~ REGEX>, Apache's other spelling of <LocationMatch>."""
+    if args[0] == "~":
+        if len(args) != 2:
+            raise ValueError("expected '~ REGEX' (or write <LocationMatch REGEX>)")
+        _open_section(parser, "Location", args[1], line, _location_regex(args[1]))
+        return
     prefix = args[0]
+    if len(args) != 1:
+        raise ValueError(f"expected one /PREFIX, got {len(args)} arguments (quote a prefix with spaces)")
     if not prefix.startswith("/"):
         raise ValueError(f"URL prefix must start with '/', got {prefix!r}")
-    block = parser.blocks.setdefault(prefix, _Block(line))
-    parser.stack.append(_Section("Location", f"<Location {prefix}>", line, True, block.scope))
+    _open_section(parser, "Location", prefix, line, None)
+
+
+def _open_location_match(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    _open_section(parser, "LocationMatch", args[0], line, _location_regex(args[0]))
+
+
+def _open_section(parser: _Parser, name: str, pattern: str, line: _Line, regex: re.Pattern[str] | None) -> None:
+    block = _Block(line, pattern, regex)
+    parser.context().blocks.append(block)
+    label = f"<{name} {'~ ' if regex and name == 'Location' else ''}{pattern}>"
+    parser.stack.append(_Section(name, label, line, True, block.scope))
+
+
+def _location_regex(pattern: str) -> re.Pattern[str]:
+    """A PCRE pattern as Python's re reads it; PCRE's named groups (?<name>...) are accepted too.
+    Searched (not anchored) in the normalised path, as Apache does."""
+    try:
+        return re.compile(re.sub(r"\(\?<(?![=!])", "(?P<", pattern))
+    except re.error as e:
+        raise ValueError(f"bad regular expression {pattern!r}: {e.msg} at position {e.pos}") from None
+
+
+def _open_virtual_host(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    context = _Server(line, [_vhost_address(arg) for arg in args])
+    parser.vhosts.append(context)
+    parser.stack.append(_Section("VirtualHost", f"<VirtualHost {' '.join(args)}>", line, True, vhost=context))
+
+
+def _vhost_address(arg: str) -> Listen:
+    """'*:8080', '_default_:8080' (the same as *), '127.0.0.1:8080', '[::1]:8080'; without a
+    port (or with ':*') any port. Names are refused: Apache would resolve them at start-up."""
+    match = re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]+)(?::([0-9]+|\*))?", arg)
+    if not match:
+        raise ValueError(f"expected ADDRESS[:PORT] such as *:8080, 127.0.0.1:8080 or [::1]:8080, got {arg!r}")
+    host, port = match[1].strip("[]"), match[2]
+    if host in ("*", "_default_"):
+        host = ""
+    else:
+        try:
+            host = str(ipaddress.ip_address(host))
+        except ValueError:
+            raise ValueError(
+                f"{host!r} is not an IP address; use * (any address) or the address to answer on"
+            ) from None
+    if port and port != "*" and not 1 <= int(port) <= 65535:
+        raise ValueError(f"port must be 1-65535, got {port!r}")
+    return Listen(host, int(port) if port and port != "*" else 0)
+
+
+def _server_alias(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    context = parser.context()
+    if context.line is None:
+        raise ValueError("ServerAlias names a <VirtualHost>; put it inside one (beside its ServerName)")
+    context.aliases += [canonical_name(alias) for alias in args]
 
 
 def _open_ifdefine(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
@@ -1143,23 +1459,26 @@ _TABLE = (
     _disk("Options", "[+|-]OPTION ...", _no_effect("Options has no effect: no files are served from disk"), (1, None)),
     _disk("AllowOverride", "All|None|TYPE ...", _no_effect("AllowOverride has no effect: .htaccess files are never read"), (1, None)),
     _server("LoadModule", "MODULE FILE", _load_module, (2, 2)),
-    _server("<Directory>", "DIRECTORY", _open_disk_section("Directory")),
-    _server("<DirectoryMatch>", "REGEX", _open_disk_section("DirectoryMatch")),
-    _server("DocumentRoot", "DIRECTORY", _no_effect("DocumentRoot has no effect yet: static files are not served", warn=True)),
-    _server("ServerAdmin", "EMAIL|URL", _no_effect("ServerAdmin has no effect: it is shown only on Apache's own error pages")),
-    _server("HostnameLookups", "Off", _no_effect("client addresses are never resolved to names", only="Off")),
-    _server("AddDefaultCharset", "Off", _no_effect("a response's charset is the one its module sets", only="Off")),
+    _vhost("<Directory>", "DIRECTORY", _open_disk_section("Directory")),
+    _vhost("<DirectoryMatch>", "REGEX", _open_disk_section("DirectoryMatch")),
+    _vhost("DocumentRoot", "DIRECTORY", _no_effect("DocumentRoot has no effect yet: static files are not served", warn=True)),
+    _vhost("ServerAdmin", "EMAIL|URL", _no_effect("ServerAdmin has no effect: it is shown only on Apache's own error pages")),
+    _vhost("HostnameLookups", "Off", _no_effect("client addresses are never resolved to names", only="Off")),
+    _vhost("AddDefaultCharset", "Off", _no_effect("a response's charset is the one its module sets", only="Off")),
     _Directive("AddHandler", "HANDLER EXTENSION ...", _add_handler, (2, None)),
     # Server level only.
-    _server("<Location>", "/PREFIX", _open_location),
+    _vhost("<Location>", "/PREFIX|~ REGEX", _open_location, (1, 2)),
+    _vhost("<LocationMatch>", "REGEX", _open_location_match),
+    _server("<VirtualHost>", "ADDRESS[:PORT] ...", _open_virtual_host, (1, None)),
     _server("ServerRoot", "DIRECTORY", _server_root),
-    _server("ServerName", "HOSTNAME[:PORT]", _set("server_name", str)),
+    _vhost("ServerName", "HOSTNAME[:PORT]", _set("server_name", str)),
+    _vhost("ServerAlias", "HOSTNAME ...", _server_alias, (1, None)),
     _server("Listen", "[HOST:]PORT", _listen),
     _server("PidFile", "FILE", _set_path("pid_file")),
-    _server("ErrorLog", "FILE|stderr", _error_log),
+    _vhost("ErrorLog", "FILE|stderr", _error_log),
     _server("LogLevel", "LEVEL", _set("log_level", _choice(*LOG_LEVELS))),
     _server("LogFormat", "FORMAT [NICKNAME]", _log_format, (1, 2)),
-    _server("CustomLog", "FILE|stdout|stderr FORMAT-OR-NICKNAME", _custom_log, (2, 2)),
+    _vhost("CustomLog", "FILE|stdout|stderr FORMAT-OR-NICKNAME", _custom_log, (2, 2)),
     _server("Timeout", "SECONDS", _set("timeout", _seconds(positive=True))),
     _server("RequestReadTimeout", "[header=SECONDS[-MAX][,MinRate=BYTES]] [body=...]", _request_read_timeout, (1, 3)),
     _server("KeepAlive", "On|Off", _set("keep_alive", _on_off)),

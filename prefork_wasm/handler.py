@@ -1,8 +1,8 @@
 """From a parsed request to a response: route, run the guest, translate its output.
 
 This is the worker's `connection.Handler`. Per request it does only what depends on the
-request; everything that depends on the Location alone (the loaded module, argv, preopens,
-limits) is prepared once per worker in a `Route`.
+request; everything that depends on the merged Location settings alone (the loaded module,
+argv, preopens, limits) is prepared once per worker and distinct merged result in a `Route`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from pathlib import Path
 
 from . import __version__, cgi
 from .compiler import Artifact
-from .config import LocationConfig, ServerConfig
+from .config import LocationConfig, ServerConfig, VirtualHost, canonical_name
 from .counters import Recorder
 from .logs import AccessLog, AccessRecord, ErrorLog
 from .messages import SERVER_SOFTWARE, Request, Response, error_response
+from .routing import request_host, select_host
 from .runtime import EXIT_GUEST_STUCK, GuestSpec, Loaded, Outcome, RunResult, Runtime
 from .scoreboard import LOGGING, MODULE_CHARS, Slot
 
@@ -44,7 +45,7 @@ _LOG_SAFE = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """A Location prepared for serving in this worker."""
+    """A merged Location prepared for serving in this worker."""
 
     location: LocationConfig
     module: Loaded | None
@@ -56,12 +57,28 @@ class Route:
     module_label: str  # the module's path: its label in the metrics
 
 
-def prepare_routes(
-    config: ServerConfig, runtime: Runtime, artifacts: dict[Path, Artifact]
-) -> dict[str, Route]:
-    """Load every module and build every Location's fixed part, once per worker."""
-    loaded = {source: _load(runtime, artifact) for source, artifact in artifacts.items()}
-    return {loc.prefix: _route(config, loc, artifacts, loaded) for loc in config.locations}
+class Routes:
+    """The worker's Routes: one per distinct merged LocationConfig, built on its first request.
+
+    `Locations` keeps one LocationConfig per distinct set of matching sections for the worker's
+    life, so its identity keys the Route (the Route holds it: the id is never reused)."""
+
+    def __init__(self, config: ServerConfig, artifacts: dict[Path, Artifact], loaded: dict[Path, Loaded]) -> None:
+        self.config = config
+        self.artifacts = artifacts
+        self.loaded = loaded
+        self._routes: dict[int, Route] = {}
+
+    def __getitem__(self, loc: LocationConfig) -> Route:
+        route = self._routes.get(id(loc))
+        if route is None:
+            route = self._routes[id(loc)] = _route(self.config, loc, self.artifacts, self.loaded)
+        return route
+
+
+def prepare_routes(config: ServerConfig, runtime: Runtime, artifacts: dict[Path, Artifact]) -> Routes:
+    """Load every module once per worker (before it serves: a module that cannot load stops it)."""
+    return Routes(config, artifacts, {source: _load(runtime, artifact) for source, artifact in artifacts.items()})
 
 
 def _load(runtime: Runtime, artifact: Artifact) -> Loaded:
@@ -78,6 +95,10 @@ def _route(
     # Only wasm-handler runs a module (and only its modules are compiled); another handler may
     # still inherit a server-level WasmModule, or name one beside an AddHandler.
     module_path = loc.module if loc.handler == "wasm-handler" else None
+    if module_path is not None and module_path not in artifacts:
+        # Only where a <LocationMatch> merges with other sections can a combination -t did not see
+        # arise (Locations.modules compiles every module it could name; check_routes warned).
+        raise RuntimeError(f"no compiled module for the merged settings of {loc.source}")
     script_filename = str(module_path) if module_path else ""
     if loc.map_cgi_file_names and module_path:
         script_filename = _guest_path(module_path, loc)
@@ -126,7 +147,7 @@ class Site:
     def __init__(
         self,
         config: ServerConfig,
-        routes: dict[str, Route],
+        routes: Routes,
         runtime: Runtime,
         error_log: ErrorLog,
         access_logs: list[AccessLog],
@@ -147,9 +168,21 @@ class Site:
         self.recorder = recorder
         self.pages = pages
         self.new_request_id = RequestIds()
-        # body_limit and respond both need the request's Location: match once per request. Keyed
-        # by the path, not the request, so that an idle worker keeps no request (nor its body).
-        self._matched: tuple[str, LocationConfig | None] = ("", None)
+        # body_limit, respond and finished all need the request's host and Location: chosen once
+        # per request. Keyed by the request's id, not the request, so that an idle worker keeps no
+        # request (nor its body).
+        self._matched: tuple[str, VirtualHost | None, LocationConfig | None] = ("", None, None)
+        # A virtual host's access logs are its own, or the main server's if it has none (Apache's).
+        main_logs = [log for log in access_logs if log.host is None]
+        self._host_logs = {
+            id(host): [log for log in access_logs if log.host == index] or main_logs
+            for index, host in enumerate(config.virtual_hosts)
+        }
+        self._host_logs[id(None)] = main_logs
+        self._main_name = canonical_name(config.server_name or "")  # %v, as a host's
+        self._host_error_logs = {
+            id(host): error_log.hosts.get(index, error_log) for index, host in enumerate(config.virtual_hosts)
+        }
         self._answer: Callable[[Response], None] | None = None  # the connection's, for the request in flight
         self.server_software = f"{SERVER_SOFTWARE}/{__version__}"
         # The headers any access log's format uses: a record decodes only these.
@@ -164,10 +197,19 @@ class Site:
         loc = self._location(request)
         return loc.limit_request_body if loc else 0
 
-    def _location(self, request: Request) -> LocationConfig | None:
-        if self._matched[0] != request.path:
-            self._matched = (request.path, self.config.match(request.path))
+    def _host(self, request: Request) -> VirtualHost | None:
+        if self._matched[0] != request.request_id:
+            host = select_host(
+                self.config.virtual_hosts, request.server_addr, request.server_port,
+                request_host(request.target, request.header(b"host")),
+            ) if self.config.virtual_hosts else None
+            routes = host.routes if host else self.config.routes
+            self._matched = (request.request_id, host, routes.match(request.path) if request.path else None)
         return self._matched[1]
+
+    def _location(self, request: Request) -> LocationConfig | None:
+        self._host(request)
+        return self._matched[2]
 
     def in_flight(self, answer: Callable[[Response], None]) -> None:
         self._answer = answer
@@ -185,7 +227,10 @@ class Site:
             page = self.pages.get(loc.handler)
             if page is not None:
                 return page(request)
-            route = self.routes[loc.prefix]
+            if loc.handler == WASM_HANDLER and loc.module is None:
+                self._log_failure(request, "-", f"SetHandler wasm-handler without a WasmModule at {loc.source}")
+                return error_response(500, _FAILURE_TEXT[500])
+            route = self.routes[loc]
             self.slot.module = route.module_name.encode()[:MODULE_CHARS - 1]
             return self._run(request, route)
         except Exception as e:
@@ -272,7 +317,8 @@ class Site:
         """One error-log line about a request; control characters escaped, since a decoded path
         or a guest's stderr could otherwise forge lines or terminal sequences in the log."""
         message = f"request {request.request_id}: {module}: {text}".translate(_LOG_SAFE)
-        self.error_log.error(f"[client {request.remote_addr}:{request.remote_port}] {message}")
+        log = self._host_error_logs.get(id(self._host(request)), self.error_log)
+        log.error(f"[client {request.remote_addr}:{request.remote_port}] {message}")
 
     def finished(self, request: Request, response: Response, sent: int) -> None:
         self._answer = None
@@ -287,12 +333,16 @@ class Site:
             loc.prefix if loc else None, request.method, response.status, now - request.start,
             len(request.body), sent,
         )
-        if self.access_logs:
-            record = self._access_record(request, response, sent, now)
-            for log in self.access_logs:
+        host = self._host(request)
+        logs = self._host_logs[id(host)]
+        if logs:
+            record = self._access_record(request, response, sent, now, host)
+            for log in logs:
                 log.log(record)
 
-    def _access_record(self, request: Request, response: Response, sent: int, now: float) -> AccessRecord:
+    def _access_record(
+        self, request: Request, response: Response, sent: int, now: float, host: VirtualHost | None = None
+    ) -> AccessRecord:
         return AccessRecord(
             remote_addr=request.remote_addr,
             remote_port=request.remote_port,
@@ -308,7 +358,7 @@ class Site:
             start=request.start,
             duration=now - request.start,
             request_id=request.request_id,
-            server_name=self.config.server_name or "",
+            server_name=host.server_name if host else self._main_name,
             server_port=request.server_port,
         )
 

@@ -160,7 +160,7 @@ class Worker:
         sys.stderr.flush()
         out, err = runtime.take_standard_streams()
         moved = {1: out, 2: err}
-        for log_file in {self.error_log.file, *(log.file for log in self.access_logs)}:
+        for log_file in {*self.error_log.files(), *(log.file for log in self.access_logs)}:
             log_file.moved(moved)
         sys.stdout = open(out, "w", buffering=1, closefd=False)  # noqa: SIM115 - for the process's life
         sys.stderr = open(err, "w", buffering=1, closefd=False)  # noqa: SIM115 - for the process's life
@@ -204,6 +204,10 @@ class Worker:
         title = _Title()
         state = self._state_hook(title)
         ports = {fd: sock.getsockname()[1] for fd, sock in by_fd.items()}
+        # The local IP matters only to a <VirtualHost> on a given IP; a listener on one IP knows
+        # it, one on all interfaces asks each connection (one getsockname).
+        by_ip = any(address.host for host in config.virtual_hosts for address in host.addresses)
+        ips = {fd: _bound_ip(sock) if by_ip else "" for fd, sock in by_fd.items()}
         while not self._draining():
             if max_connections and self.connections >= max_connections:
                 self.error_log.notice(
@@ -235,7 +239,8 @@ class Worker:
                 slot.connections += 1
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._yield.reset()
-                serve(conn, peer[:2], ports[fd], site, limits, state)
+                ip = ips[fd] if ips[fd] or not by_ip else conn.getsockname()[0]
+                serve(conn, peer[:2], ports[fd], site, limits, state, ip)
                 break  # one connection per wakeup: re-check stop conditions in between
         slot.state = GRACEFUL
         title.set("graceful")
@@ -277,6 +282,12 @@ def pool_for(config: ServerConfig, artifacts: dict[Path, Artifact]) -> Pool | No
     if not limits or None in limits:
         return Pool(WASM32_MEMORY_MAX)
     return Pool(max(limit for limit in limits if limit is not None))
+
+
+def _bound_ip(sock: socket.socket) -> str:
+    """The IP a listener is bound to, '' for all interfaces."""
+    ip: str = sock.getsockname()[0]
+    return "" if ip in ("0.0.0.0", "::") else ip
 
 
 class _Title:

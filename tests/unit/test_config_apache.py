@@ -118,7 +118,6 @@ def test_load_module_is_no_longer_misread_as_wasm_module() -> None:
     [
         ("Header set X y", "Invalid command 'Header': a directive of headers_module, which prefork-wasm has no equivalent of"),
         ("SetEnv A b", "a directive of env_module, which prefork-wasm has no equivalent of; WasmEnv NAME VALUE sets"),
-        ("ServerAlias www", "Invalid command 'ServerAlias': a directive of Apache's core that prefork-wasm does not"),
         ("Listn 80", "Invalid command 'Listn', perhaps misspelled? Did you mean 'Listen'?"),
     ],
 )

@@ -18,7 +18,7 @@ from prefork_wasm.compiler import Artifact, ModuleInfo
 from prefork_wasm.config import parse_config
 from prefork_wasm.connection import LINGER_SECONDS, Limits, serve
 from prefork_wasm.engine import WASM32_MEMORY_MAX, Pool
-from prefork_wasm.handler import Site
+from prefork_wasm.handler import Site, prepare_routes
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request, Response
 from prefork_wasm.paths import request_path
@@ -38,9 +38,10 @@ def make_site(tmp_path: Path, status_page: object) -> Site:
     conf = tmp_path / "server.conf"
     conf.write_text(CONFIG)
     slot = Slot()
+    config = parse_config(conf)
     return Site(
-        parse_config(conf),
-        routes={},
+        config,
+        routes=prepare_routes(config, None, {}),  # type: ignore[arg-type]  # no module to load
         runtime=None,  # type: ignore[arg-type]  # no Location here runs a guest
         error_log=ErrorLog(LogFile(str(tmp_path / "error_log")), "info"),
         access_logs=[],
@@ -188,7 +189,7 @@ def test_a_next_request_that_is_already_there_reports_no_keep_alive_wait() -> No
 def test_the_access_record_carries_only_the_headers_a_format_logs(tmp_path: Path) -> None:
     site = make_site(tmp_path, lambda request: Response(200))
     site = Site(
-        site.config, {}, site.runtime, site.error_log,
+        site.config, site.routes, site.runtime, site.error_log,
         [AccessLog(LogFile(str(tmp_path / "access_log")), '%s "%{User-Agent}i" %{X-Id}o %{Referer}i')],
         Slot(), draining=lambda: False, others_waiting=lambda: False, recorder=site.recorder, pages={},
     )
