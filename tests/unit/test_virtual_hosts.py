@@ -14,7 +14,8 @@ from prefork_wasm.handler import Site, prepare_routes
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request
 from prefork_wasm.routing import request_host, select_host
-from prefork_wasm.scoreboard import Slot
+from prefork_wasm.counters import LabelIndex, Recorder
+from prefork_wasm.scoreboard import Slot, words
 
 
 @pytest.fixture(autouse=True)
@@ -275,9 +276,11 @@ def test_percent_v_is_the_canonical_name_of_the_host_that_answered(tmp_path: Pat
         "<VirtualHost *:8080>\nServerName A.Example:8080\n</VirtualHost>\n"
     )
     log = tmp_path / "access_log"
+    slot = Slot()
     site = Site(
         config, prepare_routes(config, None, {}), None, ErrorLog(LogFile(str(tmp_path / "error_log")), "warn"),  # type: ignore[arg-type]
-        [AccessLog(LogFile(str(log)), "%v %p")], Slot(), draining=lambda: False, others_waiting=lambda: False,
+        [AccessLog(LogFile(str(log)), "%v %p")], slot, draining=lambda: False, others_waiting=lambda: False,
+        recorder=Recorder(words(slot.counts), LabelIndex({}, {})), pages={},
     )
     for port in (8080, 8081):
         request = Request("GET", "/", "1.1", [(b"host", host.encode())], "127.0.0.1", 1, port, f"id-{port}", 0.0, path="/")
