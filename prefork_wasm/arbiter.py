@@ -35,14 +35,20 @@ import psutil
 import setproctitle
 
 from . import __version__, privileges
+from .activation import ActivationError, Passed, match
 from .compiler import Artifact, Compile, CompileError, CompileReport, Digests, ModuleInfo, start_compile
 from .config import ConfigError, Listen, ServerConfig, parse_config
 from .connection import LINGER_SECONDS
+from .counters import RECYCLE_REASONS, RELOAD_RESULTS, LabelIndex, assign, bump
 from .engine import WASMTIME_VERSION
+from .handler import Page
+from .health import HealthPage
 from .logs import AccessLog, ErrorLog, LogFile, make_parent
+from .metrics import MetricsPage
+from .notify import Notifier
 from .pool import plan
 from .runtime import EXIT_GUEST_STUCK
-from .scoreboard import STARTING, WAITING, Scoreboard
+from .scoreboard import SERVING, STARTING, STOPPING, WAITING, Scoreboard, words
 from .status import StatusPage
 from .worker import EXIT_CHILD_FATAL, Worker
 
@@ -119,13 +125,17 @@ def bind(listen: Listen, backlog: int) -> socket.socket:
 
 
 def open_logs(config: ServerConfig) -> tuple[ErrorLog, list[AccessLog]]:
-    """The error log and access logs of `config`: all opened, or none and a StartupError."""
+    """The error logs (the main one holding the virtual hosts') and access logs of `config`:
+    all opened, or none and a StartupError."""
     files: list[LogFile] = []
+    own = [(index, host) for index, host in enumerate(config.virtual_hosts) if host.error_log]
     try:
         for target, directive, source in [
             (config.error_log, "ErrorLog", config.sources.get("error_log", "")),
+            *((host.error_log, "ErrorLog", host.error_log_source) for _, host in own),
             *((log.target, "CustomLog", log.source) for log in config.custom_logs),
         ]:
+            assert target is not None
             try:
                 files.append(LogFile(target))
             except OSError as e:
@@ -137,13 +147,15 @@ def open_logs(config: ServerConfig) -> tuple[ErrorLog, list[AccessLog]]:
         for file in files:
             file.close()
         raise
-    error_file, *access_files = files
-    access_logs = [AccessLog(file, log.format) for file, log in zip(access_files, config.custom_logs)]
-    return ErrorLog(error_file, config.log_level), access_logs
+    error_file, host_files, access_files = files[0], files[1 : len(own) + 1], files[len(own) + 1 :]
+    access_logs = [AccessLog(file, log.format, log.host) for file, log in zip(access_files, config.custom_logs)]
+    hosts = {index: ErrorLog(file, config.log_level) for (index, _), file in zip(own, host_files)}
+    return ErrorLog(error_file, config.log_level, hosts), access_logs
 
 
 def close_all(error_log: ErrorLog, access_logs: list[AccessLog], sockets: Iterable[socket.socket]) -> None:
-    error_log.file.close()
+    for file in error_log.files():
+        file.close()
     for log in access_logs:
         log.file.close()
     for sock in sockets:
@@ -154,9 +166,7 @@ def entry_point_problems(config: ServerConfig, infos: Mapping[Path, ModuleInfo])
     """Each WasmEntryPoint (or the default: _start, a component's wasi:cli/run) that its module
     does not export as a function it can call, and each module the server cannot link."""
     problems: dict[str, None] = {}  # a server-level line inherited by several Locations says it once
-    for loc in [*config.locations, *config.section_runs()]:
-        if config.module_of(loc) is None:
-            continue
+    for loc in config.guest_runs():
         assert loc.module is not None
         info = infos[loc.module]
         if info.unlinkable:
@@ -226,8 +236,9 @@ class NextGeneration:
     graceful: bool
     error_log: ErrorLog
     access_logs: list[AccessLog]
-    fresh: dict[Listen, socket.socket]  # bound for it; it shares the others with the current one
+    fresh: dict[Listen, socket.socket]  # bound (or passed by systemd) for it; it shares the others
     compile: Compile
+    adopted: dict[Listen, Passed] = field(default_factory=dict)  # which of `fresh` systemd passed
     requested: float = field(default_factory=time.monotonic)
 
     def close(self) -> None:
@@ -237,10 +248,17 @@ class NextGeneration:
 
 
 class Arbiter:
-    def __init__(self, config: ServerConfig, defines: list[str] | None = None, print_urls: bool = True) -> None:
+    def __init__(
+        self, config: ServerConfig, defines: list[str] | None = None, print_urls: bool = True,
+        notifier: Notifier | None = None, passed: list[Passed] | None = None,
+    ) -> None:
         self.config = config
         self.defines = defines or []
         self.print_urls = print_urls
+        self.notifier = notifier or Notifier(None, os.getpid())
+        # Listening sockets systemd passed: held open for the master's life, each generation
+        # serving on its own duplicate of one, so a restart never loses them.
+        self.passed = passed or []
         self.error_log: ErrorLog  # opened by start()
         self.access_logs: list[AccessLog] = []
         self.listeners: dict[Listen, socket.socket] = {}
@@ -252,6 +270,8 @@ class Arbiter:
         self.pid = os.getpid()
         self.started = time.time()
         self.scoreboard = Scoreboard(config.server_limit)
+        self.counts = words(self.scoreboard.cumulative.counts)  # the master's own counters
+        self.labels = LabelIndex({}, {})
         self.signals: list[int] = []
         self.exit_status = 0
         self.stopping = False
@@ -274,7 +294,9 @@ class Arbiter:
         root_warning = privileges.root_warning(self.config.user)
         if root_warning:
             self.error_log.warn(root_warning)
+        self._notifier_problem()
         self.artifacts = self._compiled(first.compile, self.config)
+        self._assign_labels()
         self._write_pid_file()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_w)
@@ -285,12 +307,14 @@ class Arbiter:
             f"prefork-wasm/{__version__} (wasmtime {WASMTIME_VERSION}, Python "
             f"{sys.version.split()[0]}) configured -- resuming normal operations"
         )
-        self._announce_listeners()
+        self._announce_listeners(first, self.print_urls)
 
-    def _announce_listeners(self) -> None:
-        for listen in self.listeners:
-            self.error_log.notice(f"listening on http://{listen}/")
-            if self.print_urls:
+    def _announce_listeners(self, generation: NextGeneration, print_urls: bool) -> None:
+        """Log the listeners a generation added (all of them at start-up)."""
+        for listen in generation.fresh:
+            passed = generation.adopted.get(listen)
+            self.error_log.notice(f"listening on http://{listen}/" + (f" (socket passed by systemd: {passed})" if passed else ""))
+            if print_urls:
                 print(f"prefork-wasm: serving on http://{listen}/", flush=True)
 
     def _prepare(self, config: ServerConfig, graceful: bool) -> NextGeneration:
@@ -298,14 +322,28 @@ class Arbiter:
         error_log, access_logs = open_logs(config)
         fresh: dict[Listen, socket.socket] = {}
         try:
+            adopted = self._match_passed(config)
             for listen in config.listens:
-                if listen not in self.listeners:
-                    fresh[listen] = bind(listen, config.listen_backlog)
+                if listen in self.listeners:
+                    continue
+                passed = adopted.get(listen)
+                fresh[listen] = socket.socket(fileno=os.dup(passed.fd)) if passed else bind(listen, config.listen_backlog)
             compile = start_compile(config.modules(), config.wasm_cache_dir, self.digests)
         except (StartupError, CompileError) as e:
             close_all(error_log, access_logs, fresh.values())
             raise StartupError(str(e)) from e
-        return NextGeneration(config, graceful, error_log, access_logs, fresh, compile)
+        adopted = {listen: passed for listen, passed in adopted.items() if listen in fresh}
+        return NextGeneration(config, graceful, error_log, access_logs, fresh, compile, adopted=adopted)
+
+    def _match_passed(self, config: ServerConfig) -> dict[Listen, Passed]:
+        """The Listen lines of `config` that a socket passed by systemd serves; StartupError for a
+        passed socket no line asks for (at a restart too: the current generation goes on)."""
+        if not self.passed:
+            return {}
+        try:
+            return match(self.passed, {listen: resolve(listen) for listen in config.listens})
+        except ActivationError as e:
+            raise StartupError(str(e)) from None
 
     def _compiled(self, compile: Compile, config: ServerConfig) -> dict[Path, Artifact]:
         """The artifacts of a finished compile, checked and logged (StartupError if unusable)."""
@@ -328,6 +366,13 @@ class Arbiter:
             else:
                 self.error_log.info(f"cache hit for {artifact.source}: {artifact.path.name}")
         return {a.source: a for a in artifacts}
+
+    def _assign_labels(self) -> None:
+        """The metrics' label indexes of this generation's Locations and modules, before its
+        workers fork (they inherit them)."""
+        self.labels = assign(
+            self.scoreboard.names, (loc.prefix for loc in self.config.locations), map(str, self.config.modules())
+        )
 
     def _write_pid_file(self) -> None:
         """Atomically, so `-k` never reads a half-written pid."""
@@ -353,10 +398,13 @@ class Arbiter:
     def run(self, ready: Callable[[], None] | None = None) -> int:
         """Serve until stopped; returns the process exit status."""
         self.start()
-        if ready:
+        if ready:  # before any fork: workers must not hold the pipe `-k start` waits on
+            self.notifier.follow()
             ready()
         try:
+            self.scoreboard.cumulative.phase = SERVING
             self._start_generation()
+            self._notify_ready()
             while not self._finished():
                 self._sleep()
                 self.reap()
@@ -368,6 +416,16 @@ class Arbiter:
         finally:
             self._shutdown()
         return self.exit_status
+
+    def _notify_ready(self, status: str = "") -> None:
+        """Tell systemd (if it asked) that a generation serves, and which."""
+        self.notifier.ready(status or f"generation {self.generation} serving, {len(self._current())} workers")
+        self._notifier_problem()
+
+    def _notifier_problem(self) -> None:
+        if self.notifier.problem:
+            self.error_log.warn(self.notifier.problem)
+            self.notifier.problem = None
 
     def _finished(self) -> bool:
         if not self.stopping:
@@ -401,9 +459,8 @@ class Arbiter:
                 continue  # reaping happens once per loop
             name = signal.Signals(signum).name
             if signum in (signal.SIGTERM, signal.SIGINT):
+                self._begin_stop(None, f"stopping ({name})")
                 self.error_log.notice(f"caught {name}, shutting down")
-                self.stopping = True
-                self.graceful_stop_deadline = None
             elif self.stopping:
                 continue
             elif signum == signal.SIGWINCH:
@@ -442,13 +499,13 @@ class Arbiter:
                 self.error_log.log(
                     "emerg", f"worker {pid} could not start (see above); shutting down, fix the error and start again"
                 )
-                self.stopping = True
-                self.graceful_stop_deadline = None
+                self._begin_stop(None, "stopping: a worker could not start (see the error log)")
                 self.exit_status = 1
                 continue
             if self.stopping:
                 continue
             if code != 0 and not (child.leaving or child.killed):
+                self._count_recycle("guest_stuck" if code == EXIT_GUEST_STUCK else "crash")
                 how = f"on signal {signal.Signals(-code).name}" if code < 0 else f"with status {code}"
                 how += " (it gave up a request whose guest it could not stop)" if code == EXIT_GUEST_STUCK else ""
                 self.error_log.error(f"worker {pid} exited {how}; a new one replaces it")
@@ -523,6 +580,7 @@ class Arbiter:
                     f"{size_text(child.hard_limit)}: killed"
                 )
                 child.killed = True
+                self._count_recycle("memory_hard")
                 self._kill(pid, signal.SIGKILL)
             elif child.soft_limit and used > child.soft_limit and not child.leaving:
                 self.error_log.notice(
@@ -530,14 +588,16 @@ class Arbiter:
                     f"{size_text(child.soft_limit)}: recycling after its current connection"
                 )
                 self._retire(pid)
+                self._count_recycle("memory_soft")
                 child.recycled = True  # its replacement is forked once it has exited, never beside it
         self.sampling_seconds += time.process_time() - start
 
     def _kill_hung_workers(self) -> None:
         """A worker whose heartbeat stalls outside any bounded wait is stuck: replace it."""
         # The longest a live worker may go without a heartbeat: reading or writing (Timeout),
-        # a guest's run (WasmTimeout) and a lingering close.
-        limit = self.config.timeout + max((loc.timeout for loc in self.config.locations), default=0) + LINGER_SECONDS
+        # a guest's run (WasmTimeout, of the Locations that run one) and a lingering close.
+        runs = (loc.timeout for loc in self.config.guest_runs())  # static files run none
+        limit = self.config.timeout + max(runs, default=0) + LINGER_SECONDS
         now = time.monotonic()
         for pid, child in list(self.children.items()):
             if child.killed:
@@ -550,7 +610,11 @@ class Arbiter:
                     f"'{slot.state.decode()}' (limit Timeout + WasmTimeout + lingering close = {limit:g} s): killed"
                 )
                 child.killed = True
+                self._count_recycle("hung")
                 self._kill(pid, signal.SIGKILL)
+
+    def _count_recycle(self, reason: str) -> None:
+        bump(self.counts, "recycles", RECYCLE_REASONS.index(reason))
 
     # ---------------------------------------------------------------- workers
 
@@ -568,6 +632,7 @@ class Arbiter:
         if pid == 0:
             self._become_worker(index)
         slot.pid = pid
+        bump(self.counts, "spawns")
         soft, hard = self.config.max_memory_per_child or (None, None)
         spread = 1 - random.uniform(0, MEMORY_SPREAD)
         self.children[pid] = Child(
@@ -588,7 +653,13 @@ class Arbiter:
         os.close(self._wake_w)
         if self.next is not None:
             self.next.close()  # a generation this worker will never serve: its logs, new ports
-        status = StatusPage(self.scoreboard, self.started, self.generation, self.config.server_name or "localhost")
+        pages: dict[str, Page] = {
+            "server-status": StatusPage(
+                self.scoreboard, self.started, self.generation, self.config.server_name or "localhost"
+            ),
+            "metrics": MetricsPage(self.scoreboard, self.started),
+            "health": HealthPage(self.scoreboard),
+        }
         Worker(
             self.config,
             self.artifacts,
@@ -597,7 +668,8 @@ class Arbiter:
             self.pid,
             self.error_log,
             self.access_logs,
-            status_page=status,
+            self.labels,
+            pages,
         ).run()
 
     def _retire(self, pid: int) -> None:
@@ -636,6 +708,10 @@ class Arbiter:
                 f"the restart requested {waited:.1f} s ago was still compiling: "
                 f"stopped, starting over with the configuration as it is now"
             )
+        self.notifier.reloading(
+            f"{'graceful ' if graceful else ''}restart: preparing generation {self.generation + 1}; "
+            f"generation {self.generation} serves meanwhile"
+        )
         try:
             config = parse_config(self.config.file, self.defines)
             self.next = self._prepare(config, graceful)
@@ -650,6 +726,7 @@ class Arbiter:
         self._finish_reload()  # at once when every module was in the cache
 
     def _reload_failed(self, graceful: bool, error: Exception) -> None:
+        bump(self.counts, "reloads", RELOAD_RESULTS.index("failed"))
         lines = str(error).splitlines() or [type(error).__name__]
         self.error_log.error(
             f"{'graceful ' if graceful else ''}restart failed, still serving generation "
@@ -657,6 +734,7 @@ class Arbiter:
         )
         for line in lines[1:]:
             self.error_log.error(f"restart failed: {line}")
+        self._notify_ready(f"restart failed, generation {self.generation} still serving: {lines[0]}")
 
     def _abandon_next(self) -> None:
         if self.next is not None:
@@ -692,23 +770,30 @@ class Arbiter:
             old_error_log, old_access_logs,
             (sock for listen, sock in old_listeners.items() if listen not in self.listeners),
         )
-        for listen in nxt.fresh:
-            self.error_log.notice(f"listening on http://{listen}/")
+        self._announce_listeners(nxt, print_urls=False)
         if nxt.graceful:
             for pid in list(self.children):
                 self._retire(pid)
         else:
             self._stop_workers()
         self.generation += 1
+        self.scoreboard.cumulative.generation = self.generation
+        bump(self.counts, "reloads", RELOAD_RESULTS.index("ok"))
+        self._assign_labels()
         self.spawn_rate = 1
         self.warned_max_workers = False
         self._set_title()
         self.error_log.notice(f"generation {self.generation} configured -- resuming normal operations")
         self._start_generation()
+        self._notify_ready()
 
     def _graceful_stop(self) -> None:
         self._abandon_next()
         timeout = self.config.graceful_shutdown_timeout
+        self._begin_stop(
+            time.monotonic() + timeout if timeout else float("inf"),
+            f"graceful stop: {len(self.children)} workers finishing their connections",
+        )
         self.error_log.notice(
             "caught SIGWINCH, shutting down gracefully"
             + (f" (GracefulShutdownTimeout {timeout:g} s)" if timeout else "")
@@ -718,8 +803,16 @@ class Arbiter:
         self.listeners = {}
         for pid in list(self.children):
             self._retire(pid)
+
+    def _begin_stop(self, deadline: float | None, status: str) -> None:
+        """No more new work: stop now (deadline None) or once the workers have left or at the
+        deadline. Health says 503 from here on (set before the stop is logged, so that whoever
+        reads the log sees it), and systemd hears STOPPING=1."""
         self.stopping = True
-        self.graceful_stop_deadline = time.monotonic() + timeout if timeout else float("inf")
+        self.graceful_stop_deadline = deadline
+        self.scoreboard.cumulative.phase = STOPPING
+        self.notifier.stopping(status)
+        self._notifier_problem()
 
     # ---------------------------------------------------------------- shutdown
 

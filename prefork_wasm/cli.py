@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 
-from . import __version__, control, privileges
+from . import __version__, activation, control, privileges
 from .arbiter import Arbiter, StartupError, finish_compile, resolve
 from .compiler import CompileError, Digests, start_compile
 from .config import (
@@ -14,10 +15,13 @@ from .config import (
     STATIC_MODULES,
     ConfigError,
     LocationConfig,
+    Locations,
     ServerConfig,
+    VirtualHost,
     parse_config,
 )
 from .engine import WASMTIME_VERSION
+from .notify import Notifier
 
 DESCRIPTION = """\
 A pre-fork HTTP server for WebAssembly (WASI) modules, configured like Apache httpd
@@ -89,12 +93,18 @@ def loaded_modules() -> str:
 
 
 def dump(config: ServerConfig) -> str:
-    """-S: Apache's -S layout (addresses, then the main server's settings), plus the Locations
-    in the order a request is matched against them."""
+    """-S: Apache's -S layout (the virtual hosts by address, then the main server's settings),
+    plus each server's sections in the order they merge, with what a request for exactly that
+    prefix gets."""
     name = config.server_name or "(none: each request's Host)"
     where = config.sources.get("server_name")
-    lines = ["VirtualHost configuration:"]
-    lines += [f"{listen!s:<22} main server {name} ({listen.source})" for listen in config.listens]
+    lines = ["VirtualHost configuration:", *_virtual_hosts(config)]
+    covered = {(a.host, a.port) for host in config.virtual_hosts for a in host.addresses}
+    lines += [
+        f"{listen!s:<22} main server {name} ({listen.source})"
+        for listen in config.listens
+        if not any(host in ("", listen.host) and port in (0, listen.port) for host, port in covered)
+    ]
     lines += [
         f"ServerName: {name}" + (f" ({where})" if where else ""),
         f'ServerRoot: "{config.server_root}"',
@@ -102,14 +112,44 @@ def dump(config: ServerConfig) -> str:
         f'PidFile: "{config.pid_file}"',
         f'WasmCacheDir: "{config.wasm_cache_dir}"',
         *(f'{kind}: name="{value}"' for kind, value in (("User", config.user), ("Group", config.group)) if value),
-        "Locations (longest prefix first):",
+        "Locations (in merge order; each line: what a request for that prefix gets):",
+        *_routes(config.routes),
     ]
-    for loc in config.locations:
-        lines.append(f"{loc.prefix:<22} {_serves(config, loc)} ({loc.source})")
+    for host in config.virtual_hosts:
+        lines += [f"Locations of {host.server_name or '(no ServerName)'} ({host.source}):", *_routes(host.routes)]
     return "\n".join(lines)
 
 
-def _serves(config: ServerConfig, loc: LocationConfig) -> str:
+def _virtual_hosts(config: ServerConfig) -> list[str]:
+    """Apache's listing: an address with one host on one line; with several, 'is a
+    NameVirtualHost' and each host under it, the first being the default."""
+    by_address: dict[str, list[VirtualHost]] = {}
+    for host in config.virtual_hosts:
+        for address in host.addresses:
+            text = str(address) if address.port else f"{str(address).rsplit(':', 1)[0]}:*"
+            by_address.setdefault(text, []).append(host)
+    lines = []
+    for text, hosts in by_address.items():
+        if len(hosts) == 1:
+            lines.append(f"{text:<22} {hosts[0].server_name} ({hosts[0].source})")
+            continue
+        port = text.rsplit(":", 1)[1]
+        lines += [f"{text:<22} is a NameVirtualHost", f"         default server {hosts[0].server_name} ({hosts[0].source})"]
+        for host in hosts:
+            lines.append(f"         port {port} namevhost {host.server_name} ({host.source})")
+            lines += [f"                 {'wild alias' if set(alias) & set('*?') else 'alias'} {alias}" for alias in host.aliases]
+    return lines
+
+
+def _routes(routes: Locations) -> list[str]:
+    lines = []
+    for section, loc in routes.representatives():
+        what = "/" if section is None else section.pattern if section.regex is None else f"~ {section.pattern}"
+        lines.append(f"{what:<22} {_serves(loc)} ({loc.source})")
+    return lines
+
+
+def _serves(loc: LocationConfig) -> str:
     if loc.handler == "wasm-handler":
         return f"wasm-handler {loc.module}"
     if loc.handler is not None:
@@ -117,7 +157,7 @@ def _serves(config: ServerConfig, loc: LocationConfig) -> str:
     if loc.document_root is None and not loc.aliases:
         return "no handler (404)"
     roots = [*(f"{url} -> {target}" for url, target in loc.aliases), *([f"{loc.document_root}"] if loc.document_root else [])]
-    module = config.module_of(loc)
+    module = loc.guest_module
     return f"files from {', '.join(roots)}" + (f", scripts run by {module}" if module else "")
 
 
@@ -179,12 +219,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.test:
         return check(config)
-    if args.command == "start":
-        return control.start_detached(lambda ready: Arbiter(config, args.defines, print_urls=False).run(ready), config)
-    if args.command:
+    if args.command and args.command != "start":
         return control.signal_master(config, args.command)
+    # What systemd handed over is taken out of the environment before anything forks.
+    notifier = Notifier.from_environment()
     try:
-        return Arbiter(config, args.defines).run()
+        passed = [activation.inspect(fd, name) for fd, name in activation.passed_fds(os.environ, os.getpid())]
+    except activation.ActivationError as e:
+        error(e)
+        return 1
+    if args.command == "start":
+        return control.start_detached(
+            lambda ready: Arbiter(config, args.defines, print_urls=False, notifier=notifier, passed=passed).run(ready), config,
+        )
+    try:
+        return Arbiter(config, args.defines, notifier=notifier, passed=passed).run()
     except StartupError as e:
         error(e)
         return 1

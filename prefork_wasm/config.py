@@ -156,14 +156,26 @@ class LocationConfig:
     add_types: dict[str, str] = field(default_factory=dict)  # '.ext' -> MIME type
     add_handlers: dict[str, str] = field(default_factory=dict)  # '.ext' -> handler
     options: frozenset[str] = DEFAULT_OPTIONS
-    # The attributes the <Location> block itself set (not inherited from server level): they
-    # win over <Directory>/<Files> sections, as a Location comes last in Apache's merge.
+    # The attributes the matching <Location>s themselves set (not inherited from server level):
+    # they win over <Directory>/<Files> sections, as Locations come last in Apache's merge.
     explicit: frozenset[str] = frozenset()
+    # Some file mapped here may get the wasm-handler (an AddHandler here, or a SetHandler or
+    # AddHandler in one of its server's <Directory>/<Files>): set by Locations.merge.
+    runs_scripts: bool = False
     # Where each setting was made ('FILE:LINE' by attribute), for errors found after parsing.
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def allows(self, addr: str) -> bool:
         return require_allows(self.require, addr)
+
+    @property
+    def guest_module(self) -> Path | None:
+        """The module this Location's requests run: its wasm-handler's, or (no handler: files
+        from disk) the one that runs the scripts AddHandler/SetHandler wasm-handler name here.
+        None: no guest runs here (another handler, or static files only)."""
+        if self.handler == "wasm-handler" or (self.handler is None and self.runs_scripts):
+            return self.module
+        return None
 
 
 def require_allows(rules: list[str], addr: str) -> bool:
@@ -194,6 +206,177 @@ class CustomLog:
     target: str
     format: str
     source: str = field(default="", compare=False)
+    host: int | None = None  # the index of its <VirtualHost> in ServerConfig.virtual_hosts; None: the main server's
+
+
+@dataclass(frozen=True)
+class Section:
+    """One <Location> (a URL prefix) or <LocationMatch> (a regular expression), as written.
+
+    `values` are the settings made in it, by LocationConfig attribute; `sources` where each
+    was made ('FILE:LINE').
+    """
+
+    pattern: str
+    source: str
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+    regex: re.Pattern[str] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"<LocationMatch {self.pattern}>" if self.regex else f"<Location {self.pattern}>"
+
+    def matches(self, path: str) -> bool:
+        """Apache's test: a regex searched in the path; a prefix compared on whole segments
+        (/env covers /env and /env/x, not /envfoo; /env/ does not cover /env)."""
+        if self.regex is not None:
+            return self.regex.search(path) is not None
+        return _prefix_covers(self.pattern, path)
+
+
+@dataclass
+class Locations:
+    """The sections of one server (the main one or a virtual host) over its location-level
+    defaults, merged as Apache merges them: every section that matches the path, plain and
+    regex alike, in config order, each overriding what the ones before set. `disk` are the
+    server's <Directory>/<Files> sections (dirconfig.py), which apply once a URL without a
+    handler is mapped to a file.
+
+    A merged result is built once per distinct set of matching sections and kept, so a
+    worker's routing costs a scan of the sections per request, never a merge.
+    """
+
+    defaults: dict[str, Any] = field(default_factory=dict)
+    default_sources: dict[str, str] = field(default_factory=dict, compare=False)
+    sections: list[Section] = field(default_factory=list)
+    disk: list[DiskSection] = field(default_factory=list)  # in config order, the main server's first
+    _merged: dict[tuple[int, ...], LocationConfig | None] = field(default_factory=dict, compare=False, repr=False)
+
+    def key(self, path: str) -> tuple[int, ...]:
+        """Which sections match `path` (a request's normalised path, paths.request_path)."""
+        return tuple(i for i, section in enumerate(self.sections) if section.matches(path))
+
+    def match(self, path: str) -> LocationConfig | None:
+        """The merged settings for `path`; None when no section matches it and nothing serves at
+        server level (no handler, DocumentRoot or Alias): then the answer is 404."""
+        key = self.key(path)
+        if key not in self._merged:
+            self._merged[key] = self.merge(key) if key or self.serving() else None
+        return self._merged[key]
+
+    def serving(self) -> str | None:
+        """The first server-level setting that serves requests by itself, if any."""
+        return next((attr for attr in _SERVING if attr in self.defaults), None)
+
+    def merge(self, key: tuple[int, ...], source: str | None = None) -> LocationConfig:
+        """The defaults overlaid by the sections in `key`, in order: a setting made later wins;
+        WasmEnv, AddType and AddHandler merge by name, Options lines apply in turn. The handler
+        is mounted (SCRIPT_NAME) at the last plain prefix that sets the handler or the module,
+        else at '/'."""
+        values, sources = dict(self.defaults), dict(self.default_sources)
+        by_name = {attr: dict(self.defaults.get(attr, {})) for attr in _MERGED_BY_NAME}
+        options = list(self.defaults.get("options", []))
+        explicit: set[str] = set()
+        serving = self.serving()
+        prefix, where = "/", self.default_sources.get(serving, "") if serving else ""
+        for section in (self.sections[i] for i in key):
+            values.update(section.values)
+            sources.update(section.sources)
+            explicit.update(section.values)
+            for attr, merged in by_name.items():
+                merged.update(section.values.get(attr, {}))
+            options += section.values.get("options", [])
+            where = section.source
+            if section.regex is None and ("handler" in section.values or "module" in section.values):
+                prefix = section.pattern
+        values = copy.deepcopy({**values, **by_name, "options": apply_options(DEFAULT_OPTIONS, options)})
+        loc = LocationConfig(
+            prefix=prefix, source=source or where, sources=sources, explicit=frozenset(explicit), **values
+        )
+        loc.runs_scripts = runs_scripts(loc, self.disk)
+        return loc
+
+    def representatives(self) -> list[tuple[Section | None, LocationConfig]]:
+        """One merged result per section, as -S shows and -t checks them: a prefix's is what a
+        request for exactly that prefix gets; a regex's is it over the sections for '/' (it may
+        match anywhere). The defaults alone come first when they serve something (a handler,
+        a DocumentRoot or an Alias) and no <Location /> covers every path."""
+        found: list[tuple[Section | None, LocationConfig]] = []
+        seen: set[tuple[int, ...]] = set()
+        if self.serving() and not any(s.pattern == "/" and s.regex is None for s in self.sections):
+            found.append((None, self.merge(())))
+        everywhere = [i for i, s in enumerate(self.sections) if s.regex is None and s.pattern == "/"]
+        for i, section in enumerate(self.sections):
+            key = self.key(section.pattern) if section.regex is None else tuple(sorted({*everywhere, i}))
+            if key not in seen:  # a prefix repeated in another <Location>: shown once
+                seen.add(key)
+                found.append((section, self.merge(key, section.source)))
+        return found
+
+    def section_runs(self) -> list[LocationConfig]:
+        """Each representative that runs scripts, as each <Directory>/<Files> section with Wasm
+        settings changes it: what start-up compiles and checks (entry points, memory)."""
+        return [
+            dataclasses.replace(loc, **overrides)
+            for _, loc in self.representatives()
+            if loc.handler is None and loc.runs_scripts
+            for section in self.disk
+            if (overrides := wasm_overrides(loc, section))
+        ]
+
+    def modules(self) -> list[Path]:
+        """Every module some request here can run, first use first: those of the representatives
+        and of their scripts (guest_module) and, where a regex section sets the handler or a
+        module (so a request can combine it with any section), every module named here."""
+        used = [loc.guest_module for _, loc in self.representatives()]
+        used += [loc.guest_module for loc in self.section_runs()]
+        if any(s.regex is not None and ("handler" in s.values or "module" in s.values) for s in self.sections):
+            used += [self.defaults.get("module"), *(s.values.get("module") for s in self.sections)]
+        return list(dict.fromkeys(module for module in used if module is not None))
+
+
+def runs_scripts(loc: LocationConfig, sections: list[DiskSection]) -> bool:
+    """True when some file mapped under `loc` may get the wasm-handler (AddHandler there, or a
+    SetHandler or AddHandler in any of the server's <Directory>/<Files>)."""
+    return "wasm-handler" in loc.add_handlers.values() or any(
+        section.settings.get("handler") == "wasm-handler"
+        or "wasm-handler" in section.settings.get("add_handlers", {}).values()
+        for section in sections
+    )
+
+
+_SERVING = ("handler", "document_root", "aliases")  # server-level settings that serve '/' alone
+_SERVING_LABELS = {"handler": "SetHandler", "document_root": "DocumentRoot", "aliases": "Alias"}
+_MERGED_BY_NAME = ("env", "add_types", "add_handlers")  # a later place adds to the earlier entries
+
+
+@dataclass
+class VirtualHost:
+    """A name-based <VirtualHost>: where it answers, its names, its Locations (merged with the
+    main server's) and its error log. Its access logs are the ServerConfig.custom_logs with its
+    index; with none it uses the main server's, as in Apache."""
+
+    addresses: list[Listen]  # host '' for * and _default_; port 0 for any port
+    server_name: str  # canonical (canonical_name): what %v logs; the main server's when it sets none
+    aliases: list[str]
+    source: str
+    routes: Locations
+    error_log: str | None = None  # its own ErrorLog, for the errors of its requests; None: the main one
+    error_log_source: str = field(default="", compare=False)
+    _names: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+
+    def answers(self, name: str) -> bool:
+        """Whether a canonical host name is this host's ServerName or one of its ServerAliases
+        (whose '*' and '?' are wildcards, as in Apache)."""
+        if self._names is None:
+            names = [re.escape(self.server_name)] if self.server_name else []
+            names += ["".join(_WILDCARDS.get(c, re.escape(c)) for c in alias.lower()) for alias in self.aliases]
+            self._names = re.compile("|".join(names) or "(?!)")  # (?!): no name at all matches nothing
+        return self._names.fullmatch(name) is not None
+
+
+_WILDCARDS = {"*": ".*", "?": "."}  # ServerAlias's, as Apache's ap_strcasecmp_match: '*' spans dots too
 
 
 @dataclass(kw_only=True)
@@ -235,61 +418,38 @@ class ServerConfig:
     limit_response_body: int = 1073741824
     allow_encoded_slashes: str = "off"  # paths.ENCODED_SLASHES
     types_config: Path | None = None  # TypesConfig; None: the system's mime.types or Python's table
+    # What -S shows and -t checks: each section's merged settings (Locations.representatives).
     locations: list[LocationConfig] = field(default_factory=list)
-    disk_sections: list[DiskSection] = field(default_factory=list)  # in config order
+    routes: Locations = field(default_factory=Locations)  # the main server's
+    virtual_hosts: list[VirtualHost] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # info level: lines accepted without effect
     # Where each server-level setting was made ('FILE:LINE' by attribute), for errors found
     # after parsing (a log that cannot be opened, say).
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
-    def __post_init__(self) -> None:
-        # match() relies on this order; the sort is stable, so equal lengths keep config order.
-        self.locations = sorted(self.locations, key=lambda loc: -len(loc.prefix))
-
     def match(self, path: str) -> LocationConfig | None:
-        """The location with the longest prefix covering path (segment-wise: /a is not /ab).
+        """The main server's merged settings for a request's normalised path (Locations.match)."""
+        return self.routes.match(path)
 
-        `path` must be a request's normalised path (paths.request_path), never the raw target.
-        """
-        return next((loc for loc in self.locations if _prefix_covers(loc.prefix, path)), None)
+    def tables(self) -> list[Locations]:
+        """The main server's Locations, then each virtual host's."""
+        return [self.routes, *(host.routes for host in self.virtual_hosts)]
 
     def modules(self) -> list[Path]:
-        """Distinct modules the locations and their scripts run, first use first (in
-        `locations` order, then the sections')."""
-        used = (self.module_of(loc) for loc in [*self.locations, *self.section_runs()])
-        return list(dict.fromkeys(module for module in used if module is not None))
+        """Every module a request can run (on the main server or a virtual host), each once, first
+        use first: what the master compiles."""
+        return list(dict.fromkeys(module for table in self.tables() for module in table.modules()))
 
     def section_runs(self) -> list[LocationConfig]:
-        """Each Location that runs scripts, as each <Directory>/<Files> section with Wasm
-        settings changes it: what start-up compiles and checks (entry points, memory)."""
-        return [
-            dataclasses.replace(loc, **overrides)
-            for loc in self.locations
-            if loc.handler is None and self.runs_scripts(loc)
-            for section in self.disk_sections
-            if (overrides := wasm_overrides(loc, section))
-        ]
+        """Every server's Locations as <Directory>/<Files> sections change how their scripts run
+        (Locations.section_runs)."""
+        return [loc for table in self.tables() for loc in table.section_runs()]
 
-    def module_of(self, loc: LocationConfig) -> Path | None:
-        """The module a Location's requests run: for its wasm-handler, or (no handler: files
-        from disk) for the scripts that AddHandler/SetHandler wasm-handler name there."""
-        if loc.handler == "wasm-handler" or (loc.handler is None and self.runs_scripts(loc)):
-            return loc.module
-        return None
-
-    def runs_scripts(self, loc: LocationConfig) -> bool:
-        return runs_scripts(loc, self.disk_sections)
-
-
-def runs_scripts(loc: LocationConfig, sections: list[DiskSection]) -> bool:
-    """True when some file mapped under `loc` may get the wasm-handler (AddHandler there, or a
-    SetHandler or AddHandler in any <Directory>/<Files>)."""
-    return "wasm-handler" in loc.add_handlers.values() or any(
-        section.settings.get("handler") == "wasm-handler"
-        or "wasm-handler" in section.settings.get("add_handlers", {}).values()
-        for section in sections
-    )
+    def guest_runs(self) -> list[LocationConfig]:
+        """Every merged setting under which a guest runs: what start-up checks (entry points,
+        memory) and what bounds a worker's silence (WasmTimeout)."""
+        return [loc for loc in [*self.locations, *self.section_runs()] if loc.guest_module is not None]
 
 
 def parse_size(text: str) -> int:
@@ -359,7 +519,7 @@ def _choice(*options: str) -> Callable[[str], str]:
     return convert
 
 
-HANDLERS = ("wasm-handler", "server-status")
+HANDLERS = ("wasm-handler", "server-status", "metrics", "health")
 
 
 def _handler(arg: str) -> str | None:
@@ -553,10 +713,26 @@ class _Scope:
 
 @dataclass
 class _Block:
-    """A <Location>; repeated sections for the same prefix share one."""
+    """A <Location> or <LocationMatch> as read: each is its own section (Apache merges them all)."""
 
     line: _Line
+    pattern: str
+    regex: re.Pattern[str] | None = None
     scope: _Scope = field(default_factory=_Scope)
+
+
+@dataclass
+class _Server:
+    """What is read for the main server or for one <VirtualHost> (`line`: where it opens)."""
+
+    line: _Line | None = None
+    addresses: list[Listen] = field(default_factory=list)
+    server: _Scope = field(default_factory=_Scope)  # server-level directives (ServerName, ErrorLog ...)
+    defaults: _Scope = field(default_factory=_Scope)  # location directives outside any <Location>
+    blocks: list[_Block] = field(default_factory=list)
+    disk_sections: list[DiskSection] = field(default_factory=list)  # <Directory>, <Files> ...
+    aliases: list[str] = field(default_factory=list)
+    custom_logs: list[tuple[str, str, _Line]] = field(default_factory=list)
 
 
 @dataclass
@@ -570,6 +746,7 @@ class _Section:
     active: bool
     scope: _Scope | None = None
     disk: DiskSection | None = None
+    vhost: _Server | None = None  # set for <VirtualHost>
 
 
 class _Parser:
@@ -579,13 +756,10 @@ class _Parser:
         self.config_dir = file.parent
         self.server_root = self.config_dir
         self.defines = dict.fromkeys(defines, "")
-        self.server = _Scope()  # server-only directives
-        self.defaults = _Scope()  # location directives at server level
-        self.blocks: dict[str, _Block] = {}
-        self.disk_sections: list[DiskSection] = []
+        self.main = _Server()
+        self.vhosts: list[_Server] = []
         self.listens: dict[Listen, _Line] = {}
         self.log_formats = dict(PREDEFINED_LOG_FORMATS)
-        self.custom_logs: list[tuple[str, str, _Line]] = []
         self.warnings: list[str] = []
         self.notes: list[str] = []
         self.errors: list[ConfigError] = []
@@ -610,7 +784,7 @@ class _Parser:
             except ConfigError as exc:
                 self.fail(exc)
                 section = self.location()
-                self.broken.append(section.scope if section and section.scope else self.defaults)
+                self.broken.append(section.scope if section and section.scope else self.context().defaults)
                 if line_text.startswith("<") and not line_text.startswith("</") and len(self.stack) == depth:
                     # A section that failed to open: skip its body, so its lines neither
                     # land at server level nor report errors of their own.
@@ -684,8 +858,16 @@ class _Parser:
                     f"Require, Options, SetHandler, AddHandler, AddType, DirectoryIndex and the Wasm settings "
                     f"of a script's run; put it in a <Location> or at server level"
                 )
+            context = self.context()
+            if directive.server_only and context.line is not None and not directive.in_vhost:
+                raise ValueError(
+                    f"not allowed inside <VirtualHost> (opened at {context.line}); move it to the main server"
+                )
             directive.check_count(args)
-            scope = self.server if directive.server_only else (section.scope if section else None) or self.defaults
+            if directive.server_only:
+                scope = context.server
+            else:
+                scope = (section.scope if section else None) or context.defaults
             directive.apply(self, scope, args, line)
         except ValueError as exc:
             raise line.error(str(exc), label) from None
@@ -705,6 +887,10 @@ class _Parser:
                 f"undefined variable ${{{name}}} (add 'Define {name} value' before this line, or pass -D {name})"
             )
         return self.defines[name]
+
+    def context(self) -> _Server:
+        """The <VirtualHost> being read, or the main server."""
+        return next((section.vhost for section in reversed(self.stack) if section.vhost), self.main)
 
     def location(self) -> _Section | None:
         """The enclosing <Location> (or <Directory>, <Files>), possibly opened in an including file."""
@@ -757,8 +943,15 @@ class _Parser:
     def finish(self, file: Path, name: str) -> ServerConfig:
         if not self.listens and not self.errors:  # else a Listen line may have failed: said already
             self.fail(ConfigError(name, 0, "no Listen directive (add e.g. 'Listen 127.0.0.1:8080')"))
-        custom_logs = self.collect(self.custom_log, self.custom_logs)
-        locations = self.locations()
+        custom_logs = self.collect(self.custom_log, [(*log, None) for log in self.main.custom_logs])
+        routes = self.routes(self.main, None)
+        hosts = []
+        for index, vhost in enumerate(self.vhosts):
+            custom_logs += self.collect(self.custom_log, [(*log, index) for log in vhost.custom_logs])
+            hosts.append(self.virtual_host(vhost, routes))
+        locations: list[LocationConfig] = []
+        for context, table in [(self.main, routes), *((vhost, host.routes) for vhost, host in zip(self.vhosts, hosts))]:
+            locations += [loc for loc in self.check_routes(context, table) if loc not in locations]
         if self.errors:
             raise ConfigErrors(self.errors, stopped=False)
         root = self.server_root
@@ -766,7 +959,7 @@ class _Parser:
         values = {
             "pid_file": root / "logs" / "prefork-wasm.pid",
             "wasm_cache_dir": root / "cache",
-            **self.server.values,
+            **self.main.server.values,
         }
         config = ServerConfig(
             file=file,
@@ -776,20 +969,24 @@ class _Parser:
             log_formats=self.log_formats,
             custom_logs=custom_logs,
             locations=locations,
-            disk_sections=self.disk_sections,
+            routes=routes,
+            virtual_hosts=hosts,
             warnings=self.warnings,
             notes=self.notes,
-            sources={attr: str(line) for attr, line in self.server.sources.items()},
+            sources={attr: str(line) for attr, line in self.main.server.sources.items()},
             **values,
         )
+        for host in hosts:
+            host.server_name = host.server_name or canonical_name(config.server_name or "")
         self.apply_limits(config)
         self.check_server_module(config)
+        self.check_addresses(config)
         return config
 
-    def custom_log(self, target: str, fmt: str, line: _Line) -> CustomLog:
+    def custom_log(self, target: str, fmt: str, line: _Line, host: int | None) -> CustomLog:
         """A nickname's format was checked at its LogFormat line; a literal one is checked here."""
         if fmt in self.log_formats:
-            return CustomLog(target, self.log_formats[fmt], str(line))
+            return CustomLog(target, self.log_formats[fmt], str(line), host)
         try:
             compile_format(fmt)
         except FormatError as exc:
@@ -801,16 +998,46 @@ class _Parser:
                 f"CustomLog format {fmt!r} is no LogFormat nickname and logs that text on every line"
                 + (f"; did you mean {close[0]!r}?" if close else ""),
             )
-        return CustomLog(target, fmt, str(line))
+        return CustomLog(target, fmt, str(line), host)
 
-    def locations(self) -> list[LocationConfig]:
-        """The <Location> blocks; plus '/' made of the server-level settings alone when these
-        serve something (a SetHandler, or files from a DocumentRoot or Alias)."""
-        blocks = [(prefix, block, f"<Location {prefix}>") for prefix, block in self.blocks.items()]
-        serving = next((attr for attr in ("handler", "document_root", "aliases") if attr in self.defaults.values), None)
-        if serving and "/" not in self.blocks:
-            blocks.insert(0, ("/", _Block(self.defaults.sources[serving]), _ATTR_LABELS[serving]))
-        return self.collect(self.location_config, blocks)
+    def routes(self, context: _Server, main: Locations | None) -> Locations:
+        """A server's Locations. A virtual host's defaults are the main server's overlaid by its
+        own (WasmEnv, AddType and AddHandler by name; its Options lines and Aliases after the main
+        server's), and its sections, <Location> and <Directory> alike, come after the main
+        server's, as in Apache."""
+        own = context.defaults
+        sections = [
+            Section(block.pattern, str(block.line), block.scope.values, _sources(block.scope), block.regex)
+            for block in context.blocks
+        ]
+        if main is None:
+            return Locations(own.values, _sources(own), sections, context.disk_sections)
+        defaults = {**main.defaults, **own.values}
+        for attr in _MERGED_BY_NAME:
+            if attr in defaults:
+                defaults[attr] = {**main.defaults.get(attr, {}), **own.values.get(attr, {})}
+        for attr in ("options", "aliases"):
+            if attr in defaults:
+                defaults[attr] = [*main.defaults.get(attr, []), *own.values.get(attr, [])]
+        return Locations(
+            defaults,
+            {**main.default_sources, **_sources(own)},
+            main.sections + sections,
+            main.disk + context.disk_sections,
+        )
+
+    def virtual_host(self, context: _Server, main: Locations) -> VirtualHost:
+        assert context.line is not None
+        name = context.server.values.get("server_name")
+        return VirtualHost(
+            addresses=context.addresses,
+            server_name=canonical_name(name) if name else "",
+            aliases=context.aliases,
+            source=str(context.line),
+            routes=self.routes(context, main),
+            error_log=context.server.values.get("error_log"),
+            error_log_source=str(context.server.sources.get("error_log", "")),
+        )
 
     def collect(self, make: Callable[..., _T], entries: Iterable[tuple[Any, ...]]) -> list[_T]:
         """make(*entry) for each entry that makes one; the error of each other one is noted."""
@@ -824,38 +1051,55 @@ class _Parser:
                 self.fail(exc)
         return made
 
-    def location_config(self, prefix: str, block: _Block, label: str) -> LocationConfig:
-        """Server-level defaults overlaid by the block: what it set wins; WasmEnv merges by name."""
-        own, inherited = block.scope.values, self.defaults.values
-        merged = {attr: {**inherited.get(attr, {}), **own.get(attr, {})} for attr in _MERGED_BY_NAME}
-        values = copy.deepcopy({**inherited, **own, **merged})
-        values["options"] = apply_options(DEFAULT_OPTIONS, [*inherited.get("options", []), *own.get("options", [])])
-        sources = {attr: str(line) for attr, line in {**self.defaults.sources, **block.scope.sources}.items()}
-        config = LocationConfig(
-            prefix=prefix, source=str(block.line), sources=sources, explicit=frozenset(own), **values
-        )
-        if any(scope is block.scope or scope is self.defaults for scope in self.broken):
-            return config  # a line of it failed (a WasmModule, say); what follows would repeat that
-        if config.handler == "wasm-handler" and config.module is None:
-            raise block.line.error(
-                "SetHandler wasm-handler needs a WasmModule (add 'WasmModule FILE.wasm' here or at server level)",
-                label,
-            )
-        scripts = config.handler is None and runs_scripts(config, self.disk_sections)
-        if "module" in own and config.handler != "wasm-handler" and not scripts:
-            raise block.line.error(
-                "WasmModule without 'SetHandler wasm-handler' or 'AddHandler wasm-handler .EXT' (add one to this <Location>)",
-                label,
-            )
-        sections_name_one = any("module" in section.settings for section in self.disk_sections)
-        by_extension = "wasm-handler" in config.add_handlers.values()
-        if scripts and by_extension and config.module is None and not sections_name_one:
-            raise block.line.error(
-                "AddHandler wasm-handler needs a WasmModule, the interpreter that runs the scripts "
-                "(add 'WasmModule FILE.wasm' here or at server level)",
-                label,
-            )
-        return config
+    def check_routes(self, context: _Server, routes: Locations) -> list[LocationConfig]:
+        """Each section's merged settings (Locations.representatives), checked: a wasm-handler
+        (SetHandler, or AddHandler for scripts) needs a module, a module needs a wasm-handler. Exact for prefixes; where a regex section
+        could supply the missing half the check is left to the request (a 500 with a log line),
+        and a regex section's own result is only warned about, since what it merges with depends
+        on the path."""
+        blocks = {str(block.line): block for block in [*self.main.blocks, *context.blocks]}
+        defaults_broken = any(scope is self.main.defaults or scope is context.defaults for scope in self.broken)
+        regex_sets = {attr for s in routes.sections if s.regex is not None for attr in s.values}
+        made = []
+        for section, loc in routes.representatives():
+            made.append(loc)
+            scope = blocks[section.source].scope if section else None
+            if defaults_broken or any(broken is scope for broken in self.broken):
+                continue  # a line of it failed (a WasmModule, say); what follows would repeat that
+            serving = routes.serving()
+            label = section.label if section else _SERVING_LABELS[serving] if serving else "SetHandler"
+            scripts = loc.handler is None and loc.runs_scripts
+            problem = None
+            if loc.handler == "wasm-handler" and loc.module is None and "module" not in regex_sets:
+                problem = (
+                    "SetHandler wasm-handler needs a WasmModule (add 'WasmModule FILE.wasm' here or at server level)"
+                )
+            elif (
+                section and "module" in section.values and loc.handler != "wasm-handler"
+                and not scripts and "handler" not in regex_sets
+            ):
+                kind = section.label[1:].split()[0]
+                problem = (
+                    f"WasmModule without 'SetHandler wasm-handler' or 'AddHandler wasm-handler .EXT' "
+                    f"(add one to this <{kind}>)"
+                )
+            elif (
+                scripts and "wasm-handler" in loc.add_handlers.values() and loc.module is None
+                and "module" not in regex_sets and not any("module" in disk.settings for disk in routes.disk)
+            ):
+                problem = (
+                    "AddHandler wasm-handler needs a WasmModule, the interpreter that runs the scripts "
+                    "(add 'WasmModule FILE.wasm' here or at server level)"
+                )
+            if problem is None:
+                continue
+            if section and section.regex is not None:
+                self.warn(blocks[section.source].line, f"{label}: {problem}; a request it matches alone gets a 500")
+            else:
+                error = _located(loc.source, problem, label)
+                if str(error) not in (str(e) for e in self.errors):
+                    self.fail(error)
+        return made
 
     def apply_limits(self, config: ServerConfig) -> None:
         """Apache prefork's start-up corrections, after parsing so directive order doesn't matter."""
@@ -890,7 +1134,7 @@ class _Parser:
 
     def clamp(self, config: ServerConfig, attr: str, value: int, reason: str, cause: str = "") -> None:
         """Set attr, warning at its own line, or at the line of the setting that forced it."""
-        sources = self.server.sources
+        sources = self.main.server.sources
         line = sources[attr] = sources.get(attr) or sources[cause]
         name, old = _ATTR_NAMES[attr], getattr(config, attr)
         verb = "lowering" if value < old else "raising"
@@ -899,13 +1143,64 @@ class _Parser:
 
     def check_server_module(self, config: ServerConfig) -> None:
         """A server-level WasmModule is only a default; warn when nothing serves it."""
-        module = self.defaults.values.get("module")
-        if module and not any(config.module_of(loc) == module for loc in config.locations):
+        module = self.main.defaults.values.get("module")
+        if module and not any(loc.guest_module == module for loc in config.locations):
             self.warn(
-                self.defaults.sources["module"],
+                self.main.defaults.sources["module"],
                 "WasmModule at server level is not served anywhere; add 'SetHandler wasm-handler' "
                 "or 'AddHandler wasm-handler .EXT' (at server level or in a <Location>)",
             )
+
+
+    def check_addresses(self, config: ServerConfig) -> None:
+        """A <VirtualHost> address no Listen covers never answers. Apache says nothing; a user
+        who wrote it expects it to work, so it is a warning."""
+        for host, vhost in zip(config.virtual_hosts, self.vhosts):
+            for address in host.addresses:
+                if not any(_covers(listen, address) for listen in config.listens):
+                    assert vhost.line is not None
+                    self.warn(
+                        vhost.line,
+                        f"<VirtualHost> address {_address_text(address)} matches no Listen, so this host never "
+                        f"answers there; add a Listen for it or change the address",
+                    )
+
+
+def _covers(listen: Listen, address: Listen) -> bool:
+    """Whether connections accepted on `listen` can be addressed to `address` (port 0: any)."""
+    hosts = not listen.host or not address.host or _ip_text(listen.host) == address.host
+    return hosts and address.port in (0, listen.port)
+
+
+def _ip_text(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+def _address_text(address: Listen) -> str:
+    return str(address) if address.port else str(address).rsplit(":", 1)[0]
+
+
+def _sources(scope: _Scope) -> dict[str, str]:
+    return {attr: str(line) for attr, line in scope.sources.items()}
+
+
+def _located(source: str, message: str, directive: str) -> ConfigError:
+    """A ConfigError at a 'FILE:LINE' source string."""
+    file, _, line = source.rpartition(":")
+    return ConfigError(file, int(line), message, directive)
+
+
+def canonical_name(name: str) -> str:
+    """A ServerName as a host is known by (%v): without its port, scheme or trailing dot, lower case."""
+    name = name.partition("://")[2] or name if "://" in name else name
+    if name.startswith("["):
+        name = name[: name.find("]") + 1]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    return name.rstrip(".").lower()
 
 
 def _unknown(word: str) -> str:
@@ -925,7 +1220,7 @@ def _unknown(word: str) -> str:
 # Apache directives (of stock and distribution configs) prefork-wasm does not take, by module,
 # so refusing one says whose it is instead of suggesting a look-alike ('Header' is not SetHandler).
 _APACHE_MODULES = {
-    "core": "<VirtualHost> ServerAlias <LocationMatch> <If> <Else> <ElseIf> ErrorDocument ServerSignature "
+    "core": "<If> <Else> <ElseIf> ErrorDocument ServerSignature "
     "ServerTokens UseCanonicalName TraceEnable EnableSendfile EnableMMAP AccessFileName Mutex FileETag "
     "Protocols HttpProtocolOptions AcceptFilter LimitXMLRequestBody",
     "alias_module": "AliasMatch ScriptAliasMatch Redirect RedirectMatch RedirectPermanent RedirectTemp",
@@ -969,6 +1264,7 @@ class _Directive:
     nargs: tuple[int, int | None] = (1, 1)
     server_only: bool = False
     on_disk: bool = False  # allowed inside <Directory> and <Files>
+    in_vhost: bool = False  # a server_only directive also allowed inside <VirtualHost>
 
     def check_count(self, args: list[str]) -> None:
         low, high = self.nargs
@@ -985,6 +1281,7 @@ class _Directive:
 
 
 _server = functools.partial(_Directive, server_only=True)
+_vhost = functools.partial(_Directive, server_only=True, in_vhost=True)
 _disk = functools.partial(_Directive, on_disk=True)
 
 
@@ -1029,7 +1326,7 @@ def _error_log(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> 
 
 def _custom_log(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
     # The nickname is looked up after parsing, so a later LogFormat still counts (as in Apache).
-    parser.custom_logs.append((_log_target(parser, args[0], ("stdout", "stderr")), args[1], line))
+    parser.context().custom_logs.append((_log_target(parser, args[0], ("stdout", "stderr")), args[1], line))
 
 
 def _log_format(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
@@ -1086,11 +1383,72 @@ def _include(*, optional: bool) -> _Apply:
 
 
 def _open_location(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    """<Location /prefix>, or <Location ~ REGEX>, Apache's other spelling of <LocationMatch>."""
+    if args[0] == "~":
+        if len(args) != 2:
+            raise ValueError("expected '~ REGEX' (or write <LocationMatch REGEX>)")
+        _open_section(parser, "Location", args[1], line, _location_regex(args[1]))
+        return
     prefix = args[0]
+    if len(args) != 1:
+        raise ValueError(f"expected one /PREFIX, got {len(args)} arguments (quote a prefix with spaces)")
     if not prefix.startswith("/"):
         raise ValueError(f"URL prefix must start with '/', got {prefix!r}")
-    block = parser.blocks.setdefault(prefix, _Block(line))
-    parser.stack.append(_Section("Location", f"<Location {prefix}>", line, True, block.scope))
+    _open_section(parser, "Location", prefix, line, None)
+
+
+def _open_location_match(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    _open_section(parser, "LocationMatch", args[0], line, _location_regex(args[0]))
+
+
+def _open_section(parser: _Parser, name: str, pattern: str, line: _Line, regex: re.Pattern[str] | None) -> None:
+    block = _Block(line, pattern, regex)
+    parser.context().blocks.append(block)
+    label = f"<{name} {'~ ' if regex and name == 'Location' else ''}{pattern}>"
+    parser.stack.append(_Section(name, label, line, True, block.scope))
+
+
+def _location_regex(pattern: str) -> re.Pattern[str]:
+    """A PCRE pattern as Python's re reads it; PCRE's named groups (?<name>...) are accepted too.
+    Searched (not anchored) in the normalised path, as Apache does."""
+    try:
+        return re.compile(re.sub(r"\(\?<(?![=!])", "(?P<", pattern))
+    except re.error as e:
+        raise ValueError(f"bad regular expression {pattern!r}: {e.msg} at position {e.pos}") from None
+
+
+def _open_virtual_host(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    context = _Server(line, [_vhost_address(arg) for arg in args])
+    parser.vhosts.append(context)
+    parser.stack.append(_Section("VirtualHost", f"<VirtualHost {' '.join(args)}>", line, True, vhost=context))
+
+
+def _vhost_address(arg: str) -> Listen:
+    """'*:8080', '_default_:8080' (the same as *), '127.0.0.1:8080', '[::1]:8080'; without a
+    port (or with ':*') any port. Names are refused: Apache would resolve them at start-up."""
+    match = re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]+)(?::([0-9]+|\*))?", arg)
+    if not match:
+        raise ValueError(f"expected ADDRESS[:PORT] such as *:8080, 127.0.0.1:8080 or [::1]:8080, got {arg!r}")
+    host, port = match[1].strip("[]"), match[2]
+    if host in ("*", "_default_"):
+        host = ""
+    else:
+        try:
+            host = str(ipaddress.ip_address(host))
+        except ValueError:
+            raise ValueError(
+                f"{host!r} is not an IP address; use * (any address) or the address to answer on"
+            ) from None
+    if port and port != "*" and not 1 <= int(port) <= 65535:
+        raise ValueError(f"port must be 1-65535, got {port!r}")
+    return Listen(host, int(port) if port and port != "*" else 0)
+
+
+def _server_alias(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    context = parser.context()
+    if context.line is None:
+        raise ValueError("ServerAlias names a <VirtualHost>; put it inside one (beside its ServerName)")
+    context.aliases += [canonical_name(alias) for alias in args]
 
 
 def _open_ifdefine(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
@@ -1146,7 +1504,7 @@ def _open_disk_section(kind: str) -> _Apply:
         check_pattern(name, pattern)
         disk_scope = _Scope()
         disk = DiskSection(name, pattern, str(line), disk_scope.values, within, disk_scope.sources)
-        parser.disk_sections.append(disk)
+        parser.context().disk_sections.append(disk)  # each <VirtualHost> has its own
         parser.stack.append(_Section(kind, f"<{kind} {' '.join(args)}>", line, True, disk_scope, disk))
 
     return apply
@@ -1205,10 +1563,10 @@ def _not_in_location(parser: _Parser, directive: str) -> None:
     """DocumentRoot and Alias map URLs to disk: Apache takes them at server (or virtual host)
     level, not in a <Location> or <Directory>."""
     section = parser.location()
-    if section is not None and (section.disk is not None or section.name == "Location"):
+    if section is not None:
         raise ValueError(
             f"not allowed inside {section.label} (opened at {section.line}); {directive} maps URLs for "
-            f"the whole server, so give it at server level"
+            f"a whole server, so give it at server level or in a <VirtualHost>"
         )
 
 
@@ -1328,26 +1686,29 @@ _TABLE = (
     _Directive("DocumentRoot", "DIRECTORY", _document_root),
     _Directive("Alias", "URL-PATH FILE-OR-DIRECTORY", _alias, (2, 2)),
     _server("TypesConfig", "FILE", _types_config),
-    _server(
+    _vhost(
         "ScriptAlias",
         "URL-PATH DIRECTORY",
         _no_effect("ScriptAlias has no effect: prefork-wasm runs no host CGI programs; use AddHandler wasm-handler .EXT", warn=True),
         (2, 2),
     ),
     _server("LoadModule", "MODULE FILE", _load_module, (2, 2)),
-    _server("ServerAdmin", "EMAIL|URL", _no_effect("ServerAdmin has no effect: it is shown only on Apache's own error pages")),
-    _server("HostnameLookups", "Off", _no_effect("client addresses are never resolved to names", only="Off")),
-    _server("AddDefaultCharset", "Off", _no_effect("a response's charset is the one its module sets", only="Off")),
+    _vhost("ServerAdmin", "EMAIL|URL", _no_effect("ServerAdmin has no effect: it is shown only on Apache's own error pages")),
+    _vhost("HostnameLookups", "Off", _no_effect("client addresses are never resolved to names", only="Off")),
+    _vhost("AddDefaultCharset", "Off", _no_effect("a response's charset is the one its module sets", only="Off")),
     # Server level only.
-    _server("<Location>", "/PREFIX", _open_location),
+    _vhost("<Location>", "/PREFIX|~ REGEX", _open_location, (1, 2)),
+    _vhost("<LocationMatch>", "REGEX", _open_location_match),
+    _server("<VirtualHost>", "ADDRESS[:PORT] ...", _open_virtual_host, (1, None)),
     _server("ServerRoot", "DIRECTORY", _server_root),
-    _server("ServerName", "HOSTNAME[:PORT]", _set("server_name", str)),
+    _vhost("ServerName", "HOSTNAME[:PORT]", _set("server_name", str)),
+    _vhost("ServerAlias", "HOSTNAME ...", _server_alias, (1, None)),
     _server("Listen", "[HOST:]PORT", _listen),
     _server("PidFile", "FILE", _set_path("pid_file")),
-    _server("ErrorLog", "FILE|stderr", _error_log),
+    _vhost("ErrorLog", "FILE|stderr", _error_log),
     _server("LogLevel", "LEVEL", _set("log_level", _choice(*LOG_LEVELS))),
     _server("LogFormat", "FORMAT [NICKNAME]", _log_format, (1, 2)),
-    _server("CustomLog", "FILE|stdout|stderr FORMAT-OR-NICKNAME", _custom_log, (2, 2)),
+    _vhost("CustomLog", "FILE|stdout|stderr FORMAT-OR-NICKNAME", _custom_log, (2, 2)),
     _server("Timeout", "SECONDS", _set("timeout", _seconds(positive=True))),
     _server("RequestReadTimeout", "[header=SECONDS[-MAX][,MinRate=BYTES]] [body=...]", _request_read_timeout, (1, 3)),
     _server("KeepAlive", "On|Off", _set("keep_alive", _on_off)),
@@ -1374,7 +1735,7 @@ _TABLE = (
     _server("LimitResponseBody", "SIZE", _set("limit_response_body", parse_size)),
     _server("AllowEncodedSlashes", "On|Off|NoDecode", _set("allow_encoded_slashes", _choice(*ENCODED_SLASHES))),
     # Server level (as defaults) or inside <Location>.
-    _disk("SetHandler", "wasm-handler|server-status|none", _set("handler", _handler)),
+    _disk("SetHandler", "wasm-handler|server-status|metrics|health|none", _set("handler", _handler)),
     _disk("WasmModule", "FILE.wasm", _wasm_module),
     _disk("WasmDir", "DIRECTORY [ro|rw]", _wasm_dir, (1, 2)),
     _disk("WasmMapDir", "GUEST-PATH HOST-DIRECTORY [ro|rw]", _wasm_map_dir, (2, 3)),
@@ -1390,8 +1751,6 @@ _TABLE = (
     _Directive("LimitRequestBody", "SIZE", _set("limit_request_body", parse_size)),
 )
 _DIRECTIVES = {_key(directive.name): directive for directive in _TABLE}
-_MERGED_BY_NAME = ("env", "add_types", "add_handlers")  # a Location adds to the server-level entries
-_ATTR_LABELS = {"handler": "SetHandler", "document_root": "DocumentRoot", "aliases": "Alias"}
 _ATTR_NAMES = {
     "server_limit": "ServerLimit",
     "max_request_workers": "MaxRequestWorkers",

@@ -478,8 +478,10 @@ def serve(
     handler: Handler,
     limits: Limits,
     state: StateHook,
+    server_addr: str = "",
 ) -> int:
-    """Serve requests on `sock` until the connection ends; returns how many were answered."""
+    """Serve requests on `sock` until the connection ends; returns how many were answered.
+    `server_addr` is the local IP the client connected to (for virtual hosts by address)."""
     sock.setblocking(False)  # each read and write waits in `_wait`, by its phase's deadline
     served = 0
     # After a read timeout there is no lingering: a trickling client would hold the worker on.
@@ -507,6 +509,7 @@ def serve(
                     server_port=server_port,
                     request_id=handler.new_request_id(),
                     start=time.time(),
+                    server_addr=server_addr,
                 )
                 check_request_line(event, headers)
                 try:

@@ -2,12 +2,19 @@
 
 `start` detaches the master (double fork, new session) and waits until it is serving or has
 failed; the others send the master named in the PidFile its signal.
+
+A detached master leaves the terminal: stdin becomes /dev/null, and so do stdout and stderr
+unless a log writes there (`ErrorLog stderr`, `CustomLog /dev/stdout`) and they lead somewhere
+that outlives the command: a pipe (a container runtime, a process supervisor), a socket (the
+journal) or a file (as nginx keeps stderr for `error_log stderr`). A terminal or /dev/null is
+left, and each log that would then go nowhere is warned about.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
 import time
 import traceback
@@ -16,6 +23,7 @@ from collections.abc import Callable
 import psutil
 
 from .config import ServerConfig
+from .logs import stream_of
 
 # The commands that signal a running master; `start` is the one that does not.
 SIGNALS = {
@@ -79,6 +87,9 @@ def start_detached(run: Callable[[Callable[[], None]], int], config: ServerConfi
         return 1
     except PidFileError:
         pass
+    keep, warnings = detach_plan(stream_logs(config), {fd: destination(fd) for fd in (1, 2)})
+    for warning in warnings:
+        print(f"prefork-wasm: warning: {warning}", file=sys.stderr, flush=True)
     read_fd, write_fd = os.pipe()
     if os.fork() > 0:
         os.close(write_fd)
@@ -93,7 +104,7 @@ def start_detached(run: Callable[[Callable[[], None]], int], config: ServerConfi
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
-    _detach_stdio()
+    _detach_stdio(keep)
 
     def ready() -> None:
         os.write(write_fd, b"ok")
@@ -110,8 +121,57 @@ def start_detached(run: Callable[[Callable[[], None]], int], config: ServerConfi
     os._exit(status)
 
 
-def _detach_stdio() -> None:
+STREAM_NAMES = {1: "stdout", 2: "stderr"}
+
+
+def stream_logs(config: ServerConfig) -> list[tuple[int, str]]:
+    """(fd, 'FILE:LINE: Directive target') for each log that writes to stdout or stderr."""
+    logs = [("ErrorLog", config.error_log, config.sources.get("error_log", ""))]
+    logs += [("CustomLog", log.target, log.source) for log in config.custom_logs]
+    found = []
+    for directive, target, source in logs:
+        fd = stream_of(target)
+        if fd is not None:
+            found.append((fd, f"{source + ': ' if source else ''}{directive} {target}"))
+    return found
+
+
+def destination(fd: int) -> str | None:
+    """Why output to `fd` would be lost once this command has returned ('a terminal', '/dev/null',
+    'closed'), or None when it leads somewhere that outlives it."""
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        return "closed"
+    if os.isatty(fd):
+        return "a terminal"
+    if stat.S_ISCHR(info.st_mode) and info.st_rdev == os.stat(os.devnull).st_rdev:
+        return os.devnull
+    return None
+
+
+def detach_plan(logs: list[tuple[int, str]], destinations: dict[int, str | None]) -> tuple[set[int], list[str]]:
+    """Which of fds 1 and 2 the detached master keeps (those a log writes to that lead somewhere),
+    and a warning for each log that would go nowhere."""
+    keep: set[int] = set()
+    warnings = []
+    for fd, log in logs:
+        where = destinations.get(fd)
+        if where is None:
+            keep.add(fd)
+            continue
+        name = STREAM_NAMES[fd]
+        warnings.append(
+            f"{log}: the detached server leaves its {name}, which is {where}, so this log goes nowhere; "
+            f"log to a file, start with {name} redirected to a file or pipe ({'2' if fd == 2 else ''}>>FILE), "
+            f"or run in the foreground"
+        )
+    return keep, warnings
+
+
+def _detach_stdio(keep: set[int]) -> None:
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
-        os.dup2(null, fd)
+        if fd not in keep:
+            os.dup2(null, fd)
     os.close(null)

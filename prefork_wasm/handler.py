@@ -1,8 +1,8 @@
 """From a parsed request to a response: route, run the guest, translate its output.
 
 This is the worker's `connection.Handler`. Per request it does only what depends on the
-request; everything that depends on the Location alone (the loaded module, argv, preopens,
-limits) is prepared once per worker in a `Route`.
+request; everything that depends on the merged Location settings alone (the loaded module,
+argv, preopens, limits) is prepared once per worker and distinct merged result in a `Route`.
 """
 
 from __future__ import annotations
@@ -11,23 +11,27 @@ import dataclasses
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from . import __version__, cgi, static
 from .compiler import Artifact
-from .config import LocationConfig, ServerConfig, require_allows
+from .config import LocationConfig, Locations, ServerConfig, VirtualHost, canonical_name, require_allows
+from .counters import Recorder
 from .dirconfig import DirSettings, settings_for
 from .filemap import Mapped, Unmapped, resolve, translate
 from .logs import AccessLog, AccessRecord, ErrorLog
 from .messages import SERVER_SOFTWARE, Request, Response, error_response
+from .routing import request_host, select_host
 from .runtime import EXIT_GUEST_STUCK, GuestSpec, Loaded, Outcome, RunResult, Runtime
 from .scoreboard import LOGGING, MODULE_CHARS, Slot
 
 WASM_HANDLER = "wasm-handler"
-STATUS_HANDLER = "server-status"
+
+# A handler that answers from the server's own state (server-status, metrics, health).
+Page = Callable[[Request], Response]
 
 # How each way a guest run can fail is answered.
 FAILURE_STATUS = {
@@ -45,7 +49,7 @@ _LOG_SAFE = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """A Location prepared for serving in this worker."""
+    """A merged Location prepared for serving in this worker."""
 
     location: LocationConfig
     module: Loaded | None
@@ -54,40 +58,44 @@ class Route:
     script_name: str  # the prefix without its trailing '/'
     script_filename: str
     module_name: str
+    module_label: str  # the module's path: its label in the metrics
 
 
-class Routes(Mapping[str, Route]):
-    """Every Location's Route by prefix, built at the worker's start with every module loaded;
-    and the Routes of scripts whose <Directory>/<Files> sections change their Wasm settings,
-    built on first use (one per distinct merge: the module is already loaded, this is cheap)."""
+class Routes:
+    """The worker's Routes: one per distinct merged LocationConfig, built on its first request;
+    and one per script whose <Directory>/<Files> sections change its Wasm settings (per distinct
+    set of such sections: the module is already loaded, building one is cheap).
 
-    def __init__(self, config: ServerConfig, runtime: Runtime, artifacts: dict[Path, Artifact]) -> None:
+    `Locations` keeps one LocationConfig per distinct set of matching sections for the worker's
+    life, so its identity keys the Route (the Route holds it: the id is never reused)."""
+
+    def __init__(self, config: ServerConfig, artifacts: dict[Path, Artifact], loaded: dict[Path, Loaded]) -> None:
         self.config = config
         self.artifacts = artifacts
-        self.loaded = {source: _load(runtime, artifact) for source, artifact in artifacts.items()}
-        self.by_prefix = {loc.prefix: self.build(loc) for loc in config.locations}
-        self.scripts: dict[tuple[str, tuple[str, ...]], Route] = {}
+        self.loaded = loaded
+        self._routes: dict[int, Route] = {}
+        self._scripts: dict[tuple[int, tuple[str, ...]], Route] = {}
 
-    def __getitem__(self, prefix: str) -> Route:
-        return self.by_prefix[prefix]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.by_prefix)
-
-    def __len__(self) -> int:
-        return len(self.by_prefix)
-
-    def build(self, loc: LocationConfig) -> Route:
-        return _route(self.config, loc, self.artifacts, self.loaded)
+    def __getitem__(self, loc: LocationConfig) -> Route:
+        route = self._routes.get(id(loc))
+        if route is None:
+            route = self._routes[id(loc)] = _route(self.config, loc, self.artifacts, self.loaded)
+        return route
 
     def for_script(self, loc: LocationConfig, settings: DirSettings) -> Route:
         if not settings.wasm:
-            return self.by_prefix[loc.prefix]
-        key = (loc.prefix, settings.wasm_from)
-        route = self.scripts.get(key)
+            return self[loc]
+        key = (id(loc), settings.wasm_from)
+        route = self._scripts.get(key)
         if route is None:
-            route = self.scripts[key] = self.build(dataclasses.replace(loc, **settings.wasm))
+            changed = dataclasses.replace(loc, **settings.wasm)
+            route = self._scripts[key] = _route(self.config, changed, self.artifacts, self.loaded)
         return route
+
+
+def prepare_routes(config: ServerConfig, runtime: Runtime, artifacts: dict[Path, Artifact]) -> Routes:
+    """Load every module once per worker (before it serves: a module that cannot load stops it)."""
+    return Routes(config, artifacts, {source: _load(runtime, artifact) for source, artifact in artifacts.items()})
 
 
 def _load(runtime: Runtime, artifact: Artifact) -> Loaded:
@@ -103,7 +111,11 @@ def _route(
     preopens = tuple((str(m.host), m.guest, m.writable) for m in loc.mounts)
     # Only wasm-handler (of the Location, or of its scripts on disk) runs a module, and only
     # those modules are compiled; another handler may still inherit a server-level WasmModule.
-    module_path = config.module_of(loc)
+    module_path = loc.guest_module
+    if module_path is not None and module_path not in artifacts:
+        # Only where a <LocationMatch> merges with other sections can a combination -t did not see
+        # arise (Locations.modules compiles every module it could name; check_routes warned).
+        raise RuntimeError(f"no compiled module for the merged settings of {loc.source}")
     script_filename = str(module_path) if module_path else ""
     if loc.map_cgi_file_names and module_path:
         script_filename = _guest_path(module_path, loc)
@@ -122,6 +134,7 @@ def _route(
         script_name=loc.prefix.rstrip("/"),
         script_filename=script_filename,
         module_name=module_path.name if module_path else "",
+        module_label=str(module_path) if module_path else "",
     )
 
 
@@ -162,7 +175,8 @@ class Site:
         slot: Slot,
         draining: Callable[[], bool],
         others_waiting: Callable[[], bool],
-        status_page: Callable[[Request], Response] | None = None,
+        recorder: Recorder,
+        pages: Mapping[str, Page],
     ) -> None:
         self.config = config
         self.routes = routes
@@ -172,11 +186,24 @@ class Site:
         self.slot = slot
         self.draining = draining
         self.others_waiting = others_waiting
-        self.status_page = status_page
+        self.recorder = recorder
+        self.pages = pages
         self.new_request_id = RequestIds()
-        # body_limit and respond both need the request's Location: match once per request. Keyed
-        # by the path, not the request, so that an idle worker keeps no request (nor its body).
-        self._matched: tuple[str, LocationConfig | None] = ("", None)
+        # body_limit, respond and finished all need the request's host and Location: chosen once
+        # per request. Keyed by the request's id, not the request, so that an idle worker keeps no
+        # request (nor its body).
+        self._matched: tuple[str, VirtualHost | None, LocationConfig | None] = ("", None, None)
+        # A virtual host's access logs are its own, or the main server's if it has none (Apache's).
+        main_logs = [log for log in access_logs if log.host is None]
+        self._host_logs = {
+            id(host): [log for log in access_logs if log.host == index] or main_logs
+            for index, host in enumerate(config.virtual_hosts)
+        }
+        self._host_logs[id(None)] = main_logs
+        self._main_name = canonical_name(config.server_name or "")  # %v, as a host's
+        self._host_error_logs = {
+            id(host): error_log.hosts.get(index, error_log) for index, host in enumerate(config.virtual_hosts)
+        }
         self._answer: Callable[[Response], None] | None = None  # the connection's, for the request in flight
         self.server_software = f"{SERVER_SOFTWARE}/{__version__}"
         # The headers any access log's format uses: a record decodes only these.
@@ -191,10 +218,24 @@ class Site:
         loc = self._location(request)
         return loc.limit_request_body if loc else 0
 
-    def _location(self, request: Request) -> LocationConfig | None:
-        if self._matched[0] != request.path:
-            self._matched = (request.path, self.config.match(request.path))
+    def _host(self, request: Request) -> VirtualHost | None:
+        if self._matched[0] != request.request_id:
+            host = select_host(
+                self.config.virtual_hosts, request.server_addr, request.server_port,
+                request_host(request.target, request.header(b"host")),
+            ) if self.config.virtual_hosts else None
+            routes = host.routes if host else self.config.routes
+            self._matched = (request.request_id, host, routes.match(request.path) if request.path else None)
         return self._matched[1]
+
+    def _location(self, request: Request) -> LocationConfig | None:
+        self._host(request)
+        return self._matched[2]
+
+    def _table(self, request: Request) -> Locations:
+        """The Locations (and <Directory> sections) of the server answering `request`."""
+        host = self._host(request)
+        return host.routes if host else self.config.routes
 
     def in_flight(self, answer: Callable[[Response], None]) -> None:
         self._answer = answer
@@ -211,9 +252,13 @@ class Site:
                 return self._from_disk(request, loc)
             if not loc.allows(request.remote_addr):
                 return error_response(403, _FORBIDDEN)
-            if loc.handler == STATUS_HANDLER and self.status_page:
-                return self.status_page(request)
-            route = self.routes[loc.prefix]
+            page = self.pages.get(loc.handler)
+            if page is not None:
+                return page(request)
+            if loc.handler == WASM_HANDLER and loc.module is None:
+                self._log_failure(request, "-", f"SetHandler wasm-handler without a WasmModule at {loc.source}")
+                return error_response(500, _FAILURE_TEXT[500])
+            route = self.routes[loc]
             self.slot.module = route.module_name.encode()[:MODULE_CHARS - 1]
             return self._run(request, route)
         except Exception as e:
@@ -224,7 +269,7 @@ class Site:
         """A Location without a handler serves what its URL names on disk (filemap.py): a file
         through its handler (AddHandler, SetHandler in <Files>) or statically, a directory's
         index or listing. Access is decided on the merged <Directory>/<Files> settings."""
-        sections = self.config.disk_sections
+        sections = self._table(request).disk
 
         def settings_at(directory: str, name: str | None) -> DirSettings:
             return settings_for(loc, sections, directory, name)
@@ -252,8 +297,9 @@ class Site:
             route = self.routes.for_script(loc, settings)
             self.slot.module = route.module_name.encode()[:MODULE_CHARS - 1]
             return self._run(request, route, mapped)
-        if handler == STATUS_HANDLER and self.status_page:
-            return self.status_page(request)
+        page = self.pages.get(handler) if handler is not None else None
+        if page is not None:
+            return page(request)
         if handler is not None:  # one prefork-wasm lacks (AddHandler cgi-script): never the source
             return error_response(403, _FORBIDDEN)
         if mapped.path_info:  # Apache's default handler takes no PATH_INFO (AcceptPathInfo Default)
@@ -290,10 +336,12 @@ class Site:
             )
         else:
             env = loc.env
+        started = time.perf_counter()
         result = self.runtime.run(
             route.module, route.spec, argv, env, request.body,
-            abandon=lambda outcome, cause: self._abandon(request, route, outcome, cause),
+            abandon=lambda outcome, cause: self._abandon(request, route, outcome, cause, started),
         )
+        self._count_guest(route, result.outcome, started)
         if result.stderr:
             self._log_stderr(request, route, result.stderr)
         response = self._translate(request, route, result)
@@ -319,10 +367,14 @@ class Site:
         self._log_failure(request, route.module_name, cause)
         return error_response(status, _FAILURE_TEXT[status])
 
-    def _abandon(self, request: Request, route: Route, outcome: Outcome, cause: str) -> None:
+    def _count_guest(self, route: Route, outcome: Outcome, started: float) -> None:
+        self.recorder.guest(route.module_label, outcome.name.lower(), time.perf_counter() - started)
+
+    def _abandon(self, request: Request, route: Route, outcome: Outcome, cause: str, started: float) -> None:
         """Called from the runtime's watcher thread when the guest cannot be stopped (blocked in
         a host call): answer and log now, then end the worker; the master replaces it."""
         try:
+            self._count_guest(route, outcome, started)
             response = self._failure(request, route, outcome, cause)
             response.module = route.module_name
             if self._answer is not None:
@@ -349,7 +401,8 @@ class Site:
         """One error-log line about a request; control characters escaped, since a decoded path
         or a guest's stderr could otherwise forge lines or terminal sequences in the log."""
         message = f"request {request.request_id}: {module}: {text}".translate(_LOG_SAFE)
-        self.error_log.error(f"[client {request.remote_addr}:{request.remote_port}] {message}")
+        log = self._host_error_logs.get(id(self._host(request)), self.error_log)
+        log.error(f"[client {request.remote_addr}:{request.remote_port}] {message}")
 
     def finished(self, request: Request, response: Response, sent: int) -> None:
         self._answer = None
@@ -359,12 +412,21 @@ class Site:
         slot.accesses += 1
         slot.bytes += sent
         slot.request_seconds = now - request.start
-        if self.access_logs:
-            record = self._access_record(request, response, sent, now)
-            for log in self.access_logs:
+        loc = self._location(request)
+        self.recorder.request(
+            loc.prefix if loc else None, request.method, response.status, now - request.start,
+            len(request.body), sent,
+        )
+        host = self._host(request)
+        logs = self._host_logs[id(host)]
+        if logs:
+            record = self._access_record(request, response, sent, now, host)
+            for log in logs:
                 log.log(record)
 
-    def _access_record(self, request: Request, response: Response, sent: int, now: float) -> AccessRecord:
+    def _access_record(
+        self, request: Request, response: Response, sent: int, now: float, host: VirtualHost | None = None
+    ) -> AccessRecord:
         return AccessRecord(
             remote_addr=request.remote_addr,
             remote_port=request.remote_port,
@@ -380,7 +442,7 @@ class Site:
             start=request.start,
             duration=now - request.start,
             request_id=request.request_id,
-            server_name=self.config.server_name or "",
+            server_name=host.server_name if host else self._main_name,
             server_port=request.server_port,
         )
 

@@ -22,7 +22,20 @@ LEVELS = {
     )
 }
 
-_STREAMS = {"stderr": 2, "stdout": 1}
+# Log targets that are the process's own stdout or stderr. The /dev and /proc spellings
+# (Docker's habit) are written to the fd too, not opened: opening them fails when the stream is
+# a socket (systemd's journal), and a worker's fds 1 and 2 are its guests' (see LogFile.moved).
+_STREAMS = {
+    "stderr": 2, "stdout": 1,
+    "/dev/stderr": 2, "/dev/stdout": 1,
+    "/dev/fd/2": 2, "/dev/fd/1": 1,
+    "/proc/self/fd/2": 2, "/proc/self/fd/1": 1,
+}
+
+
+def stream_of(target: str) -> int | None:
+    """1 or 2 when a log target is this process's stdout or stderr, else None."""
+    return _STREAMS.get(target)
 
 
 def make_parent(path: str | os.PathLike[str]) -> None:
@@ -72,11 +85,19 @@ def apache_time(now: float) -> str:
 
 
 class ErrorLog:
-    """`[time] [level] [pid N] message`, filtered by LogLevel."""
+    """`[time] [level] [pid N] message`, filtered by LogLevel.
 
-    def __init__(self, file: LogFile, level: str) -> None:
+    The main server's also holds the virtual hosts' own error logs (`hosts`, by index in
+    ServerConfig.virtual_hosts), where their requests' errors go, so that they open, move and
+    close with it."""
+
+    def __init__(self, file: LogFile, level: str, hosts: dict[int, ErrorLog] | None = None) -> None:
         self.file = file
         self.threshold = LEVELS[level]
+        self.hosts = hosts or {}
+
+    def files(self) -> list[LogFile]:
+        return [self.file, *(log.file for log in self.hosts.values())]
 
     def enabled(self, level: str) -> bool:
         return LEVELS[level] <= self.threshold
@@ -230,10 +251,12 @@ def compile_format(fmt: str) -> Sequence[Piece | str]:
 
 
 class AccessLog:
-    """One CustomLog: a destination and a compiled format."""
+    """One CustomLog: a destination and a compiled format, and whose it is (`host`: the index of
+    its <VirtualHost>, None for the main server's)."""
 
-    def __init__(self, file: LogFile, fmt: str) -> None:
+    def __init__(self, file: LogFile, fmt: str, host: int | None = None) -> None:
         self.file = file
+        self.host = host
         self.pieces = compile_format(fmt)
         # The headers the format logs (lowercased): the record carries only these.
         self.request_headers = frozenset(p.key for p in self.pieces if isinstance(p, _Header) and p.table == "i")

@@ -25,6 +25,7 @@ class Request:
     # The normalised, decoded path (paths.request_path), set once when the head is read: the
     # only path that routing, access control, the guest and %U see. '' matches no Location.
     path: str = ""
+    server_addr: str = ""  # the connection's local IP; '' when no virtual host needs it
 
     @property
     def query(self) -> str:

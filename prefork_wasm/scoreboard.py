@@ -6,10 +6,12 @@ reader may see a slot mid-update; every field is a single machine word or a shor
 the worst case is a status page that is a moment stale.
 
 Totals survive their workers: when the master reaps a worker it adds the slot's final counters
-into a master-owned `Cumulative` record before the slot can be reused, so totals (cumulative +
-live slots) never go backwards across recycles, kills and restarts. The master is the record's
-only writer; it bumps a sequence number around each fold (a seqlock) so that a reader never
-counts a dead worker's requests twice or not at all.
+(server-status's and the metrics' `Counts` block) into a master-owned `Cumulative` record
+before the slot can be reused, so totals (cumulative + live slots) never go backwards across
+recycles, kills and restarts. The master is the record's only writer; it bumps a sequence
+number around each fold (a seqlock) so that a reader never counts a dead worker's requests
+twice or not at all. The record also carries what the master alone knows and a worker answers
+from: the generation, whether the server is stopping, and the metrics' label names.
 
 States are Apache's letters (mod_status):
   '.' open slot      'S' starting      '_' waiting for a connection
@@ -20,11 +22,15 @@ States are Apache's letters (mod_status):
 
 from __future__ import annotations
 
+import array
 import ctypes
 import mmap
+import operator
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from .counters import WORDS, Counts, Names
 
 OPEN, STARTING, WAITING, READING, SENDING, KEEPALIVE, LOGGING, GRACEFUL, CLEANUP = (
     b".", b"S", b"_", b"R", b"W", b"K", b"L", b"G", b"I"
@@ -33,6 +39,13 @@ BUSY_STATES = frozenset({READING, SENDING, KEEPALIVE, LOGGING, GRACEFUL})
 
 REQUEST_CHARS = 96
 MODULE_CHARS = 48
+
+# The server's phase, written by the master, read by the health handler.
+STARTING_UP, SERVING, STOPPING = 0, 1, 2
+
+# Linux: the map is sized for ServerLimit slots but only the pages in use take memory; do not
+# reserve swap for all of them.
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 
 
 class Slot(ctypes.Structure):
@@ -51,6 +64,7 @@ class Slot(ctypes.Structure):
         ("request", ctypes.c_char * REQUEST_CHARS),  # current or last request line
         ("module", ctypes.c_char * MODULE_CHARS),  # module of that request
         ("memory", ctypes.c_uint64),  # last sampled memory figure, written by the master
+        ("counts", Counts),  # the metrics' counters (counters.Recorder writes them)
     ]
 
     def clear(self) -> None:
@@ -74,6 +88,9 @@ class Cumulative(ctypes.Structure):
         ("sequence", ctypes.c_uint64),  # odd while the master folds a slot in
         ("accesses", ctypes.c_uint64),
         ("bytes", ctypes.c_uint64),
+        ("generation", ctypes.c_int32),  # the generation being served (or prepared, at start)
+        ("phase", ctypes.c_int32),  # STARTING_UP, SERVING or STOPPING
+        ("counts", Counts),
     ]
 
 
@@ -85,12 +102,15 @@ class Counters:
 
 class Scoreboard:
     def __init__(self, slots: int) -> None:
-        size = ctypes.sizeof(Cumulative) + ctypes.sizeof(Slot) * slots
-        self._map = mmap.mmap(-1, size)  # MAP_SHARED | MAP_ANONYMOUS, zero-filled
+        head = ctypes.sizeof(Cumulative) + ctypes.sizeof(Names)
+        size = head + ctypes.sizeof(Slot) * slots
+        # MAP_SHARED | MAP_ANONYMOUS, zero-filled: every slot is already clear, only its state is set
+        self._map = mmap.mmap(-1, size, flags=mmap.MAP_SHARED | _MAP_NORESERVE)
         self.cumulative = Cumulative.from_buffer(self._map)
-        self.slots = (Slot * slots).from_buffer(self._map, ctypes.sizeof(Cumulative))
+        self.names = Names.from_buffer(self._map, ctypes.sizeof(Cumulative))
+        self.slots = (Slot * slots).from_buffer(self._map, head)
         for slot in self.slots:
-            slot.clear()
+            slot.state = OPEN
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -117,6 +137,8 @@ class Scoreboard:
         total.sequence += 1
         total.accesses += slot.accesses
         total.bytes += slot.bytes
+        folded = words(total.counts)
+        folded[:] = array.array("Q", map(operator.add, folded, words(slot.counts)))
         slot.clear()
         total.sequence += 1
 
@@ -134,3 +156,24 @@ class Scoreboard:
             )
             if total.sequence == sequence:
                 return counters
+
+    def counts(self) -> list[int]:
+        """Every metrics counter summed over exited workers and live slots, consistent with any
+        fold (the seqlock, as in `counters`)."""
+        total = self.cumulative
+        while True:
+            sequence = total.sequence
+            if sequence % 2:
+                time.sleep(0)
+                continue
+            blocks = [words(total.counts), *(words(s.counts) for s in self.slots if s.state != OPEN)]
+            sums = list(map(sum, zip(*blocks))) if len(blocks) > 1 else list(blocks[0])
+            if total.sequence == sequence:
+                return sums
+
+
+def words(counts: Counts) -> memoryview:
+    """A Counts block as its 64-bit words."""
+    view = memoryview(counts).cast("B").cast("Q")
+    assert len(view) == WORDS
+    return view

@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 
 import setproctitle
@@ -22,13 +22,14 @@ import setproctitle
 from . import privileges
 from .compiler import Artifact
 from .config import ServerConfig
+from .counters import LabelIndex, Recorder
 from .connection import REPORT_WAIT, Limits, StateHook, serve
 from .engine import WASM32_MEMORY_MAX, Pool
-from .handler import Routes, Site
+from .handler import Page, Site, prepare_routes
 from .logs import AccessLog, ErrorLog
-from .messages import Request, Response
+from .messages import Request
 from .runtime import Runtime
-from .scoreboard import CLEANUP, GRACEFUL, REQUEST_CHARS, WAITING, Slot
+from .scoreboard import CLEANUP, GRACEFUL, REQUEST_CHARS, WAITING, Slot, words
 
 # Exit status of a worker that could not start (Apache's APEXIT_CHILDFATAL): the master stops
 # instead of forking replacements that would fail the same way.
@@ -76,7 +77,8 @@ class Worker:
         master_pid: int,
         error_log: ErrorLog,
         access_logs: list[AccessLog],
-        status_page: Callable[[Request], Response] | None,
+        labels: LabelIndex,
+        pages: Mapping[str, Page],
     ) -> None:
         self.config = config
         self.artifacts = artifacts
@@ -85,7 +87,8 @@ class Worker:
         self.master_pid = master_pid
         self.error_log = error_log
         self.access_logs = access_logs
-        self.status_page = status_page
+        self.labels = labels
+        self.pages = pages
         self.stopping = False
         self.connections = 0
 
@@ -136,7 +139,7 @@ class Worker:
             self._backlog.register(sock.fileno(), select.POLLIN)
         runtime = Runtime(pool_for(self.config, self.artifacts))
         self._give_standard_streams(runtime)
-        routes = Routes(self.config, runtime, self.artifacts)
+        routes = prepare_routes(self.config, runtime, self.artifacts)
         return Site(
             self.config,
             routes,
@@ -146,7 +149,8 @@ class Worker:
             self.slot,
             draining=self._draining,
             others_waiting=self._others_waiting,
-            status_page=self.status_page,
+            recorder=Recorder(words(self.slot.counts), self.labels),
+            pages=self.pages,
         )
 
     def _give_standard_streams(self, runtime: Runtime) -> None:
@@ -156,7 +160,7 @@ class Worker:
         sys.stderr.flush()
         out, err = runtime.take_standard_streams()
         moved = {1: out, 2: err}
-        for log_file in {self.error_log.file, *(log.file for log in self.access_logs)}:
+        for log_file in {*self.error_log.files(), *(log.file for log in self.access_logs)}:
             log_file.moved(moved)
         sys.stdout = open(out, "w", buffering=1, closefd=False)  # noqa: SIM115 - for the process's life
         sys.stderr = open(err, "w", buffering=1, closefd=False)  # noqa: SIM115 - for the process's life
@@ -200,12 +204,17 @@ class Worker:
         title = _Title()
         state = self._state_hook(title)
         ports = {fd: sock.getsockname()[1] for fd, sock in by_fd.items()}
+        # The local IP matters only to a <VirtualHost> on a given IP; a listener on one IP knows
+        # it, one on all interfaces asks each connection (one getsockname).
+        by_ip = any(address.host for host in config.virtual_hosts for address in host.addresses)
+        ips = {fd: _bound_ip(sock) if by_ip else "" for fd, sock in by_fd.items()}
         while not self._draining():
             if max_connections and self.connections >= max_connections:
                 self.error_log.notice(
                     f"worker {os.getpid()}: recycling after {self.connections} connections "
                     f"(MaxConnectionsPerChild {max_connections})"
                 )
+                site.recorder.recycled("max_connections")
                 break
             slot.state = WAITING
             slot.heartbeat = time.monotonic()
@@ -230,7 +239,8 @@ class Worker:
                 slot.connections += 1
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._yield.reset()
-                serve(conn, peer[:2], ports[fd], site, limits, state)
+                ip = ips[fd] if ips[fd] or not by_ip else conn.getsockname()[0]
+                serve(conn, peer[:2], ports[fd], site, limits, state, ip)
                 break  # one connection per wakeup: re-check stop conditions in between
         slot.state = GRACEFUL
         title.set("graceful")
@@ -272,6 +282,12 @@ def pool_for(config: ServerConfig, artifacts: dict[Path, Artifact]) -> Pool | No
     if not limits or None in limits:
         return Pool(WASM32_MEMORY_MAX)
     return Pool(max(limit for limit in limits if limit is not None))
+
+
+def _bound_ip(sock: socket.socket) -> str:
+    """The IP a listener is bound to, '' for all interfaces."""
+    ip: str = sock.getsockname()[0]
+    return "" if ip in ("0.0.0.0", "::") else ip
 
 
 class _Title:

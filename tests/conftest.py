@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import psutil
 import pytest
@@ -94,10 +94,14 @@ MaxRequestWorkers {start_servers}
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "prefork_wasm.cli", "-f", str(self.conf), *args]
 
-    def start(self, wait: bool = True) -> "Server":
+    def start(self, wait: bool = True, command: list[str] | None = None, **popen: Any) -> "Server":
+        """`command` (default: serve the config) and `popen` (env, pass_fds) let a test play the
+        part of what starts the server, as systemd does."""
         self.stdout = open(self.root / "stdout", "wb")
         self.stderr = open(self.root / "stderr", "wb")
-        self.proc = subprocess.Popen(self.command(), stdout=self.stdout, stderr=self.stderr, cwd=self.root)
+        self.proc = subprocess.Popen(
+            command or self.command(), stdout=self.stdout, stderr=self.stderr, cwd=self.root, **popen
+        )
         if wait:
             # Generous: a cold cache compiles the 13-19 MB example components first (5-10 s
             # each on 2 busy cores); a server that exits instead fails at once (see _ready).

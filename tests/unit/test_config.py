@@ -50,8 +50,11 @@ def fails(text: str, *defines: str) -> ConfigError:
     return info.value
 
 
-def location(config: ServerConfig, prefix: str) -> LocationConfig:
-    return next(loc for loc in config.locations if loc.prefix == prefix)
+def location(config: ServerConfig, path: str) -> LocationConfig:
+    """What a request for `path` gets: every section matching it merged over the defaults."""
+    loc = config.match(path)
+    assert loc is not None
+    return loc
 
 
 HELLO = """\
@@ -277,8 +280,8 @@ def test_nested_location_is_an_error() -> None:
 @pytest.mark.parametrize(
     ("tag", "message"),
     [
-        ("<Location>", "<Location>: expected 1 argument, got 0 (usage: <Location /PREFIX>)"),
-        ("<Location /a /b>", "<Location>: expected 1 argument, got 2 (usage: <Location /PREFIX>)"),
+        ("<Location>", "<Location>: expected 1 to 2 arguments, got 0 (usage: <Location /PREFIX|~ REGEX>)"),
+        ("<Location /a /b>", "<Location>: expected one /PREFIX, got 2 arguments (quote a prefix with spaces)"),
         ("<Location hello>", "<Location>: URL prefix must start with '/', got 'hello'"),
         ("<Location /x", "<Location>: missing closing '>'"),
     ],
@@ -466,7 +469,7 @@ def test_define_and_include_are_fine_inside_location() -> None:
         ("Listen", "Listen: expected 1 argument, got 0 (usage: Listen [HOST:]PORT)"),
         ("Define", "Define: expected 1 to 2 arguments, got 0 (usage: Define NAME [VALUE])"),
         ("CustomLog access.log", "CustomLog: expected 2 arguments, got 1"),
-        ("SetHandler cgi-script", "SetHandler: expected one of wasm-handler, server-status, none; got 'cgi-script'"),
+        ("SetHandler cgi-script", "SetHandler: expected one of wasm-handler, server-status, metrics, health, none; got 'cgi-script'"),
         ("WasmEnableCGI yes", "WasmEnableCGI: expected On or Off, got 'yes'"),
         ("WasmTimeout 0", "WasmTimeout: expected seconds > 0, such as 30 or 2.5, got '0'"),
         ("Timeout 0", "Timeout: expected seconds > 0, such as 30 or 2.5, got '0'"),
@@ -964,12 +967,13 @@ def test_match_without_a_catch_all_can_miss() -> None:
     assert config.match("/") is None
 
 
-def test_locations_are_sorted_longest_prefix_first() -> None:
-    assert [loc.prefix for loc in load(ROUTES).locations] == ["/hello/admin", "/files/", "/hello", "/"]
+def test_locations_keep_config_order_the_merge_order() -> None:
+    # Apache merges the matching sections in config order: no longest-first sort any more.
+    assert [loc.source for loc in load(ROUTES).locations] == [f"server.conf:{n}" for n in (2, 4, 7, 11)]
 
 
 def test_modules_lists_each_served_module_once(root: Path) -> None:
-    assert load(ROUTES).modules() == [root / "other.wat", root / "hello.wasm"]
+    assert load(ROUTES).modules() == [root / "hello.wasm", root / "other.wat"]
 
 
 # --- inheritance from server level --------------------------------------------------------------

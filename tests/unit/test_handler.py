@@ -18,11 +18,12 @@ from prefork_wasm.compiler import Artifact, ModuleInfo
 from prefork_wasm.config import parse_config
 from prefork_wasm.connection import LINGER_SECONDS, Limits, serve
 from prefork_wasm.engine import WASM32_MEMORY_MAX, Pool
-from prefork_wasm.handler import Routes, Site
+from prefork_wasm.handler import Site, prepare_routes
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request, Response
 from prefork_wasm.paths import request_path
-from prefork_wasm.scoreboard import Slot
+from prefork_wasm.counters import LabelIndex, Recorder
+from prefork_wasm.scoreboard import Slot, words
 from prefork_wasm.worker import YieldPolicy, pool_for
 
 CONFIG = """\
@@ -36,17 +37,19 @@ Listen 8080
 def make_site(tmp_path: Path, status_page: object) -> Site:
     conf = tmp_path / "server.conf"
     conf.write_text(CONFIG)
+    slot = Slot()
     config = parse_config(conf)
     return Site(
         config,
-        routes=Routes(config, None, {}),  # type: ignore[arg-type]  # no Location here runs a guest
-        runtime=None,  # type: ignore[arg-type]
+        routes=prepare_routes(config, None, {}),  # type: ignore[arg-type]  # no module to load
+        runtime=None,  # type: ignore[arg-type]  # no Location here runs a guest
         error_log=ErrorLog(LogFile(str(tmp_path / "error_log")), "info"),
         access_logs=[],
-        slot=Slot(),
+        slot=slot,
         draining=lambda: False,
         others_waiting=lambda: False,
-        status_page=status_page,  # type: ignore[arg-type]
+        recorder=Recorder(words(slot.counts), LabelIndex({}, {})),
+        pages={"server-status": status_page},  # type: ignore[dict-item]
     )
 
 
@@ -188,7 +191,7 @@ def test_the_access_record_carries_only_the_headers_a_format_logs(tmp_path: Path
     site = Site(
         site.config, site.routes, site.runtime, site.error_log,
         [AccessLog(LogFile(str(tmp_path / "access_log")), '%s "%{User-Agent}i" %{X-Id}o %{Referer}i')],
-        Slot(), draining=lambda: False, others_waiting=lambda: False,
+        Slot(), draining=lambda: False, others_waiting=lambda: False, recorder=site.recorder, pages={},
     )
     request = make_request("/nowhere")
     request.headers = [(b"host", b"x"), (b"user-agent", b"agent/1"), (b"cookie", b"secret")]

@@ -1,0 +1,231 @@
+"""Apache's <Location> semantics: which sections match a request's normalised path, and how
+every matching section merges over the server's defaults (issue 11)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from prefork_wasm.config import LocationConfig, ServerConfig, parse_config
+from prefork_wasm.paths import request_path
+
+
+@pytest.fixture(autouse=True)
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "app.wasm").write_bytes(b"\0asm")
+    (tmp_path / "admin.wat").write_text("(module)")
+    return Path.cwd()
+
+
+def load(text: str) -> ServerConfig:
+    Path("server.conf").write_text("Listen 8080\n" + textwrap.dedent(text))
+    return parse_config("server.conf")
+
+
+def served(config: ServerConfig, target: str) -> LocationConfig:
+    """What a request for the raw `target` gets, decided on its normalised path as a worker does."""
+    loc = config.match(request_path(target, "off"))
+    assert loc is not None
+    return loc
+
+
+# An app at / and an admin area whose section only restricts: /admin gets both.
+NESTED = """\
+    <Location />
+        SetHandler wasm-handler
+        WasmModule app.wasm
+        WasmTimeout 5
+    </Location>
+    <Location /admin>
+        Require ip 10.0.0.0/8
+    </Location>
+"""
+
+
+@pytest.mark.parametrize("target", ["/admin", "/admin/x", "/%61dmin/x", "/x/../admin", "//admin", "/./admin/."])
+def test_a_restricting_section_merges_with_the_handler_of_an_enclosing_one(root: Path, target: str) -> None:
+    loc = served(load(NESTED), target)
+    assert (loc.handler, loc.module, loc.timeout) == ("wasm-handler", root / "app.wasm", 5.0)
+    assert loc.require == ["ip 10.0.0.0/8"]
+    assert not loc.allows("127.0.0.1")
+    assert loc.allows("10.1.2.3")
+
+
+@pytest.mark.parametrize("target", ["/", "/administrator", "/x/admin", "/%2561dmin"])
+def test_paths_outside_the_restricted_prefix_are_open(target: str) -> None:
+    loc = served(load(NESTED), target)
+    assert loc.handler == "wasm-handler" and loc.allows("127.0.0.1")
+
+
+def test_the_app_stays_mounted_where_its_handler_was_set() -> None:
+    """SCRIPT_NAME is the last matching prefix that sets the handler or the module, so the app at
+    / still sees /admin/x whole as its PATH_INFO."""
+    config = load(NESTED)
+    assert served(config, "/admin/x").prefix == "/"
+    config = load(NESTED + "<Location /admin/tool>\n    WasmModule admin.wat\n</Location>\n")
+    assert served(config, "/admin/tool/run").prefix == "/admin/tool"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("/env", "/env", True),
+        ("/env", "/env/", True),
+        ("/env", "/env/x", True),
+        ("/env", "/envfoo", False),  # Apache 2.4: a prefix without '/' must end at a segment
+        ("/env/", "/env", False),
+        ("/env/", "/env/x", True),
+        ("/", "/anything", True),
+    ],
+)
+def test_a_prefix_matches_as_apache_2_4_does(pattern: str, path: str, matches: bool) -> None:
+    config = load(f"<Location {pattern}>\n    Require all denied\n</Location>\n")
+    assert (config.routes.key(path) == (0,)) is matches
+
+
+def test_later_sections_win_in_config_order_not_by_length() -> None:
+    config = load("""\
+        SetHandler wasm-handler
+        WasmModule app.wasm
+        <Location /a/b>
+            WasmTimeout 5
+            WasmEnv WHO inner
+        </Location>
+        <Location /a>
+            WasmTimeout 9
+            WasmEnv ALSO outer
+        </Location>
+    """)
+    loc = served(config, "/a/b/c")
+    assert loc.timeout == 9.0  # /a comes later in the file, so it wins even though it is shorter
+    assert loc.env == {"WHO": "inner", "ALSO": "outer"}  # WasmEnv merges by name
+    assert served(config, "/a/x").timeout == 9.0
+    assert served(config, "/z").timeout == 30.0
+
+
+def test_a_repeated_prefix_is_two_sections_merged_in_order() -> None:
+    config = load("""\
+        <Location /x>
+            SetHandler wasm-handler
+            WasmModule app.wasm
+            WasmTimeout 3
+        </Location>
+        <Location /x>
+            WasmTimeout 4
+        </Location>
+    """)
+    assert served(config, "/x").timeout == 4.0
+    assert len(config.locations) == 1  # -S and -t see one result for the prefix
+
+
+def test_a_later_section_can_open_what_an_earlier_one_closed() -> None:
+    """Apache's merge is by order: a <Location /> after <Location /admin> overrides its Require
+    (AuthMerging Off). Worth knowing when reordering a config."""
+    config = load(NESTED + "<Location />\n    Require all granted\n</Location>\n")
+    assert served(config, "/admin").allows("127.0.0.1")
+
+
+def test_one_merged_result_per_distinct_set_of_sections() -> None:
+    config = load(NESTED)
+    assert served(config, "/admin/a") is served(config, "/admin/b/c")
+    assert served(config, "/x") is served(config, "/y")
+    assert served(config, "/admin") is not served(config, "/x")
+
+
+def test_no_section_and_no_server_handler_is_no_match() -> None:
+    config = load("<Location /admin>\n    Require all denied\n</Location>\n")
+    assert config.match("/other") is None
+    assert served(config, "/admin").handler is None  # matched, but nothing serves it: 404
+
+
+def test_every_module_a_section_can_serve_is_compiled(root: Path) -> None:
+    config = load(NESTED + "<Location /admin/tool>\n    WasmModule admin.wat\n</Location>\n")
+    assert config.modules() == [root / "app.wasm", root / "admin.wat"]
+
+
+def test_a_module_is_checked_against_what_a_request_for_its_prefix_merges_to() -> None:
+    # The handler comes from <Location />: no error, although /tool sets no handler itself.
+    load("<Location />\n    SetHandler wasm-handler\n    WasmModule app.wasm\n</Location>\n"
+         "<Location /tool>\n    WasmModule admin.wat\n</Location>\n")
+    with pytest.raises(Exception, match=r"server.conf:2: <Location /tool>: WasmModule without 'SetHandler wasm-handler'"):
+        load("<Location /tool>\n    WasmModule admin.wat\n</Location>\n")
+    with pytest.raises(Exception, match=r"server.conf:2: <Location /x>: SetHandler wasm-handler needs a WasmModule"):
+        load("<Location /x>\n    SetHandler wasm-handler\n</Location>\n<Location /x/y>\n    WasmModule app.wasm\n</Location>\n")
+
+
+# --- <LocationMatch> and <Location ~> -----------------------------------------------------------
+
+SECRET = NESTED + """\
+    <LocationMatch "^/(secret|private)(/|$)">
+        Require ip 10.0.0.0/8
+    </LocationMatch>
+"""
+
+
+@pytest.mark.parametrize(
+    "target", ["/secret", "/secret/x", "/%73ecret/x", "/x/../secret", "//secret/", "/private", "/./private/."]
+)
+def test_a_regex_section_restricts_every_spelling_of_its_paths(target: str) -> None:
+    loc = served(load(SECRET), target)
+    assert loc.handler == "wasm-handler"
+    assert not loc.allows("127.0.0.1")
+
+
+@pytest.mark.parametrize("target", ["/secretary", "/x/secret", "/%2573ecret"])
+def test_a_regex_section_leaves_other_paths_alone(target: str) -> None:
+    assert served(load(SECRET), target).allows("127.0.0.1")
+
+
+@pytest.mark.parametrize("opening", ['<LocationMatch "\\.txt$">', '<Location ~ "\\.txt$">'])
+def test_plain_and_regex_sections_merge_together_in_config_order(opening: str) -> None:
+    """Apache 2.4 ("How the sections are merged"): <Location> and <LocationMatch> are one group,
+    processed in config order; checked against Apache 2.4.71 with both orders."""
+    closing = "</LocationMatch>" if "Match" in opening else "</Location>"
+    regex = f"{opening}\n    WasmTimeout 7\n{closing}\n"
+    plain = "<Location /docs>\n    WasmTimeout 8\n</Location>\n"
+    app = "SetHandler wasm-handler\nWasmModule app.wasm\n"
+    assert served(load(app + regex + plain), "/docs/a.txt").timeout == 8.0
+    assert served(load(app + plain + regex), "/docs/a.txt").timeout == 7.0
+    assert served(load(app + plain + regex), "/docs/a.html").timeout == 8.0
+    assert served(load(app + plain + regex), "/b.txt").timeout == 7.0
+
+
+def test_a_regex_may_supply_the_handler_for_a_prefix_s_module(root: Path) -> None:
+    config = load("""\
+        <Location /app>
+            WasmModule app.wasm
+        </Location>
+        <LocationMatch \\.php$>
+            SetHandler wasm-handler
+        </LocationMatch>
+    """)
+    assert config.modules() == [root / "app.wasm"]
+    php = served(config, "/app/index.php")
+    assert (php.handler, php.module, php.prefix) == ("wasm-handler", root / "app.wasm", "/app")
+    assert served(config, "/app/style.css").handler is None  # 404
+    assert any("<LocationMatch \\.php$>: SetHandler wasm-handler needs a WasmModule" in w for w in config.warnings)
+
+
+def test_pcre_named_groups_are_accepted() -> None:
+    config = load('<LocationMatch "^/site/(?<name>[^/]+)">\n    Require all denied\n</LocationMatch>\n')
+    assert not served(config, "/site/a/b").allows("127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ('<LocationMatch "(">', "server.conf:2: <LocationMatch>: bad regular expression '('"),
+        ('<Location ~ "a[">', "server.conf:2: <Location>: bad regular expression 'a['"),
+        ("<Location ~>", "server.conf:2: <Location>: expected '~ REGEX' (or write <LocationMatch REGEX>)"),
+        ("<Location /a /b>", "server.conf:2: <Location>: expected one /PREFIX, got 2 arguments"),
+        ("<LocationMatch>", "server.conf:2: <LocationMatch>: expected 1 argument, got 0"),
+    ],
+)
+def test_a_bad_regex_section_is_an_error_at_its_line(lines: str, message: str) -> None:
+    closing = "</LocationMatch>" if "Match" in lines else "</Location>"
+    with pytest.raises(Exception) as info:
+        load(f"{lines}\n    Require all denied\n{closing}\n")
+    assert str(info.value).startswith(message)
