@@ -128,12 +128,16 @@ def test_master_is_single_threaded_at_every_fork_and_workers_map_artifacts(
     forks = [line for line in server.log().splitlines() if "forked worker" in line]
     assert len(forks) >= 3
     assert all(line.endswith("(master threads: 1)") for line in forks)
-    # deserialize_file maps the artifact: it shows in every worker's memory map.
+    # deserialize_file maps the artifact: it shows in every worker's memory map (the newest
+    # worker's once it has loaded its modules, a moment after the fork).
     artifacts = list((server.root / "cache").glob("hello-*.cwasm"))
     assert len(artifacts) == 1
-    for pid in server.worker_pids():
-        maps = Path(f"/proc/{pid}/maps").read_text()
-        assert str(artifacts[0]) in maps
+
+    def all_mapped() -> bool:
+        pids = server.worker_pids()
+        return len(pids) == 2 and all(str(artifacts[0]) in Path(f"/proc/{pid}/maps").read_text() for pid in pids)
+
+    wait_for(all_mapped, what="every worker to map the artifact")
     assert psutil.Process(server.pid).num_threads() == 1
 
 
