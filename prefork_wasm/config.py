@@ -1068,6 +1068,7 @@ class _Parser:
                 continue  # a line of it failed (a WasmModule, say); what follows would repeat that
             serving = routes.serving()
             label = section.label if section else _SERVING_LABELS[serving] if serving else "SetHandler"
+            where = loc.source
             scripts = loc.handler is None and loc.runs_scripts
             problem = None
             if loc.handler == "wasm-handler" and loc.module is None and "module" not in regex_sets:
@@ -1087,16 +1088,18 @@ class _Parser:
                 scripts and "wasm-handler" in loc.add_handlers.values() and loc.module is None
                 and "module" not in regex_sets and not any("module" in disk.settings for disk in routes.disk)
             ):
+                # Said at the AddHandler line: every Location inheriting it repeats the same error.
+                where, label = loc.sources["add_handlers"], "AddHandler"
                 problem = (
                     "AddHandler wasm-handler needs a WasmModule, the interpreter that runs the scripts "
-                    "(add 'WasmModule FILE.wasm' here or at server level)"
+                    "(add 'WasmModule FILE.wasm' beside it or in the <Location> it serves)"
                 )
             if problem is None:
                 continue
             if section and section.regex is not None:
                 self.warn(blocks[section.source].line, f"{label}: {problem}; a request it matches alone gets a 500")
             else:
-                error = _located(loc.source, problem, label)
+                error = _located(where, problem, label)
                 if str(error) not in (str(e) for e in self.errors):
                     self.fail(error)
         return made

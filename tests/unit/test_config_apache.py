@@ -211,6 +211,17 @@ def test_add_handler_without_a_module_is_an_error() -> None:
     assert "AddHandler wasm-handler needs a WasmModule" in errors("Listen 8080\n<Location /php>\n    AddHandler wasm-handler .php\n</Location>\n")[0]
 
 
+def test_add_handler_without_a_module_is_one_error_at_its_line_however_many_locations_inherit_it(root: Path) -> None:
+    lines = errors(
+        f"Listen 8080\nDocumentRoot {root}\nAddHandler wasm-handler .py\n"
+        f"<VirtualHost *:8080>\n    DocumentRoot {root}\n    <Location /x>\n    </Location>\n</VirtualHost>\n"
+    )
+    assert lines == [
+        "server.conf:3: AddHandler: AddHandler wasm-handler needs a WasmModule, the interpreter that runs the "
+        "scripts (add 'WasmModule FILE.wasm' beside it or in the <Location> it serves)"
+    ]
+
+
 def test_file_settings_merge_from_server_level_into_a_location(root: Path) -> None:
     config = load(
         f"Listen 8080\nDocumentRoot {root}\nAddType text/x-a .a\nOptions -FollowSymLinks +Indexes\nDirectoryIndex a b\n"
