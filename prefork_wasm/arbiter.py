@@ -189,6 +189,14 @@ def entry_point_problems(config: ServerConfig, infos: Mapping[Path, ModuleInfo])
     return list(problems)
 
 
+def silence_limit(config: ServerConfig) -> float:
+    """The longest a live worker may go without a heartbeat: reading or writing (Timeout), a
+    guest's run (the longest WasmTimeout a guest runs under, a script's <Directory> settings
+    included; static files and the server's pages run none) and a lingering close."""
+    runs = (loc.timeout for loc in config.guest_runs())
+    return config.timeout + max(runs, default=0) + LINGER_SECONDS
+
+
 # What the hint for a module with an unsupported import says the server provides.
 SERVED_WORLDS = (
     "WASI preview 1 modules and wasi:cli/command components: WASI 0.2's cli, clocks, filesystem, io, "
@@ -594,10 +602,7 @@ class Arbiter:
 
     def _kill_hung_workers(self) -> None:
         """A worker whose heartbeat stalls outside any bounded wait is stuck: replace it."""
-        # The longest a live worker may go without a heartbeat: reading or writing (Timeout),
-        # a guest's run (WasmTimeout, of the Locations that run one) and a lingering close.
-        runs = (loc.timeout for loc in self.config.guest_runs())  # static files run none
-        limit = self.config.timeout + max(runs, default=0) + LINGER_SECONDS
+        limit = silence_limit(self.config)
         now = time.monotonic()
         for pid, child in list(self.children.items()):
             if child.killed:

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from test_config import HELLO, load, root  # noqa: F401 (root: its autouse server root applies here too)
 
+from prefork_wasm.arbiter import silence_limit
 from prefork_wasm.config import MAX_ERRORS, ConfigErrors
+from prefork_wasm.connection import LINGER_SECONDS
 
 
 def errors(text: str) -> list[str]:
@@ -205,6 +207,15 @@ def test_wasm_settings_in_a_directory_are_compiled_and_checked(root: Path) -> No
     [run] = config.section_runs()
     assert (run.module, run.args, run.timeout, run.sources["module"]) == (root / "other.wasm", ["-u"], 5.0, "server.conf:5")
     assert config.modules() == [root / "other.wasm"]
+
+
+def test_scripts_wasm_timeout_bounds_a_worker_s_silence_and_static_files_do_not(root: Path) -> None:
+    config = load(
+        f"Listen 8080\nTimeout 10\nDocumentRoot {root}\n<Location /files>\n    WasmTimeout 400\n</Location>\n"
+        f"<Location /py>\n    AddHandler wasm-handler .py\n    WasmModule hello.wasm\n</Location>\n"
+        f"<Directory {root}/slow>\n    WasmTimeout 200\n</Directory>\n"
+    )
+    assert silence_limit(config) == 10 + 200 + LINGER_SECONDS  # not the 400 of /files, which only serves files
 
 
 def test_add_handler_without_a_module_is_an_error() -> None:
