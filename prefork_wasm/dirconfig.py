@@ -3,8 +3,8 @@ and `<FilesMatch>` sections that apply once a URL has been mapped to a file on d
 
 Apache merges them in this order (its directory walk, then its file walk): the server-level
 defaults, `<Directory>` sections shortest path first, `<DirectoryMatch>` in config order, then
-`<Files>`/`<FilesMatch>` in config order; a `<Location>`'s own settings come last and win.
-Pure: no I/O, paths are compared as strings.
+`<Files>`/`<FilesMatch>` in config order; what the matching `<Location>`s set themselves comes
+last and wins (`LocationConfig.explicit`). Pure: no I/O, paths are compared as strings.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def settings_for(
     loc: LocationConfig, sections: list[DiskSection], directory: str, name: str | None
 ) -> DirSettings:
     """Merge, in Apache's order, what applies to `name` in `directory` (None: the directory
-    itself); what the Location set in its own block wins over every section."""
+    itself); what the matching Locations set in their own blocks wins over every section."""
     values: dict[str, Any] = {attr: getattr(loc, attr) for attr in DISK_SETTINGS}
     dirs = sorted(
         (s for s in sections if s.kind == "Directory" and s.covers_dir(directory)),
