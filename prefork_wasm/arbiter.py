@@ -166,9 +166,8 @@ def entry_point_problems(config: ServerConfig, infos: Mapping[Path, ModuleInfo])
     """Each WasmEntryPoint (or the default: _start, a component's wasi:cli/run) that its module
     does not export as a function it can call, and each module the server cannot link."""
     problems: dict[str, None] = {}  # a server-level line inherited by several Locations says it once
-    for loc in config.locations:
-        if loc.handler != "wasm-handler" or loc.module is None:
-            continue
+    for loc in config.guest_runs():
+        assert loc.module is not None
         info = infos[loc.module]
         if info.unlinkable:
             problems[
@@ -188,6 +187,14 @@ def entry_point_problems(config: ServerConfig, infos: Mapping[Path, ModuleInfo])
         missing = f"no function '{entry}'" if entry else "no wasi:cli/run@0.2 'run'"
         problems[f"{where}: {directive}: {loc.module} exports {missing} (its functions: {listing}){hint}"] = None
     return list(problems)
+
+
+def silence_limit(config: ServerConfig) -> float:
+    """The longest a live worker may go without a heartbeat: reading or writing (Timeout), a
+    guest's run (the longest WasmTimeout a guest runs under, a script's <Directory> settings
+    included; static files and the server's pages run none) and a lingering close."""
+    runs = (loc.timeout for loc in config.guest_runs())
+    return config.timeout + max(runs, default=0) + LINGER_SECONDS
 
 
 # What the hint for a module with an unsupported import says the server provides.
@@ -595,10 +602,7 @@ class Arbiter:
 
     def _kill_hung_workers(self) -> None:
         """A worker whose heartbeat stalls outside any bounded wait is stuck: replace it."""
-        # The longest a live worker may go without a heartbeat: reading or writing (Timeout),
-        # a guest's run (WasmTimeout, of the Locations that run one) and a lingering close.
-        runs = (loc.timeout for loc in self.config.locations if loc.handler == "wasm-handler")
-        limit = self.config.timeout + max(runs, default=0) + LINGER_SECONDS
+        limit = silence_limit(self.config)
         now = time.monotonic()
         for pid, child in list(self.children.items()):
             if child.killed:

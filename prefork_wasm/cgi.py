@@ -63,6 +63,7 @@ def build_environ(
     extra: Mapping[str, str],
     server_software: str,
     scheme: str = "http",
+    path_info: str | None = None,
 ) -> dict[str, str]:
     """Build the complete CGI/1.1 environment for one request.
 
@@ -75,11 +76,15 @@ def build_environ(
     strings must be (wasmtime refuses any other), so an invalid sequence becomes
     U+FFFD. `extra` (WasmEnv) is applied last and wins.
 
+    A script found on disk (a DirectoryIndex file, say) gives its own `path_info`.
+
     Raises ValueError if the path does not start with script_name (a caller bug).
     """
     path = req.path
-    if not path.startswith(script_name):
-        raise ValueError(f"request path {path!r} does not start with script_name {script_name!r}")
+    if path_info is None:
+        if not path.startswith(script_name):
+            raise ValueError(f"request path {path!r} does not start with script_name {script_name!r}")
+        path_info = path[len(script_name) :]
 
     env: dict[str, str] = {
         "GATEWAY_INTERFACE": "CGI/1.1",
@@ -92,7 +97,7 @@ def build_environ(
         "REQUEST_URI": req.target,
         "SCRIPT_NAME": script_name,
         "SCRIPT_FILENAME": script_filename,
-        "PATH_INFO": path[len(script_name) :],
+        "PATH_INFO": path_info,
         "QUERY_STRING": req.query,
         "REMOTE_ADDR": req.remote_addr,
         "REMOTE_PORT": str(req.remote_port),

@@ -14,6 +14,7 @@ from .config import (
     PROVIDED_MODULES,
     STATIC_MODULES,
     ConfigError,
+    LocationConfig,
     Locations,
     ServerConfig,
     VirtualHost,
@@ -143,10 +144,21 @@ def _virtual_hosts(config: ServerConfig) -> list[str]:
 def _routes(routes: Locations) -> list[str]:
     lines = []
     for section, loc in routes.representatives():
-        serves = {None: "no handler (404)", "wasm-handler": f"wasm-handler {loc.module}"}.get(loc.handler, loc.handler)
         what = "/" if section is None else section.pattern if section.regex is None else f"~ {section.pattern}"
-        lines.append(f"{what:<22} {serves} ({loc.source})")
+        lines.append(f"{what:<22} {_serves(loc)} ({loc.source})")
     return lines
+
+
+def _serves(loc: LocationConfig) -> str:
+    if loc.handler == "wasm-handler":
+        return f"wasm-handler {loc.module}"
+    if loc.handler is not None:
+        return loc.handler
+    if loc.document_root is None and not loc.aliases:
+        return "no handler (404)"
+    roots = [*(f"{url} -> {target}" for url, target in loc.aliases), *([f"{loc.document_root}"] if loc.document_root else [])]
+    module = loc.guest_module
+    return f"files from {', '.join(roots)}" + (f", scripts run by {module}" if module else "")
 
 
 def error(message: object) -> None:

@@ -26,6 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .dirconfig import (
+    DEFAULT_OPTIONS,
+    INERT_OPTIONS,
+    DiskSection,
+    apply_options,
+    check_pattern,
+    parse_options,
+    wasm_overrides,
+)
 from .logs import FormatError, compile_format
 from .paths import ENCODED_SLASHES
 from .privileges import group_id, user_id
@@ -80,7 +89,7 @@ class ConfigErrors(ConfigError):
 
 # Apache modules whose work prefork-wasm does itself, by identifier and source file name (both
 # name a module in <IfModule>). They count as compiled in: <IfModule> is true for them with or
-# without LoadModule. mod_mime, mod_dir and mod_alias join when static files are served.
+# without LoadModule.
 PROVIDED_MODULES: dict[str, str] = {
     "core_module": "core.c",
     "so_module": "mod_so.c",
@@ -93,6 +102,9 @@ PROVIDED_MODULES: dict[str, str] = {
     "reqtimeout_module": "mod_reqtimeout.c",  # RequestReadTimeout
     "status_module": "mod_status.c",  # server-status
     "wasm_module": "mod_wasm.c",  # mod_wasm's Wasm* directives
+    "mime_module": "mod_mime.c",  # TypesConfig, AddType, AddHandler
+    "dir_module": "mod_dir.c",  # DirectoryIndex, the trailing-slash redirect
+    "alias_module": "mod_alias.c",  # Alias
 }
 STATIC_MODULES = ("core_module", "so_module", "http_module", "mpm_prefork_module")  # Apache's -M says (static)
 _OTHER_MPMS = ("mpm_event_module", "mpm_worker_module")
@@ -137,19 +149,45 @@ class LocationConfig:
     force_type: str | None = None
     require: list[str] = field(default_factory=list)
     limit_request_body: int = 1073741824
+    # Files on disk (filemap.py): where URLs map, and what the file walk merges (dirconfig.py).
+    document_root: Path | None = None
+    aliases: list[tuple[str, Path]] = field(default_factory=list)  # Alias URL-PATH TARGET
+    directory_index: list[str] = field(default_factory=lambda: ["index.html"])
+    add_types: dict[str, str] = field(default_factory=dict)  # '.ext' -> MIME type
+    add_handlers: dict[str, str] = field(default_factory=dict)  # '.ext' -> handler
+    options: frozenset[str] = DEFAULT_OPTIONS
+    # The attributes the matching <Location>s themselves set (not inherited from server level):
+    # they win over <Directory>/<Files> sections, as Locations come last in Apache's merge.
+    explicit: frozenset[str] = frozenset()
+    # Some file mapped here may get the wasm-handler (an AddHandler here, or a SetHandler or
+    # AddHandler in one of its server's <Directory>/<Files>): set by Locations.merge.
+    runs_scripts: bool = False
     # Where each setting was made ('FILE:LINE' by attribute), for errors found after parsing.
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def allows(self, addr: str) -> bool:
-        """Apache's implicit <RequireAny>: no Require lines, or any one granting, lets addr in."""
-        if not self.require:
+        return require_allows(self.require, addr)
+
+    @property
+    def guest_module(self) -> Path | None:
+        """The module this Location's requests run: its wasm-handler's, or (no handler: files
+        from disk) the one that runs the scripts AddHandler/SetHandler wasm-handler name here.
+        None: no guest runs here (another handler, or static files only)."""
+        if self.handler == "wasm-handler" or (self.handler is None and self.runs_scripts):
+            return self.module
+        return None
+
+
+def require_allows(rules: list[str], addr: str) -> bool:
+    """Apache's implicit <RequireAny>: no Require lines, or any one granting, lets addr in."""
+    if not rules:
+        return True
+    ip = _client_ip(addr)
+    for rule in rules:
+        everyone, networks = _require_rule(rule)
+        if everyone or (ip is not None and any(ip in net for net in networks)):
             return True
-        ip = _client_ip(addr)
-        for rule in self.require:
-            everyone, networks = _require_rule(rule)
-            if everyone or (ip is not None and any(ip in net for net in networks)):
-                return True
-        return False
+    return False
 
 
 @dataclass(frozen=True)
@@ -201,7 +239,9 @@ class Section:
 class Locations:
     """The sections of one server (the main one or a virtual host) over its location-level
     defaults, merged as Apache merges them: every section that matches the path, plain and
-    regex alike, in config order, each overriding what the ones before set.
+    regex alike, in config order, each overriding what the ones before set. `disk` are the
+    server's <Directory>/<Files> sections (dirconfig.py), which apply once a URL without a
+    handler is mapped to a file.
 
     A merged result is built once per distinct set of matching sections and kept, so a
     worker's routing costs a scan of the sections per request, never a merge.
@@ -210,6 +250,7 @@ class Locations:
     defaults: dict[str, Any] = field(default_factory=dict)
     default_sources: dict[str, str] = field(default_factory=dict, compare=False)
     sections: list[Section] = field(default_factory=list)
+    disk: list[DiskSection] = field(default_factory=list)  # in config order, the main server's first
     _merged: dict[tuple[int, ...], LocationConfig | None] = field(default_factory=dict, compare=False, repr=False)
 
     def key(self, path: str) -> tuple[int, ...]:
@@ -217,39 +258,53 @@ class Locations:
         return tuple(i for i, section in enumerate(self.sections) if section.matches(path))
 
     def match(self, path: str) -> LocationConfig | None:
-        """The merged settings for `path`; None when no section matches it and no handler is set at
-        server level (then nothing serves it: 404)."""
+        """The merged settings for `path`; None when no section matches it and nothing serves at
+        server level (no handler, DocumentRoot or Alias): then the answer is 404."""
         key = self.key(path)
         if key not in self._merged:
-            self._merged[key] = self.merge(key) if key or "handler" in self.defaults else None
+            self._merged[key] = self.merge(key) if key or self.serving() else None
         return self._merged[key]
 
+    def serving(self) -> str | None:
+        """The first server-level setting that serves requests by itself, if any."""
+        return next((attr for attr in _SERVING if attr in self.defaults), None)
+
     def merge(self, key: tuple[int, ...], source: str | None = None) -> LocationConfig:
-        """The defaults overlaid by the sections in `key`, in order: a setting made later wins,
-        WasmEnv merges by name. The handler is mounted (SCRIPT_NAME) at the last plain prefix
-        that sets the handler or the module, else at '/'."""
+        """The defaults overlaid by the sections in `key`, in order: a setting made later wins;
+        WasmEnv, AddType and AddHandler merge by name, Options lines apply in turn. The handler
+        is mounted (SCRIPT_NAME) at the last plain prefix that sets the handler or the module,
+        else at '/'."""
         values, sources = dict(self.defaults), dict(self.default_sources)
-        env = dict(self.defaults.get("env", {}))
-        prefix, where = "/", self.default_sources.get("handler", "")
+        by_name = {attr: dict(self.defaults.get(attr, {})) for attr in _MERGED_BY_NAME}
+        options = list(self.defaults.get("options", []))
+        explicit: set[str] = set()
+        serving = self.serving()
+        prefix, where = "/", self.default_sources.get(serving, "") if serving else ""
         for section in (self.sections[i] for i in key):
             values.update(section.values)
             sources.update(section.sources)
-            env.update(section.values.get("env", {}))
+            explicit.update(section.values)
+            for attr, merged in by_name.items():
+                merged.update(section.values.get(attr, {}))
+            options += section.values.get("options", [])
             where = section.source
             if section.regex is None and ("handler" in section.values or "module" in section.values):
                 prefix = section.pattern
-        values = copy.deepcopy({**values, "env": env})
-        values.pop("add_handler", None)  # warned about at its line
-        return LocationConfig(prefix=prefix, source=source or where, sources=sources, **values)
+        values = copy.deepcopy({**values, **by_name, "options": apply_options(DEFAULT_OPTIONS, options)})
+        loc = LocationConfig(
+            prefix=prefix, source=source or where, sources=sources, explicit=frozenset(explicit), **values
+        )
+        loc.runs_scripts = runs_scripts(loc, self.disk)
+        return loc
 
     def representatives(self) -> list[tuple[Section | None, LocationConfig]]:
         """One merged result per section, as -S shows and -t checks them: a prefix's is what a
         request for exactly that prefix gets; a regex's is it over the sections for '/' (it may
-        match anywhere). The defaults alone come first when they set a handler and no <Location />
-        covers every path."""
+        match anywhere). The defaults alone come first when they serve something (a handler,
+        a DocumentRoot or an Alias) and no <Location /> covers every path."""
         found: list[tuple[Section | None, LocationConfig]] = []
         seen: set[tuple[int, ...]] = set()
-        if "handler" in self.defaults and not any(s.pattern == "/" and s.regex is None for s in self.sections):
+        if self.serving() and not any(s.pattern == "/" and s.regex is None for s in self.sections):
             found.append((None, self.merge(())))
         everywhere = [i for i, s in enumerate(self.sections) if s.regex is None and s.pattern == "/"]
         for i, section in enumerate(self.sections):
@@ -259,14 +314,41 @@ class Locations:
                 found.append((section, self.merge(key, section.source)))
         return found
 
+    def section_runs(self) -> list[LocationConfig]:
+        """Each representative that runs scripts, as each <Directory>/<Files> section with Wasm
+        settings changes it: what start-up compiles and checks (entry points, memory)."""
+        return [
+            dataclasses.replace(loc, **overrides)
+            for _, loc in self.representatives()
+            if loc.handler is None and loc.runs_scripts
+            for section in self.disk
+            if (overrides := wasm_overrides(loc, section))
+        ]
+
     def modules(self) -> list[Path]:
         """Every module some request here can run, first use first: those of the representatives
-        under wasm-handler and, where a regex section sets the handler or a module (so a request
-        can combine it with any section), every module named here."""
-        used = [loc.module for _, loc in self.representatives() if loc.handler == "wasm-handler"]
+        and of their scripts (guest_module) and, where a regex section sets the handler or a
+        module (so a request can combine it with any section), every module named here."""
+        used = [loc.guest_module for _, loc in self.representatives()]
+        used += [loc.guest_module for loc in self.section_runs()]
         if any(s.regex is not None and ("handler" in s.values or "module" in s.values) for s in self.sections):
             used += [self.defaults.get("module"), *(s.values.get("module") for s in self.sections)]
         return list(dict.fromkeys(module for module in used if module is not None))
+
+
+def runs_scripts(loc: LocationConfig, sections: list[DiskSection]) -> bool:
+    """True when some file mapped under `loc` may get the wasm-handler (AddHandler there, or a
+    SetHandler or AddHandler in any of the server's <Directory>/<Files>)."""
+    return "wasm-handler" in loc.add_handlers.values() or any(
+        section.settings.get("handler") == "wasm-handler"
+        or "wasm-handler" in section.settings.get("add_handlers", {}).values()
+        for section in sections
+    )
+
+
+_SERVING = ("handler", "document_root", "aliases")  # server-level settings that serve '/' alone
+_SERVING_LABELS = {"handler": "SetHandler", "document_root": "DocumentRoot", "aliases": "Alias"}
+_MERGED_BY_NAME = ("env", "add_types", "add_handlers")  # a later place adds to the earlier entries
 
 
 @dataclass
@@ -335,6 +417,7 @@ class ServerConfig:
     listen_backlog: int = 511
     limit_response_body: int = 1073741824
     allow_encoded_slashes: str = "off"  # paths.ENCODED_SLASHES
+    types_config: Path | None = None  # TypesConfig; None: the system's mime.types or Python's table
     # What -S shows and -t checks: each section's merged settings (Locations.representatives).
     locations: list[LocationConfig] = field(default_factory=list)
     routes: Locations = field(default_factory=Locations)  # the main server's
@@ -349,11 +432,24 @@ class ServerConfig:
         """The main server's merged settings for a request's normalised path (Locations.match)."""
         return self.routes.match(path)
 
+    def tables(self) -> list[Locations]:
+        """The main server's Locations, then each virtual host's."""
+        return [self.routes, *(host.routes for host in self.virtual_hosts)]
+
     def modules(self) -> list[Path]:
         """Every module a request can run (on the main server or a virtual host), each once, first
         use first: what the master compiles."""
-        tables = [self.routes, *(host.routes for host in self.virtual_hosts)]
-        return list(dict.fromkeys(module for table in tables for module in table.modules()))
+        return list(dict.fromkeys(module for table in self.tables() for module in table.modules()))
+
+    def section_runs(self) -> list[LocationConfig]:
+        """Every server's Locations as <Directory>/<Files> sections change how their scripts run
+        (Locations.section_runs)."""
+        return [loc for table in self.tables() for loc in table.section_runs()]
+
+    def guest_runs(self) -> list[LocationConfig]:
+        """Every merged setting under which a guest runs: what start-up checks (entry points,
+        memory) and what bounds a worker's silence (WasmTimeout)."""
+        return [loc for loc in [*self.locations, *self.section_runs()] if loc.guest_module is not None]
 
 
 def parse_size(text: str) -> int:
@@ -423,9 +519,12 @@ def _choice(*options: str) -> Callable[[str], str]:
     return convert
 
 
+HANDLERS = ("wasm-handler", "server-status", "metrics", "health")
+
+
 def _handler(arg: str) -> str | None:
     """'none' switches an inherited handler off, as in Apache."""
-    name = _choice("wasm-handler", "server-status", "metrics", "health", "none")(arg)
+    name = _choice(*HANDLERS, "none")(arg)
     return None if name == "none" else name
 
 
@@ -631,6 +730,7 @@ class _Server:
     server: _Scope = field(default_factory=_Scope)  # server-level directives (ServerName, ErrorLog ...)
     defaults: _Scope = field(default_factory=_Scope)  # location directives outside any <Location>
     blocks: list[_Block] = field(default_factory=list)
+    disk_sections: list[DiskSection] = field(default_factory=list)  # <Directory>, <Files> ...
     aliases: list[str] = field(default_factory=list)
     custom_logs: list[tuple[str, str, _Line]] = field(default_factory=list)
 
@@ -638,14 +738,14 @@ class _Server:
 @dataclass
 class _Section:
     """An open <...> section; `scope` is set for <Location>, <Directory> and <Files> (`disk`:
-    one whose settings are checked and dropped), `active` is False inside a false condition."""
+    the DiskSection of the latter kinds), `active` is False inside a false condition."""
 
     name: str
     label: str
     line: _Line
     active: bool
     scope: _Scope | None = None
-    disk: bool = False
+    disk: DiskSection | None = None
     vhost: _Server | None = None  # set for <VirtualHost>
 
 
@@ -754,9 +854,9 @@ class _Parser:
                 )
             if section and section.disk and not directive.on_disk:
                 raise ValueError(
-                    f"not supported inside {section.label} (opened at {section.line}): prefork-wasm serves "
-                    f"no files from disk yet, so such a section only takes Require, Options and AllowOverride; "
-                    f"put Wasm settings in a <Location>"
+                    f"not supported inside {section.label} (opened at {section.line}): such a section takes "
+                    f"Require, Options, SetHandler, AddHandler, AddType, DirectoryIndex and the Wasm settings "
+                    f"of a script's run; put it in a <Location> or at server level"
                 )
             context = self.context()
             if directive.server_only and context.line is not None and not directive.in_vhost:
@@ -902,17 +1002,29 @@ class _Parser:
 
     def routes(self, context: _Server, main: Locations | None) -> Locations:
         """A server's Locations. A virtual host's defaults are the main server's overlaid by its
-        own (WasmEnv by name), and its sections come after the main server's, as in Apache."""
+        own (WasmEnv, AddType and AddHandler by name; its Options lines and Aliases after the main
+        server's), and its sections, <Location> and <Directory> alike, come after the main
+        server's, as in Apache."""
         own = context.defaults
         sections = [
             Section(block.pattern, str(block.line), block.scope.values, _sources(block.scope), block.regex)
             for block in context.blocks
         ]
         if main is None:
-            return Locations(own.values, _sources(own), sections)
-        env = {**main.defaults.get("env", {}), **own.values.get("env", {})}
-        defaults = {**main.defaults, **own.values, **({"env": env} if env else {})}
-        return Locations(defaults, {**main.default_sources, **_sources(own)}, main.sections + sections)
+            return Locations(own.values, _sources(own), sections, context.disk_sections)
+        defaults = {**main.defaults, **own.values}
+        for attr in _MERGED_BY_NAME:
+            if attr in defaults:
+                defaults[attr] = {**main.defaults.get(attr, {}), **own.values.get(attr, {})}
+        for attr in ("options", "aliases"):
+            if attr in defaults:
+                defaults[attr] = [*main.defaults.get(attr, []), *own.values.get(attr, [])]
+        return Locations(
+            defaults,
+            {**main.default_sources, **_sources(own)},
+            main.sections + sections,
+            main.disk + context.disk_sections,
+        )
 
     def virtual_host(self, context: _Server, main: Locations) -> VirtualHost:
         assert context.line is not None
@@ -941,7 +1053,7 @@ class _Parser:
 
     def check_routes(self, context: _Server, routes: Locations) -> list[LocationConfig]:
         """Each section's merged settings (Locations.representatives), checked: a wasm-handler
-        needs a module, a module needs a wasm-handler. Exact for prefixes; where a regex section
+        (SetHandler, or AddHandler for scripts) needs a module, a module needs a wasm-handler. Exact for prefixes; where a regex section
         could supply the missing half the check is left to the request (a 500 with a log line),
         and a regex section's own result is only warned about, since what it merges with depends
         on the path."""
@@ -954,7 +1066,10 @@ class _Parser:
             scope = blocks[section.source].scope if section else None
             if defaults_broken or any(broken is scope for broken in self.broken):
                 continue  # a line of it failed (a WasmModule, say); what follows would repeat that
-            label = section.label if section else "SetHandler"
+            serving = routes.serving()
+            label = section.label if section else _SERVING_LABELS[serving] if serving else "SetHandler"
+            where = loc.source
+            scripts = loc.handler is None and loc.runs_scripts
             problem = None
             if loc.handler == "wasm-handler" and loc.module is None and "module" not in regex_sets:
                 problem = (
@@ -962,16 +1077,29 @@ class _Parser:
                 )
             elif (
                 section and "module" in section.values and loc.handler != "wasm-handler"
-                and "add_handler" not in loc.sources and "handler" not in regex_sets
+                and not scripts and "handler" not in regex_sets
             ):
                 kind = section.label[1:].split()[0]
-                problem = f"WasmModule without 'SetHandler wasm-handler' (add it to this <{kind}>)"
+                problem = (
+                    f"WasmModule without 'SetHandler wasm-handler' or 'AddHandler wasm-handler .EXT' "
+                    f"(add one to this <{kind}>)"
+                )
+            elif (
+                scripts and "wasm-handler" in loc.add_handlers.values() and loc.module is None
+                and "module" not in regex_sets and not any("module" in disk.settings for disk in routes.disk)
+            ):
+                # Said at the AddHandler line: every Location inheriting it repeats the same error.
+                where, label = loc.sources["add_handlers"], "AddHandler"
+                problem = (
+                    "AddHandler wasm-handler needs a WasmModule, the interpreter that runs the scripts "
+                    "(add 'WasmModule FILE.wasm' beside it or in the <Location> it serves)"
+                )
             if problem is None:
                 continue
             if section and section.regex is not None:
                 self.warn(blocks[section.source].line, f"{label}: {problem}; a request it matches alone gets a 500")
             else:
-                error = _located(loc.source, problem, label)
+                error = _located(where, problem, label)
                 if str(error) not in (str(e) for e in self.errors):
                     self.fail(error)
         return made
@@ -1019,11 +1147,11 @@ class _Parser:
     def check_server_module(self, config: ServerConfig) -> None:
         """A server-level WasmModule is only a default; warn when nothing serves it."""
         module = self.main.defaults.values.get("module")
-        if module and not any(loc.handler == "wasm-handler" and loc.module == module for loc in config.locations):
+        if module and not any(loc.guest_module == module for loc in config.locations):
             self.warn(
                 self.main.defaults.sources["module"],
                 "WasmModule at server level is not served anywhere; add 'SetHandler wasm-handler' "
-                "(at server level or in a <Location>)",
+                "or 'AddHandler wasm-handler .EXT' (at server level or in a <Location>)",
             )
 
 
@@ -1098,10 +1226,9 @@ _APACHE_MODULES = {
     "core": "<If> <Else> <ElseIf> ErrorDocument ServerSignature "
     "ServerTokens UseCanonicalName TraceEnable EnableSendfile EnableMMAP AccessFileName Mutex FileETag "
     "Protocols HttpProtocolOptions AcceptFilter LimitXMLRequestBody",
-    "alias_module": "Alias AliasMatch ScriptAlias ScriptAliasMatch Redirect RedirectMatch RedirectPermanent RedirectTemp",
-    "mime_module": "AddType AddEncoding AddCharset AddLanguage TypesConfig RemoveHandler RemoveType AddOutputFilter "
-    "AddInputFilter",
-    "dir_module": "DirectoryIndex DirectorySlash FallbackResource",
+    "alias_module": "AliasMatch ScriptAliasMatch Redirect RedirectMatch RedirectPermanent RedirectTemp",
+    "mime_module": "AddEncoding AddCharset AddLanguage RemoveHandler RemoveType AddOutputFilter AddInputFilter",
+    "dir_module": "DirectorySlash FallbackResource",
     "rewrite_module": "RewriteEngine RewriteRule RewriteCond RewriteBase RewriteMap RewriteOptions",
     "env_module": "SetEnv UnsetEnv PassEnv",
     "headers_module": "Header RequestHeader",
@@ -1358,17 +1485,30 @@ def _open_ifmodule(parser: _Parser, scope: _Scope, args: list[str], line: _Line)
 
 
 def _open_disk_section(kind: str) -> _Apply:
-    """<Directory>, <Files> and their Match forms: their Require, Options and AllowOverride are
-    checked and dropped. Safe while nothing is served from disk: such a section can only restrict
-    or open files, and no request reaches a file except through a Wasm route."""
+    """<Directory>, <Files> and their Match forms (also as '<Directory ~ REGEX>'): settings for
+    files on disk, merged per request by dirconfig.settings_for. A <Files> may sit in a
+    <Directory> (then it applies only under it); nothing else nests."""
 
     def apply(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+        name = kind
+        if len(args) == 2:
+            if args[0] != "~" or kind.endswith("Match"):
+                raise ValueError(f"expected <{kind} PATTERN> or <{kind} ~ REGEX>")
+            name, args = f"{kind}Match", args[1:]
+        pattern = args[0]
         section = parser.location()
-        if section and not section.disk:
-            raise ValueError(f"not allowed inside {section.label} (opened at {section.line})")
-        label = f"<{kind} {args[0]}>"
-        parser.note(line, f"{label} has no effect: prefork-wasm serves no files from disk, only Wasm routes")
-        parser.stack.append(_Section(kind, label, line, True, _Scope(), disk=True))
+        within = None
+        if section is not None:
+            if section.disk is None or not kind.startswith("Files") or section.disk.kind.startswith("Files"):
+                raise ValueError(f"not allowed inside {section.label} (opened at {section.line})")
+            within = section.disk
+        if name == "Directory":
+            pattern = str(parser.path(pattern))
+        check_pattern(name, pattern)
+        disk_scope = _Scope()
+        disk = DiskSection(name, pattern, str(line), disk_scope.values, within, disk_scope.sources)
+        parser.context().disk_sections.append(disk)  # each <VirtualHost> has its own
+        parser.stack.append(_Section(kind, f"<{kind} {' '.join(args)}>", line, True, disk_scope, disk))
 
     return apply
 
@@ -1380,20 +1520,103 @@ def _no_effect(reason: str, *, warn: bool = False, only: str | None = None) -> _
     def apply(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
         if only is not None and args[0].lower() != only.lower():
             raise ValueError(f"only '{only}' is supported: {reason}")
-        section = parser.location()
-        if section is None or not section.disk:  # a <Directory> already said it has no effect
-            (parser.warn if warn else parser.note)(line, reason)
+        (parser.warn if warn else parser.note)(line, reason)
+
+    return apply
+
+
+def _extensions(args: list[str]) -> list[str]:
+    """mod_mime's extensions, with or without their dot, compared case-insensitively."""
+    for ext in args:
+        if not ext.strip(".") or "/" in ext:
+            raise ValueError(f"expected file extensions such as .php or php, got {ext!r}")
+    return ["." + ext.lstrip(".").lower() for ext in args]
+
+
+def _by_extension(attr: str, convert: _Convert) -> _Apply:
+    """AddHandler/AddType VALUE EXT...: later lines add to (and override) earlier ones."""
+
+    def apply(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+        value = convert(args[0])
+        scope.values.setdefault(attr, {}).update(dict.fromkeys(_extensions(args[1:]), value))
+        scope.sources[attr] = line
 
     return apply
 
 
 def _add_handler(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
-    parser.warn(
-        line,
-        "AddHandler has no effect yet: script handlers by file extension are not implemented, "
-        "so requests here get no handler (404) unless SetHandler gives one",
-    )
-    scope.set("add_handler", args[0], line)
+    """A handler prefork-wasm lacks (cgi-script) is kept, so its files are refused (403), never
+    sent as their source by the static handler."""
+    if args[0].lower() not in HANDLERS:
+        parser.warn(
+            line,
+            f"AddHandler {args[0]}: prefork-wasm has no such handler (it has {', '.join(HANDLERS)}); "
+            f"requests for {' '.join(args[1:])} files are refused (403)",
+        )
+    _by_extension("add_handlers", str.lower)(parser, scope, args, line)
+
+
+def _mime_type(arg: str) -> str:
+    if not re.fullmatch(r"[\w.+-]+/[\w.+-]+", arg):
+        raise ValueError(f"expected a MIME type such as text/html, got {arg!r}")
+    return arg.lower()
+
+
+def _not_in_location(parser: _Parser, directive: str) -> None:
+    """DocumentRoot and Alias map URLs to disk: Apache takes them at server (or virtual host)
+    level, not in a <Location> or <Directory>."""
+    section = parser.location()
+    if section is not None:
+        raise ValueError(
+            f"not allowed inside {section.label} (opened at {section.line}); {directive} maps URLs for "
+            f"a whole server, so give it at server level or in a <VirtualHost>"
+        )
+
+
+def _document_root(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    _not_in_location(parser, "DocumentRoot")
+    root = parser.path(args[0])
+    if not root.is_dir():  # Apache warns and starts: requests there are 404 until it exists
+        parser.warn(line, f"DocumentRoot {root} does not exist (or is not a directory): its URLs answer 404")
+    scope.set("document_root", root, line)
+
+
+def _alias(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    _not_in_location(parser, "Alias")
+    url, target = args
+    if not url.startswith("/"):
+        raise ValueError(f"the URL path must start with '/', got {url!r}")
+    path = parser.path(target)
+    if not path.exists():
+        parser.warn(line, f"Alias target {path} does not exist: its URLs answer 404")
+    scope.append("aliases", (url, path), line)
+
+
+def _directory_index(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    """Relative names only, looked up in the requested directory; 'disabled' turns it off."""
+    if [arg.lower() for arg in args] == ["disabled"]:
+        scope.set("directory_index", [], line)
+        return
+    for name in args:
+        if "/" in name or name in (".", ".."):
+            raise ValueError(f"expected file names such as index.html (a URL path like {name!r} is not supported)")
+    scope.set("directory_index", list(args), line)
+
+
+def _options(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    change = parse_options(args)
+    inert = (change.absolute or change.add) & INERT_OPTIONS
+    if inert:
+        parser.note(
+            line,
+            f"Options {', '.join(sorted(inert))}: no effect here "
+            f"(only Indexes, FollowSymLinks and SymLinksIfOwnerMatch have one)",
+        )
+    scope.append("options", change, line)
+
+
+def _types_config(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    scope.set("types_config", parser.existing(args[0], "file"), line)
 
 
 def _wasm_module(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
@@ -1453,19 +1676,29 @@ _TABLE = (
     _disk("IncludeOptional", "FILE-OR-GLOB", _include(optional=True)),
     _disk("<IfDefine>", "[!]NAME", _open_ifdefine),
     _disk("<IfModule>", "[!]MODULE", _open_ifmodule),
-    # Apache's, accepted for stock configs though they change nothing here (README: Migrating).
-    _disk("<Files>", "PATTERN", _open_disk_section("Files")),
+    # Files on disk (filemap.py, dirconfig.py).
+    _disk("<Files>", "[~] PATTERN", _open_disk_section("Files"), (1, 2)),
     _disk("<FilesMatch>", "REGEX", _open_disk_section("FilesMatch")),
-    _disk("Options", "[+|-]OPTION ...", _no_effect("Options has no effect: no files are served from disk"), (1, None)),
+    _disk("<Directory>", "[~] DIRECTORY", _open_disk_section("Directory"), (1, 2)),
+    _disk("<DirectoryMatch>", "REGEX", _open_disk_section("DirectoryMatch")),
+    _disk("Options", "[+|-]OPTION ...", _options, (1, None)),
     _disk("AllowOverride", "All|None|TYPE ...", _no_effect("AllowOverride has no effect: .htaccess files are never read"), (1, None)),
+    _disk("DirectoryIndex", "FILE ...|disabled", _directory_index, (1, None)),
+    _disk("AddType", "MIME-TYPE EXTENSION ...", _by_extension("add_types", _mime_type), (2, None)),
+    _disk("AddHandler", "HANDLER EXTENSION ...", _add_handler, (2, None)),
+    _Directive("DocumentRoot", "DIRECTORY", _document_root),
+    _Directive("Alias", "URL-PATH FILE-OR-DIRECTORY", _alias, (2, 2)),
+    _server("TypesConfig", "FILE", _types_config),
+    _vhost(
+        "ScriptAlias",
+        "URL-PATH DIRECTORY",
+        _no_effect("ScriptAlias has no effect: prefork-wasm runs no host CGI programs; use AddHandler wasm-handler .EXT", warn=True),
+        (2, 2),
+    ),
     _server("LoadModule", "MODULE FILE", _load_module, (2, 2)),
-    _vhost("<Directory>", "DIRECTORY", _open_disk_section("Directory")),
-    _vhost("<DirectoryMatch>", "REGEX", _open_disk_section("DirectoryMatch")),
-    _vhost("DocumentRoot", "DIRECTORY", _no_effect("DocumentRoot has no effect yet: static files are not served", warn=True)),
     _vhost("ServerAdmin", "EMAIL|URL", _no_effect("ServerAdmin has no effect: it is shown only on Apache's own error pages")),
     _vhost("HostnameLookups", "Off", _no_effect("client addresses are never resolved to names", only="Off")),
     _vhost("AddDefaultCharset", "Off", _no_effect("a response's charset is the one its module sets", only="Off")),
-    _Directive("AddHandler", "HANDLER EXTENSION ...", _add_handler, (2, None)),
     # Server level only.
     _vhost("<Location>", "/PREFIX|~ REGEX", _open_location, (1, 2)),
     _vhost("<LocationMatch>", "REGEX", _open_location_match),
@@ -1505,17 +1738,17 @@ _TABLE = (
     _server("LimitResponseBody", "SIZE", _set("limit_response_body", parse_size)),
     _server("AllowEncodedSlashes", "On|Off|NoDecode", _set("allow_encoded_slashes", _choice(*ENCODED_SLASHES))),
     # Server level (as defaults) or inside <Location>.
-    _Directive("SetHandler", "wasm-handler|server-status|metrics|health|none", _set("handler", _handler)),
-    _Directive("WasmModule", "FILE.wasm", _wasm_module),
-    _Directive("WasmDir", "DIRECTORY [ro|rw]", _wasm_dir, (1, 2)),
-    _Directive("WasmMapDir", "GUEST-PATH HOST-DIRECTORY [ro|rw]", _wasm_map_dir, (2, 3)),
-    _Directive("WasmArg", "ARGUMENT", _wasm_arg),
-    _Directive("WasmEnv", "NAME VALUE", _wasm_env, (2, 2)),
-    _Directive("WasmEnableCGI", "On|Off", _set("enable_cgi", _on_off)),
-    _Directive("WasmMapCGIFileNames", "On|Off", _set("map_cgi_file_names", _on_off)),
-    _Directive("WasmEntryPoint", "FUNCTION", _set("entry_point", str)),
-    _Directive("WasmTimeout", "SECONDS", _set("timeout", _seconds(positive=True))),
-    _Directive("WasmMemoryLimit", "SIZE", _set("memory_limit", _memory_limit)),
+    _disk("SetHandler", "wasm-handler|server-status|metrics|health|none", _set("handler", _handler)),
+    _disk("WasmModule", "FILE.wasm", _wasm_module),
+    _disk("WasmDir", "DIRECTORY [ro|rw]", _wasm_dir, (1, 2)),
+    _disk("WasmMapDir", "GUEST-PATH HOST-DIRECTORY [ro|rw]", _wasm_map_dir, (2, 3)),
+    _disk("WasmArg", "ARGUMENT", _wasm_arg),
+    _disk("WasmEnv", "NAME VALUE", _wasm_env, (2, 2)),
+    _disk("WasmEnableCGI", "On|Off", _set("enable_cgi", _on_off)),
+    _disk("WasmMapCGIFileNames", "On|Off", _set("map_cgi_file_names", _on_off)),
+    _disk("WasmEntryPoint", "FUNCTION", _set("entry_point", str)),
+    _disk("WasmTimeout", "SECONDS", _set("timeout", _seconds(positive=True))),
+    _disk("WasmMemoryLimit", "SIZE", _set("memory_limit", _memory_limit)),
     _Directive("ForceType", "MIME-TYPE|None", _set("force_type", _force_type)),
     _disk("Require", "all granted|all denied|local|ip ADDRESS...", _require, (1, None)),
     _Directive("LimitRequestBody", "SIZE", _set("limit_request_body", parse_size)),

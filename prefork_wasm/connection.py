@@ -14,6 +14,7 @@ The pure checks (`HeadScanner`, `check_request_line`, `body_length`, `ChunkedSca
 from __future__ import annotations
 
 import math
+import os
 import re
 import select
 import socket
@@ -27,7 +28,7 @@ from typing import Protocol
 
 import h11
 
-from .messages import SERVER_SOFTWARE, Request, Response, error_response, reason_phrase
+from .messages import SERVER_SOFTWARE, FileBody, Request, Response, error_response, reason_phrase
 from .paths import PathRefused, request_path
 from .reqtimeout import BODY_DEFAULT, HEADER_DEFAULT, Deadline, ReadTimeout
 
@@ -46,6 +47,8 @@ MAX_FIELDS = 32767
 # Empty lines ignored before a request line (RFC 9112 2.2 says at least one); Apache's
 # DEFAULT_LIMIT_BLANK_LINES. They are what old clients send after a POST body.
 MAX_BLANK_LINES = 10
+# The most one sendfile call is asked for: a file body goes out in steps this size.
+SENDFILE_CHUNK = 1 << 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -722,16 +725,42 @@ _NO_BODY = frozenset({204, 304})
 def _send_response(
     conn: h11.Connection, sock: socket.socket, head_only: bool, response: Response, close: bool, timeout: float
 ) -> int:
-    """Write head and body within `timeout`, in as few sends as possible; returns the body bytes sent."""
-    deadline = time.monotonic() + timeout
+    """Write head and body within `timeout`, in as few sends as possible; returns the body bytes
+    sent. A file body (static.py) is sent with sendfile and its file closed, whatever happens."""
     body = response.body
+    if not isinstance(body, FileBody):
+        return _send_bytes_response(conn, sock, head_only, response, body, close, timeout)
+    try:
+        head = _response_head(conn, response, len(body), close)
+        _sendall(sock, head, time.monotonic() + timeout)
+        return 0 if head_only or response.status in _NO_BODY else _sendfile(sock, body, timeout)
+    finally:
+        body.file.close()
+
+
+def _response_head(conn: h11.Connection, response: Response, length: int, close: bool) -> bytes:
     headers = [(b"date", http_date()), (b"server", _SERVER), *response.headers]
-    headers.append((b"content-length", str(len(body)).encode()))
+    if response.status != 304:  # a 304's Content-Length would have to be the 200's (RFC 9110 8.6)
+        headers.append((b"content-length", str(length).encode()))
     if close:
         headers.append((b"connection", b"close"))
     reason = response.reason or reason_phrase(response.status)
     head = conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
     assert head is not None
+    return head
+
+
+def _send_bytes_response(
+    conn: h11.Connection,
+    sock: socket.socket,
+    head_only: bool,
+    response: Response,
+    body: bytes | memoryview,
+    close: bool,
+    timeout: float,
+) -> int:
+    deadline = time.monotonic() + timeout
+    head = _response_head(conn, response, len(body), close)
     if head_only or not body:
         conn.send(h11.EndOfMessage())
         _sendall(sock, head, deadline)
@@ -747,6 +776,27 @@ def _send_response(
         _sendall(sock, head, deadline)
         _sendall(sock, body, deadline)
     return len(body)
+
+
+def _sendfile(sock: socket.socket, body: FileBody, timeout: float) -> int:
+    """Send the file's span straight from the page cache; returns the bytes sent. `timeout`
+    bounds each wait for the client (Apache's Timeout), not the whole transfer, so a large file
+    reaches a slow client that keeps reading. A file that shrank meanwhile ends the connection
+    short of its Content-Length, which the client sees."""
+    out, fd = sock.fileno(), body.file.fileno()
+    offset, end = body.offset, body.offset + body.length
+    while offset < end:
+        try:
+            sent = os.sendfile(out, fd, offset, min(end - offset, SENDFILE_CHUNK))
+        except BlockingIOError:
+            _wait(sock, select.POLLOUT, time.monotonic() + timeout)
+            continue
+        except OSError:
+            raise _ClientGone() from None
+        if not sent:
+            raise _ClientGone()
+        offset += sent
+    return offset - body.offset
 
 
 def _refuse(

@@ -7,17 +7,21 @@ argv, preopens, limits) is prepared once per worker and distinct merged result i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
-from . import __version__, cgi
+from . import __version__, cgi, static
 from .compiler import Artifact
-from .config import LocationConfig, ServerConfig, VirtualHost, canonical_name
+from .config import LocationConfig, Locations, ServerConfig, VirtualHost, canonical_name, require_allows
 from .counters import Recorder
+from .dirconfig import DirSettings, settings_for
+from .filemap import Mapped, Unmapped, resolve, translate
 from .logs import AccessLog, AccessRecord, ErrorLog
 from .messages import SERVER_SOFTWARE, Request, Response, error_response
 from .routing import request_host, select_host
@@ -58,7 +62,9 @@ class Route:
 
 
 class Routes:
-    """The worker's Routes: one per distinct merged LocationConfig, built on its first request.
+    """The worker's Routes: one per distinct merged LocationConfig, built on its first request;
+    and one per script whose <Directory>/<Files> sections change its Wasm settings (per distinct
+    set of such sections: the module is already loaded, building one is cheap).
 
     `Locations` keeps one LocationConfig per distinct set of matching sections for the worker's
     life, so its identity keys the Route (the Route holds it: the id is never reused)."""
@@ -68,11 +74,22 @@ class Routes:
         self.artifacts = artifacts
         self.loaded = loaded
         self._routes: dict[int, Route] = {}
+        self._scripts: dict[tuple[int, tuple[str, ...]], Route] = {}
 
     def __getitem__(self, loc: LocationConfig) -> Route:
         route = self._routes.get(id(loc))
         if route is None:
             route = self._routes[id(loc)] = _route(self.config, loc, self.artifacts, self.loaded)
+        return route
+
+    def for_script(self, loc: LocationConfig, settings: DirSettings) -> Route:
+        if not settings.wasm:
+            return self[loc]
+        key = (id(loc), settings.wasm_from)
+        route = self._scripts.get(key)
+        if route is None:
+            changed = dataclasses.replace(loc, **settings.wasm)
+            route = self._scripts[key] = _route(self.config, changed, self.artifacts, self.loaded)
         return route
 
 
@@ -92,9 +109,9 @@ def _route(
     config: ServerConfig, loc: LocationConfig, artifacts: dict[Path, Artifact], loaded: dict[Path, Loaded]
 ) -> Route:
     preopens = tuple((str(m.host), m.guest, m.writable) for m in loc.mounts)
-    # Only wasm-handler runs a module (and only its modules are compiled); another handler may
-    # still inherit a server-level WasmModule, or name one beside an AddHandler.
-    module_path = loc.module if loc.handler == "wasm-handler" else None
+    # Only wasm-handler (of the Location, or of its scripts on disk) runs a module, and only
+    # those modules are compiled; another handler may still inherit a server-level WasmModule.
+    module_path = loc.guest_module
     if module_path is not None and module_path not in artifacts:
         # Only where a <LocationMatch> merges with other sections can a combination -t did not see
         # arise (Locations.modules compiles every module it could name; check_routes warned).
@@ -127,6 +144,10 @@ def _guest_path(host_file: Path, loc: LocationConfig) -> str:
         if host_file.is_relative_to(mount.host):
             return str(Path(mount.guest) / host_file.relative_to(mount.host))
     return str(host_file)
+
+
+_NOT_FOUND = "The requested URL was not found on this server."
+_FORBIDDEN = "You don't have permission to access this resource."
 
 
 class RequestIds:
@@ -211,6 +232,11 @@ class Site:
         self._host(request)
         return self._matched[2]
 
+    def _table(self, request: Request) -> Locations:
+        """The Locations (and <Directory> sections) of the server answering `request`."""
+        host = self._host(request)
+        return host.routes if host else self.config.routes
+
     def in_flight(self, answer: Callable[[Response], None]) -> None:
         self._answer = answer
 
@@ -220,10 +246,12 @@ class Site:
         route: Route | None = None
         try:
             loc = self._location(request)
-            if loc is None or loc.handler is None:
-                return error_response(404, "The requested URL was not found on this server.")
+            if loc is None:
+                return error_response(404, _NOT_FOUND)
+            if loc.handler is None:
+                return self._from_disk(request, loc)
             if not loc.allows(request.remote_addr):
-                return error_response(403, "You don't have permission to access this resource.")
+                return error_response(403, _FORBIDDEN)
             page = self.pages.get(loc.handler)
             if page is not None:
                 return page(request)
@@ -237,24 +265,80 @@ class Site:
             self._log_failure(request, route.module_name if route else "-", f"internal error: {_cause(e)}")
             return error_response(500, _FAILURE_TEXT[500])
 
-    def _run(self, request: Request, route: Route) -> Response:
+    def _from_disk(self, request: Request, loc: LocationConfig) -> Response:
+        """A Location without a handler serves what its URL names on disk (filemap.py): a file
+        through its handler (AddHandler, SetHandler in <Files>) or statically, a directory's
+        index or listing. Access is decided on the merged <Directory>/<Files> settings."""
+        sections = self._table(request).disk
+
+        def settings_at(directory: str, name: str | None) -> DirSettings:
+            return settings_for(loc, sections, directory, name)
+
+        addr = request.remote_addr
+        try:
+            mapped = resolve(request.path, loc, settings_at)
+        except Unmapped as e:
+            denied = e.directory is not None and not require_allows(settings_at(e.directory, None).require, addr)
+            return error_response(403, _FORBIDDEN) if denied or e.status == 403 else error_response(404, _NOT_FOUND)
+        settings = mapped.settings
+        if not require_allows(settings.require, addr):
+            return error_response(403, _FORBIDDEN)
+        if mapped.kind == "slash":  # mod_dir: the directory's URL ends in '/'
+            query = f"?{request.query}" if request.query else ""
+            response = error_response(301, "The document has moved.")
+            response.headers.append((b"location", (quote(mapped.url, safe="/!$&'()*+,;=:@~") + query).encode()))
+            return response
+        if mapped.kind == "listing":
+            if "Indexes" not in settings.options:
+                return error_response(403, _FORBIDDEN)
+            return static.listing(mapped.file, mapped.url)
+        handler = settings.handler_for(mapped.file.name)
+        if handler == WASM_HANDLER:
+            route = self.routes.for_script(loc, settings)
+            self.slot.module = route.module_name.encode()[:MODULE_CHARS - 1]
+            return self._run(request, route, mapped)
+        page = self.pages.get(handler) if handler is not None else None
+        if page is not None:
+            return page(request)
+        if handler is not None:  # one prefork-wasm lacks (AddHandler cgi-script): never the source
+            return error_response(403, _FORBIDDEN)
+        if mapped.path_info:  # Apache's default handler takes no PATH_INFO (AcceptPathInfo Default)
+            return error_response(404, _NOT_FOUND)
+        mime = static.content_type(mapped.file.name, settings.add_types, static.type_table(self.config.types_config))
+        return static.file_response(request.method, request.header, mapped.file, mime)
+
+    def _run(self, request: Request, route: Route, script: Mapped | None = None) -> Response:
+        """Run the route's module; for a script on disk (`script`), with that script's argv and
+        CGI variables: its guest path appended to argv, SCRIPT_NAME its URL, and mod_cgi's
+        SCRIPT_FILENAME, PATH_INFO, PATH_TRANSLATED and DOCUMENT_ROOT."""
         loc = route.location
-        assert route.module is not None
+        if route.module is None:
+            raise RuntimeError(f"no WasmModule runs the scripts of <Location {loc.prefix}>")
+        argv, script_name, script_filename, path_info, extra = (
+            route.argv, route.script_name, route.script_filename, None, loc.env
+        )
+        if script is not None:
+            guest = _guest_path(script.file, loc)
+            argv = [*argv, guest]
+            script_name, path_info = script.url, script.path_info
+            script_filename = guest if loc.map_cgi_file_names else str(script.file)
+            extra = {**_script_variables(loc, script), **loc.env}
         if loc.enable_cgi:
             env = cgi.build_environ(
                 request,
                 server_name=self._server_name(request),
-                script_name=route.script_name,
-                script_filename=route.script_filename,
+                script_name=script_name,
+                script_filename=script_filename,
                 content_length=_content_length(request),
-                extra=loc.env,
+                extra=extra,
                 server_software=self.server_software,
+                path_info=path_info,
             )
         else:
             env = loc.env
         started = time.perf_counter()
         result = self.runtime.run(
-            route.module, route.spec, route.argv, env, request.body,
+            route.module, route.spec, argv, env, request.body,
             abandon=lambda outcome, cause: self._abandon(request, route, outcome, cause, started),
         )
         self._count_guest(route, result.outcome, started)
@@ -380,6 +464,16 @@ def _cause(error: Exception) -> str:
     frames = traceback.extract_tb(error.__traceback__)
     where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
     return f"{type(error).__name__}: {error}{where}"
+
+
+def _script_variables(loc: LocationConfig, script: Mapped) -> dict[str, str]:
+    """mod_cgi's DOCUMENT_ROOT, and PATH_TRANSLATED (PATH_INFO mapped as a URL would be)."""
+    env = {"DOCUMENT_ROOT": str(loc.document_root or "")}
+    target = translate(script.path_info, loc) if script.path_info else None
+    if target is not None:
+        root, _, segments = target
+        env["PATH_TRANSLATED"] = str(root.joinpath(*segments)) + ("/" if script.path_info.endswith("/") else "")
+    return env
 
 
 def _content_length(request: Request) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import io
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
@@ -42,10 +43,23 @@ class Request:
 
 
 @dataclass(slots=True)
+class FileBody:
+    """A body sent from an open file (`length` bytes from `offset`) with sendfile, never read
+    into memory; the connection closes the file once the response is written."""
+
+    file: io.FileIO
+    offset: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+
+@dataclass(slots=True)
 class Response:
     status: int
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    body: bytes | memoryview = b""
+    body: bytes | memoryview | FileBody = b""
     reason: bytes = b""
     # Set by handlers for the error log and the scoreboard, never sent.
     module: str = ""

@@ -278,7 +278,7 @@ def pool_for(config: ServerConfig, artifacts: dict[Path, Artifact]) -> Pool | No
     each time, and allocates on demand."""
     if any(artifact.info.component for artifact in artifacts.values()):
         return None
-    limits = [loc.memory_limit for loc in config.locations if loc.module is not None]
+    limits = [loc.memory_limit for loc in [*config.locations, *config.section_runs()] if loc.module is not None]
     if not limits or None in limits:
         return Pool(WASM32_MEMORY_MAX)
     return Pool(max(limit for limit in limits if limit is not None))

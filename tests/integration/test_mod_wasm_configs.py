@@ -3,8 +3,10 @@ with only their paths and Listen changed; and -t, -S, -M as Apache's users know 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -31,8 +33,22 @@ def install(server: Server) -> Server:
         shutil.copyfile(EXAMPLES / "hello.wasm", module)
     for directory in re.findall(r"^\s*Wasm(?:Map)?Dir\s+(?:\S+\s+)?(\S+)$", main, re.MULTILINE):
         Path(directory).mkdir(parents=True, exist_ok=True)
+    # What Apache's image has beside its httpd.conf: the types file and the "It works!" page.
+    (root / "conf" / "mime.types").write_text("text/html html htm\ntext/css css\n")
+    (root / "htdocs").mkdir(exist_ok=True)
+    (root / "htdocs" / "index.html").write_text("<html><body><h1>It works!</h1></body></html>\n")
     server.conf = root / "conf" / "httpd.conf"
     return server
+
+
+def traversable(path: Path) -> None:
+    """As root, the config's 'User daemon' workers must reach the DocumentRoot under pytest's
+    private (0700) temporary folders: let others traverse (not list) them."""
+    if os.geteuid() == 0:
+        for folder in [path, *path.parents]:
+            mode = folder.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                folder.chmod(mode | stat.S_IXOTH)
 
 
 def cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
@@ -49,8 +65,8 @@ def test_mod_wasm_example_config_passes_check(make_server: Callable[..., Server]
     assert f"{conf}/cgi_demo.conf:7: prefork-wasm has no equivalent of cgid_module" in warnings
     assert "has no equivalent of rewrite_module; its directives will be refused" in warnings
     assert "has no equivalent of wasm_module" not in warnings
-    assert "DocumentRoot has no effect yet" in warnings
-    assert warnings.count("AddHandler has no effect yet") == 6  # the PHP demos
+    assert f"{conf}/cgi_demo.conf:49: AddHandler cgi-script: prefork-wasm has no such handler" in warnings
+    assert "AddHandler wasm-handler:" not in warnings  # the PHP demos' script handlers are real
     assert all(line.startswith("prefork-wasm: warning: ") for line in warnings.splitlines())
 
 
@@ -66,15 +82,30 @@ def test_mod_wasm_example_config_shows_its_routes(make_server: Callable[..., Ser
     assert f'ServerRoot: "{server.root}"' in lines
     hello = server.root / "wasm_modules" / "rust-wasm" / "hello_wasm.wasm"
     assert any(re.fullmatch(rf"/hello-wasm +wasm-handler {hello} \({server.conf}:\d+\)", line) for line in lines)
-    assert any(re.fullmatch(r"/php-hello +no handler \(404\) .*", line) for line in lines)
+    php = server.root / "wasm_modules" / "php-wasm" / "php-cgi-8.2.0.wasm"
+    served = rf"/php-hello +files from {server.root}/htdocs, scripts run by {php} \({server.conf}:\d+\)"
+    assert any(re.fullmatch(served, line) for line in lines)
 
 
 def test_mod_wasm_example_config_serves_its_hello_route(make_server: Callable[..., Server]) -> None:
-    server = install(make_server("", start=False)).start()
+    server = install(make_server("", start=False))
+    traversable(server.root / "htdocs")
+    server.start()
     status, _, body, _ = server.get("/hello-wasm")
     assert status == 200
     assert b"Hello from WebAssembly!" in body  # not CGI there: our CGI hello's header is in the body
-    assert server.get("/php-hello/index.php")[0] == 404  # AddHandler: not served yet
+    status, headers, body, _ = server.get("/")
+    assert (status, headers["content-type"], body) == (200, "text/html", b"<html><body><h1>It works!</h1></body></html>\n")
+    assert server.get("/php-hello/index.php")[0] == 404  # no such script: no guest run
+    (server.root / "htdocs" / "php-hello").mkdir()
+    (server.root / "htdocs" / "php-hello" / "index.php").write_text("<?php echo 'hi';")
+    status, _, body, _ = server.get("/php-hello/index.php")  # AddHandler wasm-handler .php
+    assert (status, body) == (200, b"Hello from WebAssembly!\n")  # hello.wasm stands in for php-cgi
+    # The later 'DirectoryIndex index.html' replaced 'index.php' (as in Apache), and htdocs has
+    # 'Options Indexes': the directory is listed.
+    status, _, body, _ = server.get("/php-hello/")
+    assert (status, b'<a href="index.php">' in body) == (200, True)
+    assert server.get("/.htaccess")[0] == 403
     assert "LoadModule wasm_module: built into prefork-wasm" not in server.log()  # info, and LogLevel warn
 
 

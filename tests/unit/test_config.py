@@ -567,7 +567,7 @@ def test_server_level_wasm_handler_without_module_is_reported_at_set_handler() -
 def test_module_without_wasm_handler_is_reported_at_the_location(handler: str) -> None:
     err = fails(f"Listen 8080\n<Location /app>\nWasmModule hello.wasm\n{handler}\n</Location>\n")
     assert str(err) == (
-        "server.conf:2: <Location /app>: WasmModule without 'SetHandler wasm-handler' (add it to this <Location>)"
+        "server.conf:2: <Location /app>: WasmModule without 'SetHandler wasm-handler' or 'AddHandler wasm-handler .EXT' (add one to this <Location>)"
     )
 
 
@@ -575,7 +575,7 @@ def test_server_level_module_nobody_serves_warns() -> None:
     config = load("Listen 8080\nWasmModule hello.wasm\n")
     assert config.warnings == [
         "server.conf:2: WasmModule at server level is not served anywhere; "
-        "add 'SetHandler wasm-handler' (at server level or in a <Location>)"
+        "add 'SetHandler wasm-handler' or 'AddHandler wasm-handler .EXT' (at server level or in a <Location>)"
     ]
 
 
@@ -640,6 +640,7 @@ def test_location_defaults(root: Path) -> None:
             force_type=None,
             require=[],
             limit_request_body=1073741824,
+            explicit=frozenset({"handler", "module"}),
         )
     ]
 

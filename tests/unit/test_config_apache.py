@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from test_config import HELLO, load, root  # noqa: F401 (root: its autouse server root applies here too)
 
+from prefork_wasm.arbiter import silence_limit
 from prefork_wasm.config import MAX_ERRORS, ConfigErrors
+from prefork_wasm.connection import LINGER_SECONDS
 
 
 def errors(text: str) -> list[str]:
@@ -125,27 +127,40 @@ def test_apache_directives_say_whose_they_are_instead_of_a_look_alike(line: str,
     assert message in errors(HELLO + line + "\n")[0]
 
 
-def test_directory_and_files_sections_are_checked_and_have_no_effect() -> None:
+def test_directory_and_files_sections_are_kept_in_config_order() -> None:
     config = load(
         HELLO
         + '<Directory />\n    AllowOverride none\n    Require all denied\n</Directory>\n'
         + '<Directory "/srv/www">\n    Options Indexes FollowSymLinks\n    Require all granted\n'
         + '    <Files "*.txt">\n        Require all granted\n    </Files>\n</Directory>\n'
-        + '<Files ".ht*">\n    Require all denied\n</Files>\n'
+        + '<Files ".ht*">\n    Require all denied\n</Files>\n<Directory ~ "^/srv/(a|b)">\n</Directory>\n'
     )
     assert [loc.require for loc in config.locations] == [[]]  # nothing reached the Location
-    assert config.notes == [
-        "server.conf:6: <Directory /> has no effect: prefork-wasm serves no files from disk, only Wasm routes",
-        "server.conf:10: <Directory /srv/www> has no effect: prefork-wasm serves no files from disk, only Wasm routes",
-        "server.conf:13: <Files *.txt> has no effect: prefork-wasm serves no files from disk, only Wasm routes",
-        "server.conf:17: <Files .ht*> has no effect: prefork-wasm serves no files from disk, only Wasm routes",
+    sections = config.routes.disk
+    assert [(s.kind, s.pattern, s.source) for s in sections] == [
+        ("Directory", "/", "server.conf:6"),
+        ("Directory", "/srv/www", "server.conf:10"),
+        ("Files", "*.txt", "server.conf:13"),
+        ("Files", ".ht*", "server.conf:17"),
+        ("DirectoryMatch", "^/srv/(a|b)", "server.conf:20"),
     ]
+    assert sections[2].within is sections[1]
+    assert sections[0].settings == {"require": ["all denied"]}
+    assert sections[1].settings["require"] == ["all granted"]
 
 
 @pytest.mark.parametrize(
     "body, message",
     [
-        ("<Directory />\n    SetHandler wasm-handler\n</Directory>\n", "SetHandler: not supported inside <Directory />"),
+        ("<Directory />\n    ForceType text/plain\n</Directory>\n", "ForceType: not supported inside <Directory />"),
+        ("<Directory />\n    <Directory /a>\n    </Directory>\n</Directory>\n", "<Directory>: not allowed inside <Directory />"),
+        ("<Directory ~ (>\n</Directory>\n", "<Directory>: invalid regular expression '('"),
+        ("<Location /x>\n    DocumentRoot /srv\n</Location>\n", "DocumentRoot: not allowed inside <Location /x>"),
+        ("Options +Indexes FollowSymLinks\n", "Options: either all Options must start with + or -"),
+        ("Options Indexs\n", "Options: unknown option 'Indexs'"),
+        ("AddType text .txt\n", "AddType: expected a MIME type such as text/html"),
+        ("DirectoryIndex /index.php\n", "DirectoryIndex: expected file names such as index.html"),
+        ("TypesConfig nowhere.types\n", "TypesConfig: no such file 'nowhere.types'"),
         ("<Directory />\n    Require everyone\n</Directory>\n", "Require: expected 'all granted'"),
         ("<Location /x>\n    <Files a>\n    </Files>\n</Location>\n", "<Files>: not allowed inside <Location /x>"),
         ("<Location /x>\n    <Directory />\n    </Directory>\n</Location>\n", "<Directory>: not allowed inside <Location /x>"),
@@ -159,22 +174,75 @@ def test_what_apache_sections_and_directives_refuse(body: str, message: str) -> 
 
 def test_accepted_apache_directives_say_they_have_no_effect() -> None:
     config = load(
-        HELLO + "ServerAdmin you@example.com\nDocumentRoot /srv/www\nHostnameLookups Off\nAddDefaultCharset Off\n"
+        HELLO + "ServerAdmin you@example.com\nDocumentRoot /nowhere/www\nHostnameLookups Off\nAddDefaultCharset Off\n"
     )
-    assert config.warnings == ["server.conf:7: DocumentRoot has no effect yet: static files are not served"]
+    assert config.warnings == ["server.conf:7: DocumentRoot /nowhere/www does not exist (or is not a directory): its URLs answer 404"]
     assert [note.split(": ", 1)[1].split()[0] for note in config.notes] == ["ServerAdmin", "client", "a"]
 
 
-def test_add_handler_with_a_module_is_a_warning_and_serves_nothing() -> None:
-    config = load("Listen 8080\n<Location /php>\n    AddHandler wasm-handler .php\n    WasmModule hello.wasm\n</Location>\n")
+def test_add_handler_runs_the_location_module_for_files_by_extension(root: Path) -> None:
+    config = load("Listen 8080\n<Location /php>\n    AddHandler wasm-handler .php PHP7\n    WasmModule hello.wasm\n</Location>\n")
+    assert config.warnings == []
+    loc = config.locations[0]
+    assert (loc.handler, loc.add_handlers) == (None, {".php": "wasm-handler", ".php7": "wasm-handler"})
+    assert config.modules() == [root / "hello.wasm"]
+
+
+def test_add_handler_of_a_handler_prefork_wasm_lacks_is_a_warning() -> None:
+    config = load(HELLO + "AddHandler cgi-script .cgi .PL\n")
     assert config.warnings == [
-        (
-            "server.conf:3: AddHandler has no effect yet: script handlers by file extension are not implemented, "
-            "so requests here get no handler (404) unless SetHandler gives one"
-        )
+        "server.conf:6: AddHandler cgi-script: prefork-wasm has no such handler "
+        "(it has wasm-handler, server-status, metrics, health); requests for .cgi .PL files are refused (403)"
     ]
-    assert config.locations[0].handler is None
-    assert config.modules() == []
+    assert config.locations[0].add_handlers == {".cgi": "cgi-script", ".pl": "cgi-script"}
+
+
+def test_wasm_settings_in_a_directory_are_compiled_and_checked(root: Path) -> None:
+    (root / "other.wasm").write_bytes((root / "hello.wasm").read_bytes())
+    config = load(
+        f"Listen 8080\nDocumentRoot {root}\nAddHandler wasm-handler .py\n"
+        f"<Directory {root}/app>\n    WasmModule other.wasm\n    WasmArg -u\n    WasmTimeout 5\n</Directory>\n"
+    )
+    assert config.warnings == []
+    [run] = config.section_runs()
+    assert (run.module, run.args, run.timeout, run.sources["module"]) == (root / "other.wasm", ["-u"], 5.0, "server.conf:5")
+    assert config.modules() == [root / "other.wasm"]
+
+
+def test_scripts_wasm_timeout_bounds_a_worker_s_silence_and_static_files_do_not(root: Path) -> None:
+    config = load(
+        f"Listen 8080\nTimeout 10\nDocumentRoot {root}\n<Location /files>\n    WasmTimeout 400\n</Location>\n"
+        f"<Location /py>\n    AddHandler wasm-handler .py\n    WasmModule hello.wasm\n</Location>\n"
+        f"<Directory {root}/slow>\n    WasmTimeout 200\n</Directory>\n"
+    )
+    assert silence_limit(config) == 10 + 200 + LINGER_SECONDS  # not the 400 of /files, which only serves files
+
+
+def test_add_handler_without_a_module_is_an_error() -> None:
+    assert "AddHandler wasm-handler needs a WasmModule" in errors("Listen 8080\n<Location /php>\n    AddHandler wasm-handler .php\n</Location>\n")[0]
+
+
+def test_add_handler_without_a_module_is_one_error_at_its_line_however_many_locations_inherit_it(root: Path) -> None:
+    lines = errors(
+        f"Listen 8080\nDocumentRoot {root}\nAddHandler wasm-handler .py\n"
+        f"<VirtualHost *:8080>\n    DocumentRoot {root}\n    <Location /x>\n    </Location>\n</VirtualHost>\n"
+    )
+    assert lines == [
+        "server.conf:3: AddHandler: AddHandler wasm-handler needs a WasmModule, the interpreter that runs the "
+        "scripts (add 'WasmModule FILE.wasm' beside it or in the <Location> it serves)"
+    ]
+
+
+def test_file_settings_merge_from_server_level_into_a_location(root: Path) -> None:
+    config = load(
+        f"Listen 8080\nDocumentRoot {root}\nAddType text/x-a .a\nOptions -FollowSymLinks +Indexes\nDirectoryIndex a b\n"
+        "<Location /x>\n    AddType text/x-b .b\n    Options +FollowSymLinks\n</Location>\n"
+    )
+    top, x = sorted(config.locations, key=lambda loc: loc.prefix)
+    assert (top.prefix, top.document_root, top.options) == ("/", root, frozenset({"Indexes"}))
+    assert x.add_types == {".a": "text/x-a", ".b": "text/x-b"}
+    assert x.options == frozenset({"Indexes", "FollowSymLinks"})
+    assert (x.directory_index, x.explicit) == (["a", "b"], frozenset({"add_types", "options"}))
 
 
 def test_wasm_map_dir_takes_a_relative_guest_path_as_mod_wasm_does() -> None:
