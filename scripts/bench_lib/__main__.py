@@ -99,18 +99,6 @@ def measured_run(systems: list[peers.System], url: str, connections: int, second
     return wrk.least_disturbed(url, connections, seconds, close, all_pids(systems), retry_above, retries)
 
 
-def wait_quiet(limit: float, threshold: float = 0.10) -> float:
-    """Wait (up to `limit` s) until other processes use < threshold of the CPU over 5 s."""
-    deadline = time.monotonic() + limit
-    while True:
-        before = report.cpu_snapshot()
-        time.sleep(5)
-        share = report.foreign_load(before, report.cpu_snapshot())["foreign_cpu_share"]
-        if share < threshold or time.monotonic() >= deadline:
-            return share
-        log(f"machine busy ({share:.0%} of CPU used by other processes), waiting")
-
-
 def pool_memory(system: peers.System) -> dict[str, float]:
     return interpreter.memory([psutil.Process(pid) for pid in system.worker_pids()])
 
@@ -227,7 +215,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGHUP, _on_sigterm)
     if args.wait_quiet:
-        share = wait_quiet(args.wait_quiet)
+        share = report.wait_quiet(args.wait_quiet, log)
         log(f"other processes use {share:.0%} of the CPU; starting")
     if args.only:
         return only_section(args, argv)

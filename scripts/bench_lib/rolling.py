@@ -205,6 +205,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="seconds between one instance serving the new version and the next restart (default 1)")
     p.add_argument("--retry-on", default="conn-failure",
                    help="HAProxy's retry-on (default conn-failure, HAProxy's own default)")
+    p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                   help="first wait up to SECONDS for other processes to use < 10%% of the CPU")
     p.add_argument("--name", default="rolling-restart", help="results file stem in benchmarks/results")
     p.add_argument("--keep-dir", action="store_true", help="keep the temp folder (configs, logs)")
     a = p.parse_args(argv)
@@ -333,6 +335,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if args.wait_quiet:
+        log(f"other processes use {report.wait_quiet(args.wait_quiet, log):.0%} of the CPU; starting")
     try:
         with procs.run_folder(args.keep_dir, log) as run_dir:
             res = run(args, run_dir)
