@@ -344,7 +344,7 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [
         f"{m['date']}, {m['nproc']} CPUs ({m['cpu']}), source {res['source']}; "
         f"{s['instances']} instances x {s['workers']} workers, wrk -t2 -c{s['connections']} keep-alive "
-        f"through HAProxy (retry-on {s['retry_on']}; " + ("each instance drained before its restart" if s.get("drain") else "no drain")
+        f"through HAProxy (retry-on {s['retry_on']}; " + ("each instance taken out (maint) before its restart" if s.get("drain") else "no drain")
         + f"), {s['baseline_seconds']:g} s baselines, "
         f"{s['seconds']:g} s while rolling; other load on the machine {load['foreign_cpu_share']:.0%} "
         f"of its CPU, load average {load['loadavg_start']:.2f} -> {load['loadavg_end']:.2f}.",
