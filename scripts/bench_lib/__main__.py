@@ -6,15 +6,12 @@ Run through scripts/bench, which installs wrk, apache2 and the bench venv first.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psutil
 
@@ -102,18 +99,6 @@ def measured_run(systems: list[peers.System], url: str, connections: int, second
     return wrk.least_disturbed(url, connections, seconds, close, all_pids(systems), retry_above, retries)
 
 
-def wait_quiet(limit: float, threshold: float = 0.10) -> float:
-    """Wait (up to `limit` s) until other processes use < threshold of the CPU over 5 s."""
-    deadline = time.monotonic() + limit
-    while True:
-        before = report.cpu_snapshot()
-        time.sleep(5)
-        share = report.foreign_load(before, report.cpu_snapshot())["foreign_cpu_share"]
-        if share < threshold or time.monotonic() >= deadline:
-            return share
-        log(f"machine busy ({share:.0%} of CPU used by other processes), waiting")
-
-
 def pool_memory(system: peers.System) -> dict[str, float]:
     return interpreter.memory([psutil.Process(pid) for pid in system.worker_pids()])
 
@@ -128,25 +113,6 @@ def count_lines(path: Path) -> int:
 
 def log(msg: str) -> None:
     print(f"bench: {msg}", flush=True)
-
-
-@contextlib.contextmanager
-def run_folder(keep: bool) -> Iterator[Path]:
-    """A temporary folder for configs and logs. On the way out every server started is
-    stopped, and the folder is kept when something failed (or with --keep-dir)."""
-    run_dir = Path(tempfile.mkdtemp(prefix="prefork-wasm-bench-"))
-    run_dir.chmod(0o755)
-    log(f"temp folder {run_dir}")
-    ok = False
-    try:
-        yield run_dir
-        ok = True
-    finally:
-        procs.stop_all()
-        if not ok or keep:
-            log(f"configs and logs kept in {run_dir}")
-        else:
-            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def measure_peers(args: argparse.Namespace, systems: list[peers.System], run_dir: Path,
@@ -249,7 +215,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGHUP, _on_sigterm)
     if args.wait_quiet:
-        share = wait_quiet(args.wait_quiet)
+        share = report.wait_quiet(args.wait_quiet, log)
         log(f"other processes use {share:.0%} of the CPU; starting")
     if args.only:
         return only_section(args, argv)
@@ -265,7 +231,7 @@ def main(argv: list[str]) -> int:
         "runs": [], "sweep": [], "servers": {},
     }
     try:
-        with run_folder(args.keep_dir) as run_dir:
+        with procs.run_folder(args.keep_dir, log) as run_dir:
             measure_peers(args, systems, run_dir, data)
     except KeyboardInterrupt:
         log("interrupted, stopping the servers")
@@ -288,7 +254,7 @@ def only_section(args: argparse.Namespace, argv: list[str]) -> int:
         setattr(args, k, v)
     log(f"measuring only: {args.only}")
     try:
-        with run_folder(args.keep_dir) as run_dir:
+        with procs.run_folder(args.keep_dir, log) as run_dir:
             if args.only == "interpreter":
                 data["interpreter"] = measure_interpreter(args, run_dir)
             else:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 import psutil
 
@@ -113,3 +117,22 @@ def wait_http(proc: Proc, port: int, path: str, timeout: float) -> float:
             last = str(e)
         time.sleep(0.02)
     raise RuntimeError(f"{proc.name} did not answer {path} within {timeout:.0f}s ({last}):\n{proc.tail()}")
+
+
+@contextlib.contextmanager
+def run_folder(keep: bool, log: Callable[[str], None]) -> Iterator[Path]:
+    """A temporary folder for configs and logs. On the way out every server started is
+    stopped, and the folder is kept when something failed (or with `keep`)."""
+    run_dir = Path(tempfile.mkdtemp(prefix="prefork-wasm-bench-"))
+    run_dir.chmod(0o755)
+    log(f"temp folder {run_dir}")
+    ok = False
+    try:
+        yield run_dir
+        ok = True
+    finally:
+        stop_all()
+        if not ok or keep:
+            log(f"configs and logs kept in {run_dir}")
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)

@@ -10,7 +10,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import psutil
 
@@ -88,6 +88,18 @@ def foreign_load(start: dict[str, float], end: dict[str, float]) -> dict[str, fl
         "loadavg_start": start["loadavg"],
         "loadavg_end": end["loadavg"],
     }
+
+
+def wait_quiet(limit: float, log: Callable[[str], None], threshold: float = 0.10) -> float:
+    """Wait (up to `limit` s) until other processes use < threshold of the CPU over 5 s."""
+    deadline = time.monotonic() + limit
+    while True:
+        before = cpu_snapshot()
+        time.sleep(5)
+        share = foreign_load(before, cpu_snapshot())["foreign_cpu_share"]
+        if share < threshold or time.monotonic() >= deadline:
+            return share
+        log(f"machine busy ({share:.0%} of CPU used by other processes), waiting")
 
 
 @dataclass
