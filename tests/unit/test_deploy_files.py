@@ -96,9 +96,10 @@ def test_probes_ask_the_health_location_on_the_listen_port() -> None:
     assert health, "conf/container.conf has no <Location> with SetHandler health"
     ports = {p["name"]: p["containerPort"] for p in container()["ports"]}
     listen_port = int(directive("Listen").rsplit(":", 1)[1])
-    for probe in ("readinessProbe", "livenessProbe"):
+    # readiness: 503 while stopping; liveness (`?live`): 200 whenever a worker answers
+    for probe, query in (("readinessProbe", ""), ("livenessProbe", "?live")):
         get = container()[probe]["httpGet"]
-        assert get["path"] == health.group(1)
+        assert get["path"] == health.group(1) + query
         assert ports.get(get["port"], get["port"]) == listen_port
 
 
