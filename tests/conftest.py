@@ -167,6 +167,20 @@ MaxRequestWorkers {start_servers}
     def get(self, path: str, **kw: object) -> tuple[int, dict[str, str], bytes, http.client.HTTPResponse]:
         return self.request("GET", path, **kw)  # type: ignore[arg-type]
 
+    def raw(self, target: str | bytes, method: str = "GET", host: str = "x") -> tuple[int, bytes]:
+        """The status and body for a request-target sent exactly as written: no client library
+        in between to normalise or refuse a hostile one."""
+        if isinstance(target, str):
+            target = target.encode()
+        head = f"{method} ".encode() + target + f" HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(head)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        status_line, _, body = data.partition(b"\r\n\r\n")
+        return int(status_line.split()[1]), body
+
     def signal(self, signum: int) -> None:
         os.kill(self.pid, signum)
 

@@ -69,16 +69,6 @@ AddType text/x-own .own
     server.stop()
 
 
-def raw(server: Server, target: str, method: str = "GET") -> tuple[int, bytes]:
-    """The status and body for a request-target sent exactly as written (no client fix-ups)."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(f"{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
-
 
 def test_a_file_with_its_type_and_validators(server: Server, site: Path) -> None:
     status, headers, body, _ = server.get("/file.txt")
@@ -175,7 +165,7 @@ def test_alias(server: Server) -> None:
     ],
 )
 def test_hostile_and_refused_paths(server: Server, target: str, status: int) -> None:
-    assert raw(server, target)[0] == status
+    assert server.raw(target)[0] == status
 
 
 def rss(pids: set[int]) -> int:

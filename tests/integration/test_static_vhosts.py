@@ -4,7 +4,6 @@ a host's root reaches neither the other host's files nor anything outside (issue
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,28 +53,18 @@ def server(base: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
     srv.stop()
 
 
-def raw(server: Server, host: str, target: str) -> tuple[int, bytes]:
-    """The status and body for a request-target sent exactly as written (no client fix-ups)."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
-
 
 def test_two_hosts_on_one_port_serve_their_own_document_roots(server: Server) -> None:
-    assert raw(server, "one.example", "/file.txt") == (200, b"file of one")
-    assert raw(server, "two.example", "/file.txt") == (200, b"file of two")
-    assert raw(server, "two.example", "/") == (200, b"index of two")
-    assert raw(server, "elsewhere.example", "/") == (200, b"index of one")  # the first host: the default
-    assert raw(server, "one.example", "http://two.example/file.txt") == (200, b"file of two")  # absolute form wins
+    assert server.raw("/file.txt", host="one.example") == (200, b"file of one")
+    assert server.raw("/file.txt", host="two.example") == (200, b"file of two")
+    assert server.raw("/", host="two.example") == (200, b"index of two")
+    assert server.raw("/", host="elsewhere.example") == (200, b"index of one")  # the first host: the default
+    assert server.raw("http://two.example/file.txt", host="one.example") == (200, b"file of two")  # absolute form wins
 
 
 def test_a_host_s_directory_sections_are_its_own(server: Server) -> None:
-    assert raw(server, "one.example", "/closed/secret.txt")[0] == 403
-    assert raw(server, "two.example", "/closed/secret.txt") == (200, b"secret of two")
+    assert server.raw("/closed/secret.txt", host="one.example")[0] == 403
+    assert server.raw("/closed/secret.txt", host="two.example") == (200, b"secret of two")
 
 
 @pytest.mark.parametrize(
@@ -94,6 +83,6 @@ def test_a_host_s_directory_sections_are_its_own(server: Server) -> None:
     ],
 )
 def test_hostile_paths_under_a_host_s_root_are_refused(server: Server, target: str, status: int) -> None:
-    got, body = raw(server, "one.example", target)
+    got, body = server.raw(target, host="one.example")
     assert got == status
     assert b"file of two" not in body and b"outside both roots" not in body and b"secret of" not in body
