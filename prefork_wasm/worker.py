@@ -202,6 +202,7 @@ class Worker:
         slot = self.slot
         max_connections = config.max_connections_per_child
         title = _Title()
+        title.set("idle")  # ready now; later waits retitle only once they last (REPORT_WAIT)
         state = self._state_hook(title)
         ports = {fd: sock.getsockname()[1] for fd, sock in by_fd.items()}
         # The local IP matters only to a <VirtualHost> on a given IP; a listener on one IP knows
