@@ -274,13 +274,13 @@ class Runtime:
         """Map a serialized module or component (shared page cache, not a private copy) and
         prepare its linking."""
         if is_component:
+            if self.pool is not None:
+                raise ValueError("a component needs an engine without the instance pool")  # see pool_for
             if self._component_linker is None:  # one for every component of the worker
                 self._component_linker = ComponentLinker(self.engine)
                 self._component_linker.add_wasip2()
             comp = Component.deserialize_file(self.engine, str(artifact))
             return LoadedComponent(self, comp, self._component_linker)
-        if self.pool is not None and is_component:
-            raise ValueError("a component needs an engine without the instance pool")  # see pool_for
         try:
             module = wasmtime.Module.deserialize_file(self.engine, str(artifact))
         except wasmtime.WasmtimeError as e:

@@ -14,7 +14,7 @@ import wasmtime
 from conftest import EXAMPLES, MODULES, wait_for
 from wasmtime.component import Component
 
-from prefork_wasm.engine import engine_config
+from prefork_wasm.engine import Pool, engine_config
 from prefork_wasm.runtime import (
     STDERR_CAP,
     STUCK_GRACE,
@@ -189,3 +189,10 @@ def test_a_core_entry_is_found_once_and_called_without_the_exports_dict(
     assert list(hello.entries) == ["_start"]
     missing = runtime.run(hello, GuestSpec(entry_point="nope"), ["hello"], {}, b"")
     assert (missing.outcome, missing.detail) == (Outcome.ERROR, "the module exports no function named 'nope'")
+
+
+def test_a_pooled_engine_refuses_a_component_before_reading_it(tmp_path: Path) -> None:
+    """pool_for never pools a worker that serves a component; if it did, loading says why
+    (instead of a component instantiating into a one-instance pool and failing per request)."""
+    with pytest.raises(ValueError, match="component needs an engine without the instance pool"):
+        Runtime(Pool()).load(tmp_path / "never-read.cwasm", is_component=True)
