@@ -167,6 +167,11 @@ def test_quick_start_command_serves_the_examples(tmp_path: Path, component_cache
         assert server.get("/app/files/greeting.txt")[2] == b"Hello from a mapped directory!\n"
         assert server.get("/app/nowhere")[0] == 404
         assert b'"greeting": "hello from WasmEnv"' in server.get("/jsapp")[2]
+        status, headers, body, _ = server.get("/")  # examples/htdocs/index.html, a static file
+        assert status == 200 and headers["content-type"].startswith("text/html") and b'href="/hello"' in body
+        assert server.get("/health")[:3:2] == (200, b"ready (generation 0)\n")
+        assert b'location="/hello"' in server.get("/metrics")[2]
+        assert server.get("/server-status?auto")[0] == 200
     finally:
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGTERM)
