@@ -458,7 +458,7 @@ class LoadedModule:
         if isinstance(entry, str):
             return Outcome.ERROR, 0, entry
         try:
-            instance = self.pre.instantiate(store)
+            instance = _instantiate(store, self.pre)
             if entry.initialize:  # a WASI reactor: its set-up runs first
                 _call_export(store, instance, _Entry(b"_initialize", 0))
             _call_export(store, instance, entry)
@@ -493,13 +493,28 @@ def _find_entry(module: wasmtime.Module, entry_point: str) -> _Entry | str:
     return _Entry(entry_point.encode(), len(kind.results), reactor and entry_point != "_initialize")
 
 
-def _call_export(store: wasmtime.Store, instance: wasmtime.Instance, entry: _Entry) -> None:
-    """Call a parameterless export whose type `_find_entry` checked; its results are dropped.
-    Raises what `Func.__call__` raises (WasmtimeError, ExitTrap, Trap)."""
+def _instantiate(store: wasmtime.Store, pre: wasmtime.InstancePre) -> Any:
+    """`InstancePre.instantiate` through the C API: without its context manager (there to pass
+    on exceptions of Python host functions, which a WASI module has none of) and the Instance
+    object. Returns the C API's instance handle; raises WasmtimeError or Trap as it does."""
+    instance = _ffi.wasmtime_instance_t()
+    trap = ctypes.POINTER(_ffi.wasm_trap_t)()
+    error = _ffi.wasmtime_instance_pre_instantiate(pre.ptr(), store._context(), ctypes.byref(instance), ctypes.byref(trap))
+    if error:
+        raise wasmtime.WasmtimeError._from_ptr(error)
+    if trap:
+        raise wasmtime.Trap._from_ptr(trap)
+    return instance
+
+
+def _call_export(store: wasmtime.Store, instance: Any, entry: _Entry) -> None:
+    """Call a parameterless export of `instance` (a C API handle from `_instantiate`) whose type
+    `_find_entry` checked; its results are dropped. Raises what `Func.__call__` raises
+    (WasmtimeError, ExitTrap, Trap)."""
     context = store._context()
     item = _ffi.wasmtime_extern_t()
     if not _ffi.wasmtime_instance_export_get(
-        context, ctypes.byref(instance._instance), entry.name, len(entry.name), ctypes.byref(item)
+        context, ctypes.byref(instance), entry.name, len(entry.name), ctypes.byref(item)
     ):
         raise wasmtime.WasmtimeError(f"no export named '{entry.name.decode()}'")
     results = (_ffi.wasmtime_val_t * entry.results)()
