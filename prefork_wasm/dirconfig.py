@@ -103,10 +103,11 @@ class DiskSection:
     settings: dict[str, Any] = field(default_factory=dict)
     within: DiskSection | None = None
     sources: dict[str, Any] = field(default_factory=dict)  # where each setting was made: str() is 'FILE:LINE'
+    regex: re.Pattern[str] | None = field(init=False, repr=False, compare=False)  # for the Match kinds
 
-    @property
-    def regex(self) -> re.Pattern[str] | None:
-        return _compiled(self.pattern) if self.kind.endswith("Match") else None
+    def __post_init__(self) -> None:
+        # Compiled once with the section (check_pattern has refused a bad one at its line).
+        object.__setattr__(self, "regex", re.compile(self.pattern) if self.kind.endswith("Match") else None)
 
     def covers_dir(self, directory: str) -> bool:
         """A Directory section covers its directory and everything below it."""
@@ -127,13 +128,6 @@ class DiskSection:
             assert regex is not None
             return regex.search(name) is not None
         return fnmatch.fnmatchcase(name, self.pattern)
-
-
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return _REGEX_CACHE.get(pattern) or _REGEX_CACHE.setdefault(pattern, re.compile(pattern))
-
-
-_REGEX_CACHE: dict[str, re.Pattern[str]] = {}
 
 
 def check_pattern(kind: str, pattern: str) -> None:
