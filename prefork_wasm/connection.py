@@ -729,13 +729,28 @@ def _send_response(
     sent. A file body (static.py) is sent with sendfile and its file closed, whatever happens."""
     body = response.body
     if not isinstance(body, FileBody):
-        return _send_bytes_response(conn, sock, head_only, response, body, close, timeout)
+        sent = _send_bytes_response(conn, sock, head_only, response, body, close, timeout)
+    else:
+        try:
+            head = _response_head(conn, response, len(body), close)
+            no_body = head_only or response.status in _NO_BODY or not len(body)
+            _sendall(sock, head, time.monotonic() + timeout, more=close or not no_body)
+            sent = 0 if no_body else _sendfile(sock, body, timeout)
+        finally:
+            body.file.close()
+    if close:
+        _end_output(sock)
+    return sent
+
+
+def _end_output(sock: socket.socket) -> None:
+    """Our side is done: the FIN leaves now, in the same segment as the response's last bytes
+    (sent with MSG_MORE, held for it), not after logging in one of its own. Closing is left to
+    the caller, which may still drain what the client sends (`_lingering_close`)."""
     try:
-        head = _response_head(conn, response, len(body), close)
-        _sendall(sock, head, time.monotonic() + timeout)
-        return 0 if head_only or response.status in _NO_BODY else _sendfile(sock, body, timeout)
-    finally:
-        body.file.close()
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass  # the client is gone: nothing to tell it
 
 
 def _response_head(conn: h11.Connection, response: Response, length: int, close: bool) -> bytes:
@@ -763,7 +778,7 @@ def _send_bytes_response(
     head = _response_head(conn, response, len(body), close)
     if head_only or not body:
         conn.send(h11.EndOfMessage())
-        _sendall(sock, head, deadline)
+        _sendall(sock, head, deadline, more=close)
         return 0
     if response.status in _NO_BODY:  # h11 refuses the body (the connection then ends unanswered)
         conn.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]
@@ -771,10 +786,10 @@ def _send_bytes_response(
     # Data and EndOfMessage events would only recheck that, at a tenth of a request's CPU; the
     # connection's fate is known from the head (see `serve`).
     if len(body) < RECV_SIZE:
-        _sendall(sock, head + body, deadline)  # one segment for the common small response
+        _sendall(sock, head + body, deadline, more=close)  # one segment for the common small response
     else:
-        _sendall(sock, head, deadline)
-        _sendall(sock, body, deadline)
+        _sendall(sock, head, deadline, more=True)
+        _sendall(sock, body, deadline, more=close)
     return len(body)
 
 
@@ -843,12 +858,15 @@ def _final_response(
         handler.finished(request, response, sent)
 
 
-def _sendall(sock: socket.socket, data: bytes | memoryview, deadline: float) -> None:
-    """sendall bounded by `deadline` as a whole: it waits only while the socket buffer is full."""
+def _sendall(sock: socket.socket, data: bytes | memoryview, deadline: float, more: bool = False) -> None:
+    """sendall bounded by `deadline` as a whole: it waits only while the socket buffer is full.
+    `more`: more follows at once (the body, or the FIN of `_end_output`), so the kernel holds a
+    part-filled segment for it (MSG_MORE) instead of sending it alone under TCP_NODELAY."""
+    flags = socket.MSG_MORE if more else 0
     view = memoryview(data)
     while view:
         try:
-            view = view[sock.send(view) :]
+            view = view[sock.send(view, flags) :]
         except BlockingIOError:
             _wait(sock, select.POLLOUT, deadline)
         except OSError:

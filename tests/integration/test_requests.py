@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from pathlib import Path
@@ -295,6 +296,20 @@ def test_keep_alive_and_pipelining(server: Server) -> None:
     assert data.count(b"HTTP/1.1 201 ") == 2
     assert data.count(b"HTTP/1.1 200 ") == 1
     assert data.index(b"plain output") > data.index(b"created")
+
+
+def test_a_closing_response_carries_the_end_of_the_connection(server: Server) -> None:
+    """With `Connection: close`, the server's FIN leaves with the response's last bytes (MSG_MORE,
+    then a half-close before logging): once the response can be read, so can its end. Sent apart,
+    after the access log, the end would come later and the read below would find nothing yet."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert select.select([sock], [], [], 10)[0]
+        response = sock.recv(65536)
+        sock.setblocking(False)
+        end = sock.recv(65536)  # BlockingIOError if the end had not come with the response
+    assert response.startswith(b"HTTP/1.1 200 ") and response.endswith(b"plain output, no CGI headers\n")
+    assert end == b""
 
 
 def test_access_log_is_combined_format(server: Server) -> None:
