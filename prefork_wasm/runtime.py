@@ -141,11 +141,12 @@ class _Stream:
     def take(self, cap: int) -> tuple[int, bytes]:
         """The run's output size and its first `cap` bytes; the next run's output starts after."""
         first = os.pread(self.fd, _FIRST_READ, self.start)
-        size = len(first) if len(first) < _FIRST_READ else self.size()
-        if cap <= len(first):
-            data = first[:cap]
+        if len(first) < _FIRST_READ:  # the whole output: one syscall
+            size, data = len(first), first[:cap]
         else:
-            data = first + os.pread(self.fd, min(size, cap) - len(first), self.start + len(first))
+            size = self.size()
+            rest = min(size, cap) - len(first)
+            data = first[:cap] if rest <= 0 else first + os.pread(self.fd, rest, self.start + len(first))
         self.start += size
         if self.start > self.retain:
             self.empty()

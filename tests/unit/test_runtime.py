@@ -4,6 +4,7 @@ exports end in the same outcomes."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -15,7 +16,9 @@ from conftest import EXAMPLES, MODULES, wait_for
 from wasmtime.component import Component
 
 from prefork_wasm.engine import Pool, engine_config
+from prefork_wasm import runtime as runtime_module
 from prefork_wasm.runtime import (
+    _FIRST_READ,
     STDERR_CAP,
     STUCK_GRACE,
     GuestSpec,
@@ -23,6 +26,7 @@ from prefork_wasm.runtime import (
     LoadedModule,
     Outcome,
     Runtime,
+    _Stream,
 )
 
 MiB = 2**20
@@ -196,3 +200,31 @@ def test_a_pooled_engine_refuses_a_component_before_reading_it(tmp_path: Path) -
     (instead of a component instantiating into a one-instance pool and failing per request)."""
     with pytest.raises(ValueError, match="component needs an engine without the instance pool"):
         Runtime(Pool()).load(tmp_path / "never-read.cwasm", is_component=True)
+
+
+@pytest.mark.parametrize("size", [0, 52, _FIRST_READ - 1, _FIRST_READ, _FIRST_READ + 1, 300_000])
+def test_a_stream_gives_each_output_whole_with_one_pread_when_it_is_small(
+    size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per request the output is read with as few syscalls as it takes: one pread for an output
+    that fits the first read, which is the common case."""
+    stream = _Stream("test")
+    preads: list[int] = []
+    pread = os.pread
+
+    def counted(fd: int, length: int, offset: int) -> bytes:
+        preads.append(length)
+        return pread(fd, length, offset)
+
+    monkeypatch.setattr(runtime_module.os, "pread", counted)
+    try:
+        for run in range(2):  # the second run's output follows the first's in the memfd
+            output = bytes([65 + run]) * size
+            os.write(stream.fd, output)
+            preads.clear()
+            assert stream.take(sys.maxsize) == (size, output)
+            assert len(preads) == (1 if size <= _FIRST_READ else 2)
+            os.write(stream.fd, output)
+            assert stream.take(10) == (size, output[:10])  # a capped read keeps the true size
+    finally:
+        os.close(stream.fd)
