@@ -229,6 +229,11 @@ class Worker:
                 if fd == self._wake_r:
                     _drain(self._wake_r)
                     continue
+                if self._draining():
+                    # Retired while this wait ended (the master sets the flag before it signals):
+                    # a connection made after that is the next generation's, whatever the order
+                    # of the ready list, or however late this worker got the CPU.
+                    break
                 try:
                     conn, peer = by_fd[fd].accept()
                 except (BlockingIOError, InterruptedError):

@@ -269,3 +269,31 @@ def test_an_unchanged_module_is_not_hashed_again_on_restart(
     wait_for(lambda: "generation 3 configured" in server.log())
     assert hashed()[3] == "0"
     assert server.get("/hello?status")[2] == b"created\n"
+
+
+def test_a_retired_worker_that_wakes_late_leaves_a_waiting_connection_to_the_new_generation(
+    make_server: Callable[..., Server],
+) -> None:
+    """A worker retired by a graceful restart while it could not run (frozen here; a loaded
+    machine does it too) wakes with the signal and a new connection ready at once: it must leave
+    that connection to the next generation, whatever the order of its ready list. One scoreboard
+    slot, so the next generation's worker starts only once the old one has gone."""
+    server = make_server(HELLO + "ServerLimit 1\n", start_servers=1)
+    (old,) = server.wait_for_workers(lambda pids: len(pids) == 1, what="the worker")
+    worker = psutil.Process(old)
+    worker.suspend()
+    try:
+        server.conf.write_text(server.conf.read_text() + "<Location /new>\nSetHandler wasm-handler\n"
+                               f"WasmModule {EXAMPLES}/hello.wasm\nWasmEnableCGI On\n</Location>\n")
+        server.signal(signal.SIGUSR1)
+        wait_for(lambda: "generation 1 configured" in server.log(), what="the restart")
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)  # waits in the backlog
+    finally:
+        worker.resume()
+    with sock:
+        sock.sendall(b"GET /new HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    assert response.startswith(b"HTTP/1.1 200 "), response[:200]
+    assert not psutil.pid_exists(old) or worker.status() == psutil.STATUS_ZOMBIE
