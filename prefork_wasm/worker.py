@@ -191,6 +191,10 @@ class Worker:
         )
         for sock in self.listeners:
             sock.setblocking(False)
+            # Responses go out whole (MSG_MORE holds a part that more follows at once), so Nagle
+            # would only delay them. An accepted connection inherits this from its listener
+            # (Linux): one setsockopt per listener, none per connection.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # The accept wait: EPOLLEXCLUSIVE has a new connection wake one idle worker, not every
         # one (Apache's answer to the thundering herd on Linux). The wake-up pipe is this
         # worker's own, so a graceful stop still ends the wait at once.
@@ -243,7 +247,6 @@ class Worker:
                     continue
                 self.connections += 1
                 slot.connections += 1
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 self._yield.reset()
                 ip = ips[fd] if ips[fd] or not by_ip else conn.getsockname()[0]
                 serve(conn, peer[:2], ports[fd], site, limits, state, ip)
