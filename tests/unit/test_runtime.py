@@ -228,3 +228,18 @@ def test_a_stream_gives_each_output_whole_with_one_pread_when_it_is_small(
             assert stream.take(10) == (size, output[:10])  # a capped read keeps the true size
     finally:
         os.close(stream.fd)
+
+
+@pytest.mark.parametrize("pool", [Pool(), None], ids=["pooled", "on-demand"])
+def test_every_run_starts_from_the_module_s_initial_state(pool: Pool | None, tmp_path: Path) -> None:
+    """A fresh instance per request: a run's memory, globals and table are gone for the next one,
+    also where the pool reuses one slot (memory madvised, table zeroed) for every run."""
+    engine = wasmtime.Engine(engine_config(parallel_compilation=False))
+    artifact = tmp_path / "state.cwasm"
+    artifact.write_bytes(wasmtime.Module.from_file(engine, str(MODULES / "state.wat")).serialize())
+    runtime = Runtime(pool)
+    module = runtime.load(artifact, is_component=False)
+    for _ in range(3):
+        result = runtime.run(module, GuestSpec(), ["state"], {}, b"")
+        assert result.outcome is Outcome.OK
+        assert result.stdout.endswith(b"\n\nm=0 g=0 t=1\n")
