@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from prefork_wasm.config import LocationConfig, ServerConfig, parse_config
+from prefork_wasm.config import ROUTE_MEMORY, LocationConfig, ServerConfig, parse_config
 from prefork_wasm.paths import request_path
 
 
@@ -133,6 +133,17 @@ def test_one_merged_result_per_distinct_set_of_sections() -> None:
     assert served(config, "/admin/a") is served(config, "/admin/b/c")
     assert served(config, "/x") is served(config, "/y")
     assert served(config, "/admin") is not served(config, "/x")
+
+
+def test_a_worker_remembers_the_routing_of_a_bounded_number_of_paths() -> None:
+    """A path's routing is remembered (no scan of the sections per request), for at most
+    ROUTE_MEMORY paths: a client sending ever new paths cannot grow a worker's memory."""
+    config = load(NESTED)
+    admin, other = served(config, "/admin"), served(config, "/x")
+    for i in range(ROUTE_MEMORY * 2 + 1):
+        assert config.match(f"/admin/{i}") is admin
+        assert len(config.routes._by_path) <= ROUTE_MEMORY
+    assert (config.match("/admin"), config.match("/x"), config.match("/administrator")) == (admin, other, other)
 
 
 def test_no_section_and_no_server_handler_is_no_match() -> None:
