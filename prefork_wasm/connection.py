@@ -755,7 +755,7 @@ def _end_output(sock: socket.socket) -> None:
 
 def _response_head(conn: h11.Connection, response: Response, length: int, close: bool) -> bytes:
     headers = [(b"date", http_date()), (b"server", _SERVER), *response.headers]
-    if response.status != 304:  # a 304's Content-Length would have to be the 200's (RFC 9110 8.6)
+    if response.status not in _NO_BODY:  # a 204 has none, a 304's would be the 200's (RFC 9110 8.6)
         headers.append((b"content-length", str(length).encode()))
     if close:
         headers.append((b"connection", b"close"))
@@ -776,13 +776,11 @@ def _send_bytes_response(
 ) -> int:
     deadline = time.monotonic() + timeout
     head = _response_head(conn, response, len(body), close)
-    if head_only or not body:
+    if head_only or not body or response.status in _NO_BODY:  # a guest's body for a 204 or 304 is dropped
         conn.send(h11.EndOfMessage())
         _sendall(sock, head, deadline, more=close)
         return 0
-    if response.status in _NO_BODY:  # h11 refuses the body (the connection then ends unanswered)
-        conn.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]
-    # Otherwise h11 frames nothing more: the head says Content-Length, len(body) goes as is. Its
+    # h11 frames nothing more: the head says Content-Length, len(body) goes as is. Its
     # Data and EndOfMessage events would only recheck that, at a tenth of a request's CPU; the
     # connection's fate is known from the head (see `serve`).
     if len(body) < RECV_SIZE:

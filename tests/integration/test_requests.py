@@ -298,6 +298,41 @@ def test_keep_alive_and_pipelining(server: Server) -> None:
     assert data.index(b"plain output") > data.index(b"created")
 
 
+def _fixed_output_module(path: Path, output: bytes) -> Path:
+    """A module that writes `output` to stdout and returns."""
+    data = "".join(f"\\{b:02x}" for b in output)
+    path.write_text(
+        '(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))'
+        f' (memory (export "memory") 1) (data (i32.const 16) "{data}")'
+        ' (func (export "_start") (i32.store (i32.const 0) (i32.const 16))'
+        f' (i32.store (i32.const 4) (i32.const {len(output)}))'
+        ' (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))'
+    )
+    return path
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_a_bodiless_status_from_a_guest_is_answered_without_its_body(
+    make_server: Callable[..., Server], tmp_path: Path, status: int
+) -> None:
+    """RFC 9110 6.4.1: 204 and 304 have no body, and a 204 no Content-Length (8.6). A guest that
+    writes a body anyway gets its head sent, the body dropped and the exchange logged, on a
+    connection that stays usable (Apache drops it the same way)."""
+    module = _fixed_output_module(tmp_path / "bodiless.wat", b"Status: %d\r\nX-Guest: yes\r\n\r\nstray body" % status)
+    server = make_server(f"<Location /bodiless>\nSetHandler wasm-handler\nWasmModule {module}\n"
+                         "WasmEnableCGI On\n</Location>\n" + HELLO, start_servers=1)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /bodiless HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status) and b"x-guest: yes" in head.lower()
+    assert b"content-length" not in head.lower()
+    assert rest.startswith(b"HTTP/1.1 200 ") and rest.endswith(b"Hello from WebAssembly!\n")  # no stray body between
+    wait_for(lambda: f'"GET /bodiless HTTP/1.1" {status} - ' in server.access_log.read_text(), what="the logged exchange")
+
+
 def test_a_closing_response_carries_the_end_of_the_connection(server: Server) -> None:
     """With `Connection: close`, the server's FIN leaves with the response's last bytes (MSG_MORE,
     then a half-close before logging): once the response can be read, so can its end. Sent apart,
