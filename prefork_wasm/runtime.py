@@ -437,6 +437,14 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else "unknown error"
 
 
+def _error_cause(text: str) -> str:
+    """A wasmtime error for the log: its 'Caused by' lines (the reason), else its first line.
+    The first line alone may say only 'error while executing at wasm backtrace:'."""
+    head, found, causes = text.partition("Caused by:")
+    reasons = [line.strip() for line in causes.splitlines() if line.strip()] if found else []
+    return "; ".join(reasons) if reasons else _first_line(head)
+
+
 @dataclass(slots=True)
 class LoadedModule:
     """A core module, pre-linked: each request instantiates it and calls one export (after
@@ -470,7 +478,7 @@ class LoadedModule:
                 return Outcome.TIMEOUT, 0, _TIMED_OUT[1]
             return Outcome.TRAP, 0, _trap_cause(e)
         except wasmtime.WasmtimeError as e:
-            return Outcome.ERROR, 0, _first_line(str(e))
+            return Outcome.ERROR, 0, _error_cause(str(e))
         return Outcome.OK, 0, ""
 
 
@@ -556,7 +564,7 @@ class LoadedComponent:
                 return Outcome.TIMEOUT, 0, _TIMED_OUT[1]
             if reason is not None:
                 return Outcome.TRAP, 0, f"trap: {reason}"
-            return Outcome.ERROR, 0, _first_line(str(e))
+            return Outcome.ERROR, 0, _error_cause(str(e))
         if isinstance(result, Variant) and result.tag == "err":  # run() -> result
             return Outcome.EXIT, 1, f"{entry_point} returned err"
         return Outcome.OK, 0, ""

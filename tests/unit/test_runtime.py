@@ -243,3 +243,18 @@ def test_every_run_starts_from_the_module_s_initial_state(pool: Pool | None, tmp
         result = runtime.run(module, GuestSpec(), ["state"], {}, b"")
         assert result.outcome is Outcome.OK
         assert result.stdout.endswith(b"\n\nm=0 g=0 t=1\n")
+
+
+def test_a_failed_host_call_is_reported_by_its_cause_not_by_the_backtrace_header(tmp_path: Path) -> None:
+    """A module that calls WASI without exporting its memory fails every run: the error log must
+    say why ("missing required memory export"), not only "error while executing at wasm backtrace:"."""
+    engine = wasmtime.Engine(engine_config(parallel_compilation=False))
+    artifact = tmp_path / "no-memory.cwasm"
+    source = (
+        '(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))'
+        ' (memory 1) (func (export "_start") (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))'
+    )
+    artifact.write_bytes(wasmtime.Module(engine, source).serialize())
+    runtime = Runtime(Pool())
+    result = runtime.run(runtime.load(artifact, is_component=False), GuestSpec(), ["no-memory"], {}, b"")
+    assert (result.outcome, result.detail) == (Outcome.ERROR, "missing required memory export")
