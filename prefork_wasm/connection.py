@@ -726,17 +726,31 @@ def _send_response(
     conn: h11.Connection, sock: socket.socket, head_only: bool, response: Response, close: bool, timeout: float
 ) -> int:
     """Write head and body within `timeout`, in as few sends as possible; returns the body bytes
-    sent. A file body (static.py) is sent with sendfile and its file closed, whatever happens."""
+    sent. A file body (static.py) is sent with sendfile and its file closed, whatever happens.
+    Whatever precedes more bytes or the FIN goes with MSG_MORE, so it shares their segment."""
     body = response.body
-    if not isinstance(body, FileBody):
-        sent = _send_bytes_response(conn, sock, head_only, response, body, close, timeout)
-    else:
-        try:
-            head = _response_head(conn, response, len(body), close)
-            no_body = head_only or response.status in _NO_BODY or not len(body)
-            _sendall(sock, head, time.monotonic() + timeout, more=close or not no_body)
-            sent = 0 if no_body else _sendfile(sock, body, timeout)
-        finally:
+    deadline = time.monotonic() + timeout
+    try:
+        head = _response_head(conn, response, len(body), close)
+        if head_only or not len(body) or response.status in _NO_BODY:  # a guest's body for a 204 or 304 is dropped
+            conn.send(h11.EndOfMessage())
+            _sendall(sock, head, deadline, more=close)
+            sent = 0
+        elif isinstance(body, FileBody):
+            _sendall(sock, head, deadline, more=True)
+            sent = _sendfile(sock, body, timeout)
+        else:
+            # h11 frames nothing more: the head says Content-Length, len(body) goes as is. Its
+            # Data and EndOfMessage events would only recheck that, at a tenth of a request's
+            # CPU; the connection's fate is known from the head (see `serve`).
+            if len(body) < RECV_SIZE:
+                _sendall(sock, head + body, deadline, more=close)  # one segment for the common small response
+            else:
+                _sendall(sock, head, deadline, more=True)
+                _sendall(sock, body, deadline, more=close)
+            sent = len(body)
+    finally:
+        if isinstance(body, FileBody):
             body.file.close()
     if close:
         _end_output(sock)
@@ -763,32 +777,6 @@ def _response_head(conn: h11.Connection, response: Response, length: int, close:
     head = conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
     assert head is not None
     return head
-
-
-def _send_bytes_response(
-    conn: h11.Connection,
-    sock: socket.socket,
-    head_only: bool,
-    response: Response,
-    body: bytes | memoryview,
-    close: bool,
-    timeout: float,
-) -> int:
-    deadline = time.monotonic() + timeout
-    head = _response_head(conn, response, len(body), close)
-    if head_only or not body or response.status in _NO_BODY:  # a guest's body for a 204 or 304 is dropped
-        conn.send(h11.EndOfMessage())
-        _sendall(sock, head, deadline, more=close)
-        return 0
-    # h11 frames nothing more: the head says Content-Length, len(body) goes as is. Its
-    # Data and EndOfMessage events would only recheck that, at a tenth of a request's CPU; the
-    # connection's fate is known from the head (see `serve`).
-    if len(body) < RECV_SIZE:
-        _sendall(sock, head + body, deadline, more=close)  # one segment for the common small response
-    else:
-        _sendall(sock, head, deadline, more=True)
-        _sendall(sock, body, deadline, more=close)
-    return len(body)
 
 
 def _sendfile(sock: socket.socket, body: FileBody, timeout: float) -> int:
