@@ -40,8 +40,14 @@ LimitResponseBody 10M
 def output_files(pid: int) -> list[str]:
     """The worker's guest-output memfds, as /proc paths (their pages are not in its RSS), each
     once (a worker also has them as its fds 1 and 2)."""
-    fds = (f"/proc/{pid}/fd/{fd}" for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int))
-    by_inode = {os.stat(path).st_ino: path for path in fds if os.readlink(path).startswith("/memfd:prefork-wasm-")}
+    by_inode = {}
+    for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
+        path = f"/proc/{pid}/fd/{fd}"
+        try:
+            if os.readlink(path).startswith("/memfd:prefork-wasm-"):
+                by_inode[os.stat(path).st_ino] = path
+        except FileNotFoundError:  # a connection's socket, closed since the listing; the memfds stay
+            continue
     return sorted(by_inode.values())
 
 
