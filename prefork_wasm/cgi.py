@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from .messages import Request, Response
+from .messages import FIELD_VALUE_BYTES, TCHAR, Request, Response
 
 __all__ = [
     "CgiOutputError",
@@ -142,13 +142,6 @@ class CgiOutputError(ValueError):
 MAX_HEADER_BYTES: Final = 64 * 1024  # header lines incl. their line ends, excl. the blank line
 MAX_HEADER_LINES: Final = 100
 
-# RFC 9110 5.6.2 tchar; bytes.translate(None, _TCHAR) leaves only the non-tchars.
-_TCHAR: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-# Value bytes that would allow response splitting or that h11 refuses to send
-# (NUL, CR, LF, VT, FF); other controls are tolerated, as h11 does.
-_BAD_VALUE_BYTES: Final = b"\x00\r\n\x0b\x0c"
-_GOOD_VALUE_BYTES: Final = bytes(range(256)).translate(None, _BAD_VALUE_BYTES)
-
 # The server frames the response itself, so the guest's framing and hop-by-hop
 # headers are meaningless (or dangerous: a guest Content-Length that disagrees
 # with the body would desync the connection). The body we hold is authoritative.
@@ -203,8 +196,8 @@ def _split_header_block(output: bytes) -> tuple[list[bytes], int]:
 def _parse_status(value: bytes) -> tuple[int, bytes]:
     """Parse 'Status: 404 Not Found' / 'Status: 404'.
 
-    1xx is refused too: CGI has no interim responses, and h11 cannot send a
-    final response with one.
+    1xx is refused too: CGI has no interim responses, and a final response
+    cannot be one.
     """
     code = value[:3]
     if (
@@ -222,11 +215,11 @@ def parse_cgi_response(output: bytes) -> Response:
 
     Strict where leniency would let a guest attack the connection: header names
     must be tokens, values may not contain CR/LF/NUL (response splitting) nor
-    VT/FF (h11 would refuse to send them), and obs-fold is refused. Line ends
+    VT/FF (clients refuse them), and obs-fold is refused. Line ends
     may be CRLF, bare LF, or a mix.
 
-    Status is consumed and must be 200-599 (no 1xx: h11 cannot send one as a
-    final response); without it, Location gives 302 and anything else 200.
+    Status is consumed and must be 200-599 (no 1xx: it cannot be a final
+    response); without it, Location gives 302 and anything else 200.
     RFC 3875 6.2.2 says a local-path Location ('/x') without Status is a
     *local* redirect that the server re-dispatches internally (Apache does);
     we do not do internal redirects and send it to the client as a 302 too.
@@ -250,10 +243,10 @@ def parse_cgi_response(output: bytes) -> Response:
         if colon < 0:
             raise CgiOutputError(f"CGI header line without ':' {_line_repr(line)}")
         name = line[:colon]
-        if not name or name.translate(None, _TCHAR):
+        if not name or name.translate(None, TCHAR):
             raise CgiOutputError(f"invalid CGI header name in {_line_repr(line)}")
         value = line[colon + 1 :].strip(b" \t")
-        if value.translate(None, _GOOD_VALUE_BYTES):
+        if value.translate(None, FIELD_VALUE_BYTES):
             raise CgiOutputError(f"forbidden control character in CGI header {_line_repr(line)}")
 
         lname = name.lower()

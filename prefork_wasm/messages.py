@@ -6,8 +6,17 @@ import html
 import io
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Final
 
 SERVER_SOFTWARE = "prefork-wasm"
+
+# RFC 9110 5.6.2 tchar, what a field name is made of: name.translate(None, TCHAR) leaves only
+# the bytes that do not belong.
+TCHAR: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# What a response field value (or reason phrase) may hold: all but NUL, CR and LF, which would
+# split the response, and VT and FF, which clients refuse (h11's rule); other controls pass, as
+# h11 lets them. value.translate(None, FIELD_VALUE_BYTES) leaves only the forbidden bytes.
+FIELD_VALUE_BYTES: Final = bytes(range(256)).translate(None, b"\x00\r\n\x0b\x0c")
 
 
 @dataclass(slots=True, weakref_slot=True)  # weakly referable: tests check what keeps one alive

@@ -161,6 +161,8 @@ CORPUS = [
     ("http-1.2-served-as-1.1", b"GET /headers?status HTTP/1.2\r\n" + H + b"Connection: close\r\n\r\n", [201], False),
     ("obs-text-value", b"GET /headers?status HTTP/1.1\r\n" + H + b"X-Bin: \xff\xfe\x80\r\nConnection: close\r\n\r\n", [201], False),
     ("upgrade-not-switched", b"GET /headers?status HTTP/1.1\r\n" + H + b"Upgrade: websocket\r\nConnection: upgrade, close\r\n\r\n", [201], False),
+    # Never switched, and an Upgrade asked on a kept-alive connection ends it after the answer.
+    ("upgrade-asked-on-keep-alive", b"GET /headers?status HTTP/1.1\r\n" + H + b"Upgrade: h2c\r\nConnection: upgrade\r\n\r\n", [201], False),
     ("expect-100", post(b"/echo", b"Expect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n", b"abc"), [100, 200], False),
     ("chunk-extension-and-trailer", chunked(b"3;ext=1\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n"), [200], True),
     ("chunk-extensions-quoted", chunked(b'3;a;b="x \\" y";c=d\r\nabc\r\n0;e\r\n\r\n'), [200], True),

@@ -39,6 +39,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (www / "link.txt").symlink_to(base / "outside.txt")
     (www / "nolinks" / "link.txt").symlink_to(base / "outside.txt")
     (www / "nolinks" / "plain.txt").write_text("plain")
+    (www / "split\r\nSet-Cookie: owned=1").mkdir()  # a name that would split a response head
     (base / "aliased").mkdir()
     (base / "aliased" / "x.txt").write_text("aliased x")
     with open(www / "big.bin", "wb") as big:
@@ -140,6 +141,14 @@ def test_directories(server: Server) -> None:
     assert server.get("/docs/empty/")[0] == 403  # no index, no Options Indexes
     status, _, body, _ = server.get("/open/")
     assert status == 200 and b'<a href="a.txt">a.txt</a>' in body
+
+
+def test_a_name_that_would_split_the_head_goes_out_encoded(server: Server) -> None:
+    """The decoded path holds CR LF: the redirect's Location carries them percent-encoded, and
+    no field of the client's making appears in the head."""
+    status, headers, _, _ = server.get("/split%0D%0ASet-Cookie:%20owned=1")
+    assert (status, headers["location"]) == (301, "/split%0D%0ASet-Cookie:%20owned=1/")
+    assert "set-cookie" not in headers
 
 
 def test_alias(server: Server) -> None:

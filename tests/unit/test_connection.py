@@ -1,5 +1,6 @@
-"""The request checks of prefork_wasm.connection that need no socket: head limits, request
-line, body framing, transfer codings (the socket side is tests/integration/test_hostile_http.py)."""
+"""The parts of prefork_wasm.connection that need no socket: the request checks (head limits,
+request line, body framing, transfer codings) and the response head (the socket side is
+tests/integration/test_hostile_http.py)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from prefork_wasm.connection import (
     HeadScanner,
     Limits,
     Refused,
+    ResponseHeadError,
     body_length,
     check_request_line,
     max_head_size,
+    response_head,
     transfer_coding_refusal,
 )
 
@@ -448,3 +451,76 @@ def test_h11_accepts_what_the_chunked_scanner_accepts() -> None:
         while not isinstance(conn.next_event(), h11.EndOfMessage):
             pass
         assert conn.trailing_data[0] == b"GET"
+
+
+# --- the response head
+
+
+def read_back(head: bytes) -> h11.Response:
+    """The head as a client reads it: h11 on the client side."""
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/", headers=[("Host", "a")]))
+    client.receive_data(head)
+    event = client.next_event()
+    assert isinstance(event, h11.Response)
+    return event
+
+
+def test_a_response_head_is_the_status_line_then_the_fields_in_their_order() -> None:
+    fields = [(b"date", b"Tue, 01 Dec 2026 12:00:00 GMT"), (b"Content-Type", b"text/plain"), (b"content-length", b"5")]
+    assert response_head(404, b"Not Found", fields) == (
+        b"HTTP/1.1 404 Not Found\r\ndate: Tue, 01 Dec 2026 12:00:00 GMT\r\nContent-Type: text/plain\r\n"
+        b"content-length: 5\r\n\r\n"
+    )
+    assert response_head(100, b"Continue", []) == b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "status, reason, fields",
+    [
+        (200, b"OK", [(b"Location", b"/x\r\nSet-Cookie: owned=1")]),  # response splitting
+        (200, b"OK", [(b"Location", b"/x\nSet-Cookie: owned=1")]),
+        (200, b"OK", [(b"Location", b"/x\rSet-Cookie: owned=1")]),
+        (200, b"OK", [(b"X", b"a\x00b")]),
+        (200, b"OK", [(b"X", b"a\x0bb")]),
+        (200, b"OK", [(b"X", b"a\x0cb")]),
+        (200, b"OK\r\nSet-Cookie: owned=1", []),  # through the reason (which h11 sends unchecked)
+        (200, b"O\x00K", []),
+        (200, b"OK", [(b"Set-Cookie: owned=1\r\nX", b"1")]),  # through a name
+        (200, b"OK", [(b"Bad Name", b"1")]),
+        (200, b"OK", [(b"Bad:Name", b"1")]),
+        (200, b"OK", [(b"", b"1")]),
+        (200, b"OK", [(b"X", b"1"), (b"\xc3\xa9", b"1")]),
+        (99, b"", []),
+        (600, b"", []),
+    ],
+)
+def test_a_response_head_that_could_be_split_or_misread_is_refused(
+    status: int, reason: bytes, fields: list[tuple[bytes, bytes]]
+) -> None:
+    with pytest.raises(ResponseHeadError):
+        response_head(status, reason, fields)
+
+
+_NAMES = st.binary(max_size=6) | st.sampled_from([b"X-A", b"ETag", b"a_b", b"x~1"])
+_VALUES = st.binary(max_size=12) | st.text(alphabet="ab \t\x01\xe9", max_size=12).map(lambda t: t.encode("latin-1"))
+
+
+@settings(max_examples=500)
+@given(fields=st.lists(st.tuples(_NAMES, _VALUES), max_size=3), reason=st.sampled_from([b"OK", b"", b"Fine \xe9t\xe9"]))
+def test_a_response_head_takes_the_fields_h11_would_send_and_a_client_reads_them_back(
+    fields: list[tuple[bytes, bytes]], reason: bytes
+) -> None:
+    """h11's own rules are the oracle: a head is refused exactly when h11 would refuse to send
+    its fields (values taken without surrounding blanks, which h11 refuses and which split
+    nothing); one that is made reads back as the same status, reason and fields."""
+    fields = [(name, value.strip(b" \t")) for name, value in fields if name.lower() not in (b"content-length", b"transfer-encoding")]
+    try:
+        h11.Response(status_code=200, headers=fields, reason=reason)
+    except h11.LocalProtocolError:
+        with pytest.raises(ResponseHeadError):
+            response_head(200, reason, fields)
+        return
+    event = read_back(response_head(200, reason, fields))
+    assert (event.status_code, event.reason) == (200, reason)
+    assert [(name.lower(), value) for name, value in event.headers.raw_items()] == [(n.lower(), v) for n, v in fields]

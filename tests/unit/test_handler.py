@@ -103,6 +103,8 @@ class _Crashing:
     def respond(self, request: Request) -> Response:
         if request.path == "/crash":
             raise RuntimeError("bug")
+        if request.path == "/split":  # a server bug that would split the head
+            return Response(200, [(b"Location", b"/x\r\nSet-Cookie: owned=1")], b"fine")
         return Response(200, body=b"fine")
 
     def finished(self, request: Request, response: Response, sent: int) -> None:
@@ -147,6 +149,22 @@ def test_the_connection_answers_500_when_respond_raises(capsys: pytest.CaptureFi
     assert b"HTTP/1.1 200 " in received and received.endswith(b"fine")  # the same connection goes on
     assert handler.answered == [500, 200]
     assert "RuntimeError: bug" in capsys.readouterr().err
+
+
+def test_a_response_whose_head_would_split_is_answered_500_and_the_connection_closed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server, client = socket.socketpair()
+    handler = _Crashing()
+    thread = serving(server, handler)
+    with client:
+        client.sendall(b"GET /split HTTP/1.1\r\nHost: x\r\n\r\n")  # a keep-alive request
+        received = until_closed(client)
+    thread.join(10)
+    assert received.startswith(b"HTTP/1.1 500 ") and b"connection: close\r\n" in received
+    assert b"Set-Cookie" not in received and received.count(b"HTTP/1.1") == 1
+    assert handler.answered == [500]
+    assert "ResponseHeadError: a control character" in capsys.readouterr().err
 
 
 def test_the_yield_policy_gives_way_after_two_requests_while_others_wait() -> None:
