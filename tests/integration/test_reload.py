@@ -173,8 +173,13 @@ def compiler_of(server: Server) -> psutil.Process | None:
 
 
 def ports(pid: int) -> set[int]:
-    """The ports a process listens on."""
-    return {c.laddr.port for c in psutil.Process(pid).net_connections("inet") if c.status == psutil.CONN_LISTEN}
+    """The ports a process listens on; none once it has exited (an old worker leaving while
+    the caller polls)."""
+    try:
+        connections = psutil.Process(pid).net_connections("inet")
+    except psutil.NoSuchProcess:
+        return set()
+    return {c.laddr.port for c in connections if c.status == psutil.CONN_LISTEN}
 
 
 def restart_with_a_slow_compile(
