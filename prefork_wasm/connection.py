@@ -494,6 +494,7 @@ class _Date:
 
 http_date = _Date()
 _SERVER = SERVER_SOFTWARE.encode()
+_SERVER_FAULT = "The server failed while handling the request."
 _DISCARD = memoryview(bytearray(RECV_SIZE))  # lingering close reads into it (one thread per worker)
 
 
@@ -566,7 +567,7 @@ def serve(
                 response = handler.respond(request)
             except Exception:  # last resort, behind the handler's own boundary: answer, keep the worker
                 traceback.print_exc()
-                response = error_response(500, "The server failed while handling the request.")
+                response = error_response(500, _SERVER_FAULT)
             served += 1
             pending, closed = conn.trailing_data
             # Before our head: the request itself said close (or is HTTP/1.0 without keep-alive).
@@ -588,7 +589,7 @@ def serve(
             except ResponseHeadError:  # nothing sent yet: answer 500 rather than nothing
                 traceback.print_exc()
                 close = True
-                response = error_response(500, "The server failed while handling the request.")
+                response = error_response(500, _SERVER_FAULT)
                 sent = _send_response(exchange, sock, request.method == "HEAD", response, True, limits.timeout)
             handler.finished(request, response, sent)
             if client_closes and not pending:
