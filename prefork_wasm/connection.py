@@ -462,7 +462,7 @@ def response_head(status: int, reason: bytes, fields: Sequence[tuple[bytes, byte
     that ends a line (or NUL, VT, FF), whoever made it: a head cannot be split.
 
     h11 parses requests, but does not write responses: its send side cost 21 us of a request's
-    31 us of h11 (event, state machine, header clean-up), for what this does in 1."""
+    31 us of h11 (event, state machine, header clean-up, writer), for what this does in 2."""
     if not 100 <= status <= 599:
         raise ResponseHeadError(f"status {status} is not in 100-599")
     names = b"".join([name for name, _ in fields])
