@@ -465,11 +465,10 @@ def response_head(status: int, reason: bytes, fields: Sequence[tuple[bytes, byte
     31 us of h11 (event, state machine, header clean-up, writer), for what this does in 2."""
     if not 100 <= status <= 599:
         raise ResponseHeadError(f"status {status} is not in 100-599")
-    names = b"".join([name for name, _ in fields])
-    values = b"".join([value for _, value in fields])
-    if names.translate(None, TCHAR) or not all(name for name, _ in fields):
-        raise ResponseHeadError(f"a field name is not a token: {[name for name, _ in fields]!r}")
-    if values.translate(None, FIELD_VALUE_BYTES) or reason.translate(None, FIELD_VALUE_BYTES):
+    names = [name for name, _ in fields]
+    if not all(names) or b"".join(names).translate(None, TCHAR):
+        raise ResponseHeadError(f"a field name is not a token: {names!r}")
+    if b"".join([reason, *(value for _, value in fields)]).translate(None, FIELD_VALUE_BYTES):
         raise ResponseHeadError(f"a control character in a field value or the reason: {fields!r} {reason!r}")
     lines = [b"%s: %s\r\n" % field for field in fields]
     return b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason, b"".join(lines))
@@ -584,13 +583,13 @@ def serve(
                 # already pipelined on it) instead of making them wait for KeepAliveTimeout.
                 or (not pending and handler.others_waiting())
             )
+            head_only = request.method == "HEAD"
             try:
-                sent = _send_response(exchange, sock, request.method == "HEAD", response, bool(close), limits.timeout)
+                sent = _send_response(exchange, sock, head_only, response, bool(close), limits.timeout)
             except ResponseHeadError:  # nothing sent yet: answer 500 rather than nothing
                 traceback.print_exc()
-                close = True
-                response = error_response(500, _SERVER_FAULT)
-                sent = _send_response(exchange, sock, request.method == "HEAD", response, True, limits.timeout)
+                close, response = True, error_response(500, _SERVER_FAULT)
+                sent = _send_response(exchange, sock, head_only, response, True, limits.timeout)
             handler.finished(request, response, sent)
             if client_closes and not pending:
                 # The client closes and sent nothing more: nothing to drain, and waiting for its
