@@ -211,25 +211,25 @@ def test_dockerfile_serves_files_that_exist() -> None:
         assert any(Path(rel) == c or c in Path(rel).parents for c in copied), f"{rel} is not copied into the image"
 
 
-# --- README ---------------------------------------------------------------------------------
+# --- docs/operations.md ---------------------------------------------------------------------
 
 
-def readme_block(language: str) -> str:
-    section = (REPO / "README.md").read_text().split("\n## Deploying\n", 1)[1].split("\n## ", 1)[0]
+def deploying_block(language: str) -> str:
+    section = (REPO / "docs" / "operations.md").read_text().split("\n## Deploying\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(rf"^```{language}\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)
-    assert len(blocks) == 1, f"README's Deploying section: expected one {language} block"
+    assert len(blocks) == 1, f"docs/operations.md's Deploying section: expected one {language} block"
     return blocks[0]
 
 
-def test_readme_shows_the_dockerfile_as_it_is() -> None:
+def test_operations_page_shows_the_dockerfile_as_it_is() -> None:
     def essentials(commands: list[dockerfile.Command]) -> list[tuple[Any, ...]]:
         return [(c.cmd, c.flags, c.value) for c in commands]
 
-    assert essentials(list(dockerfile.parse_string(readme_block("dockerfile")))) == essentials(instructions())
+    assert essentials(list(dockerfile.parse_string(deploying_block("dockerfile")))) == essentials(instructions())
 
 
-def test_readme_shows_the_deployments_container_as_it_is() -> None:
-    shown = yaml.safe_load(readme_block("yaml"))
+def test_operations_page_shows_the_deployments_container_as_it_is() -> None:
+    shown = yaml.safe_load(deploying_block("yaml"))
     pod = by_kind("Deployment")["spec"]["template"]["spec"]
     assert shown == {"terminationGracePeriodSeconds": pod["terminationGracePeriodSeconds"],
                      "containers": pod["containers"]}
