@@ -37,7 +37,8 @@ import setproctitle
 from . import __version__, privileges
 from .activation import ActivationError, Passed, match
 from .compiler import Artifact, Compile, CompileError, CompileReport, Digests, ModuleInfo, start_compile
-from .config import ConfigError, Listen, ServerConfig, parse_config
+from .conffile import parse_config
+from .config import ConfigError, Listen, ServerConfig
 from .connection import LINGER_SECONDS
 from .counters import RECYCLE_REASONS, RELOAD_RESULTS, LabelIndex, assign, bump
 from .engine import WASMTIME_VERSION

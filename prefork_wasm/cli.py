@@ -10,16 +10,9 @@ import sys
 from . import __version__, activation, control, privileges
 from .arbiter import Arbiter, StartupError, finish_compile, resolve
 from .compiler import CompileError, Digests, start_compile
-from .config import (
-    PROVIDED_MODULES,
-    STATIC_MODULES,
-    ConfigError,
-    LocationConfig,
-    Locations,
-    ServerConfig,
-    VirtualHost,
-    parse_config,
-)
+from .conffile import parse_config
+from .config import ConfigError, LocationConfig, Locations, ServerConfig, VirtualHost
+from .directives import PROVIDED_MODULES, STATIC_MODULES
 from .engine import WASMTIME_VERSION
 from .notify import Notifier
 

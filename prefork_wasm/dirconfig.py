@@ -13,10 +13,7 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .config import LocationConfig
+from typing import Any, Protocol
 
 # Options Apache knows, by lowercase name; only Indexes, FollowSymLinks and
 # SymLinksIfOwnerMatch change anything here (ExecCGI, Includes, MultiViews are accepted).
@@ -37,6 +34,21 @@ DISK_SETTINGS = ("require", "options", "handler", "add_handlers", "add_types", "
 WASM_SETTINGS = (
     "module", "mounts", "args", "env", "enable_cgi", "map_cgi_file_names", "entry_point", "timeout", "memory_limit"
 )
+
+
+class LocationSettings(Protocol):
+    """What the file walk reads of a Location's merged settings (config.LocationConfig): named
+    here so that the settings data may build on this module without it importing them back."""
+
+    require: list[str]
+    options: frozenset[str]
+    handler: str | None
+    add_handlers: dict[str, str]
+    add_types: dict[str, str]
+    directory_index: list[str]
+    env: dict[str, str]
+    explicit: frozenset[str]  # what the matching <Location>s set themselves: it wins over sections
+    sources: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -173,7 +185,7 @@ def extension(name: str) -> str:
 
 
 def settings_for(
-    loc: LocationConfig, sections: list[DiskSection], directory: str, name: str | None
+    loc: LocationSettings, sections: list[DiskSection], directory: str, name: str | None
 ) -> DirSettings:
     """Merge, in Apache's order, what applies to `name` in `directory` (None: the directory
     itself); what the matching Locations set in their own blocks wins over every section."""
@@ -203,7 +215,7 @@ def settings_for(
     return DirSettings(**values, wasm=wasm, wasm_from=tuple(wasm_from))
 
 
-def wasm_overrides(loc: LocationConfig, section: DiskSection, base: dict[str, Any] | None = None) -> dict[str, Any]:
+def wasm_overrides(loc: LocationSettings, section: DiskSection, base: dict[str, Any] | None = None) -> dict[str, Any]:
     """`base` (overrides so far) with the section's Wasm settings applied; {} if it sets none
     the Location leaves open."""
     own = [attr for attr in WASM_SETTINGS if attr in section.settings and attr not in loc.explicit]

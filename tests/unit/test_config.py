@@ -7,16 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from prefork_wasm.config import (
-    ConfigError,
-    CustomLog,
-    Listen,
-    LocationConfig,
-    Mount,
-    ServerConfig,
-    parse_config,
-    parse_size,
-)
+from prefork_wasm.conffile import parse_config
+from prefork_wasm.config import ConfigError, CustomLog, Listen, LocationConfig, Mount, ServerConfig
+from prefork_wasm.convert import parse_size
 from prefork_wasm.reqtimeout import ReadTimeout
 
 COMMON = '%h %l %u %t "%r" %>s %b'

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from prefork_wasm.compiler import Artifact, ModuleInfo
-from prefork_wasm.config import parse_config
+from prefork_wasm.conffile import parse_config
 from prefork_wasm.connection import LINGER_SECONDS, Limits, serve
 from prefork_wasm.engine import WASM32_MEMORY_MAX, Pool
 from prefork_wasm.handler import Site, prepare_routes

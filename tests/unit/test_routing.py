@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from prefork_wasm.config import ROUTE_MEMORY, LocationConfig, ServerConfig, parse_config
+from prefork_wasm.conffile import parse_config
+from prefork_wasm.config import ROUTE_MEMORY, LocationConfig, ServerConfig
 from prefork_wasm.paths import request_path
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from prefork_wasm.cli import dump
-from prefork_wasm.config import ConfigError, Listen, ServerConfig, VirtualHost, parse_config
+from prefork_wasm.conffile import parse_config
+from prefork_wasm.config import ConfigError, Listen, ServerConfig, VirtualHost
 from prefork_wasm.handler import Site, prepare_routes
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request
