@@ -22,7 +22,7 @@ WASMTIME_VERSION = version("wasmtime")
 CODE_SETTINGS = "epoch_interruption=1"
 
 
-def engine_config(parallel_compilation: bool, pool: Pool | None = None) -> wasmtime.Config:
+def engine_config(parallel_compilation: bool, pool: InstancePool | None = None) -> wasmtime.Config:
     """Config for an Engine; `parallel_compilation` only in short-lived compiler processes,
     `pool` only in workers (the allocation strategy is not code-relevant: an artifact compiled
     without it loads into a pooling engine)."""
@@ -50,7 +50,7 @@ POOL_TABLE_KEEP_RESIDENT = 64 << 10
 
 
 @dataclass(frozen=True)
-class Pool:
+class InstancePool:
     """wasmtime's pooling allocator, sized for a worker: it runs one guest at a time, so the
     pool holds one core instance with one memory and one table. An instantiation then takes a
     ready slot instead of mapping memory, which makes a bare run of a small guest markedly

@@ -31,7 +31,7 @@ import wasmtime
 from wasmtime.component import Component, ExportIndex, Variant
 from wasmtime.component import Linker as ComponentLinker
 
-from .engine import Pool, engine_config, trap_reason
+from .engine import InstancePool, engine_config, trap_reason
 from .wasmtime_capi import call_export, instantiate, set_argv_env, set_stdin_bytes
 
 
@@ -245,7 +245,7 @@ def _stdout_too_large(size: int, limit: int) -> str:
 class Runtime:
     """A worker's Engine, its guest watcher and the modules it has loaded."""
 
-    def __init__(self, pool: Pool | None = None) -> None:
+    def __init__(self, pool: InstancePool | None = None) -> None:
         self.pool = pool
         self.engine = wasmtime.Engine(engine_config(parallel_compilation=False, pool=pool))
         self._stdout = _Stream("stdout")
