@@ -8,8 +8,8 @@ over wasmtime-py's public objects; nothing else in prefork-wasm touches `_ffi`, 
 a private method.
 
 A wasmtime-py that lacks one of them fails at import (the master's start), naming the version
-and the fix, not at a request. Private calls for components (the component linker's
-resources of a wasi:http host) belong here too, in a section of their own.
+and the fix, not at a request. The run side of components needs no private call yet; when one
+does (a wasi:http host's component-linker resources), it goes here, in a section of its own.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ try:
 except ImportError:
     raise UnsupportedWasmtime("wasmtime._ffi") from None
 
-# What this module has bound, by the name a wasmtime-py upgrade could drop (tests bind each again).
+# Looking names up: each once, at import, through the four functions below. They record what
+# they found, by the name a wasmtime-py upgrade could drop, so that the tests bind each again.
 C_FUNCTIONS: set[str] = set()
 C_TYPES: set[str] = set()
 PRIVATE_METHODS: set[tuple[type, str]] = set()
