@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import wasmtime
+from wasmtime import component
+
 from .engine import CODE_SETTINGS, WASMTIME_VERSION, engine_config, trap_reason
 
 if TYPE_CHECKING:
@@ -311,8 +314,6 @@ class Compile:
 
 def _compile_all(pairs: list[tuple[Path, Path]]) -> int:
     """Body of the compiler process: prints 'SECONDS DST' per artifact, errors to stderr."""
-    import wasmtime
-
     engine = wasmtime.Engine(engine_config(parallel_compilation=True))
     failed = False
     for src, dst in pairs:
@@ -336,11 +337,9 @@ _CORE_MODULE = b"\x01\x00\x00\x00"
 _COMPONENT = b"\x0d\x00\x01\x00"
 
 
-def _compile(engine: Any, source: bytes) -> tuple[bytearray, ModuleInfo]:
+def _compile(engine: wasmtime.Engine, source: bytes) -> tuple[bytearray, ModuleInfo]:
     """Compile a core module or a component (binary or text; the kind is read from the binary's
     preamble) and describe it."""
-    import wasmtime
-
     wasm = source if source.startswith(b"\0asm") else bytes(wasmtime.wat2wasm(source.decode("utf-8", "replace")))
     preamble = bytes(wasm[4:8])
     if preamble == _COMPONENT:
@@ -359,13 +358,10 @@ def _compile(engine: Any, source: bytes) -> tuple[bytearray, ModuleInfo]:
     return module.serialize(), ModuleInfo(False, functions, "_start", unlinkable)
 
 
-def _compile_component(engine: Any, wasm: bytes) -> tuple[bytearray, ModuleInfo]:
+def _compile_component(engine: wasmtime.Engine, wasm: bytes) -> tuple[bytearray, ModuleInfo]:
     """A component's callable exports (no parameters), its wasi:cli/run, and whether the
     worker's linker (WASI 0.2) satisfies its imports: found by a trial instantiation in a store
     without an epoch deadline, so that no guest code can run (the first function entered traps)."""
-    import wasmtime
-    from wasmtime import component
-
     comp = component.Component(engine, wasm)
     functions: set[str] = set()
     for name, item in comp.type.exports(engine).items():

@@ -2,7 +2,8 @@
 
 A serialized module only loads into an engine whose code-relevant settings match the ones it
 was compiled with, so both sides build their `Config` here and the cache key includes
-`CODE_SETTINGS`.
+`CODE_SETTINGS`. The worker's instance pool is set through `wasmtime_capi`, which holds every
+private wasmtime call; this module uses wasmtime's public API only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from importlib.metadata import version
 
 import wasmtime
 
+from .wasmtime_capi import PoolingLimits, set_pooling_allocation
+
 WASMTIME_VERSION = version("wasmtime")
 
 # Settings that change generated code; part of every cache key. Epoch interruption is how a
@@ -19,7 +22,7 @@ WASMTIME_VERSION = version("wasmtime")
 CODE_SETTINGS = "epoch_interruption=1"
 
 
-def engine_config(parallel_compilation: bool, pool: Pool | None = None) -> wasmtime.Config:
+def engine_config(parallel_compilation: bool, pool: InstancePool | None = None) -> wasmtime.Config:
     """Config for an Engine; `parallel_compilation` only in short-lived compiler processes,
     `pool` only in workers (the allocation strategy is not code-relevant: an artifact compiled
     without it loads into a pooling engine)."""
@@ -27,7 +30,7 @@ def engine_config(parallel_compilation: bool, pool: Pool | None = None) -> wasmt
     config.epoch_interruption = True
     config.parallel_compilation = parallel_compilation
     if pool is not None:
-        pool.apply(config)
+        set_pooling_allocation(config, pool.limits())
     return config
 
 
@@ -40,47 +43,36 @@ POOL_TABLE_ELEMENTS = 1 << 20
 # Room for a module's instance metadata (its VMContext: functions, globals, imports).
 POOL_INSTANCE_SIZE = 16 << 20
 # After each run the table's slot is zeroed with memset up to this many bytes (8192 entries),
-# past it with madvise. The madvised page faulted in again at the next instantiation: 3.5 us
-# of a 39.5 us hello run (scripts/bench-runtime); memset of its few entries costs nothing to
-# speak of. Linear memory stays madvised: keeping 64-128 KiB of it resident made runs slower.
+# past it with madvise. The madvised page faulted in again at the next instantiation, a
+# noticeable part of a hello run (scripts/bench-runtime); memset of its few entries costs nothing
+# to speak of. Linear memory stays madvised: keeping 64-128 KiB of it resident made runs slower.
 POOL_TABLE_KEEP_RESIDENT = 64 << 10
 
 
 @dataclass(frozen=True)
-class Pool:
+class InstancePool:
     """wasmtime's pooling allocator, sized for a worker: it runs one guest at a time, so the
     pool holds one core instance with one memory and one table. An instantiation then takes a
-    ready slot instead of mapping memory (measured: a bare run of hello 71 -> 54 us).
-
-    wasmtime-py 50 binds the C API's `wasmtime_pooling_allocation_*` calls but does not expose
-    them on Config: this is the one place that uses that private API.
-    """
+    ready slot instead of mapping memory, which makes a bare run of a small guest markedly
+    cheaper (scripts/bench-runtime)."""
 
     memory_size: int = WASM32_MEMORY_MAX
 
-    def apply(self, config: wasmtime.Config) -> None:
-        from wasmtime import _ffi
-
-        pool = _ffi.wasmtime_pooling_allocation_config_new()
-        try:
-            for setter, value in (
-                (_ffi.wasmtime_pooling_allocation_config_total_core_instances_set, 1),
-                (_ffi.wasmtime_pooling_allocation_config_total_memories_set, 1),
-                (_ffi.wasmtime_pooling_allocation_config_total_tables_set, 1),
-                (_ffi.wasmtime_pooling_allocation_config_total_stacks_set, 1),
-                (_ffi.wasmtime_pooling_allocation_config_total_component_instances_set, 0),
-                (_ffi.wasmtime_pooling_allocation_config_total_gc_heaps_set, 0),
-                (_ffi.wasmtime_pooling_allocation_config_max_memories_per_module_set, 1),
-                (_ffi.wasmtime_pooling_allocation_config_max_tables_per_module_set, 1),
-                (_ffi.wasmtime_pooling_allocation_config_max_memory_size_set, self.memory_size),
-                (_ffi.wasmtime_pooling_allocation_config_table_elements_set, POOL_TABLE_ELEMENTS),
-                (_ffi.wasmtime_pooling_allocation_config_max_core_instance_size_set, POOL_INSTANCE_SIZE),
-                (_ffi.wasmtime_pooling_allocation_config_table_keep_resident_set, POOL_TABLE_KEEP_RESIDENT),
-            ):
-                setter(pool, value)
-            _ffi.wasmtime_pooling_allocation_strategy_set(config.ptr(), pool)
-        finally:
-            _ffi.wasmtime_pooling_allocation_config_delete(pool)
+    def limits(self) -> PoolingLimits:
+        return PoolingLimits(
+            total_core_instances=1,
+            total_memories=1,
+            total_tables=1,
+            total_stacks=1,
+            total_component_instances=0,
+            total_gc_heaps=0,
+            max_memories_per_module=1,
+            max_tables_per_module=1,
+            max_memory_size=self.memory_size,
+            table_elements=POOL_TABLE_ELEMENTS,
+            max_core_instance_size=POOL_INSTANCE_SIZE,
+            table_keep_resident=POOL_TABLE_KEEP_RESIDENT,
+        )
 
     def describe(self) -> str:
         return (f"one instance with one memory of up to {self.memory_size >> 20} MiB and one table "

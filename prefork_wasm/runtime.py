@@ -16,10 +16,8 @@ once they hold `RETAIN` bytes, and when the worker goes idle.
 
 from __future__ import annotations
 
-import ctypes
 import enum
 import fcntl
-import functools
 import os
 import stat
 import sys
@@ -28,14 +26,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import wasmtime
-from wasmtime import _ffi
 from wasmtime.component import Component, ExportIndex, Variant
 from wasmtime.component import Linker as ComponentLinker
 
-from .engine import Pool, engine_config, trap_reason
+from .engine import InstancePool, engine_config, trap_reason
+from .wasmtime_capi import call_export, instantiate, set_argv_env, set_stdin_bytes
 
 
 class Outcome(enum.Enum):
@@ -67,53 +64,6 @@ class GuestSpec:
     memory_limit: int | None = None
     output_limit: int = 0  # bytes of stdout allowed, 0 = unlimited
     preopens: Sequence[tuple[str, str, bool]] = field(default_factory=tuple)  # host, guest, writable
-
-
-def _set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
-    """Give the guest `data` as stdin.
-
-    wasmtime's C API has `wasi_config_set_stdin_bytes`, which wasmtime-py 50 binds but does
-    not expose on WasiConfig; it is 4x cheaper than `stdin_file` (14 against 66 us measured),
-    which sets up a file-backed stream per request.
-    """
-    vec = _ffi.wasm_byte_vec_t()
-    _ffi.wasm_byte_vec_new(ctypes.byref(vec), len(data), ctypes.cast(ctypes.c_char_p(data), _BYTE_P))
-    _ffi.wasi_config_set_stdin_bytes(wasi.ptr(), ctypes.byref(vec))  # takes ownership of vec
-
-
-def _set_argv_env(wasi: wasmtime.WasiConfig, argv: list[str], env: dict[str, str]) -> None:
-    """argv and environment in one pass of encoding (WasiConfig's setters build each string
-    array element by element, ~35 us for a CGI environment; this takes ~4). The argv and the
-    environment's names repeat from request to request: their arrays are made once (wasmtime
-    copies the strings)."""
-    args = _strings(tuple(argv))
-    names = _strings(tuple(env))
-    values = [v.encode() for v in env.values()]
-    ptr = wasi.ptr()
-    if not _WASI_SET_ARGV(ptr, len(args), args) or not _WASI_SET_ENV(
-        ptr, len(names), names, (ctypes.c_char_p * len(values))(*values)
-    ):
-        raise wasmtime.WasmtimeError("failed to configure argv or environment")
-
-
-@functools.lru_cache(maxsize=256)  # a few per Location and set of request headers
-def _strings(strings: tuple[str, ...]) -> ctypes.Array[ctypes.c_char_p]:
-    return (ctypes.c_char_p * len(strings))(*[s.encode() for s in strings])
-
-
-def _bind_strings(name: str, *argtypes: Any) -> Any:
-    """A second binding of a C API function that takes arrays of C strings as `char **`, so that
-    a `c_char_p` array passes without a cast per array (wasmtime-py's own binding stays as is)."""
-    function = _ffi.dll[name]  # indexing makes a new function object; attribute access would share
-    function.argtypes = argtypes
-    function.restype = ctypes.c_bool
-    return function
-
-
-_STRINGS = ctypes.POINTER(ctypes.c_char_p)
-_WASI_SET_ARGV = _bind_strings("wasi_config_set_argv", ctypes.c_void_p, ctypes.c_size_t, _STRINGS)
-_WASI_SET_ENV = _bind_strings("wasi_config_set_env", ctypes.c_void_p, ctypes.c_size_t, _STRINGS, _STRINGS)
-_BYTE_P = ctypes.POINTER(_ffi.wasm_byte_t)
 
 
 class _Stream:
@@ -295,7 +245,7 @@ def _stdout_too_large(size: int, limit: int) -> str:
 class Runtime:
     """A worker's Engine, its guest watcher and the modules it has loaded."""
 
-    def __init__(self, pool: Pool | None = None) -> None:
+    def __init__(self, pool: InstancePool | None = None) -> None:
         self.pool = pool
         self.engine = wasmtime.Engine(engine_config(parallel_compilation=False, pool=pool))
         self._stdout = _Stream("stdout")
@@ -360,9 +310,9 @@ class Runtime:
         end the process; this thread stays in the guest until the host call returns.
         """
         wasi = wasmtime.WasiConfig()
-        _set_argv_env(wasi, argv, env)
+        set_argv_env(wasi, argv, env)
         if stdin:  # without a body the guest's stdin is empty, which costs nothing to set up
-            _set_stdin_bytes(wasi, stdin)
+            set_stdin_bytes(wasi, stdin)
         if self._inherit:
             wasi.inherit_stdout()
             wasi.inherit_stderr()
@@ -450,7 +400,7 @@ class LoadedModule:
     """A core module, pre-linked: each request instantiates it and calls one export (after
     `_initialize` if it is a WASI reactor, as the WASI application ABI requires).
 
-    The entry is checked once per module and called through the C API by name: building
+    The entry is checked once per module and called by name through `wasmtime_capi`: building
     `Instance.exports` (a dict of every export) and `Func.__call__`'s type checks per request
     cost more than the hello guest's own run.
     """
@@ -467,10 +417,10 @@ class LoadedModule:
         if isinstance(entry, str):
             return Outcome.ERROR, 0, entry
         try:
-            instance = _instantiate(store, self.pre)
+            instance = instantiate(store, self.pre)
             if entry.initialize:  # a WASI reactor: its set-up runs first
-                _call_export(store, instance, _Entry(b"_initialize", 0))
-            _call_export(store, instance, entry)
+                call_export(store, instance, b"_initialize", 0)
+            call_export(store, instance, entry.name, entry.results)
         except wasmtime.ExitTrap as e:
             return _exited(e.code)
         except wasmtime.Trap as e:
@@ -500,41 +450,6 @@ def _find_entry(module: wasmtime.Module, entry_point: str) -> _Entry | str:
     init = types.get("_initialize")
     reactor = isinstance(init, wasmtime.FuncType) and not init.params and not init.results
     return _Entry(entry_point.encode(), len(kind.results), reactor and entry_point != "_initialize")
-
-
-def _instantiate(store: wasmtime.Store, pre: wasmtime.InstancePre) -> Any:
-    """`InstancePre.instantiate` through the C API: without its context manager (there to pass
-    on exceptions of Python host functions, which a WASI module has none of) and the Instance
-    object. Returns the C API's instance handle; raises WasmtimeError or Trap as it does."""
-    instance = _ffi.wasmtime_instance_t()
-    trap = ctypes.POINTER(_ffi.wasm_trap_t)()
-    error = _ffi.wasmtime_instance_pre_instantiate(pre.ptr(), store._context(), ctypes.byref(instance), ctypes.byref(trap))
-    if error:
-        raise wasmtime.WasmtimeError._from_ptr(error)
-    if trap:
-        raise wasmtime.Trap._from_ptr(trap)
-    return instance
-
-
-def _call_export(store: wasmtime.Store, instance: Any, entry: _Entry) -> None:
-    """Call a parameterless export of `instance` (a C API handle from `_instantiate`) whose type
-    `_find_entry` checked; its results are dropped. Raises what `Func.__call__` raises
-    (WasmtimeError, ExitTrap, Trap)."""
-    context = store._context()
-    item = _ffi.wasmtime_extern_t()
-    if not _ffi.wasmtime_instance_export_get(
-        context, ctypes.byref(instance), entry.name, len(entry.name), ctypes.byref(item)
-    ):
-        raise wasmtime.WasmtimeError(f"no export named '{entry.name.decode()}'")
-    results = (_ffi.wasmtime_val_t * entry.results)()
-    trap = ctypes.POINTER(_ffi.wasm_trap_t)()
-    error = _ffi.wasmtime_func_call(
-        context, ctypes.byref(item.of.func), None, 0, results, entry.results, ctypes.byref(trap)
-    )
-    if error:
-        raise wasmtime.WasmtimeError._from_ptr(error)
-    if trap:
-        raise wasmtime.Trap._from_ptr(trap)
 
 
 @dataclass(slots=True)

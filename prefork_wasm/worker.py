@@ -24,7 +24,7 @@ from .compiler import Artifact
 from .config import ServerConfig
 from .counters import LabelIndex, Recorder
 from .connection import REPORT_WAIT, Limits, StateHook, serve
-from .engine import WASM32_MEMORY_MAX, Pool
+from .engine import WASM32_MEMORY_MAX, InstancePool
 from .handler import Page, Site, prepare_routes
 from .logs import AccessLog, ErrorLog
 from .messages import Request
@@ -280,7 +280,7 @@ class Worker:
         return state
 
 
-def pool_for(config: ServerConfig, artifacts: dict[Path, Artifact]) -> Pool | None:
+def pool_for(config: ServerConfig, artifacts: dict[Path, Artifact]) -> InstancePool | None:
     """The instance pool a worker's engine gets: one core instance, its memory slot as large as
     the largest WasmMemoryLimit (4 GiB, wasm32's maximum, where a Location has none). None when
     the worker serves a component: one instantiates several core instances, memories and tables
@@ -289,8 +289,8 @@ def pool_for(config: ServerConfig, artifacts: dict[Path, Artifact]) -> Pool | No
         return None
     limits = [loc.memory_limit for loc in [*config.locations, *config.section_runs()] if loc.module is not None]
     if not limits or None in limits:
-        return Pool(WASM32_MEMORY_MAX)
-    return Pool(max(limit for limit in limits if limit is not None))
+        return InstancePool(WASM32_MEMORY_MAX)
+    return InstancePool(max(limit for limit in limits if limit is not None))
 
 
 def _bound_ip(sock: socket.socket) -> str:

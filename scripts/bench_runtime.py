@@ -19,7 +19,7 @@ from pathlib import Path
 import wasmtime
 
 from prefork_wasm import cgi
-from prefork_wasm.engine import WASM32_MEMORY_MAX, Pool, engine_config
+from prefork_wasm.engine import WASM32_MEMORY_MAX, InstancePool, engine_config
 from prefork_wasm.messages import Request
 from prefork_wasm.runtime import GuestSpec, Outcome, Runtime
 
@@ -39,7 +39,7 @@ def cgi_env() -> dict[str, str]:
 def runtime_run(artifact: Path) -> Callable[[], None]:
     """As in a worker: a pooling engine, and the process's fds 1 and 2 given to the guests
     (this script's own output goes on through a copy of fd 1)."""
-    runtime = Runtime(Pool(WASM32_MEMORY_MAX))
+    runtime = Runtime(InstancePool(WASM32_MEMORY_MAX))
     out, _ = runtime.take_standard_streams()
     sys.stdout = open(out, "w", buffering=1, closefd=False)  # noqa: SIM115 - for the process's life
     module = runtime.load(artifact, is_component=False)
@@ -53,7 +53,7 @@ def runtime_run(artifact: Path) -> Callable[[], None]:
     return run
 
 
-def bare_floor(artifact: Path, pool: Pool | None) -> Callable[[], None]:
+def bare_floor(artifact: Path, pool: InstancePool | None) -> Callable[[], None]:
     engine = wasmtime.Engine(engine_config(parallel_compilation=False, pool=pool))
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
         artifact.write_bytes(wasmtime.Module.from_file(compiler, str(args.module)).serialize())
         variants = {
             "prefork-wasm Runtime.run (pooling)": runtime_run(artifact),
-            "bare floor, pooling engine": bare_floor(artifact, Pool(WASM32_MEMORY_MAX)),
+            "bare floor, pooling engine": bare_floor(artifact, InstancePool(WASM32_MEMORY_MAX)),
             "bare floor, default engine": bare_floor(artifact, None),
         }
         times: dict[str, list[float]] = {name: [] for name in variants}

@@ -17,7 +17,7 @@ import pytest
 from prefork_wasm.compiler import Artifact, ModuleInfo
 from prefork_wasm.conffile import parse_config
 from prefork_wasm.connection import LINGER_SECONDS, Limits, serve
-from prefork_wasm.engine import WASM32_MEMORY_MAX, Pool
+from prefork_wasm.engine import WASM32_MEMORY_MAX, InstancePool
 from prefork_wasm.handler import Site, prepare_routes
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request, Response
@@ -235,7 +235,7 @@ def test_a_connection_the_client_closes_is_not_held_for_its_fin() -> None:
 
 
 def test_the_instance_pool_is_sized_by_the_largest_memory_limit_and_left_out_for_components(tmp_path: Path) -> None:
-    def pool(limits: list[str], component: bool = False) -> Pool | None:
+    def pool(limits: list[str], component: bool = False) -> InstancePool | None:
         conf = tmp_path / "pool.conf"
         for i in range(len(limits)):
             (tmp_path / f"m{i}.wasm").write_bytes(b"")  # the config checks that it exists
@@ -248,6 +248,6 @@ def test_the_instance_pool_is_sized_by_the_largest_memory_limit_and_left_out_for
         modules = [loc.module for loc in config.locations if loc.module is not None]
         return pool_for(config, {m: Artifact(m, tmp_path / "a", False, 0.0, info) for m in modules})
 
-    assert pool(["    WasmMemoryLimit 1M\n", "    WasmMemoryLimit 2M\n"]) == Pool(2 << 20)
-    assert pool(["    WasmMemoryLimit 1M\n", ""]) == Pool(WASM32_MEMORY_MAX)  # one without a limit
+    assert pool(["    WasmMemoryLimit 1M\n", "    WasmMemoryLimit 2M\n"]) == InstancePool(2 << 20)
+    assert pool(["    WasmMemoryLimit 1M\n", ""]) == InstancePool(WASM32_MEMORY_MAX)  # one without a limit
     assert pool(["    WasmMemoryLimit 1M\n"], component=True) is None

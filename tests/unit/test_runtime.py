@@ -15,7 +15,7 @@ import wasmtime
 from conftest import EXAMPLES, MODULES, wait_for
 from wasmtime.component import Component
 
-from prefork_wasm.engine import Pool, engine_config
+from prefork_wasm.engine import InstancePool, engine_config
 from prefork_wasm import runtime as runtime_module
 from prefork_wasm.runtime import (
     _FIRST_READ,
@@ -150,9 +150,9 @@ def test_a_component_export_index_found_once_serves_every_instance(
 
 _STANDARD_STREAMS = """
 import os, sys, wasmtime
-from prefork_wasm.engine import Pool, engine_config
+from prefork_wasm.engine import InstancePool, engine_config
 from prefork_wasm.runtime import GuestSpec, Runtime
-runtime = Runtime(Pool())
+runtime = Runtime(InstancePool())
 out, err = runtime.take_standard_streams()
 artifact = sys.argv[2]
 compiler = wasmtime.Engine(engine_config(parallel_compilation=False))
@@ -199,7 +199,7 @@ def test_a_pooled_engine_refuses_a_component_before_reading_it(tmp_path: Path) -
     """pool_for never pools a worker that serves a component; if it did, loading says why
     (instead of a component instantiating into a one-instance pool and failing per request)."""
     with pytest.raises(ValueError, match="component needs an engine without the instance pool"):
-        Runtime(Pool()).load(tmp_path / "never-read.cwasm", is_component=True)
+        Runtime(InstancePool()).load(tmp_path / "never-read.cwasm", is_component=True)
 
 
 @pytest.mark.parametrize("size", [0, 52, _FIRST_READ - 1, _FIRST_READ, _FIRST_READ + 1, 300_000])
@@ -230,8 +230,8 @@ def test_a_stream_gives_each_output_whole_with_one_pread_when_it_is_small(
         os.close(stream.fd)
 
 
-@pytest.mark.parametrize("pool", [Pool(), None], ids=["pooled", "on-demand"])
-def test_every_run_starts_from_the_module_s_initial_state(pool: Pool | None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pool", [InstancePool(), None], ids=["pooled", "on-demand"])
+def test_every_run_starts_from_the_module_s_initial_state(pool: InstancePool | None, tmp_path: Path) -> None:
     """A fresh instance per request: a run's memory, globals and table are gone for the next one,
     also where the pool reuses one slot (memory madvised, table zeroed) for every run."""
     engine = wasmtime.Engine(engine_config(parallel_compilation=False))
@@ -255,6 +255,6 @@ def test_a_failed_host_call_is_reported_by_its_cause_not_by_the_backtrace_header
         ' (memory 1) (func (export "_start") (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))'
     )
     artifact.write_bytes(wasmtime.Module(engine, source).serialize())
-    runtime = Runtime(Pool())
+    runtime = Runtime(InstancePool())
     result = runtime.run(runtime.load(artifact, is_component=False), GuestSpec(), ["no-memory"], {}, b"")
     assert (result.outcome, result.detail) == (Outcome.ERROR, "missing required memory export")
