@@ -1,46 +1,43 @@
 """One client connection: HTTP/1.1 over a blocking socket, with h11 parsing the requests.
 
-h11 decides a request's framing, whether the client keeps the connection, pipelining and most
-of what is malformed; this module moves bytes between the socket and h11, applies the server's
-time and size limits (Apache's Timeout, KeepAliveTimeout, RequestReadTimeout,
-LimitRequestLine/FieldSize/Fields, LimitRequestBody), refuses the request shapes h11 lets
-through but Apache or RFC 9112 do not, hands each complete request to a `Handler`, and writes
-its response. It knows nothing of Wasm.
-
-The pure parts (`HeadScanner`, `check_request_line`, `body_length`, `ChunkedScanner`,
-`transfer_coding_refusal`, `response_head`) come first; the socket I/O after them. Read
-deadlines are `reqtimeout.Deadline`s: Timeout and RequestReadTimeout.
+This module moves bytes between the socket and h11 and the checks of http1.py, applies the
+server's time limits (Apache's Timeout, KeepAliveTimeout, RequestReadTimeout) and
+LimitRequestBody, hands each complete request to a `Handler`, and writes its response. It
+knows nothing of Wasm. Read deadlines are `reqtimeout.Deadline`s: Timeout and
+RequestReadTimeout.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import select
 import socket
 import time
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from email.utils import formatdate
+from collections.abc import Callable
 from functools import partial
 from typing import Protocol
 
 import h11
 
-from .messages import (
-    FIELD_VALUE_BYTES,
-    SERVER_SOFTWARE,
-    TCHAR,
-    FileBody,
-    Request,
-    Response,
-    error_response,
-    reason_phrase,
+from .http1 import (
+    NO_BODY,
+    ChunkedScanner,
+    HeadScanner,
+    Limits,
+    Refused,
+    ResponseHeadError,
+    body_length,
+    check_request_line,
+    framed_head,
+    max_head_size,
+    response_head,
+    transfer_coding_refusal,
 )
+from .messages import FileBody, Request, Response, error_response
 from .paths import PathRefused, request_path
-from .reqtimeout import BODY_DEFAULT, HEADER_DEFAULT, Deadline, ReadTimeout
+from .reqtimeout import Deadline
 
 RECV_SIZE = 65536
 # A wait shorter than this (for the next keep-alive request, or by an idle worker for the next
@@ -52,27 +49,8 @@ REPORT_WAIT = 0.01
 # time and bytes, so a client still uploading gigabytes after a 413 can't hold the worker.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1 << 20
-# Apache's maximum LimitRequestFields: caps the head when LimitRequestFields 0 says unlimited.
-MAX_FIELDS = 32767
-# Empty lines ignored before a request line (RFC 9112 2.2 says at least one); Apache's
-# DEFAULT_LIMIT_BLANK_LINES. They are what old clients send after a POST body.
-MAX_BLANK_LINES = 10
 # The most one sendfile call is asked for: a file body goes out in steps this size.
 SENDFILE_CHUNK = 1 << 24
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    timeout: float  # Timeout: reading the head, reading the body, writing the response, each whole
-    keep_alive: bool
-    keep_alive_timeout: float  # the wait for the first byte of the next request
-    max_keep_alive_requests: int  # 0 = unlimited
-    request_line: int  # LimitRequestLine: bytes of the request line, CRLF excluded
-    field_size: int  # LimitRequestFieldSize: bytes of one header field line, CRLF excluded
-    fields: int  # LimitRequestFields: header fields in a request, 0 = unlimited
-    encoded_slashes: str = "off"  # AllowEncodedSlashes: off, on or nodecode (paths.request_path)
-    header_read: ReadTimeout = HEADER_DEFAULT  # RequestReadTimeout header=...
-    body_read: ReadTimeout = BODY_DEFAULT  # RequestReadTimeout body=...
 
 
 class Handler(Protocol):
@@ -113,386 +91,6 @@ class StateHook(Protocol):
     def __call__(self, letter: str, request: Request | None = None) -> None: ...
 
 
-class Refused(Exception):
-    """A request the server will not serve: answer `status` if the protocol still allows, then close."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-
-
-# --- pure checks ---------------------------------------------------------------------------
-
-
-def max_head_size(limits: Limits) -> int:
-    """h11's buffer cap: the largest head the three limits allow.
-
-    `HeadScanner` refuses a bad head long before this; the cap still bounds the lines h11 reads
-    inside a chunked body (chunk sizes with extensions, trailer fields).
-    """
-    fields = limits.fields or MAX_FIELDS
-    return limits.request_line + 2 + fields * (limits.field_size + 2) + 2
-
-
-# Control characters RFC 9110 5.5 forbids in a field value, HTAB aside (CR and LF end lines).
-# h11 refuses only NUL, VT and FF; a proxy may cut or keep the others (request smuggling).
-_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-class HeadScanner:
-    """Apache's LimitRequestLine, LimitRequestFieldSize and LimitRequestFields, checked on one
-    request head's raw bytes as they arrive, before h11 parses them.
-
-    h11 alone only caps its whole buffer. It also accepts shapes that Apache's default
-    HttpProtocolOptions Strict and RFC 9112 refuse, because a proxy in front may frame them
-    differently (request smuggling): a bare LF as line end, obs-fold (a header line that starts
-    with a space or tab, continuing the previous one) and control characters in a value. All
-    are 400 here. Empty lines before the request line are skipped (RFC 9112 2.2), up to
-    MAX_BLANK_LINES; h11 would answer 400, so `feed` says how many bytes it must not see.
-
-    Each byte is looked at once, so a client trickling its head a byte at a time costs O(n).
-    """
-
-    __slots__ = (
-        "_blank", "_cr", "_field_limit", "_fields", "_last", "_line_limit", "_lines", "_partial", "_short",
-        "done", "raw", "size",
-    )
-
-    def __init__(self, limits: Limits) -> None:
-        self._line_limit = limits.request_line
-        self._field_limit = limits.field_size
-        self._fields = limits.fields
-        self._short = min(limits.request_line, limits.field_size)
-        self._lines = 0  # complete lines: the request line, then header fields
-        self._partial = 0  # bytes of the current unfinished line, its CR included
-        self._last = 0  # the last byte fed: a CR that ends one packet before the LF of the next
-        self._blank = 0  # empty lines skipped before the request line
-        self._cr = False  # a packet ended with the CR of a skipped empty line
-        self.done = False  # the blank line that ends the head was seen
-        self.raw: bytes | bytearray = b""  # what was fed, skipped empty lines aside
-        self.size = 0  # once done: the head's length in `raw` (what follows is body)
-
-    def feed(self, data: bytes) -> int:
-        """Look at the next bytes of the head; raises Refused for the first line that breaks a
-        rule. Returns how many leading bytes of `data` are skipped empty lines."""
-        if self.done or not data:
-            return 0
-        skip = 0 if self.raw else self._skip_blank_lines(data)
-        if skip:
-            data = data[skip:]
-            if not data:
-                return skip
-        if not self.raw:
-            self.raw = data  # the common single packet: keep a reference, copy nothing
-        elif isinstance(self.raw, bytes):
-            self.raw = bytearray(self.raw) + data
-        else:
-            self.raw += data
-        if not self._lines and not self._partial and self._short_head(data):
-            return skip
-        pos, end = 0, len(data)
-        while pos < end:
-            if self._lines and not self._partial and data[pos] in b" \t":
-                raise Refused(400, "Header field continuation lines (obs-fold) are not accepted.")
-            lf = data.find(b"\n", pos)
-            if _CONTROL.search(data, pos, end if lf < 0 else lf):
-                raise Refused(400, "Control characters other than HTAB are not allowed in a request head.")
-            if lf < 0:
-                self._partial += end - pos
-                self._last = data[-1]
-                if self._partial > self._limit() + 1:  # +1: the line's CR may be in
-                    raise self._too_long()
-                return skip
-            length = self._partial + lf - pos
-            before = data[lf - 1] if lf > pos else self._last
-            if not length or before != 0x0D:
-                raise Refused(400, "Request lines must end with CRLF, not a bare LF.")
-            length -= 1
-            self._partial = 0
-            pos = lf + 1
-            if not length:  # the blank line
-                self.done = True
-                self.size = len(self.raw) - end + pos
-                return skip
-            if length > self._limit():
-                raise self._too_long()
-            self._lines += 1
-            if self._fields and self._lines > self._fields + 1:
-                raise Refused(431, "The number of request header fields exceeds LimitRequestFields.")
-        return skip
-
-    def _skip_blank_lines(self, data: bytes) -> int:
-        """The CRLFs before the request line, also split between packets; a bare CR or LF there
-        is left to the line scan (400)."""
-        pos = 0
-        if self._cr:
-            if data[:1] != b"\n":
-                raise Refused(400, "Request lines must end with CRLF, not a bare CR.")
-            self._cr = False
-            pos = self._count_blank_line(1)
-        while data.startswith(b"\r\n", pos):
-            pos = self._count_blank_line(pos + 2)
-        if pos == len(data) - 1 and data[pos] == 0x0D:
-            self._cr = True
-            pos += 1
-        return pos
-
-    def _count_blank_line(self, pos: int) -> int:
-        self._blank += 1
-        if self._blank > MAX_BLANK_LINES:
-            raise Refused(400, f"More than {MAX_BLANK_LINES} empty lines before the request line.")
-        return pos
-
-    def _short_head(self, data: bytes) -> bool:
-        """The common case in a few C-speed scans: a whole head in one packet, shorter than either
-        line limit (so no line can break one), as many CRs as LFs, no line starting with a space
-        and no tab (either could be obs-fold), no control character, few enough fields.
-
-        Equal counts let a bare LF through only with a CR elsewhere than before an LF, and h11
-        refuses any such CR (400). Anything unusual goes to the exact line-by-line scan.
-        """
-        end = data.find(b"\r\n\r\n")
-        if end < 0 or end > self._short:
-            return False
-        end += 2
-        lines = data.count(b"\n", 0, end)
-        if (
-            data.count(b"\r", 0, end) == lines
-            and data.find(b"\t", 0, end) < 0
-            and data.find(b"\n ", 0, end) < 0
-            and not _CONTROL.search(data, 0, end)
-            and (not self._fields or lines - 1 <= self._fields)
-        ):
-            self.done = True
-            self.size = end + 2
-            return True
-        return False
-
-    def _limit(self) -> int:
-        return self._field_limit if self._lines else self._line_limit
-
-    def _too_long(self) -> Refused:
-        if self._lines:
-            return Refused(431, "A request header field exceeds LimitRequestFieldSize.")
-        return Refused(414, "The request line exceeds LimitRequestLine.")
-
-
-_ABSOLUTE_FORM = re.compile(rb"(?i:https?)://[^/?#]+")
-
-
-def check_request_line(event: h11.Request, headers: list[tuple[bytes, bytes]]) -> None:
-    """Refuse what h11 accepts in a request line but Apache (Strict) or RFC 9112 do not."""
-    version = event.http_version
-    if version != b"1.1" and version != b"1.0":
-        if version[:1] == b"0":  # Apache: HTTP/0.9 only as a bare 'GET /', which h11 refuses
-            raise Refused(400, f"Unsupported protocol HTTP/{version.decode()}.")
-        if version[:1] != b"1":
-            raise Refused(505, f"HTTP/{version.decode()} is not supported.")
-        if not any(name == b"host" for name, _ in headers):  # h11 checks only HTTP/1.1
-            raise Refused(400, "An HTTP/1.x request needs a Host header.")
-    method, target = event.method, event.target
-    if method == b"CONNECT":  # h11 would switch protocols on a 2xx; this is no proxy
-        raise Refused(501, "CONNECT is not supported: this server is not a proxy.")
-    if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS") and not _ABSOLUTE_FORM.match(target):
-        raise Refused(400, "Invalid request target.")
-    if b"#" in target:
-        raise Refused(400, "The request target must not contain a fragment.")
-
-
-_CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*(.*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
-
-
-def body_length(version: bytes, headers: list[tuple[bytes, bytes]], head: bytes | bytearray) -> int | None:
-    """The declared body size: Content-Length, 0 without one, None for chunked (known at its end).
-
-    h11 has already refused conflicting Content-Lengths and every Transfer-Encoding but
-    'chunked'. It accepts a Content-Length list of equal values ('5, 5') and a repeated field,
-    which Apache refuses (a proxy may take another member): 400 unless `head`, the raw head,
-    has exactly one Content-Length of digits. h11 also lets a request with both headers through
-    (Transfer-Encoding wins, RFC 9112 6.3); that is the classic smuggling shape, so it is
-    refused, as RFC 9112 6.1 allows. So is Transfer-Encoding in an HTTP/1.0 request, whose
-    framing RFC 9112 6.1 calls faulty.
-    """
-    length = 0
-    has_length = chunked = False
-    for name, value in headers:
-        if name == b"content-length":
-            length, has_length = int(value), True
-        elif name == b"transfer-encoding":
-            chunked = True
-    if has_length:
-        sent = _CONTENT_LENGTH.findall(head)
-        if len(sent) != 1 or not sent[0].isdigit():
-            raise Refused(400, "Content-Length must be one field of digits only.")
-    if not chunked:
-        return length
-    if has_length:
-        raise Refused(400, "A request must not have both Content-Length and Transfer-Encoding.")
-    if version == b"1.0":
-        raise Refused(400, "Transfer-Encoding is not allowed in an HTTP/1.0 request.")
-    return None
-
-
-_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
-_QUOTED_STRING = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
-# RFC 9112 7.1: chunk-size [ chunk-ext ], without the BWS that senders SHOULD NOT send (h11
-# refuses it after the size); h11's own limit of 20 hex digits.
-_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;" + _TOKEN + rb"(?:=(?:" + _TOKEN + rb"|" + _QUOTED_STRING + rb"))?)*")
-_TRAILER_FIELD = re.compile(rb"(" + _TOKEN + rb"):[\t\x20-\x7e\x80-\xff]*")
-# Fields that RFC 9110 6.5.1 says cannot be processed after the content, by its kinds: message
-# framing and connection handling, routing, authentication and cookies, request modifiers
-# (conditionals, Range, Expect, Max-Forwards, caching controls, TE) and the content's format.
-# Trailers never reach a guest; one of these there is an attempt at a proxy that merges them.
-FORBIDDEN_TRAILERS = frozenset(
-    {
-        b"content-length", b"transfer-encoding", b"trailer", b"te", b"connection", b"keep-alive",
-        b"upgrade", b"proxy-connection",
-        b"host",
-        b"authorization", b"proxy-authorization", b"cookie", b"set-cookie",
-        b"expect", b"max-forwards", b"range", b"if-match", b"if-none-match", b"if-modified-since",
-        b"if-unmodified-since", b"if-range", b"cache-control", b"pragma",
-        b"content-type", b"content-encoding", b"content-range",
-    }
-)
-
-_SIZE, _DATA, _DATA_END, _TRAILER = range(4)
-
-
-class ChunkedScanner:
-    """RFC 9112 7.1 chunked framing checked on a body's raw bytes as they arrive, before h11
-    parses them (as HeadScanner does for the head).
-
-    h11 takes anything but LF after a ';' in a chunk-size line (a bare CR, NUL, an unbalanced
-    quote), whitespace after the size, and trailer fields of any name. A proxy that ends lines at
-    a bare CR frames '41;a=b\\r\\r\\n...' differently from h11: request smuggling. Here a
-    chunk-size line is exactly hex digits then `;token[=token|quoted-string]` extensions, chunk
-    data ends with CRLF, lines end with CRLF and are LimitRequestFieldSize bytes at most (as in
-    Apache), and the trailer has at most LimitRequestFields well-formed fields, none of
-    FORBIDDEN_TRAILERS. The data itself is only counted, never copied.
-    """
-
-    __slots__ = ("_field_limit", "_fields", "_line", "_remaining", "_state", "_trailers", "done")
-
-    def __init__(self, limits: Limits) -> None:
-        self._field_limit = limits.field_size
-        self._fields = limits.fields
-        self._state = _SIZE
-        self._line = bytearray()  # the current unfinished line
-        self._remaining = 0  # bytes of the current chunk's data still to come
-        self._trailers = 0
-        self.done = False  # the empty line that ends the trailer was seen
-
-    def feed(self, data: bytes) -> int:
-        """Check the next bytes; returns how many belong to the body (once `done`, the rest of
-        `data` is the next request's). Raises Refused for the first rule broken."""
-        pos, end = 0, len(data)
-        while pos < end and not self.done:
-            if self._state == _DATA:
-                take = min(self._remaining, end - pos)
-                pos += take
-                self._remaining -= take
-                if not self._remaining:
-                    self._state = _DATA_END
-                continue
-            lf = data.find(b"\n", pos)
-            self._line += data[pos : end if lf < 0 else lf]
-            if len(self._line) > self._field_limit + 1:  # +1: the line's CR may be in
-                raise Refused(431 if self._state == _TRAILER else 400, "A line of the chunked body exceeds LimitRequestFieldSize.")
-            if lf < 0:
-                return end
-            pos = lf + 1
-            line, self._line = self._line, bytearray()
-            if line[-1:] != b"\r":
-                raise Refused(400, "Lines of a chunked body must end with CRLF, not a bare LF.")
-            self._end_line(bytes(line[:-1]))
-        return pos
-
-    def _end_line(self, line: bytes) -> None:
-        if self._state == _SIZE:
-            match = _CHUNK_LINE.fullmatch(line)
-            if not match:
-                raise Refused(400, "Invalid chunk-size line: hex digits, then only ;name[=value] extensions.")
-            self._remaining = int(match[1], 16)
-            self._state = _DATA if self._remaining else _TRAILER
-        elif self._state == _DATA_END:
-            if line:
-                raise Refused(400, "Chunk data must be followed by CRLF.")
-            self._state = _SIZE
-        elif not line:
-            self.done = True
-        else:
-            if line[0] in b" \t":
-                raise Refused(400, "Header field continuation lines (obs-fold) are not accepted.")
-            match = _TRAILER_FIELD.fullmatch(line)
-            if not match:
-                raise Refused(400, "Invalid trailer field.")
-            if match[1].lower() in FORBIDDEN_TRAILERS:
-                raise Refused(400, f"{match[1].decode()} is not allowed in a trailer.")
-            self._trailers += 1
-            if self._fields and self._trailers > self._fields:
-                raise Refused(431, "The number of trailer fields exceeds LimitRequestFields.")
-
-
-_TRANSFER_ENCODING = re.compile(rb"^transfer-encoding:(.*)$", re.IGNORECASE | re.MULTILINE)
-
-
-def transfer_coding_refusal(head: bytes) -> Refused:
-    """The answer to a Transfer-Encoding h11 refused (it says 501 for all of them).
-
-    RFC 9112 6.3 and Apache answer 400 when chunked is not the final coding, or is applied
-    twice: the body's length is then unknowable. Only a coding before a final chunked
-    ('gzip, chunked') is well-formed but not implemented: 501.
-    """
-    head = head.split(b"\r\n\r\n", 1)[0]
-    codings = [c.strip().lower() for m in _TRANSFER_ENCODING.finditer(head) for c in m[1].split(b",")]
-    codings = [c for c in codings if c]
-    if codings[-1:] == [b"chunked"] and codings.count(b"chunked") == 1:
-        return Refused(501, "Only the chunked transfer coding is implemented.")
-    return Refused(400, "Transfer-Encoding must end with chunked, applied once.")
-
-
-class ResponseHeadError(ValueError):
-    """A response field that must not be sent: a server fault (guests' fields are checked
-    earlier, by cgi.py, and answered 502)."""
-
-
-def response_head(status: int, reason: bytes, fields: Sequence[tuple[bytes, bytes]]) -> bytes:
-    """The status line and header fields of a response: the one place a head is made, so the
-    one place it is checked. A name must be a token; no value, nor the reason, may hold a byte
-    that ends a line (or NUL, VT, FF), whoever made it: a head cannot be split.
-
-    h11 parses requests, but does not write responses: its send side cost 21 us of a request's
-    31 us of h11 (event, state machine, header clean-up, writer), for what this does in 2."""
-    if not 100 <= status <= 599:
-        raise ResponseHeadError(f"status {status} is not in 100-599")
-    names = [name for name, _ in fields]
-    if not all(names) or b"".join(names).translate(None, TCHAR):
-        raise ResponseHeadError(f"a field name is not a token: {names!r}")
-    if b"".join([reason, *(value for _, value in fields)]).translate(None, FIELD_VALUE_BYTES):
-        raise ResponseHeadError(f"a control character in a field value or the reason: {fields!r} {reason!r}")
-    lines = [b"%s: %s\r\n" % field for field in fields]
-    return b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason, b"".join(lines))
-
-
-# --- socket I/O ----------------------------------------------------------------------------
-
-
-class _Date:
-    """The Date header, formatted once a second instead of once a request."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._value = b""
-
-    def __call__(self) -> bytes:
-        now = int(time.time())
-        if now != self._second:
-            self._second, self._value = now, formatdate(now, usegmt=True).encode()
-        return self._value
-
-
-http_date = _Date()
-_SERVER = SERVER_SOFTWARE.encode()
 _SERVER_FAULT = "The server failed while handling the request."
 _DISCARD = memoryview(bytearray(RECV_SIZE))  # lingering close reads into it (one thread per worker)
 
@@ -761,10 +359,6 @@ def _wait(sock: socket.socket, event: int, deadline: float) -> None:
         raise _TimedOut()
 
 
-# Statuses whose responses have no body (RFC 9110 6.4.1); 1xx are never sent this way.
-_NO_BODY = frozenset({204, 304})
-
-
 class _Exchange:
     """One request's answer: whether its response has begun, since at most one is sent (the
     watcher thread's `_last_words` come only when the worker's own response has not)."""
@@ -785,9 +379,9 @@ def _send_response(
     body = response.body
     deadline = time.monotonic() + timeout
     try:
-        head = _response_head(response, len(body), close)
+        head = framed_head(response, len(body), close)
         exchange.begun = True
-        if head_only or not len(body) or response.status in _NO_BODY:  # a guest's body for a 204 or 304 is dropped
+        if head_only or not len(body) or response.status in NO_BODY:  # a guest's body for a 204 or 304 is dropped
             _sendall(sock, head, deadline, more=close)
             sent = 0
         elif isinstance(body, FileBody):
@@ -816,17 +410,6 @@ def _end_output(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_WR)
     except OSError:
         pass  # the client is gone: nothing to tell it
-
-
-def _response_head(response: Response, length: int, close: bool) -> bytes:
-    """The head with the server's own fields: framing (a body always has a Content-Length) and
-    whether the connection ends."""
-    headers = [(b"date", http_date()), (b"server", _SERVER), *response.headers]
-    if response.status not in _NO_BODY:  # a 204 has none, a 304's would be the 200's (RFC 9110 8.6)
-        headers.append((b"content-length", b"%d" % length))
-    if close:
-        headers.append((b"connection", b"close"))
-    return response_head(response.status, response.reason or reason_phrase(response.status), headers)
 
 
 def _sendfile(sock: socket.socket, body: FileBody, timeout: float) -> int:

@@ -1,5 +1,5 @@
-"""The parts of prefork_wasm.connection that need no socket: the request checks (head limits,
-request line, body framing, transfer codings) and the response head (the socket side is
+"""prefork_wasm.http1, fed bytes: the request checks (head limits, request line, body framing,
+transfer codings) and the response head (the socket side is
 tests/integration/test_hostile_http.py)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prefork_wasm.connection import (
+from prefork_wasm.http1 import (
     FORBIDDEN_TRAILERS,
     MAX_FIELDS,
     ChunkedScanner,
