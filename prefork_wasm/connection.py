@@ -1,10 +1,10 @@
-"""One client connection: HTTP/1.1 over a blocking socket, with h11 parsing the requests.
+"""One client connection: the socket side of HTTP/1.1, whose protocol side is http1.py.
 
-This module moves bytes between the socket and h11 and the checks of http1.py, applies the
-server's time limits (Apache's Timeout, KeepAliveTimeout, RequestReadTimeout) and
-LimitRequestBody, hands each complete request to a `Handler`, and writes its response. It
-knows nothing of Wasm. Read deadlines are `reqtimeout.Deadline`s: Timeout and
-RequestReadTimeout.
+This module moves bytes between the socket and an `http1.RequestParser`, applies the server's
+time limits (Apache's Timeout, KeepAliveTimeout, RequestReadTimeout), hands each complete
+request to a `Handler`, decides whether the connection is kept alive, and writes the response
+(sendfile for a file body, lingering close). It knows nothing of Wasm. Read deadlines are
+`reqtimeout.Deadline`s: Timeout and RequestReadTimeout.
 """
 
 from __future__ import annotations
@@ -19,24 +19,16 @@ from collections.abc import Callable
 from functools import partial
 from typing import Protocol
 
-import h11
-
 from .http1 import (
-    NO_BODY,
-    ChunkedScanner,
-    HeadScanner,
+    CONTINUE,
+    ClientGone,
     Limits,
     Refused,
+    RequestParser,
     ResponseHeadError,
-    body_length,
-    check_request_line,
     framed_head,
-    max_head_size,
-    response_head,
-    transfer_coding_refusal,
 )
 from .messages import FileBody, Request, Response, error_response
-from .paths import PathRefused, request_path
 from .reqtimeout import Deadline
 
 RECV_SIZE = 65536
@@ -95,10 +87,6 @@ _SERVER_FAULT = "The server failed while handling the request."
 _DISCARD = memoryview(bytearray(RECV_SIZE))  # lingering close reads into it (one thread per worker)
 
 
-class _ClientGone(Exception):
-    pass
-
-
 class _TimedOut(Exception):
     pass
 
@@ -115,81 +103,33 @@ def serve(
     """Serve requests on `sock` until the connection ends; returns how many were answered.
     `server_addr` is the local IP the client connected to (for virtual hosts by address)."""
     sock.setblocking(False)  # each read and write waits in `_wait`, by its phase's deadline
+    parser = RequestParser(limits, peer, server_port, server_addr)
     served = 0
     # After a read timeout there is no lingering: a trickling client would hold the worker on.
     linger: float | None = LINGER_SECONDS  # None: nothing to drain, close at once
     pending, closed = b"", False  # what the client sent after the last request, and whether it then closed
     try:
         while True:
-            # A fresh h11 state per request (about 1 us): `_read_head` must keep empty lines
-            # before a pipelined request from h11, which would hold them in its buffer.
-            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size(limits))
+            parser.next_request()
             request: Request | None = None
             try:
-                head = _read_head(conn, sock, limits, state, pending, closed, keep_alive=served > 0)
-                if head is None:
+                if not _read_head(parser, sock, limits, state, pending, closed, keep_alive=served > 0):
                     return served
-                event, scanner = head
-                headers = list(event.headers)
-                request = Request(
-                    method=event.method.decode("ascii"),
-                    target=event.target.decode("latin-1"),
-                    http_version=event.http_version.decode("ascii"),
-                    headers=headers,
-                    remote_addr=peer[0],
-                    remote_port=peer[1],
-                    server_port=server_port,
-                    request_id=handler.new_request_id(),
-                    start=time.time(),
-                    server_addr=server_addr,
-                )
-                check_request_line(event, headers)
-                try:
-                    request.path = request_path(request.target, limits.encoded_slashes)
-                except PathRefused as e:
-                    raise Refused(e.status, str(e)) from None
-                length = body_length(event.http_version, headers, scanner.raw[: scanner.size])
-                request.body = _read_body(conn, sock, length, handler.body_limit(request), limits, state)
-            except (Refused, h11.RemoteProtocolError) as e:
-                state("W", request)
-                _refuse(sock, handler, request, e, limits.timeout)
-                if isinstance(e, Refused) and e.status == 408:
+                request = parser.request(handler.new_request_id())
+                length = parser.check(request)
+                request.body = _read_body(parser, sock, length, handler.body_limit(request), limits, state)
+            except Refused as e:
+                _refuse(sock, handler, state, request, e, limits.timeout)
+                if e.status == 408:
                     linger = 0.0
                 return served + (request is not None)
-
-            state("W", request)
-            exchange = _Exchange()
-            handler.in_flight(partial(_last_words, exchange, sock, handler, request, limits.timeout))
-            try:
-                response = handler.respond(request)
-            except Exception:  # last resort, behind the handler's own boundary: answer, keep the worker
-                traceback.print_exc()
-                response = error_response(500, _SERVER_FAULT)
             served += 1
-            pending, closed = conn.trailing_data
-            # Before our head: the request itself said close (or is HTTP/1.0 without keep-alive).
-            client_closes = conn.their_state is h11.MUST_CLOSE
-            close = (
-                # h11 has the client ready for another request (DONE), or not: it closes, or it
-                # asked for an Upgrade (MIGHT_SWITCH_PROTOCOL), which this server never grants.
-                conn.their_state is not h11.DONE
-                or not limits.keep_alive
-                or handler.draining()
-                or (limits.max_keep_alive_requests and served >= limits.max_keep_alive_requests)
-                # A prefork worker serves one connection at a time: when others are waiting
-                # for a worker, this one yields after its response (unless requests are
-                # already pipelined on it) instead of making them wait for KeepAliveTimeout.
-                or (not pending and handler.others_waiting())
-            )
-            head_only = request.method == "HEAD"
-            try:
-                sent = _send_response(exchange, sock, head_only, response, bool(close), limits.timeout)
-            except ResponseHeadError:  # nothing sent yet: answer 500 rather than nothing
-                traceback.print_exc()
-                close, response = True, error_response(500, _SERVER_FAULT)
-                sent = _send_response(exchange, sock, head_only, response, True, limits.timeout)
-            handler.finished(request, response, sent)
-            if client_closes and not pending:
+            pending, closed = parser.trailing
+            exchange = _Exchange()
+            response = _respond(exchange, sock, handler, state, request, limits.timeout)
+            close = _closes(parser, handler, limits, served, pending)
+            close = _send(exchange, sock, handler, request, response, close, limits.timeout)
+            if parser.client_closes and not pending:
                 # The client closes and sent nothing more: nothing to drain, and waiting for its
                 # FIN would hold the worker for a round trip per connection. (When we close, as
                 # a yield, its next request may be on the way: that one is drained.)
@@ -199,7 +139,7 @@ def serve(
     except _TimedOut:
         linger = 0.0
         return served
-    except _ClientGone:
+    except ClientGone:
         return served
     finally:
         if linger is None:
@@ -209,24 +149,24 @@ def serve(
 
 
 def _read_head(
-    conn: h11.Connection,
+    parser: RequestParser,
     sock: socket.socket,
     limits: Limits,
     state: StateHook,
     pending: bytes,
     closed: bool,
     keep_alive: bool,
-) -> tuple[h11.Request, HeadScanner] | None:
-    """The next request head, checked as it arrives (`pending` first); None if the client
-    closed. A client idle without sending a byte raises _TimedOut (closed silently, as Apache
-    does); one that sent part of a head gets 408.
+) -> bool:
+    """Feed `parser` the next request head, checked as it arrives (`pending` first); False if
+    the client closed instead. A client idle without sending a byte raises _TimedOut (closed
+    silently, as Apache does); one that sent part of a head gets 408.
 
     Timeout and RequestReadTimeout header= bound the head: from the accept for a connection's
     first request, from its first byte after a keep-alive wait, which KeepAliveTimeout bounds.
     """
-    scanner = HeadScanner(limits)
-    deadline = None if keep_alive else Deadline(time.monotonic(), limits.timeout, limits.header_read)
-    idle_until = time.monotonic() + limits.keep_alive_timeout
+    now = time.monotonic()
+    deadline = None if keep_alive else Deadline(now, limits.timeout, limits.header_read)
+    idle_until = now + limits.keep_alive_timeout
     data, eof = pending, closed
     if keep_alive and not pending:
         data = _next_request_bytes(sock, idle_until, state)
@@ -237,32 +177,18 @@ def _read_head(
         if arrived is not None:
             data, eof = arrived, not arrived
     while True:
-        if data:
-            skip = scanner.feed(data)
-            if deadline is None and skip < len(data):
-                state("R")
-                deadline = Deadline(time.monotonic(), limits.timeout, limits.header_read)
-            if deadline is not None:
-                deadline.received(len(data))
-            if skip < len(data):
-                conn.receive_data(data[skip:] if skip else data)
-        if eof:
-            conn.receive_data(b"")
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as e:
-            if e.error_status_hint == 501:
-                raise transfer_coding_refusal(bytes(scanner.raw)) from None
-            raise
-        if event is not h11.NEED_DATA:
-            if isinstance(event, h11.ConnectionClosed):
-                return None
-            assert isinstance(event, h11.Request)  # what h11 yields for an idle client
-            return event, scanner
+        done = parser.head(data, eof)
+        if deadline is None and parser.scanner.raw:  # the first bytes of a head
+            state("R")
+            deadline = Deadline(time.monotonic(), limits.timeout, limits.header_read)
+        if done:
+            return not parser.closed
+        if deadline is not None:
+            deadline.received(len(data))
         try:
             data = _recv(sock, idle_until if deadline is None else deadline.at)
         except _TimedOut:
-            if scanner.raw:
+            if parser.scanner.raw:
                 assert deadline is not None
                 raise Refused(408, f"The request head was not received within {deadline.limit}.") from None
             raise
@@ -283,46 +209,31 @@ def _next_request_bytes(sock: socket.socket, idle_until: float, state: StateHook
 
 
 def _read_body(
-    conn: h11.Connection, sock: socket.socket, length: int | None, limit: int, limits: Limits, state: StateHook
+    parser: RequestParser, sock: socket.socket, length: int | None, limit: int, limits: Limits, state: StateHook
 ) -> bytes:
-    """The whole body, read within Timeout and RequestReadTimeout body=; a chunked one is checked
-    by a ChunkedScanner before h11 sees its bytes.
-
-    Over `limit` (LimitRequestBody, 0 = none) it is refused with 413 without reading the
-    excess: at once for a Content-Length, as soon as a chunked body passes it.
-    """
-    if limit and length is not None and length > limit:
-        raise Refused(413, "The request body is larger than LimitRequestBody.")
+    """The whole body of `length` bytes (None: chunked), read within Timeout and RequestReadTimeout
+    body=; over `limit` (LimitRequestBody, 0 = unlimited) it is refused with 413 without reading
+    the excess. Its deadline is made once there is something to wait for: none for the common
+    request without a body."""
+    parser.start_body(length, limit)
     if length != 0:
         state("R")  # a new phase: the master's hung-worker check sees a fresh heartbeat
-    deadline = Deadline(time.monotonic(), limits.timeout, limits.body_read)
-    chunked = ChunkedScanner(limits) if length is None else None
-    if chunked is not None:
-        chunked.feed(conn.trailing_data[0])  # what came with the head
-    if conn.they_are_waiting_for_100_continue:
-        _sendall(sock, response_head(100, b"Continue", []), deadline.at)
-    chunks: list[bytes] = []
-    size = 0
+    deadline = None
+    if parser.expects_continue:
+        deadline = Deadline(time.monotonic(), limits.timeout, limits.body_read)
+        _sendall(sock, CONTINUE, deadline.at)
     while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            try:
-                data = _recv(sock, deadline.at)
-            except _TimedOut:
-                raise Refused(408, f"The request body was not received within {deadline.limit}.") from None
-            deadline.received(len(data))
-            if chunked is not None:
-                chunked.feed(data)
-            conn.receive_data(data)
-        elif isinstance(event, h11.Data):
-            size += len(event.data)
-            if limit and size > limit:
-                raise Refused(413, "The request body is larger than LimitRequestBody.")
-            chunks.append(event.data)
-        elif isinstance(event, h11.EndOfMessage):
-            return b"".join(chunks)
-        else:  # ConnectionClosed: h11 raises for a body cut short, so only after a complete one
-            raise _ClientGone()
+        body = parser.body()
+        if body is not None:
+            return body
+        if deadline is None:
+            deadline = Deadline(time.monotonic(), limits.timeout, limits.body_read)
+        try:
+            data = _recv(sock, deadline.at)
+        except _TimedOut:
+            raise Refused(408, f"The request body was not received within {deadline.limit}.") from None
+        deadline.received(len(data))
+        parser.feed_body(data)
 
 
 def _recv(sock: socket.socket, deadline: float) -> bytes:
@@ -341,7 +252,7 @@ def _recv_now(sock: socket.socket) -> bytes | None:
     except BlockingIOError:
         return None
     except OSError:
-        raise _ClientGone() from None
+        raise ClientGone() from None
 
 
 def _wait(sock: socket.socket, event: int, deadline: float) -> None:
@@ -369,6 +280,55 @@ class _Exchange:
         self.begun = False
 
 
+def _respond(
+    exchange: _Exchange, sock: socket.socket, handler: Handler, state: StateHook, request: Request, timeout: float
+) -> Response:
+    """The handler's answer. It is told first how another thread answers instead (`_last_words`)."""
+    state("W", request)
+    handler.in_flight(partial(_last_words, exchange, sock, handler, request, timeout))
+    try:
+        return handler.respond(request)
+    except Exception:  # last resort, behind the handler's own boundary: answer, keep the worker
+        traceback.print_exc()
+        return error_response(500, _SERVER_FAULT)
+
+
+def _closes(parser: RequestParser, handler: Handler, limits: Limits, served: int, pending: bytes) -> bool:
+    """Whether the connection ends after this response (the keep-alive decision)."""
+    return (
+        not parser.ready_for_next
+        or not limits.keep_alive
+        or handler.draining()
+        or (limits.max_keep_alive_requests > 0 and served >= limits.max_keep_alive_requests)
+        # A prefork worker serves one connection at a time: when others are waiting for a
+        # worker, this one yields after its response (unless requests are already pipelined on
+        # it) instead of making them wait for KeepAliveTimeout.
+        or (not pending and handler.others_waiting())
+    )
+
+
+def _send(
+    exchange: _Exchange,
+    sock: socket.socket,
+    handler: Handler,
+    request: Request,
+    response: Response,
+    close: bool,
+    timeout: float,
+) -> bool:
+    """Send the response, then tell the handler; returns whether the connection ends. A head
+    that must not be sent is a server fault found before anything is sent: a 500 goes instead."""
+    head_only = request.method == "HEAD"
+    try:
+        sent = _send_response(exchange, sock, head_only, response, close, timeout)
+    except ResponseHeadError:
+        traceback.print_exc()
+        close, response = True, error_response(500, _SERVER_FAULT)
+        sent = _send_response(exchange, sock, head_only, response, True, timeout)
+    handler.finished(request, response, sent)
+    return close
+
+
 def _send_response(
     exchange: _Exchange, sock: socket.socket, head_only: bool, response: Response, close: bool, timeout: float
 ) -> int:
@@ -379,9 +339,9 @@ def _send_response(
     body = response.body
     deadline = time.monotonic() + timeout
     try:
-        head = framed_head(response, len(body), close)
+        head, with_body = framed_head(response, head_only, close)
         exchange.begun = True
-        if head_only or not len(body) or response.status in NO_BODY:  # a guest's body for a 204 or 304 is dropped
+        if not with_body:
             _sendall(sock, head, deadline, more=close)
             sent = 0
         elif isinstance(body, FileBody):
@@ -426,24 +386,20 @@ def _sendfile(sock: socket.socket, body: FileBody, timeout: float) -> int:
             _wait(sock, select.POLLOUT, time.monotonic() + timeout)
             continue
         except OSError:
-            raise _ClientGone() from None
+            raise ClientGone() from None
         if not sent:
-            raise _ClientGone()
+            raise ClientGone()
         offset += sent
     return offset - body.offset
 
 
 def _refuse(
-    sock: socket.socket,
-    handler: Handler,
-    request: Request | None,
-    error: Refused | h11.RemoteProtocolError,
-    timeout: float,
+    sock: socket.socket, handler: Handler, state: StateHook, request: Request | None, error: Refused, timeout: float
 ) -> None:
     """Answer a request we will not serve with its error status; log it when its head was read
     (a head that could not be read has nothing to log)."""
-    status = error.status if isinstance(error, Refused) else error.error_status_hint
-    _final_response(_Exchange(), sock, handler, request, error_response(status, str(error)), timeout)
+    state("W", request)
+    _final_response(_Exchange(), sock, handler, request, error_response(error.status, str(error)), timeout)
 
 
 def _last_words(
@@ -470,7 +426,7 @@ def _final_response(
         head_only = request is not None and request.method == "HEAD"
         try:
             sent = _send_response(exchange, sock, head_only, response, True, timeout)
-        except (_ClientGone, _TimedOut):
+        except (ClientGone, _TimedOut):
             pass
     if request is not None:
         handler.finished(request, response, sent)
@@ -488,7 +444,7 @@ def _sendall(sock: socket.socket, data: bytes | memoryview, deadline: float, mor
         except BlockingIOError:
             _wait(sock, select.POLLOUT, deadline)
         except OSError:
-            raise _ClientGone() from None
+            raise ClientGone() from None
 
 
 def _lingering_close(sock: socket.socket, seconds: float) -> None:

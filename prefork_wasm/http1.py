@@ -1,11 +1,12 @@
-"""HTTP/1.1 on bytes, no socket: the request checks around h11, and the response head.
+"""HTTP/1.1 on bytes, no socket: requests parsed by h11 behind strict checks, response heads.
 
 h11 decides a request's framing, whether the client keeps the connection, pipelining and most
 of what is malformed. This module refuses the request shapes h11 lets through but Apache or
 RFC 9112 do not (`HeadScanner`, `check_request_line`, `body_length`, `ChunkedScanner`,
-`transfer_coding_refusal`), with Apache's size limits (LimitRequestLine/FieldSize/Fields), and
-writes response heads (`response_head`, `framed_head`). connection.py moves the bytes between
-a socket and this module, within the time limits.
+`transfer_coding_refusal`), applies Apache's size limits (LimitRequestLine/FieldSize/Fields,
+LimitRequestBody), makes `messages.Request`s of what h11 parses (`RequestParser`), and writes
+response heads (`response_head`, `framed_head`). connection.py moves the bytes between a socket
+and this module, within the time limits.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from email.utils import formatdate
 
 import h11
 
-from .messages import FIELD_VALUE_BYTES, SERVER_SOFTWARE, TCHAR, Response, reason_phrase
+from .messages import (
+    FIELD_VALUE_BYTES,
+    SERVER_SOFTWARE,
+    TCHAR,
+    Request,
+    Response,
+    reason_phrase,
+)
+from .paths import PathRefused, request_path
 from .reqtimeout import BODY_DEFAULT, HEADER_DEFAULT, ReadTimeout
 
 # Apache's maximum LimitRequestFields: caps the head when LimitRequestFields 0 says unlimited.
@@ -42,7 +51,6 @@ class Limits:
     body_read: ReadTimeout = BODY_DEFAULT  # RequestReadTimeout body=...
 
 
-
 class Refused(Exception):
     """A request the server will not serve: answer `status` if the protocol still allows, then close."""
 
@@ -50,6 +58,9 @@ class Refused(Exception):
         super().__init__(detail)
         self.status = status
 
+
+class ClientGone(Exception):
+    """The client closed the connection or it broke: nothing more to read, no one to answer."""
 
 
 def max_head_size(limits: Limits) -> int:
@@ -379,6 +390,147 @@ def transfer_coding_refusal(head: bytes) -> Refused:
     return Refused(400, "Transfer-Encoding must end with chunked, applied once.")
 
 
+_BODY_TOO_LARGE = "The request body is larger than LimitRequestBody."
+
+
+class RequestParser:
+    """One connection's requests, made of the bytes it receives: each head checked by a
+    HeadScanner and each chunked body by a ChunkedScanner before h11 parses them, each head
+    made a messages.Request. What h11 or the checks refuse is raised as Refused.
+
+    The socket layer feeds it bytes and is told what they make (`head`, `body`); it decides
+    nothing about their contents.
+    """
+
+    __slots__ = (
+        "_body", "_chunked", "_conn", "_event", "_limit", "_limits", "_max_head", "_peer", "_server_addr",
+        "_server_port", "_size", "client_closes", "closed", "ready_for_next", "scanner", "trailing",
+    )
+
+    def __init__(self, limits: Limits, peer: tuple[str, int], server_port: int, server_addr: str) -> None:
+        self._limits = limits
+        self._max_head = max_head_size(limits)
+        self._peer = peer
+        self._server_port = server_port
+        self._server_addr = server_addr  # the local IP the client connected to
+
+    def next_request(self) -> None:
+        """Start on the next request with a fresh h11 state: the empty lines `HeadScanner` skips
+        before a pipelined request must not reach h11, which would hold them in its buffer."""
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head)
+        self.scanner = HeadScanner(self._limits)
+        self.closed = False  # the client closed instead of sending a head
+
+    def head(self, data: bytes, eof: bool) -> bool:
+        """Feed the next bytes of a head (`eof`: the client closed after them); whether h11 is
+        done with it: it has all of it (`request` makes it a Request) or the client closed first
+        (`closed`). Until a head begins, `scanner.raw` is empty: empty lines before the request
+        line are skipped."""
+        conn = self._conn
+        skip = self.scanner.feed(data)
+        if skip < len(data):
+            conn.receive_data(data[skip:] if skip else data)
+        if eof:
+            conn.receive_data(b"")
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as e:
+            if e.error_status_hint == 501:
+                raise transfer_coding_refusal(bytes(self.scanner.raw)) from None
+            raise Refused(e.error_status_hint, str(e)) from None
+        if event is h11.NEED_DATA:
+            return False
+        if isinstance(event, h11.ConnectionClosed):
+            self.closed = True
+        else:
+            assert isinstance(event, h11.Request)  # what h11 yields for an idle client
+            self._event = event
+        return True
+
+    def request(self, request_id: str) -> Request:
+        """The head as a Request, not checked yet (`check`): a refused one is still logged."""
+        event = self._event
+        peer = self._peer
+        return Request(
+            method=event.method.decode("ascii"),
+            target=event.target.decode("latin-1"),
+            http_version=event.http_version.decode("ascii"),
+            headers=list(event.headers),
+            remote_addr=peer[0],
+            remote_port=peer[1],
+            server_port=self._server_port,
+            request_id=request_id,
+            start=time.time(),
+            server_addr=self._server_addr,
+        )
+
+    def check(self, request: Request) -> int | None:
+        """Refuse what h11 accepted in the head but Apache or RFC 9112 do not, and set the
+        request's path; returns its body's declared size (`body_length`)."""
+        event = self._event
+        check_request_line(event, request.headers)
+        try:
+            request.path = request_path(request.target, self._limits.encoded_slashes)
+        except PathRefused as e:
+            raise Refused(e.status, str(e)) from None
+        scanner = self.scanner
+        return body_length(event.http_version, request.headers, scanner.raw[: scanner.size])
+
+    def start_body(self, length: int | None, limit: int) -> None:
+        """Expect a body of `length` bytes (None: chunked) and at most `limit` (LimitRequestBody,
+        0 = none): a Content-Length over it is refused (413) before any of the body is read, the
+        part of a chunked body that came with the head is checked."""
+        if limit and length is not None and length > limit:
+            raise Refused(413, _BODY_TOO_LARGE)
+        self._limit = limit
+        self._size = 0
+        self._body: list[bytes] = []
+        self._chunked = ChunkedScanner(self._limits) if length is None else None
+        if self._chunked is not None:
+            self._chunked.feed(self._conn.trailing_data[0])
+
+    @property
+    def expects_continue(self) -> bool:
+        """The client waits for a 100 Continue before it sends the body."""
+        return self._conn.they_are_waiting_for_100_continue
+
+    def feed_body(self, data: bytes) -> None:
+        """The next bytes of the body (b'': the client closed)."""
+        if self._chunked is not None:
+            self._chunked.feed(data)
+        self._conn.receive_data(data)
+
+    def body(self) -> bytes | None:
+        """The whole body once h11 has it; None while it needs more bytes. Over the limit it is
+        refused (413) as soon as it passes it, without reading the excess. With the body come
+        `trailing` (what the client sent after the request, and whether it then closed),
+        `client_closes` (the request said close, or is HTTP/1.0 without keep-alive) and
+        `ready_for_next`."""
+        conn = self._conn
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as e:
+                raise Refused(e.error_status_hint, str(e)) from None
+            if event is h11.NEED_DATA:
+                return None
+            if isinstance(event, h11.Data):
+                self._size += len(event.data)
+                if self._limit and self._size > self._limit:
+                    raise Refused(413, _BODY_TOO_LARGE)
+                self._body.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self.trailing = conn.trailing_data
+                after = conn.their_state
+                self.client_closes = after is h11.MUST_CLOSE
+                # h11 has the client ready for another request (DONE), or not: it closes, or it
+                # asked for an Upgrade (MIGHT_SWITCH_PROTOCOL), which this server never grants.
+                self.ready_for_next = after is h11.DONE
+                return b"".join(self._body)
+            else:  # ConnectionClosed: h11 raises for a body cut short, so only after a complete one
+                raise ClientGone()
+
+
 class ResponseHeadError(ValueError):
     """A response field that must not be sent: a server fault (guests' fields are checked
     earlier, by cgi.py, and answered 502)."""
@@ -402,7 +554,6 @@ def response_head(status: int, reason: bytes, fields: Sequence[tuple[bytes, byte
     return b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason, b"".join(lines))
 
 
-
 class _Date:
     """The Date header, formatted once a second instead of once a request."""
 
@@ -421,15 +572,20 @@ http_date = _Date()
 _SERVER = SERVER_SOFTWARE.encode()
 
 # Statuses whose responses have no body (RFC 9110 6.4.1); 1xx are never sent this way.
-NO_BODY = frozenset({204, 304})
+_NO_BODY = frozenset({204, 304})
+CONTINUE = response_head(100, b"Continue", [])
 
 
-def framed_head(response: Response, length: int, close: bool) -> bytes:
+def framed_head(response: Response, head_only: bool, close: bool) -> tuple[bytes, bool]:
     """The head with the server's own fields: framing (a body always has a Content-Length) and
-    whether the connection ends."""
+    whether the connection ends; and whether the body follows it (not for HEAD, and a guest's
+    body for a 204 or 304 is dropped)."""
+    length = len(response.body)
+    status = response.status
     headers = [(b"date", http_date()), (b"server", _SERVER), *response.headers]
-    if response.status not in NO_BODY:  # a 204 has none, a 304's would be the 200's (RFC 9110 8.6)
+    if status not in _NO_BODY:  # a 204 has none, a 304's would be the 200's (RFC 9110 8.6)
         headers.append((b"content-length", b"%d" % length))
     if close:
         headers.append((b"connection", b"close"))
-    return response_head(response.status, response.reason or reason_phrase(response.status), headers)
+    head = response_head(status, response.reason or reason_phrase(status), headers)
+    return head, not head_only and length > 0 and status not in _NO_BODY
