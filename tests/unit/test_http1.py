@@ -12,19 +12,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prefork_wasm.http1 import (
+    CONTINUE,
     FORBIDDEN_TRAILERS,
     MAX_FIELDS,
     ChunkedScanner,
     HeadScanner,
     Limits,
     Refused,
+    RequestParser,
     ResponseHeadError,
     body_length,
     check_request_line,
+    framed_head,
     max_head_size,
     response_head,
     transfer_coding_refusal,
 )
+from prefork_wasm.messages import FileBody, Response
 
 LIMITS = Limits(
     timeout=2, keep_alive=True, keep_alive_timeout=2, max_keep_alive_requests=0,
@@ -453,6 +457,162 @@ def test_h11_accepts_what_the_chunked_scanner_accepts() -> None:
         assert conn.trailing_data[0] == b"GET"
 
 
+# --- RequestParser: bytes in, Requests out
+
+
+def parser(limits: Limits = LIMITS) -> RequestParser:
+    parser = RequestParser(limits, ("192.0.2.1", 4321), 8080, "192.0.2.9")
+    parser.next_request()
+    return parser
+
+
+def fed(parser: RequestParser, *chunks: bytes, eof: bool = False) -> bool:
+    """Whether the parser is done with the head after `chunks` (`eof` after the last)."""
+    done = False
+    for i, chunk in enumerate(chunks):
+        done = parser.head(chunk, eof and i == len(chunks) - 1)
+    return done
+
+
+def test_a_head_in_pieces_becomes_a_request_with_the_connection_s_facts() -> None:
+    p = parser()
+    assert not fed(p, *bytewise(GOOD[:-1]))
+    assert fed(p, GOOD[-1:])
+    request = p.request("id-1")
+    assert (request.method, request.target, request.http_version) == ("GET", "/x", "1.1")
+    assert request.headers == [(b"host", b"a"), (b"accept", b"*/*")]
+    assert (request.remote_addr, request.remote_port, request.server_port, request.server_addr) == (
+        "192.0.2.1", 4321, 8080, "192.0.2.9",
+    )
+    assert request.request_id == "id-1"
+    assert p.check(request) == 0
+    assert request.path == "/x"
+    p.start_body(0, 0)
+    assert p.body() == b""
+    assert p.trailing == (b"", False)
+    assert p.ready_for_next and not p.client_closes
+
+
+def test_empty_lines_before_the_head_are_skipped_and_not_a_head_begun() -> None:
+    p = parser()
+    assert not fed(p, b"\r\n", b"\r\n")
+    assert not p.scanner.raw
+    assert fed(p, GOOD)
+    assert p.request("1").target == "/x"
+
+
+def test_pipelined_requests_follow_one_another() -> None:
+    p = parser()
+    assert fed(p, GOOD + b"\r\n" + GOOD.replace(b"/x", b"/y"))
+    p.check(p.request("1"))
+    p.start_body(0, 0)
+    assert p.body() == b""
+    pending, closed = p.trailing
+    p.next_request()
+    assert fed(p, pending, eof=closed)
+    assert p.request("2").target == "/y"
+
+
+def test_a_client_that_closes_before_a_head_is_closed_not_refused() -> None:
+    p = parser()
+    assert fed(p, b"", eof=True)
+    assert p.closed
+
+
+@pytest.mark.parametrize(
+    "head, status",
+    [
+        (b"GET / HTTP/1.1\r\n\r\n", 400),  # h11: no Host
+        (b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: x, chunked\r\n\r\n", 501),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, x\r\n\r\n", 400),
+        (b"GET /x\nHost: a\r\n\r\n", 400),  # the scanner: a bare LF
+    ],
+)
+def test_what_h11_or_the_scanner_refuses_is_refused_with_its_status(head: bytes, status: int) -> None:
+    with pytest.raises(Refused) as refused:
+        fed(parser(), head)
+    assert refused.value.status == status
+
+
+def test_a_head_refused_after_h11_read_it_is_still_a_request() -> None:
+    p = parser()
+    assert fed(p, b"GET /a%2Fb HTTP/1.1\r\nHost: a\r\n\r\n")
+    request = p.request("1")
+    with pytest.raises(Refused) as refused:
+        p.check(request)
+    assert refused.value.status == 404  # AllowEncodedSlashes off
+    assert request.target == "/a%2Fb"
+
+
+POST_HEAD = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def body_of(head: bytes, *chunks: bytes, limit: int = 0) -> bytes | None:
+    """The body the parser returns once `chunks` followed `head`, None if it wants more."""
+    p = parser()
+    assert fed(p, head)
+    p.start_body(p.check(p.request("1")), limit)
+    for chunk in chunks:
+        p.feed_body(chunk)
+    return p.body()
+
+
+def test_a_body_with_the_head_or_after_it() -> None:
+    assert body_of(POST_HEAD + b"hello") == b"hello"
+    assert body_of(POST_HEAD, b"hel") is None
+    assert body_of(POST_HEAD, b"hel", b"lo") == b"hello"
+    assert body_of(CHUNKED_HEAD, b"3\r\nhel\r\n", b"2\r\nlo\r\n0\r\n\r\n") == b"hello"
+
+
+def test_limit_request_body_refuses_a_content_length_at_once_and_a_chunked_body_as_it_passes() -> None:
+    with pytest.raises(Refused) as refused:
+        body_of(POST_HEAD, limit=4)
+    assert refused.value.status == 413
+    assert body_of(CHUNKED_HEAD, b"3\r\nhel\r\n", limit=4) is None
+    with pytest.raises(Refused) as refused:
+        body_of(CHUNKED_HEAD, b"3\r\nhel\r\n", b"2\r\nlo\r\n", limit=4)
+    assert refused.value.status == 413
+
+
+def test_a_body_cut_short_is_refused_by_h11() -> None:
+    with pytest.raises(Refused) as refused:
+        body_of(POST_HEAD, b"hel", b"")
+    assert refused.value.status == 400
+
+
+def test_a_chunked_body_is_checked_before_h11_sees_it() -> None:
+    with pytest.raises(Refused):
+        body_of(CHUNKED_HEAD + b"3;a\rb\r\nhel\r\n")  # with the head
+    with pytest.raises(Refused):
+        body_of(CHUNKED_HEAD, b"3;a\rb\r\nhel\r\n")  # after it
+
+
+def test_expect_100_continue_is_seen_before_the_body() -> None:
+    p = parser()
+    assert fed(p, POST_HEAD.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"))
+    p.start_body(p.check(p.request("1")), 0)
+    assert p.expects_continue
+    assert CONTINUE == b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "head, closes, ready",
+    [
+        (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", True, False),
+        (b"GET / HTTP/1.0\r\n\r\n", True, False),
+        (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", True, False),  # h11 keeps no HTTP/1.0 alive
+        (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", False, False),
+    ],
+)
+def test_after_the_body_the_parser_knows_whether_the_client_can_go_on(head: bytes, closes: bool, ready: bool) -> None:
+    p = parser()
+    assert fed(p, head)
+    p.start_body(p.check(p.request("1")), 0)
+    assert p.body() == b""
+    assert (p.client_closes, p.ready_for_next) == (closes, ready)
+
+
 # --- the response head
 
 
@@ -524,3 +684,36 @@ def test_a_response_head_takes_the_fields_h11_would_send_and_a_client_reads_them
     event = read_back(response_head(200, reason, fields))
     assert (event.status_code, event.reason) == (200, reason)
     assert [(name.lower(), value) for name, value in event.headers.raw_items()] == [(n.lower(), v) for n, v in fields]
+
+
+def fields_of(head: bytes) -> dict[bytes, bytes]:
+    return {name.lower(): value for name, value in read_back(head).headers.raw_items()}
+
+
+@pytest.mark.parametrize(
+    "status, head_only, close, length, with_body",
+    [
+        (200, False, False, b"5", True),
+        (200, True, False, b"5", False),  # HEAD: the length of the body it would get
+        (200, False, True, b"5", True),
+        (204, False, False, None, False),  # a guest's body for a 204 or 304 is dropped
+        (304, False, False, None, False),
+    ],
+)
+def test_framed_head_adds_date_server_length_and_close_and_says_whether_the_body_follows(
+    status: int, head_only: bool, close: bool, length: bytes | None, with_body: bool
+) -> None:
+    head, body_follows = framed_head(Response(status, [(b"x-a", b"1")], b"hello"), head_only, close)
+    fields = fields_of(head)
+    assert body_follows is with_body
+    assert fields.get(b"content-length") == length
+    assert (fields.get(b"connection") == b"close") is close
+    assert b"date" in fields and fields[b"server"] == b"prefork-wasm" and fields[b"x-a"] == b"1"
+
+
+def test_framed_head_frames_a_file_body_by_its_span_and_an_empty_body_as_none() -> None:
+    span = FileBody(None, 10, 7)  # type: ignore[arg-type]  # only its length is read
+    head, body_follows = framed_head(Response(200, body=span), False, False)
+    assert fields_of(head)[b"content-length"] == b"7" and body_follows
+    head, body_follows = framed_head(Response(200), False, False)
+    assert fields_of(head)[b"content-length"] == b"0" and not body_follows
