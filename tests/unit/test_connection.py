@@ -1,0 +1,158 @@
+"""prefork_wasm.connection over a socket pair with a recording handler: the socket layer's own
+decisions (keep-alive, yielding, 100 Continue, what a refusal logs). The request checks are
+tests/unit/test_http1.py; a real server is tests/integration/test_hostile_http.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Callable
+
+import h11
+
+from prefork_wasm.connection import serve
+from prefork_wasm.http1 import Limits
+from prefork_wasm.messages import Request, Response
+
+LIMITS = Limits(
+    timeout=2, keep_alive=True, keep_alive_timeout=1, max_keep_alive_requests=0,
+    request_line=8190, field_size=8190, fields=100,
+)
+
+
+class Recorder:
+    """A handler that answers 200 with the request's path and records what the connection asks."""
+
+    def __init__(self, draining: bool = False, others_waiting: bool = False) -> None:
+        self.logged: list[tuple[str | None, int, int]] = []  # (path, status, body bytes sent)
+        self.asked_others = 0
+        self._draining = draining
+        self._others_waiting = others_waiting
+        self._ids = 0
+
+    def new_request_id(self) -> str:
+        self._ids += 1
+        return str(self._ids)
+
+    def body_limit(self, request: Request) -> int:
+        return 4
+
+    def in_flight(self, answer: Callable[[Response], None]) -> None:
+        pass
+
+    def respond(self, request: Request) -> Response:
+        return Response(200, body=request.path.encode() + request.body)
+
+    def finished(self, request: Request, response: Response, sent: int) -> None:
+        self.logged.append((request.path, response.status, sent))
+
+    def draining(self) -> bool:
+        return self._draining
+
+    def others_waiting(self) -> bool:
+        self.asked_others += 1
+        return self._others_waiting
+
+
+def exchange(data: bytes, handler: Recorder, limits: Limits = LIMITS) -> tuple[int, list[h11.Response]]:
+    """Serve `data` sent at once, then the client's FIN (which spares the lingering close a
+    wait); returns how many requests were answered and the responses the client read."""
+    server, client = socket.socketpair()
+    with client:
+        client.sendall(data)
+        client.shutdown(socket.SHUT_WR)
+        served = serve(server, ("192.0.2.1", 4321), 8080, handler, limits, lambda *_: None)
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+    return served, responses(received)
+
+
+def responses(data: bytes) -> list[h11.Response]:
+    """The responses in `data`, read as a client reads them (1xx included)."""
+    found: list[h11.Response] = []
+    while data:
+        client = h11.Connection(h11.CLIENT)
+        client.send(h11.Request(method="GET", target="/", headers=[("Host", "a")]))
+        client.send(h11.EndOfMessage())
+        client.receive_data(data)
+        event = client.next_event()
+        assert isinstance(event, (h11.Response, h11.InformationalResponse))
+        found.append(event)  # type: ignore[arg-type]
+        if isinstance(event, h11.InformationalResponse):
+            data = client.trailing_data[0]
+            continue
+        while not isinstance(client.next_event(), h11.EndOfMessage):
+            pass
+        data = client.trailing_data[0]
+    return found
+
+
+def get(path: str, *fields: bytes) -> bytes:
+    return b"GET " + path.encode() + b" HTTP/1.1\r\nHost: a\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\n"
+
+
+def closes(response: h11.Response) -> bool:
+    return (b"connection", b"close") in response.headers.raw_items()
+
+
+def test_pipelined_requests_are_answered_in_order_until_the_client_closes() -> None:
+    handler = Recorder()
+    served, answers = exchange(get("/a") + b"\r\n" + get("/b") + get("/c"), handler)
+    assert served == 3
+    assert [r.status_code for r in answers] == [200, 200, 200]
+    assert not any(closes(r) for r in answers)
+    assert handler.logged == [("/a", 200, 2), ("/b", 200, 2), ("/c", 200, 2)]
+
+
+def test_the_request_that_says_close_ends_the_connection() -> None:
+    handler = Recorder()
+    served, answers = exchange(get("/a", b"Connection: close") + get("/b"), handler)
+    assert served == 1
+    assert [closes(r) for r in answers] == [True]
+
+
+def test_max_keep_alive_requests_and_draining_close_with_the_response() -> None:
+    limited = dataclasses.replace(LIMITS, max_keep_alive_requests=2)
+    served, answers = exchange(get("/a") + get("/b") + get("/c"), Recorder(), limited)
+    assert served == 2
+    assert [closes(r) for r in answers] == [False, True]
+    served, answers = exchange(get("/a") + get("/b"), Recorder(draining=True))
+    assert served == 1
+    assert [closes(r) for r in answers] == [True]
+
+
+def test_a_connection_yields_to_waiting_ones_only_when_nothing_is_pipelined() -> None:
+    handler = Recorder(others_waiting=True)
+    served, answers = exchange(get("/a") + get("/b"), handler)
+    assert served == 2
+    assert [closes(r) for r in answers] == [False, True]
+    assert handler.asked_others == 1  # not while /b was already there
+
+
+def test_100_continue_comes_before_the_final_response() -> None:
+    head = b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+    server, client = socket.socketpair()
+    with client:
+        client.sendall(head + b"hi")  # not waiting for the 100: the server sends it all the same
+        client.shutdown(socket.SHUT_WR)
+        handler = Recorder()
+        assert serve(server, ("192.0.2.1", 4321), 8080, handler, LIMITS, lambda *_: None) == 1
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+    assert [r.status_code for r in responses(received)] == [100, 200]
+    assert handler.logged == [("/p", 200, 4)]
+
+
+def test_a_refused_request_is_answered_then_logged_once_its_head_was_read() -> None:
+    handler = Recorder()
+    served, answers = exchange(b"POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", handler)
+    assert served == 1
+    assert [(r.status_code, closes(r)) for r in answers] == [(413, True)]
+    assert [(path, status) for path, status, _ in handler.logged] == [("/big", 413)]
+    handler = Recorder()
+    served, answers = exchange(b"GET /x\nHost: a\r\n\r\n", handler)  # no head to log
+    assert served == 0
+    assert [r.status_code for r in answers] == [400]
+    assert handler.logged == []
