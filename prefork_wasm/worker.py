@@ -23,9 +23,10 @@ from . import privileges
 from .compiler import Artifact
 from .config import ServerConfig
 from .counters import LabelIndex, Recorder
-from .connection import REPORT_WAIT, Limits, StateHook, serve
+from .connection import REPORT_WAIT, StateHook, serve
 from .engine import WASM32_MEMORY_MAX, InstancePool
 from .handler import Page, Site, prepare_routes
+from .http1 import Limits
 from .logs import AccessLog, ErrorLog
 from .messages import Request
 from .runtime import Runtime

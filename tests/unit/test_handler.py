@@ -16,9 +16,10 @@ import pytest
 
 from prefork_wasm.compiler import Artifact, ModuleInfo
 from prefork_wasm.conffile import parse_config
-from prefork_wasm.connection import LINGER_SECONDS, Limits, serve
+from prefork_wasm.connection import LINGER_SECONDS, serve
 from prefork_wasm.engine import WASM32_MEMORY_MAX, InstancePool
 from prefork_wasm.handler import Site, prepare_routes
+from prefork_wasm.http1 import Limits
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request, Response
 from prefork_wasm.paths import request_path
