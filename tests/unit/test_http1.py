@@ -216,7 +216,7 @@ LINE = st.tuples(
 ).map(b"".join)
 
 
-@settings(max_examples=300, derandomize=True, database=None)
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
 @given(st.lists(LINE, min_size=1, max_size=8), st.sampled_from([b"\r\n", b"\n", b""]))
 def test_fast_path_agrees_with_the_line_scan(lines: list[bytes], end: bytes) -> None:
     head = b"".join(lines) + end
@@ -666,7 +666,7 @@ _NAMES = st.binary(max_size=6) | st.sampled_from([b"X-A", b"ETag", b"a_b", b"x~1
 _VALUES = st.binary(max_size=12) | st.text(alphabet="ab \t\x01\xe9", max_size=12).map(lambda t: t.encode("latin-1"))
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(fields=st.lists(st.tuples(_NAMES, _VALUES), max_size=3), reason=st.sampled_from([b"OK", b"", b"Fine \xe9t\xe9"]))
 def test_a_response_head_takes_the_fields_h11_would_send_and_a_client_reads_them_back(
     fields: list[tuple[bytes, bytes]], reason: bytes
