@@ -423,4 +423,4 @@ def _one_line(error: BaseException) -> str:
 
 if __name__ == "__main__":
     args = [Path(a) for a in sys.argv[1:]]
-    sys.exit(_compile_all(list(zip(args[0::2], args[1::2]))))
+    sys.exit(_compile_all(list(zip(args[0::2], args[1::2], strict=True))))

@@ -964,7 +964,7 @@ class _Parser:
             custom_logs += self.collect(self.custom_log, [(*log, index) for log in vhost.custom_logs])
             hosts.append(self.virtual_host(vhost, routes))
         locations: list[LocationConfig] = []
-        for context, table in [(self.main, routes), *((vhost, host.routes) for vhost, host in zip(self.vhosts, hosts))]:
+        for context, table in [(self.main, routes), *((vhost, host.routes) for vhost, host in zip(self.vhosts, hosts, strict=True))]:
             locations += [loc for loc in self.check_routes(context, table) if loc not in locations]
         if self.errors:
             raise ConfigErrors(self.errors, stopped=False)
@@ -1172,7 +1172,7 @@ class _Parser:
     def check_addresses(self, config: ServerConfig) -> None:
         """A <VirtualHost> address no Listen covers never answers. Apache says nothing; a user
         who wrote it expects it to work, so it is a warning."""
-        for host, vhost in zip(config.virtual_hosts, self.vhosts):
+        for host, vhost in zip(config.virtual_hosts, self.vhosts, strict=True):
             for address in host.addresses:
                 if not any(_covers(listen, address) for listen in config.listens):
                     assert vhost.line is not None
