@@ -148,8 +148,8 @@ def open_logs(config: ServerConfig) -> tuple[ErrorLog, list[AccessLog]]:
             file.close()
         raise
     error_file, host_files, access_files = files[0], files[1 : len(own) + 1], files[len(own) + 1 :]
-    access_logs = [AccessLog(file, log.format, log.host) for file, log in zip(access_files, config.custom_logs)]
-    hosts = {index: ErrorLog(file, config.log_level) for (index, _), file in zip(own, host_files)}
+    access_logs = [AccessLog(file, log.format, log.host) for file, log in zip(access_files, config.custom_logs, strict=True)]
+    hosts = {index: ErrorLog(file, config.log_level) for (index, _), file in zip(own, host_files, strict=True)}
     return ErrorLog(error_file, config.log_level, hosts), access_logs
 
 

@@ -9,13 +9,32 @@ from __future__ import annotations
 import ctypes
 
 from .counters import (
-    BUCKETS, METHODS, NO_LOCATION, NO_LOCATION_LABEL, OTHER_LABEL,
-    OTHER_LOCATION, OTHER_MODULE, OUTCOMES, RECYCLE_REASONS, RELOAD_RESULTS, STATUS_LABELS, at,
+    BUCKETS,
+    METHODS,
+    NO_LOCATION,
+    NO_LOCATION_LABEL,
+    OTHER_LABEL,
+    OTHER_LOCATION,
+    OTHER_MODULE,
+    OUTCOMES,
+    RECYCLE_REASONS,
+    RELOAD_RESULTS,
+    STATUS_LABELS,
+    at,
 )
 from .exposition import CONTENT_TYPE, Exposition
 from .messages import Request, Response
 from .scoreboard import (
-    CLEANUP, GRACEFUL, KEEPALIVE, LOGGING, OPEN, READING, SENDING, STARTING, WAITING, Scoreboard,
+    CLEANUP,
+    GRACEFUL,
+    KEEPALIVE,
+    LOGGING,
+    OPEN,
+    READING,
+    SENDING,
+    STARTING,
+    WAITING,
+    Scoreboard,
 )
 
 PREFIX = "prefork_wasm_"

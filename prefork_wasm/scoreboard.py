@@ -167,7 +167,7 @@ class Scoreboard:
                 time.sleep(0)
                 continue
             blocks = [words(total.counts), *(words(s.counts) for s in self.slots if s.state != OPEN)]
-            sums = list(map(sum, zip(*blocks))) if len(blocks) > 1 else list(blocks[0])
+            sums = list(map(sum, zip(*blocks, strict=True))) if len(blocks) > 1 else list(blocks[0])
             if total.sequence == sequence:
                 return sums
 
