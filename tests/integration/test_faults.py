@@ -8,13 +8,13 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psutil
 import pytest
 
-from conftest import HELLO, EXAMPLES, MODULES, Server, wait_for
+from conftest import EXAMPLES, HELLO, Server, wait_for
 
 
 def run_check(server: Server) -> subprocess.CompletedProcess[str]:
@@ -167,7 +167,7 @@ LimitResponseBody 1M
     server = make_server(body, start_servers=1)
     workers = server.worker_pids()
     assert server.get("/headers?big")[0] == 502
-    line = wait_for(lambda: [l for l in server.log().splitlines() if "exceeds" in l])[-1]
+    line = wait_for(lambda: [entry for entry in server.log().splitlines() if "exceeds" in entry])[-1]
     assert "headers.wasm" in line and "request " in line
     assert server.get("/headers?status")[0] == 201
     assert server.worker_pids() == workers

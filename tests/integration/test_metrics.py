@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 

@@ -75,7 +75,7 @@ def test_a_restart_with_a_config_that_cannot_be_served_keeps_the_old_generation(
     line = append(server, lines) + named
     server.signal(signum)
     failure = wait_for(
-        lambda: [l for l in server.log().splitlines() if "restart failed, still serving generation 0" in l],
+        lambda: [line for line in server.log().splitlines() if "restart failed, still serving generation 0" in line],
         what="the restart's failure in the error log",
     )
     expected = EXPECTED[kind].format(root=server.root, port=busy_port)
@@ -260,7 +260,7 @@ def test_an_unchanged_module_is_not_hashed_again_on_restart(
     server = make_server(HELLO.replace("${EXAMPLES}/hello.wasm", str(module)), log_level="debug")
 
     def hashed() -> list[str]:
-        return [l.split("cache: ")[1].split(" bytes")[0] for l in server.log().splitlines() if "bytes hashed" in l]
+        return [line.split("cache: ")[1].split(" bytes")[0] for line in server.log().splitlines() if "bytes hashed" in line]
 
     assert hashed() == [str(module.stat().st_size)]  # start-up: the source; the artifact is the compiler's
     server.signal(signal.SIGUSR1)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import select
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from conftest import EXAMPLES, HELLO, MODULES, Server, env_of, wait_for
+from conftest import EXAMPLES, HELLO, Server, env_of, wait_for
 
 DATA = EXAMPLES.parent / "data"
 
@@ -247,7 +247,7 @@ def test_guest_failures_answered_and_logged_and_worker_survives(
     workers = server.worker_pids()
     got, headers, _, resp = server.get(path)
     assert got == status
-    lines = wait_for(lambda: [l for l in log_lines_with(server, cause) if path.split("?")[0] in l], what=cause)
+    lines = wait_for(lambda: [line for line in log_lines_with(server, cause) if path.split("?")[0] in line], what=cause)
     assert "[error]" in lines[-1] and "request " in lines[-1]
     assert server.get("/headers?status")[0] == 201
     assert server.worker_pids() == workers
@@ -349,7 +349,7 @@ def test_a_closing_response_carries_the_end_of_the_connection(server: Server) ->
 
 def test_access_log_is_combined_format(server: Server) -> None:
     server.get("/headers?status", headers={"User-Agent": "test-agent/1", "Referer": "http://ref/"})
-    line = wait_for(lambda: [l for l in server.access_log.read_text().splitlines() if "test-agent/1" in l])[-1]
+    line = wait_for(lambda: [entry for entry in server.access_log.read_text().splitlines() if "test-agent/1" in entry])[-1]
     assert line.startswith("127.0.0.1 - - [")
     assert '"GET /headers?status HTTP/1.1" 201 8 "http://ref/" "test-agent/1"' in line
 

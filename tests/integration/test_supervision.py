@@ -10,12 +10,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import psutil
-import pytest
 
 from conftest import EXAMPLES, MODULES, Server, wait_for
 
@@ -57,7 +56,7 @@ class Load:
     bodies: set[bytes] = field(default_factory=set)
     stop: threading.Event = field(default_factory=threading.Event)
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         self.workers = [threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)]
         for t in self.workers:
             t.start()
@@ -143,7 +142,7 @@ def test_a_hung_worker_is_killed_and_replaced(make_server: Callable[..., Server]
     busy = wait_for(lambda: busy_worker(server), what="a busy worker")
     os.kill(busy, signal.SIGSTOP)
     line = wait_for(
-        lambda: [l for l in server.log().splitlines() if f"worker {busy} has shown no sign of life" in l],
+        lambda: [line for line in server.log().splitlines() if f"worker {busy} has shown no sign of life" in line],
         timeout=8, what="the hung-worker kill",
     )[0]
     assert "limit Timeout + WasmTimeout + lingering close = 4 s" in line
@@ -160,7 +159,7 @@ def test_soft_memory_limit_recycles_after_the_connection_without_failures(
     with Load(server.port, "/hello", threads=2, close_every=10) as load:
         wait_for(lambda: load.ok >= 200 and not first & server.worker_pids(), timeout=30, what="recycled workers")
     assert load.failures == []
-    lines = [l for l in server.log().splitlines() if "above MaxMemoryPerChild" in l]
+    lines = [line for line in server.log().splitlines() if "above MaxMemoryPerChild" in line]
     assert lines and "[notice]" in lines[0]
     assert "uss " in lines[0] and "M is above MaxMemoryPerChild" in lines[0] and "recycling" in lines[0]
     # every original worker was recycled
@@ -207,7 +206,7 @@ def test_hard_memory_limit_kills_at_once_and_replaces(make_server: Callable[...,
     first = server.worker_pids()
     wait_for(lambda: "hard MaxMemoryPerChild" in server.log(), what="a hard-limit kill")
     server.wait_for_workers(lambda pids: not first & pids and len(pids) >= 1, what="replacements")
-    line = next(l for l in server.log().splitlines() if "hard MaxMemoryPerChild" in l)
+    line = next(entry for entry in server.log().splitlines() if "hard MaxMemoryPerChild" in entry)
     assert "rss " in line and "killed" in line
 
 
@@ -325,7 +324,7 @@ def busy_worker(server: Server) -> int | None:
 def status_auto(server: Server, scoreboard_only: bool = False) -> bytes:
     body = server.get("/server-status?auto")[2]
     if scoreboard_only:
-        return next((l for l in body.splitlines() if l.startswith(b"Scoreboard: ")), b"")[12:]
+        return next((row for row in body.splitlines() if row.startswith(b"Scoreboard: ")), b"")[12:]
     return body
 
 

@@ -6,8 +6,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prefork_wasm.messages import Request, Response
-from prefork_wasm.paths import request_path
 from prefork_wasm.cgi import (
     MAX_HEADER_BYTES,
     MAX_HEADER_LINES,
@@ -16,6 +14,8 @@ from prefork_wasm.cgi import (
     parse_cgi_response,
     plain_response,
 )
+from prefork_wasm.messages import Request, Response
+from prefork_wasm.paths import request_path
 
 # --------------------------------------------------------------------------- build_environ
 

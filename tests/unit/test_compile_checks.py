@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import wasmtime
-from conftest import MODULES
 
+from conftest import MODULES
 from prefork_wasm.arbiter import entry_point_problems
 from prefork_wasm.compiler import Digests, ModuleInfo, _compile
 from prefork_wasm.config import ServerConfig, parse_config

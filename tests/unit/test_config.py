@@ -23,8 +23,8 @@ COMMON = '%h %l %u %t "%r" %>s %b'
 COMBINED = '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"'
 
 
-@pytest.fixture(autouse=True)
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+@pytest.fixture(autouse=True, name="root")
+def server_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A server root holding two dummy modules and a data folder; configs are written as server.conf."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "hello.wasm").write_bytes(b"\0asm")

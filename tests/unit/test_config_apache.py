@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_config import HELLO, load, root  # noqa: F401 (root: its autouse server root applies here too)
 
 from prefork_wasm.arbiter import silence_limit
 from prefork_wasm.config import MAX_ERRORS, ConfigErrors
 from prefork_wasm.connection import LINGER_SECONDS
+from test_config import HELLO, load, server_root  # noqa: F401 (its autouse fixture "root" applies here too)
 
 
 def errors(text: str) -> list[str]:

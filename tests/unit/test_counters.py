@@ -8,8 +8,18 @@ import math
 from prometheus_client.parser import text_string_to_metric_families
 
 from prefork_wasm.counters import (
-    BUCKETS, LOCATION_LABELS, NAME_BYTES, OTHER_LOCATION, OTHER_MODULE, STATUS_LABELS, LabelIndex, Names, Recorder,
-    assign, bucket_index, status_index,
+    BUCKETS,
+    LOCATION_LABELS,
+    NAME_BYTES,
+    OTHER_LOCATION,
+    OTHER_MODULE,
+    STATUS_LABELS,
+    LabelIndex,
+    Names,
+    Recorder,
+    assign,
+    bucket_index,
+    status_index,
 )
 from prefork_wasm.exposition import Exposition
 from prefork_wasm.health import HealthPage

@@ -14,6 +14,7 @@ import dockerfile
 import kubernetes_validate
 import pytest
 import yaml
+
 from conftest import REPO
 
 K8S = REPO / "contrib" / "k8s"

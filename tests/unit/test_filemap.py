@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from prefork_wasm.config import LocationConfig
-from prefork_wasm.dirconfig import DiskSection, DirSettings, OptionsChange, parse_options, settings_for
+from prefork_wasm.dirconfig import DirSettings, DiskSection, OptionsChange, parse_options, settings_for
 from prefork_wasm.filemap import Mapped, Unmapped, resolve, translate
 from prefork_wasm.paths import PathRefused, request_path
 

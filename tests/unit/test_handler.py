@@ -17,12 +17,12 @@ import pytest
 from prefork_wasm.compiler import Artifact, ModuleInfo
 from prefork_wasm.config import parse_config
 from prefork_wasm.connection import LINGER_SECONDS, Limits, serve
+from prefork_wasm.counters import LabelIndex, Recorder
 from prefork_wasm.engine import WASM32_MEMORY_MAX, Pool
 from prefork_wasm.handler import Site, prepare_routes
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request, Response
 from prefork_wasm.paths import request_path
-from prefork_wasm.counters import LabelIndex, Recorder
 from prefork_wasm.scoreboard import Slot, words
 from prefork_wasm.worker import YieldPolicy, pool_for
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import wasmtime
-from conftest import EXAMPLES, MODULES, wait_for
 from wasmtime.component import Component
 
-from prefork_wasm.engine import Pool, engine_config
+from conftest import EXAMPLES, MODULES, wait_for
 from prefork_wasm import runtime as runtime_module
+from prefork_wasm.engine import Pool, engine_config
 from prefork_wasm.runtime import (
     _FIRST_READ,
     STDERR_CAP,

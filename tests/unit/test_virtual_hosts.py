@@ -10,11 +10,11 @@ import pytest
 
 from prefork_wasm.cli import dump
 from prefork_wasm.config import ConfigError, Listen, ServerConfig, VirtualHost, parse_config
+from prefork_wasm.counters import LabelIndex, Recorder
 from prefork_wasm.handler import Site, prepare_routes
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request
 from prefork_wasm.routing import request_host, select_host
-from prefork_wasm.counters import LabelIndex, Recorder
 from prefork_wasm.scoreboard import Slot, words
 
 
