@@ -271,7 +271,8 @@ class Compile:
             self.close()
             if self.exit_code is not None and self.exit_code < 0:
                 name = signal.Signals(-self.exit_code).name
-                raise CompileError(f"the compiler was killed by {name} (out of memory?){': ' + err.strip() if err.strip() else ''}")
+                detail = f": {err.strip()}" if err.strip() else ""
+                raise CompileError(f"the compiler was killed by {name} (out of memory?){detail}")
             if self.exit_code != 0:
                 raise CompileError(err.strip() or f"the compiler exited with status {self.exit_code}")
         try:

@@ -47,7 +47,9 @@ PREDEFINED_LOG_FORMATS: dict[str, str] = {
     "common": '%h %l %u %t "%r" %>s %b',
     "combined": '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"',
 }
-LOG_LEVELS = (*["emerg", "alert", "crit", "error", "warn", "notice", "info", "debug"], *(f"trace{n}" for n in range(1, 9)))
+LOG_LEVELS = (
+    *["emerg", "alert", "crit", "error", "warn", "notice", "info", "debug"], *(f"trace{n}" for n in range(1, 9))
+)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 MAX_SERVER_LIMIT = 20000  # Apache prefork's compile-time MAX_SERVER_LIMIT
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
@@ -964,7 +966,9 @@ class _Parser:
             custom_logs += self.collect(self.custom_log, [(*log, index) for log in vhost.custom_logs])
             hosts.append(self.virtual_host(vhost, routes))
         locations: list[LocationConfig] = []
-        for context, table in [(self.main, routes), *((vhost, host.routes) for vhost, host in zip(self.vhosts, hosts, strict=True))]:
+        for context, table in [
+            (self.main, routes), *((vhost, host.routes) for vhost, host in zip(self.vhosts, hosts, strict=True))
+        ]:
             locations += [loc for loc in self.check_routes(context, table) if loc not in locations]
         if self.errors:
             raise ConfigErrors(self.errors, stopped=False)
@@ -1067,10 +1071,10 @@ class _Parser:
 
     def check_routes(self, context: _Server, routes: Locations) -> list[LocationConfig]:
         """Each section's merged settings (Locations.representatives), checked: a wasm-handler
-        (SetHandler, or AddHandler for scripts) needs a module, a module needs a wasm-handler. Exact for prefixes; where a regex section
-        could supply the missing half the check is left to the request (a 500 with a log line),
-        and a regex section's own result is only warned about, since what it merges with depends
-        on the path."""
+        (SetHandler, or AddHandler for scripts) needs a module, a module needs a wasm-handler.
+        Exact for prefixes; where a regex section could supply the missing half the check is left
+        to the request (a 500 with a log line), and a regex section's own result is only warned
+        about, since what it merges with depends on the path."""
         blocks = {str(block.line): block for block in [*self.main.blocks, *context.blocks]}
         defaults_broken = any(scope is self.main.defaults or scope is context.defaults for scope in self.broken)
         regex_sets = {attr for s in routes.sections if s.regex is not None for attr in s.values}
@@ -1360,7 +1364,9 @@ def _request_read_timeout(parser: _Parser, scope: _Scope, args: list[str], line:
         phase, sep, value = arg.partition("=")
         phase = phase.lower()
         if not sep or phase not in ("handshake", "header", "body"):
-            raise ValueError(f"expected handshake=, header= or body= followed by timeout[-maxtimeout][,MinRate=rate], got {arg!r}")
+            raise ValueError(
+                f"expected handshake=, header= or body= followed by timeout[-maxtimeout][,MinRate=rate], got {arg!r}"
+            )
         rule = parse_phase(value)
         if phase == "handshake":
             parser.warn(line, "RequestReadTimeout handshake= has no effect: this server has no TLS")
@@ -1696,7 +1702,12 @@ _TABLE = (
     _disk("<Directory>", "[~] DIRECTORY", _open_disk_section("Directory"), (1, 2)),
     _disk("<DirectoryMatch>", "REGEX", _open_disk_section("DirectoryMatch")),
     _disk("Options", "[+|-]OPTION ...", _options, (1, None)),
-    _disk("AllowOverride", "All|None|TYPE ...", _no_effect("AllowOverride has no effect: .htaccess files are never read"), (1, None)),
+    _disk(
+        "AllowOverride",
+        "All|None|TYPE ...",
+        _no_effect("AllowOverride has no effect: .htaccess files are never read"),
+        (1, None),
+    ),
     _disk("DirectoryIndex", "FILE ...|disabled", _directory_index, (1, None)),
     _disk("AddType", "MIME-TYPE EXTENSION ...", _by_extension("add_types", _mime_type), (2, None)),
     _disk("AddHandler", "HANDLER EXTENSION ...", _add_handler, (2, None)),
@@ -1706,11 +1717,18 @@ _TABLE = (
     _vhost(
         "ScriptAlias",
         "URL-PATH DIRECTORY",
-        _no_effect("ScriptAlias has no effect: prefork-wasm runs no host CGI programs; use AddHandler wasm-handler .EXT", warn=True),
+        _no_effect(
+            "ScriptAlias has no effect: prefork-wasm runs no host CGI programs; use AddHandler wasm-handler .EXT",
+            warn=True,
+        ),
         (2, 2),
     ),
     _server("LoadModule", "MODULE FILE", _load_module, (2, 2)),
-    _vhost("ServerAdmin", "EMAIL|URL", _no_effect("ServerAdmin has no effect: it is shown only on Apache's own error pages")),
+    _vhost(
+        "ServerAdmin",
+        "EMAIL|URL",
+        _no_effect("ServerAdmin has no effect: it is shown only on Apache's own error pages"),
+    ),
     _vhost("HostnameLookups", "Off", _no_effect("client addresses are never resolved to names", only="Off")),
     _vhost("AddDefaultCharset", "Off", _no_effect("a response's charset is the one its module sets", only="Off")),
     # Server level only.

@@ -508,7 +508,9 @@ def _instantiate(store: wasmtime.Store, pre: wasmtime.InstancePre) -> Any:
     object. Returns the C API's instance handle; raises WasmtimeError or Trap as it does."""
     instance = _ffi.wasmtime_instance_t()
     trap = ctypes.POINTER(_ffi.wasm_trap_t)()
-    error = _ffi.wasmtime_instance_pre_instantiate(pre.ptr(), store._context(), ctypes.byref(instance), ctypes.byref(trap))
+    error = _ffi.wasmtime_instance_pre_instantiate(
+        pre.ptr(), store._context(), ctypes.byref(instance), ctypes.byref(trap)
+    )
     if error:
         raise wasmtime.WasmtimeError._from_ptr(error)
     if trap:
