@@ -160,7 +160,9 @@ def test_a_core_module_importing_what_wasi_lacks_fails_check(
 ) -> None:
     module = tmp_path / "needs_env.wat"
     module.write_text('(module (import "env" "missing" (func)) (func (export "_start")))')
-    server = make_server(f"<Location /m>\n    SetHandler wasm-handler\n    WasmModule {module}\n</Location>\n", start=False)
+    server = make_server(
+        f"<Location /m>\n    SetHandler wasm-handler\n    WasmModule {module}\n</Location>\n", start=False
+    )
     check = cli(server, "-t")
     assert check.returncode == 1
     assert f"WasmModule: {module} imports env::missing, which prefork-wasm does not provide" in check.stderr

@@ -180,7 +180,9 @@ def test_a_module_that_does_not_fit_the_instance_pool_stops_the_server_with_the_
     the worker cannot load such a module and says why, and the server stops cleanly."""
     module = tmp_path / "two_memories.wat"
     module.write_text('(module (memory 1) (memory 1) (func (export "_start")))')
-    server = make_server(f"<Location /m>\n    SetHandler wasm-handler\n    WasmModule {module}\n</Location>\n", start=False)
+    server = make_server(
+        f"<Location /m>\n    SetHandler wasm-handler\n    WasmModule {module}\n</Location>\n", start=False
+    )
     server.start(wait=False)
     assert server.proc is not None
     assert server.proc.wait(timeout=30) == 1

@@ -156,14 +156,39 @@ CORPUS = [
     # well-formed controls
     ("good", CLOSE, [201], False),
     ("http-1.0-without-host", b"GET /headers?status HTTP/1.0\r\n\r\n", [201], False),
-    ("absolute-form", b"GET http://localhost/headers?status HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n", [201], False),
+    (
+        "absolute-form",
+        b"GET http://localhost/headers?status HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n",
+        [201],
+        False,
+    ),
     ("odd-method", b"BREW /headers?status HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n", [201], False),
     ("http-1.2-served-as-1.1", b"GET /headers?status HTTP/1.2\r\n" + H + b"Connection: close\r\n\r\n", [201], False),
-    ("obs-text-value", b"GET /headers?status HTTP/1.1\r\n" + H + b"X-Bin: \xff\xfe\x80\r\nConnection: close\r\n\r\n", [201], False),
-    ("upgrade-not-switched", b"GET /headers?status HTTP/1.1\r\n" + H + b"Upgrade: websocket\r\nConnection: upgrade, close\r\n\r\n", [201], False),
+    (
+        "obs-text-value",
+        b"GET /headers?status HTTP/1.1\r\n" + H + b"X-Bin: \xff\xfe\x80\r\nConnection: close\r\n\r\n",
+        [201],
+        False,
+    ),
+    (
+        "upgrade-not-switched",
+        b"GET /headers?status HTTP/1.1\r\n" + H + b"Upgrade: websocket\r\nConnection: upgrade, close\r\n\r\n",
+        [201],
+        False,
+    ),
     # Never switched, and an Upgrade asked on a kept-alive connection ends it after the answer.
-    ("upgrade-asked-on-keep-alive", b"GET /headers?status HTTP/1.1\r\n" + H + b"Upgrade: h2c\r\nConnection: upgrade\r\n\r\n", [201], False),
-    ("expect-100", post(b"/echo", b"Expect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n", b"abc"), [100, 200], False),
+    (
+        "upgrade-asked-on-keep-alive",
+        b"GET /headers?status HTTP/1.1\r\n" + H + b"Upgrade: h2c\r\nConnection: upgrade\r\n\r\n",
+        [201],
+        False,
+    ),
+    (
+        "expect-100",
+        post(b"/echo", b"Expect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n", b"abc"),
+        [100, 200],
+        False,
+    ),
     ("chunk-extension-and-trailer", chunked(b"3;ext=1\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n"), [200], True),
     ("chunk-extensions-quoted", chunked(b'3;a;b="x \\" y";c=d\r\nabc\r\n0;e\r\n\r\n'), [200], True),
     ("tab-before-te-value", post(b"/echo", b"Transfer-Encoding:\tchunked\r\n", b"0\r\n\r\n"), [200], True),
@@ -203,7 +228,12 @@ CORPUS = [
     # header fields
     ("huge-field", b"GET / HTTP/1.1\r\n" + H + b"X: " + b"v" * 2000 + b"\r\n\r\n", [431], False),
     ("endless-field", b"GET / HTTP/1.1\r\n" + H + b"X: " + b"v" * 5000, [431], False),
-    ("too-many-fields", b"GET / HTTP/1.1\r\n" + H + b"".join(b"X-%d: v\r\n" % i for i in range(20)) + b"\r\n", [431], False),
+    (
+        "too-many-fields",
+        b"GET / HTTP/1.1\r\n" + H + b"".join(b"X-%d: v\r\n" % i for i in range(20)) + b"\r\n",
+        [431],
+        False,
+    ),
     ("space-before-colon", b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", [400], False),
     ("tab-before-colon", b"GET / HTTP/1.1\r\nHost\t: x\r\n\r\n", [400], False),
     ("obs-fold", b"GET / HTTP/1.1\r\n" + H + b"X: a\r\n b\r\n\r\n", [400], False),
@@ -241,7 +271,12 @@ CORPUS = [
     ("te-gzip-chunked", post(b"/echo", b"Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n"), [501], False),
     ("te-chunkedx", post(b"/echo", b"Transfer-Encoding: chunkedx\r\n", b"0\r\n\r\n"), [400], False),
     ("te-chunked-gzip", post(b"/echo", b"Transfer-Encoding: chunked, gzip\r\n", b"0\r\n\r\n"), [400], False),
-    ("te-twice", post(b"/echo", b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"), [400], False),
+    (
+        "te-twice",
+        post(b"/echo", b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"),
+        [400],
+        False,
+    ),
     ("te-identity", post(b"/echo", b"Transfer-Encoding: identity\r\n", b"hello"), [400], False),
     ("te-space-before-colon", post(b"/echo", b"Transfer-Encoding : chunked\r\n", b"0\r\n\r\n"), [400], False),
     ("te-in-http-1.0", b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", [400], False),
@@ -268,7 +303,12 @@ CORPUS = [
     ("trailer-control", chunked(b"0\r\nX: a\x01\r\n\r\n"), [400], False),
     ("trailer-bare-lf", chunked(b"0\r\nX: a\n\r\n"), [400], False),
     ("chunk-short-then-eof", chunked(b"5\r\nhel"), [400], True),
-    ("chunked-over-limit", chunked(b"40\r\n" + b"x" * 64 + b"\r\n40\r\n" + b"x" * 64 + b"\r\n0\r\n\r\n", b"/small"), [413], False),
+    (
+        "chunked-over-limit",
+        chunked(b"40\r\n" + b"x" * 64 + b"\r\n40\r\n" + b"x" * 64 + b"\r\n0\r\n\r\n", b"/small"),
+        [413],
+        False,
+    ),
     # pipelining: the good request is answered, then the bad one refused
     ("pipelined-good-good", GOOD + CLOSE, [201, 201], False),
     ("pipelined-blank-line-between", GOOD + b"\r\n" + CLOSE, [201, 201], False),
@@ -277,8 +317,18 @@ CORPUS = [
     ("pipelined-bare-lf", GOOD + b"GET / HTTP/1.1\nHost: x\n\n", [201, 400], False),
     ("pipelined-huge-request-line", GOOD + b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\n\r\n", [201, 414], False),
     ("pipelined-too-many-fields", GOOD + b"GET / HTTP/1.1\r\n" + b"X: v\r\n" * 21 + b"\r\n", [201, 431], False),
-    ("pipelined-cl-and-te", GOOD + post(b"/echo", b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"), [201, 400], False),
-    ("smuggled-request-in-body", post(b"/echo", b"Content-Length: 0\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n" + GOOD), [400], False),
+    (
+        "pipelined-cl-and-te",
+        GOOD + post(b"/echo", b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"),
+        [201, 400],
+        False,
+    ),
+    (
+        "smuggled-request-in-body",
+        post(b"/echo", b"Content-Length: 0\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n" + GOOD),
+        [400],
+        False,
+    ),
 ]
 
 

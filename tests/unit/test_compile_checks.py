@@ -99,7 +99,8 @@ def test_a_component_runs_its_wasi_cli_run_unless_told_otherwise(tmp_path: Path)
         tmp_path,
         "<Location /a>\nSetHandler wasm-handler\nWasmModule app.wasm\n</Location>\n"
         "<Location /b>\nSetHandler wasm-handler\nWasmModule app.wasm\nWasmEntryPoint _start\n</Location>\n"
-        "<Location /c>\nSetHandler wasm-handler\nWasmModule app.wasm\nWasmEntryPoint my:app/jobs#nightly\n</Location>\n",
+        "<Location /c>\nSetHandler wasm-handler\nWasmModule app.wasm\n"
+        "WasmEntryPoint my:app/jobs#nightly\n</Location>\n",
     )
     app = tmp_path / "app.wasm"
     info = ModuleInfo(True, frozenset({RUN, "my:app/jobs#nightly"}), RUN)

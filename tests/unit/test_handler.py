@@ -80,7 +80,9 @@ def test_a_bug_behind_respond_is_a_logged_500(tmp_path: Path) -> None:
     response = site.respond(make_request("/server-status/x%0Ay"))
     assert response.status == 500
     log = (tmp_path / "error_log").read_text()
-    assert "[client 192.0.2.1:4321] request abc-7: -: internal error: KeyError: 'no such key' at test_handler.py:" in log
+    assert (
+        "[client 192.0.2.1:4321] request abc-7: -: internal error: KeyError: 'no such key' at test_handler.py:" in log
+    )
     assert "(POST /server-status/x\\x0ay)" in log  # a decoded control character cannot forge a line
     assert len(log.splitlines()) == 1
 
@@ -123,7 +125,9 @@ LIMITS = Limits(
 )
 
 
-def serving(server: socket.socket, handler: _Crashing, state: Callable[..., None] = lambda *a: None) -> threading.Thread:
+def serving(
+    server: socket.socket, handler: _Crashing, state: Callable[..., None] = lambda *a: None
+) -> threading.Thread:
     """A connection served in a thread, as a worker serves it (started)."""
     thread = threading.Thread(target=serve, args=(server, ("127.0.0.1", 1), 8080, handler, LIMITS, state))
     thread.start()
@@ -142,7 +146,9 @@ def test_the_connection_answers_500_when_respond_raises(capsys: pytest.CaptureFi
     handler = _Crashing()
     thread = serving(server, handler)
     with client:
-        client.sendall(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        client.sendall(
+            b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
         received = until_closed(client)
     thread.join(10)
     assert received.startswith(b"HTTP/1.1 500 ")
