@@ -125,6 +125,7 @@ def test_pool_grows_under_load_and_shrinks_when_idle(make_server: Callable[..., 
 def test_max_connections_per_child_rotates_workers(make_server: Callable[..., Server]) -> None:
     server = make_server(SLOW + "MaxConnectionsPerChild 5\n")
     first = server.worker_pids()
+    assert first
     for _ in range(30):
         assert server.get("/hello")[0] == 200
         server.worker_pids()
@@ -132,6 +133,9 @@ def test_max_connections_per_child_rotates_workers(make_server: Callable[..., Se
     # A retired worker's replacement may still be forking when the last request returns.
     wait_for(lambda: len(server.worker_pids()) == 2, what="the pool back at 2 workers")
     assert "recycling after 5 connections (MaxConnectionsPerChild 5)" in server.log()
+    # A connection wakes the oldest idle worker (EPOLLEXCLUSIVE wakes in registration order), so
+    # none is passed over for long: 30 connections at 5 a worker retire both first ones.
+    server.wait_for_workers(lambda pids: not pids & first, what=f"the first workers {sorted(first)} replaced")
 
 
 def test_a_hung_worker_is_killed_and_replaced(make_server: Callable[..., Server]) -> None:
