@@ -287,10 +287,9 @@ def test_killing_the_master_takes_the_workers_down(make_server: Callable[..., Se
     server.signal(signal.SIGKILL)
     assert server.proc is not None
     server.proc.wait(timeout=5)
-    start = time.monotonic()
+    # The deadline is the assertion: gone within 2 s of the master.
     wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
                              for p in workers), timeout=2, what="workers to exit")
-    assert time.monotonic() - start < 2
 
 
 def test_killing_a_busy_worker_replaces_it_within_a_second(make_server: Callable[..., Server]) -> None:
@@ -299,9 +298,8 @@ def test_killing_a_busy_worker_replaces_it_within_a_second(make_server: Callable
     client.start()
     busy = wait_for(lambda: busy_worker(server), what="a busy worker")
     os.kill(busy, signal.SIGKILL)
-    start = time.monotonic()
+    # The deadline is the assertion: replaced within a second of the kill.
     server.wait_for_workers(lambda pids: len(pids) == 2 and busy not in pids, timeout=1.0, what="a replacement")
-    assert time.monotonic() - start <= 1.0
     client.join(timeout=10)
     assert server.get("/hello")[0] == 200
 
