@@ -46,9 +46,9 @@ from .health import HealthPage
 from .logs import AccessLog, ErrorLog, LogFile, make_parent
 from .metrics import MetricsPage
 from .notify import Notifier
-from .pool import plan
 from .runtime import EXIT_GUEST_STUCK
 from .scoreboard import SERVING, STARTING, STOPPING, WAITING, Scoreboard, words
+from .spares import plan
 from .status import StatusPage
 from .worker import EXIT_CHILD_FATAL, Worker
 
