@@ -27,7 +27,6 @@ import ctypes
 import mmap
 import operator
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .counters import WORDS, Counts, Names
@@ -60,7 +59,6 @@ class Slot(ctypes.Structure):
         ("started", ctypes.c_double),  # time.time() when the worker forked
         ("heartbeat", ctypes.c_double),  # time.monotonic() of the worker's last sign of life
         ("request_start", ctypes.c_double),  # time.time() when the current/last request began
-        ("request_seconds", ctypes.c_double),  # duration of the last finished request
         ("request", ctypes.c_char * REQUEST_CHARS),  # current or last request line
         ("module", ctypes.c_char * MODULE_CHARS),  # module of that request
         ("memory", ctypes.c_uint64),  # last sampled memory figure, written by the master
@@ -126,9 +124,6 @@ class Scoreboard:
             if slot.pid == pid and slot.state != OPEN:
                 return slot
         return None
-
-    def in_use(self) -> Iterator[Slot]:
-        return (slot for slot in self.slots if slot.state != OPEN)
 
     def release(self, index: int) -> None:
         """Master, after reaping the slot's worker: fold its counters into the cumulative
