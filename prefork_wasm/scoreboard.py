@@ -56,7 +56,6 @@ class Slot(ctypes.Structure):
         ("accesses", ctypes.c_uint64),  # requests served by this worker
         ("connections", ctypes.c_uint64),
         ("bytes", ctypes.c_uint64),  # response body bytes served
-        ("started", ctypes.c_double),  # time.time() when the worker forked
         ("heartbeat", ctypes.c_double),  # time.monotonic() of the worker's last sign of life
         ("request_start", ctypes.c_double),  # time.time() when the current/last request began
         ("request", ctypes.c_char * REQUEST_CHARS),  # current or last request line
@@ -75,7 +74,6 @@ class Slot(ctypes.Structure):
         self.pid = pid
         self.generation = generation
         self.state = STARTING
-        self.started = time.time()
         self.heartbeat = time.monotonic()
 
 
