@@ -47,9 +47,9 @@ from .health import HealthPage
 from .logs import AccessLog, ErrorLog, LogFile, make_parent
 from .metrics import MetricsPage
 from .notify import Notifier
-from .pool import plan
 from .runtime import EXIT_GUEST_STUCK
 from .scoreboard import SERVING, STARTING, STOPPING, WAITING, Scoreboard, words
+from .spares import plan
 from .status import StatusPage
 from .worker import EXIT_CHILD_FATAL, Worker
 
@@ -103,7 +103,8 @@ def resolve(listen: Listen) -> tuple[socket.AddressFamily, Any]:
     except socket.gaierror as e:
         raise StartupError(located(
             listen.source,
-            f"Listen {listen}: cannot resolve host {host!r}: {e.strerror} (use an IP address, or a name this machine resolves)",
+            f"Listen {listen}: cannot resolve host {host!r}: {e.strerror} "
+            "(use an IP address, or a name this machine resolves)",
         )) from None
     return family, found[0][4]
 
@@ -149,8 +150,10 @@ def open_logs(config: ServerConfig) -> tuple[ErrorLog, list[AccessLog]]:
             file.close()
         raise
     error_file, host_files, access_files = files[0], files[1 : len(own) + 1], files[len(own) + 1 :]
-    access_logs = [AccessLog(file, log.format, log.host) for file, log in zip(access_files, config.custom_logs)]
-    hosts = {index: ErrorLog(file, config.log_level) for (index, _), file in zip(own, host_files)}
+    access_logs = [
+        AccessLog(file, log.format, log.host) for file, log in zip(access_files, config.custom_logs, strict=True)
+    ]
+    hosts = {index: ErrorLog(file, config.log_level) for (index, _), file in zip(own, host_files, strict=True)}
     return ErrorLog(error_file, config.log_level, hosts), access_logs
 
 
@@ -322,7 +325,9 @@ class Arbiter:
         """Log the listeners a generation added (all of them at start-up)."""
         for listen in generation.fresh:
             passed = generation.adopted.get(listen)
-            self.error_log.notice(f"listening on http://{listen}/" + (f" (socket passed by systemd: {passed})" if passed else ""))
+            self.error_log.notice(
+                f"listening on http://{listen}/" + (f" (socket passed by systemd: {passed})" if passed else "")
+            )
             if print_urls:
                 print(f"prefork-wasm: serving on http://{listen}/", flush=True)
 
@@ -336,7 +341,9 @@ class Arbiter:
                 if listen in self.listeners:
                     continue
                 passed = adopted.get(listen)
-                fresh[listen] = socket.socket(fileno=os.dup(passed.fd)) if passed else bind(listen, config.listen_backlog)
+                fresh[listen] = (
+                    socket.socket(fileno=os.dup(passed.fd)) if passed else bind(listen, config.listen_backlog)
+                )
             compile = start_compile(config.modules(), config.wasm_cache_dir, self.digests)
         except (StartupError, CompileError) as e:
             close_all(error_log, access_logs, fresh.values())

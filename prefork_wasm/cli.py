@@ -127,10 +127,16 @@ def _virtual_hosts(config: ServerConfig) -> list[str]:
             lines.append(f"{text:<22} {hosts[0].server_name} ({hosts[0].source})")
             continue
         port = text.rsplit(":", 1)[1]
-        lines += [f"{text:<22} is a NameVirtualHost", f"         default server {hosts[0].server_name} ({hosts[0].source})"]
+        lines += [
+            f"{text:<22} is a NameVirtualHost",
+            f"         default server {hosts[0].server_name} ({hosts[0].source})",
+        ]
         for host in hosts:
             lines.append(f"         port {port} namevhost {host.server_name} ({host.source})")
-            lines += [f"                 {'wild alias' if set(alias) & set('*?') else 'alias'} {alias}" for alias in host.aliases]
+            lines += [
+                f"                 {'wild alias' if set(alias) & set('*?') else 'alias'} {alias}"
+                for alias in host.aliases
+            ]
     return lines
 
 
@@ -149,7 +155,10 @@ def _serves(loc: LocationConfig) -> str:
         return loc.handler
     if loc.document_root is None and not loc.aliases:
         return "no handler (404)"
-    roots = [*(f"{url} -> {target}" for url, target in loc.aliases), *([f"{loc.document_root}"] if loc.document_root else [])]
+    roots = [
+        *(f"{url} -> {target}" for url, target in loc.aliases),
+        *([f"{loc.document_root}"] if loc.document_root else []),
+    ]
     module = loc.guest_module
     return f"files from {', '.join(roots)}" + (f", scripts run by {module}" if module else "")
 
@@ -223,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.command == "start":
         return control.start_detached(
-            lambda ready: Arbiter(config, args.defines, print_urls=False, notifier=notifier, passed=passed).run(ready), config,
+            lambda ready: Arbiter(config, args.defines, print_urls=False, notifier=notifier, passed=passed).run(ready),
+            config,
         )
     try:
         return Arbiter(config, args.defines, notifier=notifier, passed=passed).run()

@@ -274,7 +274,8 @@ class Compile:
             self.close()
             if self.exit_code is not None and self.exit_code < 0:
                 name = signal.Signals(-self.exit_code).name
-                raise CompileError(f"the compiler was killed by {name} (out of memory?){': ' + err.strip() if err.strip() else ''}")
+                detail = f": {err.strip()}" if err.strip() else ""
+                raise CompileError(f"the compiler was killed by {name} (out of memory?){detail}")
             if self.exit_code != 0:
                 raise CompileError(err.strip() or f"the compiler exited with status {self.exit_code}")
         try:
@@ -419,4 +420,4 @@ def _one_line(error: BaseException) -> str:
 
 if __name__ == "__main__":
     args = [Path(a) for a in sys.argv[1:]]
-    sys.exit(_compile_all(list(zip(args[0::2], args[1::2]))))
+    sys.exit(_compile_all(list(zip(args[0::2], args[1::2], strict=True))))

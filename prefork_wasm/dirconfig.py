@@ -130,7 +130,7 @@ class DiskSection:
             return any(regex.search(str(parent)) for parent in (path, *path.parents))
         want = PurePosixPath(self.pattern).parts
         have = PurePosixPath(directory).parts
-        return len(have) >= len(want) and all(fnmatch.fnmatchcase(h, w) for h, w in zip(have, want))
+        return len(have) >= len(want) and all(fnmatch.fnmatchcase(h, w) for h, w in zip(have, want, strict=False))
 
     def covers_file(self, directory: str, name: str) -> bool:
         if self.within is not None and not self.within.covers_dir(directory):

@@ -91,7 +91,7 @@ def resolve(path: str, loc: LocationConfig, settings_at: SettingsAt) -> Mapped:
         st = os.stat(current)
     except OSError as e:
         raise Unmapped(404 if e.errno in _MISSING else 403, f"The root {current}: {e.strerror}.") from None
-    for index, segment in enumerate(segments):
+    for index, segment in enumerate(segments):  # noqa: B007 (after the loop, index is how far the walk got)
         if not stat.S_ISDIR(st.st_mode):
             break
         directory = str(current)

@@ -411,7 +411,6 @@ class Site:
         now = time.time()
         slot.accesses += 1
         slot.bytes += sent
-        slot.request_seconds = now - request.start
         loc = self._location(request)
         self.recorder.request(
             loc.prefix if loc else None, request.method, response.status, now - request.start,

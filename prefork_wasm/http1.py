@@ -276,7 +276,9 @@ _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _QUOTED_STRING = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
 # RFC 9112 7.1: chunk-size [ chunk-ext ], without the BWS that senders SHOULD NOT send (h11
 # refuses it after the size); h11's own limit of 20 hex digits.
-_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;" + _TOKEN + rb"(?:=(?:" + _TOKEN + rb"|" + _QUOTED_STRING + rb"))?)*")
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]{1,20})(?:;" + _TOKEN + rb"(?:=(?:" + _TOKEN + rb"|" + _QUOTED_STRING + rb"))?)*"
+)
 _TRAILER_FIELD = re.compile(rb"(" + _TOKEN + rb"):[\t\x20-\x7e\x80-\xff]*")
 # Fields that RFC 9110 6.5.1 says cannot be processed after the content, by its kinds: message
 # framing and connection handling, routing, authentication and cookies, request modifiers
@@ -336,7 +338,9 @@ class ChunkedScanner:
             lf = data.find(b"\n", pos)
             self._line += data[pos : end if lf < 0 else lf]
             if len(self._line) > self._field_limit + 1:  # +1: the line's CR may be in
-                raise Refused(431 if self._state == _TRAILER else 400, "A line of the chunked body exceeds LimitRequestFieldSize.")
+                raise Refused(
+                    431 if self._state == _TRAILER else 400, "A line of the chunked body exceeds LimitRequestFieldSize."
+                )
             if lf < 0:
                 return end
             pos = lf + 1

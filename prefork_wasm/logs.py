@@ -99,9 +99,6 @@ class ErrorLog:
     def files(self) -> list[LogFile]:
         return [self.file, *(log.file for log in self.hosts.values())]
 
-    def enabled(self, level: str) -> bool:
-        return LEVELS[level] <= self.threshold
-
     def log(self, level: str, message: str) -> None:
         if LEVELS[level] > self.threshold:
             return

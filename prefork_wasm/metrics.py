@@ -9,13 +9,32 @@ from __future__ import annotations
 import ctypes
 
 from .counters import (
-    BUCKETS, METHODS, NO_LOCATION, NO_LOCATION_LABEL, OTHER_LABEL,
-    OTHER_LOCATION, OTHER_MODULE, OUTCOMES, RECYCLE_REASONS, RELOAD_RESULTS, STATUS_LABELS, at,
+    BUCKETS,
+    METHODS,
+    NO_LOCATION,
+    NO_LOCATION_LABEL,
+    OTHER_LABEL,
+    OTHER_LOCATION,
+    OTHER_MODULE,
+    OUTCOMES,
+    RECYCLE_REASONS,
+    RELOAD_RESULTS,
+    STATUS_LABELS,
+    at,
 )
 from .exposition import CONTENT_TYPE, Exposition
 from .messages import Request, Response
 from .scoreboard import (
-    CLEANUP, GRACEFUL, KEEPALIVE, LOGGING, OPEN, READING, SENDING, STARTING, WAITING, Scoreboard,
+    CLEANUP,
+    GRACEFUL,
+    KEEPALIVE,
+    LOGGING,
+    OPEN,
+    READING,
+    SENDING,
+    STARTING,
+    WAITING,
+    Scoreboard,
 )
 
 PREFIX = "prefork_wasm_"
@@ -85,7 +104,9 @@ class MetricsPage:
         out.family(PREFIX + "workers", "gauge", "Worker processes by scoreboard state.")
         for letter, name in WORKER_STATES.items():
             out.sample(PREFIX + "workers", [("state", name)], sum(1 for s in slots if s.state == letter))
-        out.family(PREFIX + "worker_memory_bytes", "gauge", "Each worker's resident memory, as last sampled by the master.")
+        out.family(
+            PREFIX + "worker_memory_bytes", "gauge", "Each worker's resident memory, as last sampled by the master."
+        )
         for index, slot in enumerate(self.scoreboard.slots):
             if slot.state != OPEN:
                 out.sample(PREFIX + "worker_memory_bytes", [("slot", str(index)), ("pid", str(slot.pid))], slot.memory)
@@ -107,7 +128,9 @@ def _used(counts: list[int], buckets: str, index: int) -> bool:
 
 
 def _requests(out: Exposition, counts: list[int], locations: dict[int, str]) -> None:
-    out.family(PREFIX + "requests_total", "counter", "Requests answered, by Location (matched prefix), method and status code.")
+    out.family(
+        PREFIX + "requests_total", "counter", "Requests answered, by Location (matched prefix), method and status code."
+    )
     base, row = at("requests"), len(STATUS_LABELS)
     for index, label in locations.items():
         for m, method in enumerate(METHODS):

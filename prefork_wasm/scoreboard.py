@@ -27,7 +27,6 @@ import ctypes
 import mmap
 import operator
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .counters import WORDS, Counts, Names
@@ -57,10 +56,8 @@ class Slot(ctypes.Structure):
         ("accesses", ctypes.c_uint64),  # requests served by this worker
         ("connections", ctypes.c_uint64),
         ("bytes", ctypes.c_uint64),  # response body bytes served
-        ("started", ctypes.c_double),  # time.time() when the worker forked
         ("heartbeat", ctypes.c_double),  # time.monotonic() of the worker's last sign of life
         ("request_start", ctypes.c_double),  # time.time() when the current/last request began
-        ("request_seconds", ctypes.c_double),  # duration of the last finished request
         ("request", ctypes.c_char * REQUEST_CHARS),  # current or last request line
         ("module", ctypes.c_char * MODULE_CHARS),  # module of that request
         ("memory", ctypes.c_uint64),  # last sampled memory figure, written by the master
@@ -77,7 +74,6 @@ class Slot(ctypes.Structure):
         self.pid = pid
         self.generation = generation
         self.state = STARTING
-        self.started = time.time()
         self.heartbeat = time.monotonic()
 
 
@@ -127,9 +123,6 @@ class Scoreboard:
                 return slot
         return None
 
-    def in_use(self) -> Iterator[Slot]:
-        return (slot for slot in self.slots if slot.state != OPEN)
-
     def release(self, index: int) -> None:
         """Master, after reaping the slot's worker: fold its counters into the cumulative
         record, then free the slot (in this order, so no count is ever lost)."""
@@ -167,7 +160,7 @@ class Scoreboard:
                 time.sleep(0)
                 continue
             blocks = [words(total.counts), *(words(s.counts) for s in self.slots if s.state != OPEN)]
-            sums = list(map(sum, zip(*blocks))) if len(blocks) > 1 else list(blocks[0])
+            sums = list(map(sum, zip(*blocks, strict=True))) if len(blocks) > 1 else list(blocks[0])
             if total.sequence == sequence:
                 return sums
 

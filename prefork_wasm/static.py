@@ -206,7 +206,8 @@ def listing(directory: Path, url: str) -> Response:
         if entry.name.startswith(".ht"):
             continue
         name = entry.name + ("/" if entry.is_dir() else "")
-        items.append(f'<li><a href="{html.escape(quote(name, errors="surrogateescape"), quote=True)}">{html.escape(name)}</a></li>')
+        href = html.escape(quote(name, errors="surrogateescape"), quote=True)
+        items.append(f'<li><a href="{href}">{html.escape(name)}</a></li>')
     title = html.escape(f"Index of {url}")
     body = f"<!DOCTYPE html>\n<html><head><title>{title}</title></head><body>\n<h1>{title}</h1>\n<ul>\n"
     body += "\n".join(items) + "\n</ul>\n</body></html>\n"

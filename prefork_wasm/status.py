@@ -44,7 +44,8 @@ def _uptime(seconds: float) -> str:
     days, s = divmod(s, 86400)
     hours, s = divmod(s, 3600)
     minutes, s = divmod(s, 60)
-    return " ".join(f"{n} {unit}" for n, unit in ((days, "days"), (hours, "hours"), (minutes, "minutes")) if n) + f" {s} seconds"
+    larger = ((days, "days"), (hours, "hours"), (minutes, "minutes"))
+    return " ".join(f"{n} {unit}" for n, unit in larger if n) + f" {s} seconds"
 
 
 class StatusPage:

@@ -22,8 +22,8 @@ import setproctitle
 from . import privileges
 from .compiler import Artifact
 from .config import ServerConfig
-from .counters import LabelIndex, Recorder
 from .connection import REPORT_WAIT, StateHook, serve
+from .counters import LabelIndex, Recorder
 from .engine import WASM32_MEMORY_MAX, InstancePool
 from .handler import Page, Site, prepare_routes
 from .http1 import Limits

@@ -28,9 +28,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psutil
 
@@ -212,7 +212,7 @@ class ServerProcess:
     def output_text(self) -> str:
         return (self.root / "server.out").read_text(errors="replace")
 
-    def stop(self) -> "StopResult":
+    def stop(self) -> StopResult:
         """SIGTERM the master and wait STOP_GRACE seconds; SIGKILL it if it is still there, and
         any worker of ours that outlived it."""
         self.worker_pids()

@@ -13,8 +13,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -94,7 +95,7 @@ MaxRequestWorkers {start_servers}
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "prefork_wasm.cli", "-f", str(self.conf), *args]
 
-    def start(self, wait: bool = True, command: list[str] | None = None, **popen: Any) -> "Server":
+    def start(self, wait: bool = True, command: list[str] | None = None, **popen: Any) -> Server:
         """`command` (default: serve the config) and `popen` (env, pass_fds) let a test play the
         part of what starts the server, as systemd does."""
         self.stdout = open(self.root / "stdout", "wb")

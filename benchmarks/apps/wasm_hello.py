@@ -26,7 +26,9 @@ from collections.abc import Callable, Iterable
 
 import wasmtime
 
-WASM = os.environ.get("BENCH_WASM", os.path.join(os.path.dirname(__file__), "..", "..", "examples", "wasm", "hello.wasm"))
+WASM = os.environ.get(
+    "BENCH_WASM", os.path.join(os.path.dirname(__file__), "..", "..", "examples", "wasm", "hello.wasm")
+)
 ARGV0 = os.path.basename(WASM)
 SERVER_SOFTWARE = "gunicorn"
 

@@ -11,13 +11,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psutil
 
 # Every Proc still running; stop_all() (from a finally/atexit/signal path) ends them.
-_RUNNING: list["Proc"] = []
+_RUNNING: list[Proc] = []
 
 
 def free_port() -> int:

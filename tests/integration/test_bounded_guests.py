@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Self
 
 import psutil
-from conftest import HELLO, Server, wait_for
 
+from conftest import HELLO, Server, wait_for
 from prefork_wasm.runtime import STDERR_CAP
 
 LIMIT = 10 * 2**20

@@ -96,7 +96,8 @@ def test_k_start_warns_when_the_error_log_would_go_to_a_terminal_it_leaves(make_
         wait_for(first_line, what="a warning on the terminal")  # the slave stays open: no EIO
         line = server.conf.read_text().splitlines().index("ErrorLog stderr") + 1
         assert said.decode().replace("\r\n", "\n").splitlines()[0] == (
-            f"prefork-wasm: warning: {server.conf}:{line}: ErrorLog stderr: the detached server leaves its stderr, which is "
+            f"prefork-wasm: warning: {server.conf}:{line}: ErrorLog stderr: "
+            "the detached server leaves its stderr, which is "
             "a terminal, so this log goes nowhere; log to a file, start with stderr redirected to a file or pipe "
             "(2>>FILE), or run in the foreground"
         )

@@ -37,7 +37,10 @@ CustomLog logs/ids_log "%L %>s"
     assert status == 500 and b"The module failed" in body
     ids = server.root / "logs" / "ids_log"
     request_id = wait_for(lambda: [line.split()[0] for line in ids.read_text().splitlines() if line.endswith(" 500")])
-    line = f"request {request_id[0]}: cat.wasm: cannot pre-open host directory {data} (guest path {data}): No such file or directory"
+    line = (
+        f"request {request_id[0]}: cat.wasm: cannot pre-open host directory {data} (guest path {data}): "
+        "No such file or directory"
+    )
     wait_for(lambda: line in server.log(), what=line)
 
     assert server.get("/hello")[0] == 200

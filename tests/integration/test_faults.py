@@ -8,13 +8,13 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psutil
 import pytest
 
-from conftest import HELLO, EXAMPLES, MODULES, Server, wait_for
+from conftest import EXAMPLES, HELLO, Server, wait_for
 
 
 def run_check(server: Server) -> subprocess.CompletedProcess[str]:
@@ -167,7 +167,7 @@ LimitResponseBody 1M
     server = make_server(body, start_servers=1)
     workers = server.worker_pids()
     assert server.get("/headers?big")[0] == 502
-    line = wait_for(lambda: [l for l in server.log().splitlines() if "exceeds" in l])[-1]
+    line = wait_for(lambda: [entry for entry in server.log().splitlines() if "exceeds" in entry])[-1]
     assert "headers.wasm" in line and "request " in line
     assert server.get("/headers?status")[0] == 201
     assert server.worker_pids() == workers
@@ -180,7 +180,9 @@ def test_a_module_that_does_not_fit_the_instance_pool_stops_the_server_with_the_
     the worker cannot load such a module and says why, and the server stops cleanly."""
     module = tmp_path / "two_memories.wat"
     module.write_text('(module (memory 1) (memory 1) (func (export "_start")))')
-    server = make_server(f"<Location /m>\n    SetHandler wasm-handler\n    WasmModule {module}\n</Location>\n", start=False)
+    server = make_server(
+        f"<Location /m>\n    SetHandler wasm-handler\n    WasmModule {module}\n</Location>\n", start=False
+    )
     server.start(wait=False)
     assert server.proc is not None
     assert server.proc.wait(timeout=30) == 1

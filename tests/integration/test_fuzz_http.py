@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
@@ -97,7 +97,9 @@ def mutated(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-TOKEN = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-!#$%&'*+.^_`|~", min_size=1, max_size=12)
+TOKEN = st.text(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-!#$%&'*+.^_`|~", min_size=1, max_size=12
+)
 PRINTABLE = st.text("".join(map(chr, range(0x20, 0x7F))) + "\t", max_size=40).map(str.encode)
 FIELD_NAME = st.one_of(
     st.sampled_from(["Host", "Content-Length", "Transfer-Encoding", "Expect", "Connection", "Upgrade", "Cookie"]),
@@ -132,7 +134,9 @@ def generated(draw: st.DrawFn) -> bytes:
     method = draw(st.one_of(st.sampled_from(["GET", "POST", "PUT", "OPTIONS", "CONNECT", "BREW"]), TOKEN)).encode()
     target = draw(st.one_of(
         st.sampled_from([b"/plain", b"/echo", b"/echo?x=1", b"*", b"http://x/plain", b"/nothing", b"/" + b"a" * 600]),
-        st.sampled_from([b"/plain?", b"/echo/", b"/"]).flatmap(lambda p: PRINTABLE.map(lambda q: p + q.replace(b" ", b"+"))),
+        st.sampled_from([b"/plain?", b"/echo/", b"/"]).flatmap(
+            lambda p: PRINTABLE.map(lambda q: p + q.replace(b" ", b"+"))
+        ),
         st.binary(min_size=1, max_size=30),
     ))
     version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/0.9", b"HTTP/1.9"]))

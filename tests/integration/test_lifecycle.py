@@ -7,13 +7,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
-from conftest import HELLO, EXAMPLES, MODULES, REPO, Server, free_port, wait_for
+from conftest import EXAMPLES, HELLO, MODULES, REPO, Server, free_port, wait_for
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -42,7 +42,11 @@ METRICS = """
 
 # Only the metrics Location: no guest of a longer WasmTimeout lengthens the hung-worker limit.
 METRICS_ONLY = METRICS[: METRICS.index("<Location /private-metrics>")]
-HELLO_WASM, TRAP_WASM, LOOP_WASM = (str(EXAMPLES / "hello.wasm"), str(MODULES / "trap.wasm"), str(MODULES / "loop.wasm"))
+HELLO_WASM, TRAP_WASM, LOOP_WASM = (
+    str(EXAMPLES / "hello.wasm"),
+    str(MODULES / "trap.wasm"),
+    str(MODULES / "loop.wasm"),
+)
 Key = tuple[str, frozenset[tuple[str, str]]]
 
 
@@ -262,7 +266,9 @@ def recycle_counts_match_the_log(server: Server, reason: str, logged: str) -> No
 
 
 def test_a_hung_worker_is_counted_as_hung(make_server: Callable[..., Server]) -> None:
-    server = make_server(SLOW.replace("WasmEnableCGI On", "WasmEnableCGI On\n    WasmTimeout 1") + METRICS_ONLY + "Timeout 1\n")
+    server = make_server(
+        SLOW.replace("WasmEnableCGI On", "WasmEnableCGI On\n    WasmTimeout 1") + METRICS_ONLY + "Timeout 1\n"
+    )
     client = threading.Thread(target=lambda: _ignore_errors(lambda: server.get("/slow?3000", timeout=10)))
     client.start()
     busy = wait_for(lambda: busy_worker(server), what="a busy worker")

@@ -52,7 +52,9 @@ def traversable(path: Path) -> None:
 
 
 def cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(server.command(*args), capture_output=True, text=True, timeout=120, cwd=server.root, check=False)
+    return subprocess.run(
+        server.command(*args), capture_output=True, text=True, timeout=120, cwd=server.root, check=False
+    )
 
 
 def test_mod_wasm_example_config_passes_check(make_server: Callable[..., Server]) -> None:
@@ -95,7 +97,11 @@ def test_mod_wasm_example_config_serves_its_hello_route(make_server: Callable[..
     assert status == 200
     assert b"Hello from WebAssembly!" in body  # not CGI there: our CGI hello's header is in the body
     status, headers, body, _ = server.get("/")
-    assert (status, headers["content-type"], body) == (200, "text/html", b"<html><body><h1>It works!</h1></body></html>\n")
+    assert (status, headers["content-type"], body) == (
+        200,
+        "text/html",
+        b"<html><body><h1>It works!</h1></body></html>\n",
+    )
     assert server.get("/php-hello/index.php")[0] == 404  # no such script: no guest run
     (server.root / "htdocs" / "php-hello").mkdir()
     (server.root / "htdocs" / "php-hello" / "index.php").write_text("<?php echo 'hi';")
@@ -124,7 +130,9 @@ def test_check_lists_every_error_of_the_file(make_server: Callable[..., Server])
 
 
 def test_modules_are_listed_as_apache_does() -> None:
-    result = subprocess.run([sys.executable, "-m", "prefork_wasm.cli", "-M"], capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "prefork_wasm.cli", "-M"], capture_output=True, text=True, timeout=60, check=False
+    )
     lines = result.stdout.splitlines()
     assert (result.returncode, lines[0]) == (0, "Loaded Modules:")
     assert " mpm_prefork_module (static)" in lines

@@ -75,7 +75,7 @@ def test_a_restart_with_a_config_that_cannot_be_served_keeps_the_old_generation(
     line = append(server, lines) + named
     server.signal(signum)
     failure = wait_for(
-        lambda: [l for l in server.log().splitlines() if "restart failed, still serving generation 0" in l],
+        lambda: [line for line in server.log().splitlines() if "restart failed, still serving generation 0" in line],
         what="the restart's failure in the error log",
     )
     expected = EXPECTED[kind].format(root=server.root, port=busy_port)
@@ -95,7 +95,9 @@ def test_a_restart_with_a_config_that_cannot_be_served_keeps_the_old_generation(
 
 
 def run(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(server.command(*args), capture_output=True, text=True, timeout=120, cwd=server.root, check=False)
+    return subprocess.run(
+        server.command(*args), capture_output=True, text=True, timeout=120, cwd=server.root, check=False
+    )
 
 
 @pytest.mark.parametrize("kind", ["logformat", "logfile", "listen", "pidfile"])
@@ -120,8 +122,16 @@ UNKNOWN_ENTRY = HELLO.replace("WasmEnableCGI On", "WasmEnableCGI On\n    WasmEnt
     ("body", "extra", "expected"),
     [
         (HELLO, 'LogFormat "%h %{X}z" odd', "LogFormat: unknown %{X}z"),
-        (HELLO, "Listen nosuchhost.invalid:8080", "Listen nosuchhost.invalid:8080: cannot resolve host 'nosuchhost.invalid'"),
-        (UNKNOWN_ENTRY, "", "WasmEntryPoint: {examples}/hello.wasm exports no function 'no_such_function' (its functions: _start)"),
+        (
+            HELLO,
+            "Listen nosuchhost.invalid:8080",
+            "Listen nosuchhost.invalid:8080: cannot resolve host 'nosuchhost.invalid'",
+        ),
+        (
+            UNKNOWN_ENTRY,
+            "",
+            "WasmEntryPoint: {examples}/hello.wasm exports no function 'no_such_function' (its functions: _start)",
+        ),
     ],
     ids=["logformat", "listen-host", "entry-point"],
 )
@@ -155,7 +165,9 @@ def test_a_module_without_the_default_entry_point_names_the_module_line(
         f"{server.conf}:{line}: WasmModule: {reactor} exports no function '_start' (its functions: init, run); "
         "name the one to call with WasmEntryPoint" in result.stderr
     )
-    server.conf.write_text(server.conf.read_text().replace(f"WasmModule {reactor}", f"WasmModule {reactor}\nWasmEntryPoint run"))
+    server.conf.write_text(
+        server.conf.read_text().replace(f"WasmModule {reactor}", f"WasmModule {reactor}\nWasmEntryPoint run")
+    )
     assert run(server, "-t").stdout.strip() == "Syntax OK"
 
 
@@ -260,7 +272,9 @@ def test_an_unchanged_module_is_not_hashed_again_on_restart(
     server = make_server(HELLO.replace("${EXAMPLES}/hello.wasm", str(module)), log_level="debug")
 
     def hashed() -> list[str]:
-        return [l.split("cache: ")[1].split(" bytes")[0] for l in server.log().splitlines() if "bytes hashed" in l]
+        return [
+            line.split("cache: ")[1].split(" bytes")[0] for line in server.log().splitlines() if "bytes hashed" in line
+        ]
 
     assert hashed() == [str(module.stat().st_size)]  # start-up: the source; the artifact is the compiler's
     server.signal(signal.SIGUSR1)

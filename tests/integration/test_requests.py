@@ -5,12 +5,12 @@ from __future__ import annotations
 import select
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from conftest import EXAMPLES, HELLO, MODULES, Server, env_of, wait_for
+from conftest import EXAMPLES, HELLO, Server, env_of, wait_for
 
 DATA = EXAMPLES.parent / "data"
 
@@ -118,7 +118,9 @@ def test_header_values_reach_the_guest_as_the_bytes_received(server: Server) -> 
     c3 a9 became c3 83 c2 a9); bytes that are not UTF-8 become U+FFFD, since WASI environment
     strings must be UTF-8."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"GET /env HTTP/1.1\r\nHost: x\r\nX-Name: caf\xc3\xa9\r\nX-Latin: caf\xe9\r\nConnection: close\r\n\r\n")
+        sock.sendall(
+            b"GET /env HTTP/1.1\r\nHost: x\r\nX-Name: caf\xc3\xa9\r\nX-Latin: caf\xe9\r\nConnection: close\r\n\r\n"
+        )
         response = b""
         while chunk := sock.recv(65536):
             response += chunk
@@ -247,7 +249,7 @@ def test_guest_failures_answered_and_logged_and_worker_survives(
     workers = server.worker_pids()
     got, headers, _, resp = server.get(path)
     assert got == status
-    lines = wait_for(lambda: [l for l in log_lines_with(server, cause) if path.split("?")[0] in l], what=cause)
+    lines = wait_for(lambda: [line for line in log_lines_with(server, cause) if path.split("?")[0] in line], what=cause)
     assert "[error]" in lines[-1] and "request " in lines[-1]
     assert server.get("/headers?status")[0] == 201
     assert server.worker_pids() == workers
@@ -322,7 +324,9 @@ def test_a_bodiless_status_from_a_guest_is_answered_without_its_body(
     server = make_server(f"<Location /bodiless>\nSetHandler wasm-handler\nWasmModule {module}\n"
                          "WasmEnableCGI On\n</Location>\n" + HELLO, start_servers=1)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"GET /bodiless HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        sock.sendall(
+            b"GET /bodiless HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -330,7 +334,9 @@ def test_a_bodiless_status_from_a_guest_is_answered_without_its_body(
     assert head.startswith(b"HTTP/1.1 %d " % status) and b"x-guest: yes" in head.lower()
     assert b"content-length" not in head.lower()
     assert rest.startswith(b"HTTP/1.1 200 ") and rest.endswith(b"Hello from WebAssembly!\n")  # no stray body between
-    wait_for(lambda: f'"GET /bodiless HTTP/1.1" {status} - ' in server.access_log.read_text(), what="the logged exchange")
+    wait_for(
+        lambda: f'"GET /bodiless HTTP/1.1" {status} - ' in server.access_log.read_text(), what="the logged exchange"
+    )
 
 
 def test_a_closing_response_carries_the_end_of_the_connection(server: Server) -> None:
@@ -349,7 +355,9 @@ def test_a_closing_response_carries_the_end_of_the_connection(server: Server) ->
 
 def test_access_log_is_combined_format(server: Server) -> None:
     server.get("/headers?status", headers={"User-Agent": "test-agent/1", "Referer": "http://ref/"})
-    line = wait_for(lambda: [l for l in server.access_log.read_text().splitlines() if "test-agent/1" in l])[-1]
+    line = wait_for(
+        lambda: [entry for entry in server.access_log.read_text().splitlines() if "test-agent/1" in entry]
+    )[-1]
     assert line.startswith("127.0.0.1 - - [")
     assert '"GET /headers?status HTTP/1.1" 201 8 "http://ref/" "test-agent/1"' in line
 

@@ -93,13 +93,22 @@ def test_a_directory_changes_how_its_scripts_run(server: Server) -> None:
 
 def test_path_info_and_path_translated_as_mod_cgi_sets_them(server: Server, site: Path) -> None:
     env = run(server, "/sub/c.py/more/of%20it?q=1")
-    assert (env["SCRIPT"], env["PATH_INFO"], env["PATH_TRANSLATED"]) == ("sub/c.py", "/more/of it", f"{site}/more/of it")
+    assert (env["SCRIPT"], env["PATH_INFO"], env["PATH_TRANSLATED"]) == (
+        "sub/c.py",
+        "/more/of it",
+        f"{site}/more/of it",
+    )
     assert env["REQUEST_URI"] == "/sub/c.py/more/of%20it?q=1"
 
 
 def test_directory_index_runs_the_index_script(server: Server) -> None:
     env = run(server, "/")
-    assert (env["SCRIPT"], env["SCRIPT_NAME"], env["PATH_INFO"], env["REQUEST_URI"]) == ("index.py", "/index.py", "", "/")
+    assert (env["SCRIPT"], env["SCRIPT_NAME"], env["PATH_INFO"], env["REQUEST_URI"]) == (
+        "index.py",
+        "/index.py",
+        "",
+        "/",
+    )
 
 
 def test_set_handler_in_files_runs_a_name_without_extension(server: Server) -> None:

@@ -102,7 +102,9 @@ def test_ranges(server: Server) -> None:
     assert (status, body) == (200, BODY)  # several ranges: the whole file
     status, _, body, _ = server.get("/file.txt", headers={"Range": "bytes=0-1", "If-Range": '"old"'})
     assert (status, body) == (200, BODY)
-    wait_for(lambda: '"GET /file.txt HTTP/1.1" 206 5 ' in server.access_log.read_text(), what="206 logged with its 5 bytes")
+    wait_for(
+        lambda: '"GET /file.txt HTTP/1.1" 206 5 ' in server.access_log.read_text(), what="206 logged with its 5 bytes"
+    )
 
 
 def test_head_has_the_length_and_no_body(server: Server) -> None:

@@ -10,12 +10,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import psutil
-import pytest
 
 from conftest import EXAMPLES, MODULES, Server, wait_for
 
@@ -57,7 +56,7 @@ class Load:
     bodies: set[bytes] = field(default_factory=set)
     stop: threading.Event = field(default_factory=threading.Event)
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         self.workers = [threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)]
         for t in self.workers:
             t.start()
@@ -126,6 +125,7 @@ def test_pool_grows_under_load_and_shrinks_when_idle(make_server: Callable[..., 
 def test_max_connections_per_child_rotates_workers(make_server: Callable[..., Server]) -> None:
     server = make_server(SLOW + "MaxConnectionsPerChild 5\n")
     first = server.worker_pids()
+    assert first
     for _ in range(30):
         assert server.get("/hello")[0] == 200
         server.worker_pids()
@@ -133,6 +133,9 @@ def test_max_connections_per_child_rotates_workers(make_server: Callable[..., Se
     # A retired worker's replacement may still be forking when the last request returns.
     wait_for(lambda: len(server.worker_pids()) == 2, what="the pool back at 2 workers")
     assert "recycling after 5 connections (MaxConnectionsPerChild 5)" in server.log()
+    # A connection wakes the oldest idle worker (EPOLLEXCLUSIVE wakes in registration order), so
+    # none is passed over for long: 30 connections at 5 a worker retire both first ones.
+    server.wait_for_workers(lambda pids: not pids & first, what=f"the first workers {sorted(first)} replaced")
 
 
 def test_a_hung_worker_is_killed_and_replaced(make_server: Callable[..., Server]) -> None:
@@ -143,7 +146,7 @@ def test_a_hung_worker_is_killed_and_replaced(make_server: Callable[..., Server]
     busy = wait_for(lambda: busy_worker(server), what="a busy worker")
     os.kill(busy, signal.SIGSTOP)
     line = wait_for(
-        lambda: [l for l in server.log().splitlines() if f"worker {busy} has shown no sign of life" in l],
+        lambda: [line for line in server.log().splitlines() if f"worker {busy} has shown no sign of life" in line],
         timeout=8, what="the hung-worker kill",
     )[0]
     assert "limit Timeout + WasmTimeout + lingering close = 4 s" in line
@@ -160,7 +163,7 @@ def test_soft_memory_limit_recycles_after_the_connection_without_failures(
     with Load(server.port, "/hello", threads=2, close_every=10) as load:
         wait_for(lambda: load.ok >= 200 and not first & server.worker_pids(), timeout=30, what="recycled workers")
     assert load.failures == []
-    lines = [l for l in server.log().splitlines() if "above MaxMemoryPerChild" in l]
+    lines = [line for line in server.log().splitlines() if "above MaxMemoryPerChild" in line]
     assert lines and "[notice]" in lines[0]
     assert "uss " in lines[0] and "M is above MaxMemoryPerChild" in lines[0] and "recycling" in lines[0]
     # every original worker was recycled
@@ -207,7 +210,7 @@ def test_hard_memory_limit_kills_at_once_and_replaces(make_server: Callable[...,
     first = server.worker_pids()
     wait_for(lambda: "hard MaxMemoryPerChild" in server.log(), what="a hard-limit kill")
     server.wait_for_workers(lambda pids: not first & pids and len(pids) >= 1, what="replacements")
-    line = next(l for l in server.log().splitlines() if "hard MaxMemoryPerChild" in l)
+    line = next(entry for entry in server.log().splitlines() if "hard MaxMemoryPerChild" in entry)
     assert "rss " in line and "killed" in line
 
 
@@ -284,10 +287,9 @@ def test_killing_the_master_takes_the_workers_down(make_server: Callable[..., Se
     server.signal(signal.SIGKILL)
     assert server.proc is not None
     server.proc.wait(timeout=5)
-    start = time.monotonic()
+    # The deadline is the assertion: gone within 2 s of the master.
     wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
                              for p in workers), timeout=2, what="workers to exit")
-    assert time.monotonic() - start < 2
 
 
 def test_killing_a_busy_worker_replaces_it_within_a_second(make_server: Callable[..., Server]) -> None:
@@ -296,9 +298,8 @@ def test_killing_a_busy_worker_replaces_it_within_a_second(make_server: Callable
     client.start()
     busy = wait_for(lambda: busy_worker(server), what="a busy worker")
     os.kill(busy, signal.SIGKILL)
-    start = time.monotonic()
+    # The deadline is the assertion: replaced within a second of the kill.
     server.wait_for_workers(lambda pids: len(pids) == 2 and busy not in pids, timeout=1.0, what="a replacement")
-    assert time.monotonic() - start <= 1.0
     client.join(timeout=10)
     assert server.get("/hello")[0] == 200
 
@@ -325,7 +326,7 @@ def busy_worker(server: Server) -> int | None:
 def status_auto(server: Server, scoreboard_only: bool = False) -> bytes:
     body = server.get("/server-status?auto")[2]
     if scoreboard_only:
-        return next((l for l in body.splitlines() if l.startswith(b"Scoreboard: ")), b"")[12:]
+        return next((row for row in body.splitlines() if row.startswith(b"Scoreboard: ")), b"")[12:]
     return body
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import h11
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prefork_wasm.messages import Request, Response
-from prefork_wasm.paths import request_path
 from prefork_wasm.cgi import (
     MAX_HEADER_BYTES,
     MAX_HEADER_LINES,
@@ -16,6 +15,8 @@ from prefork_wasm.cgi import (
     parse_cgi_response,
     plain_response,
 )
+from prefork_wasm.messages import Request, Response
+from prefork_wasm.paths import request_path
 
 # --------------------------------------------------------------------------- build_environ
 
@@ -502,7 +503,6 @@ _header_line = st.builds(
 @given(st.lists(_header_line, max_size=6), st.sampled_from([b"\r\n", b"\n"]), st.binary(max_size=50))
 def test_accepted_output_is_sendable_by_h11(lines, eol, body):
     """Whatever the parser accepts, h11 can serialise: a guest can't crash the server."""
-    h11 = pytest.importorskip("h11")
     raw = eol.join(lines) + eol + eol + body
     try:
         resp = parse_cgi_response(raw)

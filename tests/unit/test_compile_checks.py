@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import wasmtime
-from conftest import MODULES
 
+from conftest import MODULES
 from prefork_wasm.arbiter import entry_point_problems
 from prefork_wasm.compiler import Digests, ModuleInfo, _compile
 from prefork_wasm.conffile import parse_config
@@ -100,7 +100,8 @@ def test_a_component_runs_its_wasi_cli_run_unless_told_otherwise(tmp_path: Path)
         tmp_path,
         "<Location /a>\nSetHandler wasm-handler\nWasmModule app.wasm\n</Location>\n"
         "<Location /b>\nSetHandler wasm-handler\nWasmModule app.wasm\nWasmEntryPoint _start\n</Location>\n"
-        "<Location /c>\nSetHandler wasm-handler\nWasmModule app.wasm\nWasmEntryPoint my:app/jobs#nightly\n</Location>\n",
+        "<Location /c>\nSetHandler wasm-handler\nWasmModule app.wasm\n"
+        "WasmEntryPoint my:app/jobs#nightly\n</Location>\n",
     )
     app = tmp_path / "app.wasm"
     info = ModuleInfo(True, frozenset({RUN, "my:app/jobs#nightly"}), RUN)

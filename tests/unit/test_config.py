@@ -16,8 +16,8 @@ COMMON = '%h %l %u %t "%r" %>s %b'
 COMBINED = '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"'
 
 
-@pytest.fixture(autouse=True)
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+@pytest.fixture(autouse=True, name="root")
+def server_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A server root holding two dummy modules and a data folder; configs are written as server.conf."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "hello.wasm").write_bytes(b"\0asm")
@@ -462,7 +462,10 @@ def test_define_and_include_are_fine_inside_location() -> None:
         ("Listen", "Listen: expected 1 argument, got 0 (usage: Listen [HOST:]PORT)"),
         ("Define", "Define: expected 1 to 2 arguments, got 0 (usage: Define NAME [VALUE])"),
         ("CustomLog access.log", "CustomLog: expected 2 arguments, got 1"),
-        ("SetHandler cgi-script", "SetHandler: expected one of wasm-handler, server-status, metrics, health, none; got 'cgi-script'"),
+        (
+            "SetHandler cgi-script",
+            "SetHandler: expected one of wasm-handler, server-status, metrics, health, none; got 'cgi-script'",
+        ),
         ("WasmEnableCGI yes", "WasmEnableCGI: expected On or Off, got 'yes'"),
         ("WasmTimeout 0", "WasmTimeout: expected seconds > 0, such as 30 or 2.5, got '0'"),
         ("Timeout 0", "Timeout: expected seconds > 0, such as 30 or 2.5, got '0'"),
@@ -470,7 +473,10 @@ def test_define_and_include_are_fine_inside_location() -> None:
         ("LimitRequestBody -1", "LimitRequestBody: expected a size in bytes or with a K, M or G suffix"),
         ("ForceType html", "ForceType: expected a MIME type such as text/plain, or None; got 'html'"),
         ("WasmEnv A=B c", "WasmEnv: invalid environment variable name 'A=B'"),
-        ("WasmMapDir /data", "WasmMapDir: expected 2 to 3 arguments, got 1 (usage: WasmMapDir GUEST-PATH HOST-DIRECTORY [ro|rw])"),
+        (
+            "WasmMapDir /data",
+            "WasmMapDir: expected 2 to 3 arguments, got 1 (usage: WasmMapDir GUEST-PATH HOST-DIRECTORY [ro|rw])",
+        ),
         ("WasmArg", "WasmArg: expected 1 argument, got 0"),
         ("Require", "Require: expected at least 1 argument, got 0"),
         ("Require user bob", "Require: expected 'all granted', 'all denied', 'local' or 'ip ADDRESS[/BITS] ...'"),
@@ -560,7 +566,8 @@ def test_server_level_wasm_handler_without_module_is_reported_at_set_handler() -
 def test_module_without_wasm_handler_is_reported_at_the_location(handler: str) -> None:
     err = fails(f"Listen 8080\n<Location /app>\nWasmModule hello.wasm\n{handler}\n</Location>\n")
     assert str(err) == (
-        "server.conf:2: <Location /app>: WasmModule without 'SetHandler wasm-handler' or 'AddHandler wasm-handler .EXT' (add one to this <Location>)"
+        "server.conf:2: <Location /app>: WasmModule without 'SetHandler wasm-handler' "
+        "or 'AddHandler wasm-handler .EXT' (add one to this <Location>)"
     )
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_config import HELLO, load, root  # noqa: F401 (root: its autouse server root applies here too)
 
 from prefork_wasm.arbiter import silence_limit
 from prefork_wasm.config import MAX_ERRORS, ConfigErrors
 from prefork_wasm.connection import LINGER_SECONDS
+from test_config import HELLO, load, server_root  # noqa: F401 (its autouse fixture "root" applies here too)
 
 
 def errors(text: str) -> list[str]:
@@ -35,7 +35,8 @@ def test_five_errors_are_all_reported_with_file_and_line() -> None:
     )
     assert lines == [
         "server.conf:2: Timeout: expected seconds > 0, such as 30 or 2.5, got 'soon'",
-        f"server.conf:5: WasmModule: no such file 'missing.wasm' (relative paths are taken from ServerRoot {Path.cwd()})",
+        "server.conf:5: WasmModule: no such file 'missing.wasm' "
+        f"(relative paths are taken from ServerRoot {Path.cwd()})",
         "server.conf:6: WasmEnableCGI: expected On or Off, got 'maybe'",
         "server.conf:8: Invalid command 'Frobnicate', perhaps misspelled?",
         "server.conf:9: KeepAlive: expected On or Off, got 'sometimes'",
@@ -60,7 +61,10 @@ def test_a_section_that_fails_to_open_is_skipped_whole() -> None:
 
 def test_a_mismatched_close_recovers_at_the_matching_section() -> None:
     lines = errors(HELLO + "<Location /b>\n<IfDefine X>\n</Location>\nTimeout x\n")
-    assert lines[0] == "server.conf:8: </Location> does not match <IfDefine X> opened at server.conf:7; add '</IfDefine>' first"
+    assert (
+        lines[0]
+        == "server.conf:8: </Location> does not match <IfDefine X> opened at server.conf:7; add '</IfDefine>' first"
+    )
     assert lines[1:] == ["server.conf:9: Timeout: expected seconds > 0, such as 30 or 2.5, got 'x'"]
 
 
@@ -100,14 +104,17 @@ def test_a_skipped_ifmodule_does_not_read_its_include() -> None:
     Path("broken.conf").write_text("Bogus directive\n")
     config = load(
         HELLO
-        + "<IfModule ssl_module>\n    Include missing/extra.conf\n    Include broken.conf\n    SSLEngine on\n</IfModule>\n"
+        + "<IfModule ssl_module>\n    Include missing/extra.conf\n    Include broken.conf\n"
+        "    SSLEngine on\n</IfModule>\n"
         + "<IfModule !wasm_module>\n    Include broken.conf\n</IfModule>\n"
     )
     assert config.warnings == []
 
 
 def test_ifmodule_inside_a_location_sets_the_location() -> None:
-    config = load(HELLO.replace("    </Location>", "    <IfModule wasm_module>\n        WasmArg x\n    </IfModule>\n</Location>"))
+    config = load(
+        HELLO.replace("    </Location>", "    <IfModule wasm_module>\n        WasmArg x\n    </IfModule>\n</Location>")
+    )
     assert config.locations[0].args == ["x"]
 
 
@@ -118,7 +125,10 @@ def test_load_module_is_no_longer_misread_as_wasm_module() -> None:
 @pytest.mark.parametrize(
     "line, message",
     [
-        ("Header set X y", "Invalid command 'Header': a directive of headers_module, which prefork-wasm has no equivalent of"),
+        (
+            "Header set X y",
+            "Invalid command 'Header': a directive of headers_module, which prefork-wasm has no equivalent of",
+        ),
         ("SetEnv A b", "a directive of env_module, which prefork-wasm has no equivalent of; WasmEnv NAME VALUE sets"),
         ("Listn 80", "Invalid command 'Listn', perhaps misspelled? Did you mean 'Listen'?"),
     ],
@@ -153,7 +163,10 @@ def test_directory_and_files_sections_are_kept_in_config_order() -> None:
     "body, message",
     [
         ("<Directory />\n    ForceType text/plain\n</Directory>\n", "ForceType: not supported inside <Directory />"),
-        ("<Directory />\n    <Directory /a>\n    </Directory>\n</Directory>\n", "<Directory>: not allowed inside <Directory />"),
+        (
+            "<Directory />\n    <Directory /a>\n    </Directory>\n</Directory>\n",
+            "<Directory>: not allowed inside <Directory />",
+        ),
         ("<Directory ~ (>\n</Directory>\n", "<Directory>: invalid regular expression '('"),
         ("<Location /x>\n    DocumentRoot /srv\n</Location>\n", "DocumentRoot: not allowed inside <Location /x>"),
         ("Options +Indexes FollowSymLinks\n", "Options: either all Options must start with + or -"),
@@ -163,7 +176,10 @@ def test_directory_and_files_sections_are_kept_in_config_order() -> None:
         ("TypesConfig nowhere.types\n", "TypesConfig: no such file 'nowhere.types'"),
         ("<Directory />\n    Require everyone\n</Directory>\n", "Require: expected 'all granted'"),
         ("<Location /x>\n    <Files a>\n    </Files>\n</Location>\n", "<Files>: not allowed inside <Location /x>"),
-        ("<Location /x>\n    <Directory />\n    </Directory>\n</Location>\n", "<Directory>: not allowed inside <Location /x>"),
+        (
+            "<Location /x>\n    <Directory />\n    </Directory>\n</Location>\n",
+            "<Directory>: not allowed inside <Location /x>",
+        ),
         ("HostnameLookups On\n", "HostnameLookups: only 'Off' is supported"),
         ("AddDefaultCharset utf-8\n", "AddDefaultCharset: only 'Off' is supported"),
     ],
@@ -176,12 +192,16 @@ def test_accepted_apache_directives_say_they_have_no_effect() -> None:
     config = load(
         HELLO + "ServerAdmin you@example.com\nDocumentRoot /nowhere/www\nHostnameLookups Off\nAddDefaultCharset Off\n"
     )
-    assert config.warnings == ["server.conf:7: DocumentRoot /nowhere/www does not exist (or is not a directory): its URLs answer 404"]
+    assert config.warnings == [
+        "server.conf:7: DocumentRoot /nowhere/www does not exist (or is not a directory): its URLs answer 404"
+    ]
     assert [note.split(": ", 1)[1].split()[0] for note in config.notes] == ["ServerAdmin", "client", "a"]
 
 
 def test_add_handler_runs_the_location_module_for_files_by_extension(root: Path) -> None:
-    config = load("Listen 8080\n<Location /php>\n    AddHandler wasm-handler .php PHP7\n    WasmModule hello.wasm\n</Location>\n")
+    config = load(
+        "Listen 8080\n<Location /php>\n    AddHandler wasm-handler .php PHP7\n    WasmModule hello.wasm\n</Location>\n"
+    )
     assert config.warnings == []
     loc = config.locations[0]
     assert (loc.handler, loc.add_handlers) == (None, {".php": "wasm-handler", ".php7": "wasm-handler"})
@@ -205,7 +225,12 @@ def test_wasm_settings_in_a_directory_are_compiled_and_checked(root: Path) -> No
     )
     assert config.warnings == []
     [run] = config.section_runs()
-    assert (run.module, run.args, run.timeout, run.sources["module"]) == (root / "other.wasm", ["-u"], 5.0, "server.conf:5")
+    assert (run.module, run.args, run.timeout, run.sources["module"]) == (
+        root / "other.wasm",
+        ["-u"],
+        5.0,
+        "server.conf:5",
+    )
     assert config.modules() == [root / "other.wasm"]
 
 
@@ -219,7 +244,10 @@ def test_scripts_wasm_timeout_bounds_a_worker_s_silence_and_static_files_do_not(
 
 
 def test_add_handler_without_a_module_is_an_error() -> None:
-    assert "AddHandler wasm-handler needs a WasmModule" in errors("Listen 8080\n<Location /php>\n    AddHandler wasm-handler .php\n</Location>\n")[0]
+    assert (
+        "AddHandler wasm-handler needs a WasmModule"
+        in errors("Listen 8080\n<Location /php>\n    AddHandler wasm-handler .php\n</Location>\n")[0]
+    )
 
 
 def test_add_handler_without_a_module_is_one_error_at_its_line_however_many_locations_inherit_it(root: Path) -> None:

@@ -14,6 +14,7 @@ import dockerfile
 import kubernetes_validate
 import pytest
 import yaml
+
 from conftest import REPO
 
 K8S = REPO / "contrib" / "k8s"
@@ -153,7 +154,11 @@ def test_compile_cache_is_warmed_with_the_served_config_before_user_switch() -> 
     cmds = instructions()
     served = [*only("ENTRYPOINT").value, *only("CMD").value]
     config = served[served.index("-f") + 1]
-    warm = [i for i, c in enumerate(cmds) if c.cmd == "RUN" and re.search(rf"prefork-wasm -f {re.escape(config)} -t\b", c.value[0])]
+    warm = [
+        i
+        for i, c in enumerate(cmds)
+        if c.cmd == "RUN" and re.search(rf"prefork-wasm -f {re.escape(config)} -t\b", c.value[0])
+    ]
     assert warm, f"no RUN prefork-wasm -f {config} -t (the step that compiles the modules into WasmCacheDir)"
     copied = max(i for i, c in enumerate(cmds) if c.cmd == "COPY" and c.value[-1] == config)
     user = max(i for i, c in enumerate(cmds) if c.cmd == "USER")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from prefork_wasm.config import LocationConfig
-from prefork_wasm.dirconfig import DiskSection, DirSettings, OptionsChange, parse_options, settings_for
+from prefork_wasm.dirconfig import DirSettings, DiskSection, OptionsChange, parse_options, settings_for
 from prefork_wasm.filemap import Mapped, Unmapped, resolve, translate
 from prefork_wasm.paths import PathRefused, request_path
 
@@ -182,7 +182,11 @@ def test_sections_merge_shortest_directory_first_then_files(site: Path) -> None:
     top = settings_for(location, sections, str(site), None)
     assert (top.require, top.directory_index, top.handler) == (["all denied"], ["x"], None)
     inner = settings_for(location, sections, str(site / "dir"), None)
-    assert (inner.require, inner.handler, inner.add_types) == (["all granted"], "wasm-handler", {".a": "text/x-a", ".b": "text/x-b"})
+    assert (inner.require, inner.handler, inner.add_types) == (
+        ["all granted"],
+        "wasm-handler",
+        {".a": "text/x-a", ".b": "text/x-b"},
+    )
     file = settings_for(location, sections, str(site / "dir"), "b.txt")
     assert file.require == ["ip 10.0.0.0/8"]
     deeper = settings_for(location, sections, str(site / "dir" / "sub"), None)
@@ -234,7 +238,9 @@ def test_handler_for_looks_at_the_last_extension_only() -> None:
 def test_sections_change_a_scripts_wasm_settings_unless_the_location_set_them(site: Path) -> None:
     sections = [
         DiskSection("Directory", "/", "t:1", {"env": {"A": "1", "B": "1"}, "args": ["-O"]}),
-        DiskSection("Directory", str(site / "app"), "t:5", {"env": {"B": "2"}, "timeout": 5.0}, sources={"timeout": "t:7"}),
+        DiskSection(
+            "Directory", str(site / "app"), "t:5", {"env": {"B": "2"}, "timeout": 5.0}, sources={"timeout": "t:7"}
+        ),
     ]
     location = loc(site, env={"C": "0"}, args=["-u"], timeout=30.0)
     settings = settings_for(location, sections, str(site / "app"), "index.py")

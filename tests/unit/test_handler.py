@@ -17,13 +17,13 @@ import pytest
 from prefork_wasm.compiler import Artifact, ModuleInfo
 from prefork_wasm.conffile import parse_config
 from prefork_wasm.connection import LINGER_SECONDS, serve
+from prefork_wasm.counters import LabelIndex, Recorder
 from prefork_wasm.engine import WASM32_MEMORY_MAX, InstancePool
 from prefork_wasm.handler import Site, prepare_routes
 from prefork_wasm.http1 import Limits
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request, Response
 from prefork_wasm.paths import request_path
-from prefork_wasm.counters import LabelIndex, Recorder
 from prefork_wasm.scoreboard import Slot, words
 from prefork_wasm.worker import YieldPolicy, pool_for
 
@@ -81,7 +81,9 @@ def test_a_bug_behind_respond_is_a_logged_500(tmp_path: Path) -> None:
     response = site.respond(make_request("/server-status/x%0Ay"))
     assert response.status == 500
     log = (tmp_path / "error_log").read_text()
-    assert "[client 192.0.2.1:4321] request abc-7: -: internal error: KeyError: 'no such key' at test_handler.py:" in log
+    assert (
+        "[client 192.0.2.1:4321] request abc-7: -: internal error: KeyError: 'no such key' at test_handler.py:" in log
+    )
     assert "(POST /server-status/x\\x0ay)" in log  # a decoded control character cannot forge a line
     assert len(log.splitlines()) == 1
 
@@ -124,7 +126,9 @@ LIMITS = Limits(
 )
 
 
-def serving(server: socket.socket, handler: _Crashing, state: Callable[..., None] = lambda *a: None) -> threading.Thread:
+def serving(
+    server: socket.socket, handler: _Crashing, state: Callable[..., None] = lambda *a: None
+) -> threading.Thread:
     """A connection served in a thread, as a worker serves it (started)."""
     thread = threading.Thread(target=serve, args=(server, ("127.0.0.1", 1), 8080, handler, LIMITS, state))
     thread.start()
@@ -143,7 +147,9 @@ def test_the_connection_answers_500_when_respond_raises(capsys: pytest.CaptureFi
     handler = _Crashing()
     thread = serving(server, handler)
     with client:
-        client.sendall(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        client.sendall(
+            b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
         received = until_closed(client)
     thread.join(10)
     assert received.startswith(b"HTTP/1.1 500 ")

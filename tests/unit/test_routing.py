@@ -162,10 +162,15 @@ def test_a_module_is_checked_against_what_a_request_for_its_prefix_merges_to() -
     # The handler comes from <Location />: no error, although /tool sets no handler itself.
     load("<Location />\n    SetHandler wasm-handler\n    WasmModule app.wasm\n</Location>\n"
          "<Location /tool>\n    WasmModule admin.wat\n</Location>\n")
-    with pytest.raises(Exception, match=r"server.conf:2: <Location /tool>: WasmModule without 'SetHandler wasm-handler'"):
+    with pytest.raises(
+        Exception, match=r"server.conf:2: <Location /tool>: WasmModule without 'SetHandler wasm-handler'"
+    ):
         load("<Location /tool>\n    WasmModule admin.wat\n</Location>\n")
     with pytest.raises(Exception, match=r"server.conf:2: <Location /x>: SetHandler wasm-handler needs a WasmModule"):
-        load("<Location /x>\n    SetHandler wasm-handler\n</Location>\n<Location /x/y>\n    WasmModule app.wasm\n</Location>\n")
+        load(
+            "<Location /x>\n    SetHandler wasm-handler\n</Location>\n"
+            "<Location /x/y>\n    WasmModule app.wasm\n</Location>\n"
+        )
 
 
 # --- <LocationMatch> and <Location ~> -----------------------------------------------------------

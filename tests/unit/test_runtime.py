@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import wasmtime
-from conftest import EXAMPLES, MODULES, wait_for
 from wasmtime.component import Component
 
-from prefork_wasm.engine import InstancePool, engine_config
+from conftest import EXAMPLES, MODULES, wait_for
 from prefork_wasm import runtime as runtime_module
+from prefork_wasm.engine import InstancePool, engine_config
 from prefork_wasm.runtime import (
     _FIRST_READ,
     STDERR_CAP,
@@ -126,7 +126,12 @@ def outcomes(runtime: Runtime, tmp_path_factory: pytest.TempPathFactory) -> Load
         ("test:outcomes/all#err", Outcome.EXIT, 1, "test:outcomes/all#err returned err"),
         ("test:outcomes/all#trap", Outcome.TRAP, 0, "trap: wasm `unreachable` instruction executed"),
         ("test:outcomes/all#spin", Outcome.TIMEOUT, 0, "WasmTimeout reached, guest interrupted"),
-        ("test:outcomes/all#nope", Outcome.ERROR, 0, "the component exports no function named 'test:outcomes/all#nope'"),
+        (
+            "test:outcomes/all#nope",
+            Outcome.ERROR,
+            0,
+            "the component exports no function named 'test:outcomes/all#nope'",
+        ),
         ("no:such/interface#run", Outcome.ERROR, 0, "the component exports no function named 'no:such/interface#run'"),
     ],
 )

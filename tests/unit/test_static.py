@@ -18,7 +18,10 @@ EARLIER = formatdate(1_699_999_999, usegmt=True).encode()
 
 
 def headers(**values: str | bytes):  # type: ignore[no-untyped-def]
-    table = {name.replace("_", "-").encode(): value if isinstance(value, bytes) else value.encode() for name, value in values.items()}
+    table = {
+        name.replace("_", "-").encode(): value if isinstance(value, bytes) else value.encode()
+        for name, value in values.items()
+    }
     return table.get
 
 

@@ -11,11 +11,11 @@ import pytest
 from prefork_wasm.cli import dump
 from prefork_wasm.conffile import parse_config
 from prefork_wasm.config import ConfigError, Listen, ServerConfig, VirtualHost
+from prefork_wasm.counters import LabelIndex, Recorder
 from prefork_wasm.handler import Site, prepare_routes
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request
 from prefork_wasm.routing import request_host, select_host
-from prefork_wasm.counters import LabelIndex, Recorder
 from prefork_wasm.scoreboard import Slot, words
 
 
@@ -125,7 +125,8 @@ def test_virtual_host_addresses(arg: str, address: Listen) -> None:
         ("<VirtualHost *:99999>\n</VirtualHost>", "server.conf:2: <VirtualHost>: port must be 1-65535, got '99999'"),
         ("<VirtualHost>\n</VirtualHost>", "server.conf:2: <VirtualHost>: expected at least 1 argument, got 0"),
         ("<VirtualHost *:8080>\nListen 9090\n</VirtualHost>",
-         "server.conf:3: Listen: not allowed inside <VirtualHost> (opened at server.conf:2); move it to the main server"),
+         "server.conf:3: Listen: not allowed inside <VirtualHost> (opened at server.conf:2); "
+         "move it to the main server"),
         ("<VirtualHost *:8080>\n<VirtualHost *:8081>\n</VirtualHost>\n</VirtualHost>",
          "server.conf:3: <VirtualHost>: not allowed inside <VirtualHost> (opened at server.conf:2)"),
         ("<Location /x>\n<VirtualHost *:8080>\n</VirtualHost>\n</Location>",
@@ -162,7 +163,10 @@ def test_an_address_no_listen_covers_is_warned_about() -> None:
 
 
 def test_a_virtual_host_may_have_its_own_error_log(root: Path) -> None:
-    config = load("Listen 8080\n<VirtualHost *:8080>\nErrorLog logs/a_error\n</VirtualHost>\n<VirtualHost *:8080>\n</VirtualHost>\n")
+    config = load(
+        "Listen 8080\n<VirtualHost *:8080>\nErrorLog logs/a_error\n</VirtualHost>\n"
+        "<VirtualHost *:8080>\n</VirtualHost>\n"
+    )
     a, b = config.virtual_hosts
     assert (a.error_log, a.error_log_source) == (str(root / "logs/a_error"), "server.conf:3")
     assert b.error_log is None
@@ -284,6 +288,8 @@ def test_percent_v_is_the_canonical_name_of_the_host_that_answered(tmp_path: Pat
         recorder=Recorder(words(slot.counts), LabelIndex({}, {})), pages={},
     )
     for port in (8080, 8081):
-        request = Request("GET", "/", "1.1", [(b"host", host.encode())], "127.0.0.1", 1, port, f"id-{port}", 0.0, path="/")
+        request = Request(
+            "GET", "/", "1.1", [(b"host", host.encode())], "127.0.0.1", 1, port, f"id-{port}", 0.0, path="/"
+        )
         site.finished(request, site.respond(request), 0)
     assert log.read_text().splitlines() == [f"{logged} 8080", "main.example 8081"]

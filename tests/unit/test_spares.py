@@ -1,20 +1,20 @@
-"""The spare-server arithmetic (prefork_wasm.pool), without processes."""
+"""The spare-server arithmetic (prefork_wasm.spares), without processes."""
 
 from __future__ import annotations
 
 import pytest
 
-from prefork_wasm.pool import MAX_SPAWN_RATE, PoolPlan, plan
+from prefork_wasm.spares import MAX_SPAWN_RATE, SparePlan, plan
 
 LIMITS = dict(min_spare=2, max_spare=4, max_workers=8)
 
 
 def test_within_bounds_does_nothing_and_resets_rate() -> None:
-    assert plan(3, 5, spawn_rate=8, **LIMITS) == PoolPlan(0, 0, 1, False)
+    assert plan(3, 5, spawn_rate=8, **LIMITS) == SparePlan(0, 0, 1, False)
 
 
 def test_too_many_idle_stops_exactly_one() -> None:
-    assert plan(7, 7, spawn_rate=4, **LIMITS) == PoolPlan(0, 1, 1, False)
+    assert plan(7, 7, spawn_rate=4, **LIMITS) == SparePlan(0, 1, 1, False)
 
 
 def test_shortage_spawns_at_doubling_rate_up_to_32() -> None:
@@ -46,7 +46,7 @@ def test_at_max_workers_reports_limit_and_spawns_nothing() -> None:
 
 @pytest.mark.parametrize("idle, total", [(2, 2), (4, 8), (2, 8)])
 def test_at_the_bounds_is_steady(idle: int, total: int) -> None:
-    assert plan(idle, total, spawn_rate=2, **LIMITS) == PoolPlan(0, 0, 1, False)
+    assert plan(idle, total, spawn_rate=2, **LIMITS) == SparePlan(0, 0, 1, False)
 
 
 def test_simulated_pool_grows_then_shrinks_one_per_second() -> None:
@@ -62,5 +62,5 @@ def test_simulated_pool_grows_then_shrinks_one_per_second() -> None:
     assert max(history) == 8  # grew to MaxRequestWorkers, never above
     assert history[:4] == [3, 5, 8, 8]
     shrink = history[6:]
-    assert all(a - b in (0, 1) for a, b in zip(shrink, shrink[1:]))  # one per second
+    assert all(a - b in (0, 1) for a, b in zip(shrink, shrink[1:], strict=False))  # one per second
     assert history[-1] == 4  # back to MaxSpareServers

@@ -20,7 +20,7 @@ MAX_SPAWN_RATE = 32
 
 
 @dataclass(frozen=True, slots=True)
-class PoolPlan:
+class SparePlan:
     spawn: int  # workers to fork now
     stop_idle: int  # idle workers to stop now (0 or 1)
     next_spawn_rate: int
@@ -36,17 +36,17 @@ def plan(
     max_workers: int,
     spawn_rate: int,
     leaving: int = 0,
-) -> PoolPlan:
+) -> SparePlan:
     """One second of pool maintenance: `idle` and `total` count the current generation's pool;
     `leaving` counts the live workers outside it (recycling, or of an older generation)."""
     if idle > max_spare:
-        return PoolPlan(spawn=0, stop_idle=1, next_spawn_rate=1, at_limit=False)
+        return SparePlan(spawn=0, stop_idle=1, next_spawn_rate=1, at_limit=False)
     if idle < min_spare:
         room = max(0, max_workers - total - leaving)
         if room == 0:
-            return PoolPlan(spawn=0, stop_idle=0, next_spawn_rate=spawn_rate, at_limit=True)
+            return SparePlan(spawn=0, stop_idle=0, next_spawn_rate=spawn_rate, at_limit=True)
         spawn = min(spawn_rate, room)
-        return PoolPlan(
+        return SparePlan(
             spawn=spawn, stop_idle=0, next_spawn_rate=min(spawn_rate * 2, MAX_SPAWN_RATE), at_limit=False
         )
-    return PoolPlan(spawn=0, stop_idle=0, next_spawn_rate=1, at_limit=False)
+    return SparePlan(spawn=0, stop_idle=0, next_spawn_rate=1, at_limit=False)
