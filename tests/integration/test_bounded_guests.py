@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Self
 
 import psutil
-from conftest import HELLO, Server, wait_for
+from harness import HELLO, Server, wait_for
 
 from prefork_wasm.runtime import STDERR_CAP
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, Server
+from harness import REPO, Server
 
 DATA = REPO / "examples" / "data"
 

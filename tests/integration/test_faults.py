@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 import psutil
 import pytest
 
-from conftest import HELLO, EXAMPLES, MODULES, Server, wait_for
+from harness import HELLO, EXAMPLES, MODULES, Server, wait_for
 
 
 def run_check(server: Server) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import EXAMPLES, HELLO, MODULES, Server, env_of, wait_for
+from harness import EXAMPLES, HELLO, MODULES, Server, env_of, wait_for
 
 DATA = EXAMPLES.parent / "data"
 

@@ -17,7 +17,7 @@ from typing import Callable
 import psutil
 import pytest
 
-from conftest import EXAMPLES, MODULES, Server, wait_for
+from harness import EXAMPLES, MODULES, Server, wait_for
 
 SLOW = """
 <Location /slow>

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import wasmtime
-from conftest import EXAMPLES, MODULES, wait_for
+from harness import EXAMPLES, MODULES, wait_for
 from wasmtime.component import Component
 
 from prefork_wasm.engine import Pool, engine_config
