@@ -295,7 +295,7 @@ def write_results(args: argparse.Namespace, data: dict[str, Any], labels: dict[s
         "",
         f"- date: {m['date']}",
         f"- machine: {m['nproc']} CPUs, {m['cpu']}, {m['memory_gib']} GiB, Linux {m['kernel']}, {m['os']}",
-        f"- versions: " + "; ".join(f"{k} {val}" for k, val in v.items()),
+        "- versions: " + "; ".join(f"{k} {val}" for k, val in v.items()),
         f"- other load on the machine during the rounds and sweep: {load['foreign_cpu_share']:.0%} of all "
         f"CPU time used by processes not started by the benchmark; steal {load['steal_share']:.0%}; "
         f"load average {load['loadavg_start']:.2f} at start, {load['loadavg_end']:.2f} at end",

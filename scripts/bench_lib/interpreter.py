@@ -181,7 +181,7 @@ def run(run_dir: Path, pool_sizes: list[int], load_seconds: float, retry_above: 
 def ratios(res: dict[str, Any]) -> list[dict[str, float]]:
     core, comp = res["variants"]["core"]["pools"], res["variants"]["component"]["pools"]
     return [{"workers": a["workers"], "ratio": b["load"]["rps"] / a["load"]["rps"] if a["load"]["rps"] else 0.0}
-            for a, b in zip(core, comp)]
+            for a, b in zip(core, comp, strict=True)]
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -218,8 +218,9 @@ def markdown(res: dict[str, Any]) -> str:
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     ratio_of = {r["workers"]: r["ratio"] for r in res["ratios"]}
-    for same_size in zip(*(v["pools"] for v in vs.values())):  # the two variants of a pool size together
-        for k, p in zip(vs, same_size):
+    # The variants were measured for the same pool sizes: their lists are parallel.
+    for same_size in zip(*(v["pools"] for v in vs.values()), strict=True):  # one pool size, every variant
+        for k, p in zip(vs, same_size, strict=True):
             i, a, m, load = p["idle"], p["after_load"], p["master"], p["load"]
             lines.append(
                 f"| {p['workers']} | {k} | {load['rps']:,.0f} | {load['p50_ms']:.1f} ms | {load['p99_ms']:.1f} ms "

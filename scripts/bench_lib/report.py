@@ -8,9 +8,10 @@ import platform
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
@@ -43,7 +44,7 @@ def machine() -> dict[str, Any]:
     except (OSError, ValueError, IndexError):
         pass
     return {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "kernel": platform.release(),
@@ -195,7 +196,8 @@ def _c1_ratio(sweep: list[dict[str, Any]], mode: str, peer: str) -> float | None
     return mine / theirs if mine and theirs else None
 
 
-def targets(rows: list[Row], runs: list[dict[str, Any]], sweep: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def targets(rows: list[Row], runs: list[dict[str, Any]],
+            sweep: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The project's goals, each with its value, goal and PASS or MISS (n/a if a peer is missing).
 
     Throughput goals at -c16 are judged on the paired (per-round) ratio; the ratio of the

@@ -262,7 +262,8 @@ def run(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     log(f"one instance alone: {single['rps']:,.0f} req/s, failed {failed(single)}, late {late(single)}")
     # HAProxy opens a connection per request to an instance (http-server-close): the same for one alone
     single_close = measure(direct, args.baseline_seconds, args.connections, ours(), close=True)
-    log(f"one instance alone, Connection: close: {single_close['rps']:,.0f} req/s, failed {failed(single_close)}, late {late(single_close)}")
+    log(f"one instance alone, Connection: close: {single_close['rps']:,.0f} req/s, "
+        f"failed {failed(single_close)}, late {late(single_close)}")
     steady = measure(front, args.baseline_seconds, args.connections, ours())
     log(f"{len(instances)} behind haproxy: {steady['rps']:,.0f} req/s, failed {failed(steady)}, late {late(steady)}")
 
@@ -339,17 +340,19 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [
         f"{m['date']}, {m['nproc']} CPUs ({m['cpu']}), source {res['source']}; "
         f"{s['instances']} instances x {s['workers']} workers, wrk -t2 -c{s['connections']} keep-alive "
-        f"through HAProxy (retry-on {s['retry_on']}; " + ("each instance taken out (maint) before its restart" if s.get("drain") else "no drain")
+        f"through HAProxy (retry-on {s['retry_on']}; "
+        + ("each instance taken out (maint) before its restart" if s.get("drain") else "no drain")
         + f"), {s['baseline_seconds']:g} s baselines, "
         f"{s['seconds']:g} s while rolling; other load on the machine {load['foreign_cpu_share']:.0%} "
         f"of its CPU, load average {load['loadavg_start']:.2f} -> {load['loadavg_end']:.2f}.",
         "",
-        "| run | req/s | vs one instance | p50 ms | p99 ms | max ms | failed requests | answered after > 2 s | restarts | other CPU |",
+        "| run | req/s | vs one instance | p50 ms | p99 ms | max ms | failed requests | answered after > 2 s "
+        "| restarts | other CPU |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label, r, extra in rows:
-        lines.append(f"| {label} | {r['rps']:,.0f} | {r['rps'] / single_rps if single_rps else 0:.2f}x | {r['p50_ms']:.2f} "
-                     f"| {r['p99_ms']:.2f} | {r['max_ms']:.0f} | {failed(r)} | {late(r)} "
+        lines.append(f"| {label} | {r['rps']:,.0f} | {r['rps'] / single_rps if single_rps else 0:.2f}x "
+                     f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.0f} | {failed(r)} | {late(r)} "
                      f"| {extra} | {r['other_cpu']:.0%} |")
     lines += [
         "",

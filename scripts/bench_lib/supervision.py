@@ -269,8 +269,8 @@ def graceful_restart(run_dir: Path, seconds: float = 20.0, every: float = 2.0, w
             f"errors {during['errors']} (socket {during['socket_errors']}, status {during['status_errors']})")
     finally:
         proc.stop()
-    return {"workers": workers, "server_limit": server_limit, "connections": workers, "seconds": seconds, "restart_every_s": every,
-            "restarts": len(sent), "steady": steady, "restarting": during,
+    return {"workers": workers, "server_limit": server_limit, "connections": workers, "seconds": seconds,
+            "restart_every_s": every, "restarts": len(sent), "steady": steady, "restarting": during,
             "p99_ratio": during["p99_ms"] / steady["p99_ms"] if steady["p99_ms"] else None,
             "server_ok_after": ok_after}
 
@@ -333,8 +333,10 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         "| | median | max |",
         "| --- | ---: | ---: |",
-        f"| kill -> fork (master: SIGCHLD, reap, fork) | {_f(med['kill_to_fork_ms'])} ms | {_f(mx['kill_to_fork_ms'])} ms |",
-        f"| kill -> new child visible (1 ms polling) | {_f(med['kill_to_child_seen_ms'])} ms | {_f(mx['kill_to_child_seen_ms'])} ms |",
+        f"| kill -> fork (master: SIGCHLD, reap, fork) | {_f(med['kill_to_fork_ms'])} ms "
+        f"| {_f(mx['kill_to_fork_ms'])} ms |",
+        f"| kill -> new child visible (1 ms polling) | {_f(med['kill_to_child_seen_ms'])} ms "
+        f"| {_f(mx['kill_to_child_seen_ms'])} ms |",
         f"| **fork -> ready** | **{_f(fr)} ms** | {_f(mx['fork_to_ready_ms'])} ms |",
         f"| kill -> ready | {_f(med['kill_to_ready_ms'])} ms | {_f(mx['kill_to_ready_ms'])} ms |",
         f"| first /py request on the new worker | {_f(med['first_request_ms'])} ms | {_f(mx['first_request_ms'])} ms |",
@@ -370,17 +372,18 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"hello.wasm, {g['workers']} workers (fixed pool; ServerLimit {g.get('server_limit', '?')} so the new "
         f"generation has scoreboard slots while the old one finishes its connections), wrk -t2 "
-        f"-c{g['connections']} keep-alive (connections = workers, so none waits in the queue), {g['seconds']:g} s steady, then "
+        f"-c{g['connections']} keep-alive (connections = workers, so none waits in the queue), "
+        f"{g['seconds']:g} s steady, then "
         f"{g['seconds']:g} s with SIGUSR1 (graceful restart) to the master every "
         f"{g['restart_every_s']:g} s ({g['restarts']} restarts). errors = wrk's socket errors plus "
         "responses with status >= 400.",
         "",
         "| run | req/s | p50 | p99 | max | errors | other load |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| steady | {s['rps']:,.0f} | {s['p50_ms']:.2f} ms | {s['p99_ms']:.2f} ms | {s['max_ms']:.1f} ms | {s['errors']} "
-        f"| {s.get('other_cpu', 0):.0%} |",
-        f"| restarting | {d['rps']:,.0f} | {d['p50_ms']:.2f} ms | {d['p99_ms']:.2f} ms | {d['max_ms']:.1f} ms | {d['errors']} "
-        f"| {d.get('other_cpu', 0):.0%} |",
+        f"| steady | {s['rps']:,.0f} | {s['p50_ms']:.2f} ms | {s['p99_ms']:.2f} ms | {s['max_ms']:.1f} ms "
+        f"| {s['errors']} | {s.get('other_cpu', 0):.0%} |",
+        f"| restarting | {d['rps']:,.0f} | {d['p50_ms']:.2f} ms | {d['p99_ms']:.2f} ms | {d['max_ms']:.1f} ms "
+        f"| {d['errors']} | {d.get('other_cpu', 0):.0%} |",
         "",
         f"p99 restarting / steady: **{_f(ratio, '.2f')}x** "
         f"({'PASS' if ratio is not None and ratio <= 3 else 'MISS'}); errors during restarts: "
