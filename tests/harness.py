@@ -7,6 +7,10 @@ stopped by pid: SIGTERM, a bounded wait, SIGKILL; then every process it was seen
 outlived it is killed (psutil refuses to signal a pid since reused by another process). Nothing
 is ever stopped by name.
 
+Server is the prefork-wasm server the tests and the soak run; Process is any server process
+(the benchmark's peers keep their own command lines); HELLO and env_of are small things the
+tests share.
+
 Test and benchmark infrastructure, not part of the prefork_wasm package: the standard library
 and psutil only, because the benchmark imports it from a virtualenv of its own. pytest finds it
 on its pythonpath (tests/); scripts/soak, scripts/bench and scripts/rolling-restart put tests/ on
@@ -128,7 +132,6 @@ class Process:
 
     def __init__(self, argv: list[str], output: Path, *, errors: Path | None = None, logs: tuple[Path, ...] = (),
                  name: str = "", **popen: Any) -> None:
-        self.argv = argv
         self.name = name or Path(argv[0]).name
         self.logs = (*logs, output, *([errors] if errors else []))
         self._files: list[IO[bytes]] = [open(output, "wb")]
@@ -238,6 +241,8 @@ class Server:
         self.error_log = root / "logs" / "error_log"
         self.access_log = root / "logs" / "access_log"
         self.pid_file = root / "logs" / "prefork-wasm.pid"
+        self.stdout_log = root / "stdout"
+        self.stderr_log = root / "stderr"
         self.write_config(body, start_servers, log_level)
         self.process: Process | None = None
 
@@ -267,7 +272,7 @@ MaxRequestWorkers {start_servers}
     def start(self, wait: bool = True, command: list[str] | None = None, **popen: Any) -> Server:
         """`command` (default: serve the config) and `popen` (env, pass_fds, start_new_session)
         let a caller play the part of what starts the server, as systemd does."""
-        self.process = Process(command or self.command(), self.root / "stdout", errors=self.root / "stderr",
+        self.process = Process(command or self.command(), self.stdout_log, errors=self.stderr_log,
                                logs=(self.error_log,), name="prefork-wasm", cwd=self.root, **popen)
         if wait:
             self.wait_ready()
@@ -330,8 +335,7 @@ MaxRequestWorkers {start_servers}
         return self.error_log.read_text() if self.error_log.exists() else ""
 
     def stderr_text(self) -> str:
-        path = self.root / "stderr"
-        return path.read_text() if path.exists() else ""
+        return self.stderr_log.read_text() if self.stderr_log.exists() else ""
 
     def request(
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
