@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
             "bare floor, default engine": bare_floor(artifact, None),
         }
         times: dict[str, list[float]] = {name: [] for name in variants}
-        for name, run in variants.items():  # warm-up
+        for run in variants.values():  # warm-up
             for _ in range(200):
                 run()
         for _ in range(args.batches):
