@@ -5,7 +5,7 @@ then report what leaked, failed or restarted. Started by `scripts/soak` (which s
 
 Everything listens and connects on 127.0.0.1 only; every thread, socket and wait is bounded;
 the only processes ended are the server this program started and the workers it was seen to
-fork, by pid (psutil checks a pid still names the same process before it is signalled).
+fork, by pid, through the harness the test suite and the benchmark share (tests/harness.py).
 Exit status: 0 if no well-behaved request failed, the master's RSS grew by less than
 RSS_GROWTH_LIMIT, the server exited 0 on SIGTERM and left no worker behind; else 1.
 """
@@ -22,7 +22,6 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,16 +33,12 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples" / "wasm"
-MODULES = REPO / "tests" / "modules"
+from harness import EXAMPLES, HOST, MODULES, STOP_GRACE, Server, Stopped, WaitFailed
 
-HOST = "127.0.0.1"
 TIMEOUT = 5  # the server's Timeout: a slowloris is cut (408) after this many seconds
 WASM_TIMEOUT = 2  # the server's WasmTimeout: /loop answers 504 after this many seconds
 START_SERVERS = 4
 RSS_GROWTH_LIMIT = 5 << 20  # bytes the master may grow by over the run
-STOP_GRACE = 15.0  # seconds the master gets to exit after SIGTERM
 PID_POLL = 0.5  # seconds between worker-pid samples (short-lived workers can still be missed)
 FULL_SAMPLE = 5.0  # seconds between master-RSS and server-status samples
 MAX_EXAMPLES = 8  # failure examples kept per category
@@ -80,13 +75,6 @@ def parse_args(argv: list[str]) -> Options:
     return Options(args.minutes, args.clients, args.hostile, args.keep)
 
 
-def free_port() -> int:
-    """A free loopback port (the kernel picks it; a tiny race until the server binds it)."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def location(path: str, module: Path) -> str:
     return f"""<Location {path}>
     SetHandler wasm-handler
@@ -96,12 +84,12 @@ def location(path: str, module: Path) -> str:
 """
 
 
-def write_config(root: Path, port: int, max_workers: int) -> Path:
+def config_body(max_workers: int) -> str:
     """A dynamic pool with small limits, so recycling by memory and by connections and every
-    guest failure mode happen within minutes. Prefork serves one connection per worker, so
-    MaxRequestWorkers is raised above the number of client threads: keep-alive clients beyond it
-    would only queue, which would measure the test rather than the server."""
-    conf = root / "soak.conf"
+    guest failure mode happen within minutes (after the harness's head: later directives win).
+    Prefork serves one connection per worker, so MaxRequestWorkers is raised above the number
+    of client threads: keep-alive clients beyond it would only queue, which would measure the
+    test rather than the server."""
     locations = [
         ("/hello", EXAMPLES / "hello.wasm"),
         ("/echo", EXAMPLES / "echo.wasm"),
@@ -111,17 +99,7 @@ def write_config(root: Path, port: int, max_workers: int) -> Path:
         ("/membomb", MODULES / "membomb.wasm"),
         ("/headers", MODULES / "headers.wasm"),
     ]
-    conf.write_text(
-        f"""# Written by scripts/soak for one run.
-ServerRoot "{root}"
-Listen {HOST}:{port}
-ServerName localhost
-PidFile prefork-wasm.pid
-ErrorLog error_log
-CustomLog access_log combined
-WasmCacheDir cache
-LogLevel notice
-StartServers {START_SERVERS}
+    return f"""# Written by scripts/soak for one run.
 MinSpareServers 2
 MaxSpareServers 6
 MaxRequestWorkers {max_workers}
@@ -138,113 +116,6 @@ LimitRequestBody 1M
     Require local
 </Location>
 """
-    )
-    return conf
-
-
-# --- the server process ---------------------------------------------------------------------
-
-
-class ServerProcess:
-    """The master this program starts, and every worker it was seen to fork (kept as psutil
-    Process objects: they refuse to signal a pid that was reused by another process)."""
-
-    def __init__(self, root: Path, conf: Path, port: int) -> None:
-        self.root, self.conf, self.port = root, conf, port
-        self.output = open(root / "server.out", "wb")
-        # Own session: a Ctrl-C in the terminal reaches only the soak, which stops the server.
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "prefork_wasm.cli", "-f", str(conf)],
-            stdin=subprocess.DEVNULL, stdout=self.output, stderr=subprocess.STDOUT,
-            cwd=root, start_new_session=True,
-        )
-        self.master = psutil.Process(self.popen.pid)
-        self.seen: dict[int, psutil.Process] = {}
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        """Until the pid file names our master and a request is answered (the first start
-        compiles every module, which takes a while)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"the server exited with {self.popen.returncode}:\n{self.output_text()}")
-            if self._answers():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"the server did not answer within {timeout:g} s:\n{self.output_text()}")
-
-    def _answers(self) -> bool:
-        try:
-            if (self.root / "prefork-wasm.pid").read_text().strip() != str(self.pid):
-                return False
-            with socket.create_connection((HOST, self.port), timeout=5) as sock:
-                sock.sendall(b"OPTIONS * HTTP/1.1\r\nHost: ready\r\nConnection: close\r\n\r\n")
-                return sock.recv(16).startswith(b"HTTP/1.1 ")
-        except OSError:
-            return False
-
-    def wait_for_workers(self, count: int, timeout: float = 10.0) -> None:
-        """Until the first workers are forked (the master answers while still forking them),
-        so that the later ones are not counted as restarts."""
-        deadline = time.monotonic() + timeout
-        while len(self.worker_pids()) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-    def worker_pids(self) -> set[int]:
-        try:
-            children = self.master.children()
-        except psutil.NoSuchProcess:
-            return set()
-        for child in children:
-            self.seen.setdefault(child.pid, child)
-        return {child.pid for child in children}
-
-    def master_rss(self) -> int:
-        return self.master.memory_info().rss
-
-    def output_text(self) -> str:
-        return (self.root / "server.out").read_text(errors="replace")
-
-    def stop(self) -> StopResult:
-        """SIGTERM the master and wait STOP_GRACE seconds; SIGKILL it if it is still there, and
-        any worker of ours that outlived it."""
-        self.worker_pids()
-        start = time.monotonic()
-        killed_master = False
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                killed_master = True
-                self.popen.kill()
-                self.popen.wait()
-        seconds = time.monotonic() - start
-        leftovers = []
-        for pid, proc in self.seen.items():
-            try:
-                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                    proc.kill()
-                    leftovers.append(pid)
-            except psutil.NoSuchProcess:
-                pass
-        self.output.close()
-        return StopResult(self.popen.returncode, seconds, killed_master, leftovers)
-
-
-@dataclass
-class StopResult:
-    exit_status: int
-    seconds: float
-    killed_master: bool
-    leftover_workers: list[int]
 
 
 # --- shared tallies -------------------------------------------------------------------------
@@ -523,7 +394,7 @@ def server_status(port: int) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in body.splitlines() if ": " in line)
 
 
-def sampler(server: ServerProcess, samples: Samples, stop: threading.Event) -> None:
+def sampler(server: Server, samples: Samples, stop: threading.Event) -> None:
     """Worker pids often (restarts are counted from them); master RSS and server-status less so."""
     last_full = 0.0
     while not stop.wait(PID_POLL):
@@ -532,7 +403,7 @@ def sampler(server: ServerProcess, samples: Samples, stop: threading.Event) -> N
             continue
         last_full = time.monotonic()
         try:
-            samples.record_rss(server.master_rss())
+            samples.record_rss(master_rss(server))
         except psutil.NoSuchProcess:
             return
         try:
@@ -600,7 +471,7 @@ class SoakResult:
     tally: Tally
     samples: Samples
     log: LogSummary
-    stop: StopResult
+    stop: Stopped
     aborted: str = ""  # why the load ended early, if it did
 
     @property
@@ -619,7 +490,7 @@ class SoakResult:
         )
 
 
-def start_threads(server: ServerProcess, options: Options, tally: Tally, samples: Samples,
+def start_threads(server: Server, options: Options, tally: Tally, samples: Samples,
                   stop: threading.Event) -> list[threading.Thread]:
     targets: list[tuple[Callable[..., None], tuple[object, ...]]] = [(sampler, (server, samples, stop))]
     targets += [(good_client, (server.port, i, tally, stop)) for i in range(options.clients)]
@@ -630,7 +501,7 @@ def start_threads(server: ServerProcess, options: Options, tally: Tally, samples
     return threads
 
 
-def run_load(server: ServerProcess, options: Options, tally: Tally, samples: Samples) -> tuple[float, str]:
+def run_load(server: Server, options: Options, tally: Tally, samples: Samples) -> tuple[float, str]:
     """Load the server for the duration; returns the seconds it lasted and why it ended early."""
     stop = threading.Event()
     threads = start_threads(server, options, tally, samples, stop)
@@ -639,8 +510,8 @@ def run_load(server: ServerProcess, options: Options, tally: Tally, samples: Sam
     aborted = ""
     try:
         while time.monotonic() < deadline:
-            if not server.alive():
-                aborted = f"the server exited during the run with status {server.popen.returncode}"
+            if not server.running.alive():
+                aborted = f"the server exited during the run with status {server.running.popen.returncode}"
                 break
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
     finally:
@@ -655,7 +526,7 @@ def run_load(server: ServerProcess, options: Options, tally: Tally, samples: Sam
     return seconds, aborted
 
 
-def still_serving(server: ServerProcess, tally: Tally) -> None:
+def still_serving(server: Server, tally: Tally) -> None:
     """One last request after the load: the server must still answer."""
     try:
         conn = http.client.HTTPConnection(HOST, server.port, timeout=15)
@@ -672,30 +543,36 @@ def still_serving(server: ServerProcess, tally: Tally) -> None:
         tally.failure(f"after the load, GET /hello: status {resp.status}")
 
 
+def master_rss(server: Server) -> int:
+    return server.running.ps.memory_info().rss
+
+
 def run(options: Options, root: Path) -> SoakResult:
     """Start the server in `root`, load it, stop it, and gather what happened."""
-    port = free_port()
-    conf = write_config(root, port, max_workers=max(12, options.clients + options.hostile + 2))
-    server = ServerProcess(root, conf, port)
+    body = config_body(max_workers=max(12, options.clients + options.hostile + 2))
+    server = Server(root, body, start_servers=START_SERVERS, log_level="notice")
+    # Own session: a Ctrl-C in the terminal reaches only the soak, which stops the server.
+    process = server.start(wait=False, start_new_session=True).running
     tally, samples = Tally(), Samples()
     seconds, aborted = 0.0, ""
     try:
         server.wait_ready()
-        server.wait_for_workers(START_SERVERS)
-        samples.initial_pids = server.worker_pids()
+        # The master answers while still forking its first workers: later ones are restarts.
+        samples.initial_pids = server.wait_for_workers(lambda pids: len(pids) >= START_SERVERS, timeout=30,
+                                                       what=f"the first {START_SERVERS} workers")
         samples.record_pids(samples.initial_pids)
-        samples.rss_before = samples.rss_after = samples.rss_peak = server.master_rss()
+        samples.rss_before = samples.rss_after = samples.rss_peak = master_rss(server)
         tally.started = time.monotonic()
         seconds, aborted = run_load(server, options, tally, samples)
-        if server.alive():
-            samples.record_rss(server.master_rss())
+        if process.alive():
+            samples.record_rss(master_rss(server))
             still_serving(server, tally)
-    except RuntimeError as e:
+    except WaitFailed as e:
         aborted = str(e)
     finally:
-        stopped = server.stop()
-    log = read_error_log(root / "error_log")
-    return SoakResult(options, root, port, seconds, tally, samples, log, stopped, aborted)
+        stopped = process.stop(STOP_GRACE)
+    log = read_error_log(server.error_log)
+    return SoakResult(options, root, server.port, seconds, tally, samples, log, stopped, aborted)
 
 
 # --- the report -----------------------------------------------------------------------------
@@ -742,7 +619,7 @@ def report(result: SoakResult) -> str:
     return "\n".join(lines)
 
 
-def stop_text(stop: StopResult) -> str:
+def stop_text(stop: Stopped) -> str:
     text = f"status {stop.exit_status} after SIGTERM, in {stop.seconds:.1f} s"
     if stop.killed_master:
         text = f"did not exit within {STOP_GRACE:g} s of SIGTERM: killed (status {stop.exit_status})"

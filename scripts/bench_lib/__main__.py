@@ -79,12 +79,9 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def wait_workers(system: peers.System, n: int, timeout: float = 60) -> None:
     """gunicorn answers as soon as its first worker is up: wait for the whole pool."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if len(system.worker_pids()) >= n:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{system.key}: {n} workers not up within {timeout:.0f}s")
+    assert system.proc is not None
+    system.proc.wait_until(lambda: len(system.worker_pids()) >= n, timeout, f"{system.key}: {n} workers",
+                           interval=0.1)
 
 
 def all_pids(systems: list[peers.System]) -> list[int]:

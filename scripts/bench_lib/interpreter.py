@@ -22,9 +22,10 @@ from typing import Any
 
 import psutil
 
-from . import report, wrk
+from harness import Process, free_port, http_get, http_status
+
+from . import procs, report, wrk
 from .peers import ROOT, fill
-from .procs import Proc, free_port, http_get, wait_http
 
 PYTHON_WASM = ROOT / "build" / "python-wasm" / "python.wasm"
 APP = ROOT / "benchmarks" / "app"
@@ -62,23 +63,14 @@ def ensure_component() -> Path:
     return COMPONENT
 
 
-def _start(run_dir: Path, variant: Variant, name: str, workers: int, cache: Path) -> tuple[Proc, int]:
+def _start(run_dir: Path, variant: Variant, name: str, workers: int, cache: Path) -> tuple[Process, int]:
     """Start a server and wait until it answers (a 404 outside /py: no guest has run yet)."""
     port = free_port()
     conf = fill("prefork-wasm-python.conf.in", run_dir / f"{name}.conf", dir=run_dir, port=port, name=name,
                 workers=workers, root=ROOT, cache=cache, module=variant.module)
-    proc = Proc(name, [str(ROOT / ".venv" / "bin" / "prefork-wasm"), "-f", str(conf)], run_dir / f"{name}.out")
-    deadline = time.monotonic() + 300
-    while True:
-        if not proc.alive():
-            raise RuntimeError(f"{name} exited with {proc.popen.returncode}:\n{proc.tail()}")
-        try:
-            http_get(port, "/ready", timeout=2.0)
-            return proc, port
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not answer within 300 s:\n{proc.tail()}") from None
-            time.sleep(0.01)
+    proc = procs.start_prefork_wasm(name, conf, run_dir / f"{name}.out")
+    proc.wait_until(lambda: http_status(port, "/ready") is not None, 300, f"{name} to answer", interval=0.01)
+    return proc, port
 
 
 def _timed_get(port: int) -> float:
@@ -89,21 +81,6 @@ def _timed_get(port: int) -> float:
     if status != 200 or b"Hello from Python" not in body:
         raise RuntimeError(f"/py answered {status} {body[:200]!r}")
     return ms
-
-
-def _idle_workers(proc: Proc, workers: int, timeout: float = 120) -> list[psutil.Process]:
-    """The workers, once all `workers` of them exist and show the 'idle' process title."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        kids = proc.children()
-        try:
-            idle = [k for k in kids if "[idle]" in " ".join(k.cmdline())]
-        except psutil.NoSuchProcess:
-            idle = []
-        if len(kids) == workers and len(idle) == workers:
-            return kids
-        time.sleep(0.2)
-    raise RuntimeError(f"{proc.name}: {workers} idle workers not seen within {timeout:.0f}s")
 
 
 def memory(pids: list[psutil.Process]) -> dict[str, float]:
@@ -149,15 +126,15 @@ def pool(run_dir: Path, variant: Variant, workers: int, cache: Path, load_second
     while other processes take more than `retry_above` of the CPU), memory after."""
     proc, port = _start(run_dir, variant, f"{variant.key}-pool-{workers}", workers, cache)
     try:
-        start_s = wait_http(proc, port, "/py", timeout=60)
-        kids = _idle_workers(proc, workers)
+        start_s = procs.wait_http(proc, port, "/py", timeout=60)
+        kids = procs.idle_workers(proc, workers)
         time.sleep(1.0)  # let the last ones settle
         idle = memory(kids)
         wrk.run(f"http://127.0.0.1:{port}/py", workers, 1.0, close=True)  # every worker has served
         pids = [proc.pid, *(k.pid for k in kids)]
         load = wrk.least_disturbed(f"http://127.0.0.1:{port}/py", workers, load_seconds, True, pids,
                                    retry_above, retries)
-        after = memory(_idle_workers(proc, workers))
+        after = memory(procs.idle_workers(proc, workers))
         return {"workers": workers, "start_s": start_s, "master": memory([psutil.Process(proc.pid)]),
                 "idle": idle, "after_load": after, "load": load}
     finally:
@@ -204,7 +181,7 @@ def run(run_dir: Path, pool_sizes: list[int], load_seconds: float, retry_above: 
 def ratios(res: dict[str, Any]) -> list[dict[str, float]]:
     core, comp = res["variants"]["core"]["pools"], res["variants"]["component"]["pools"]
     return [{"workers": a["workers"], "ratio": b["load"]["rps"] / a["load"]["rps"] if a["load"]["rps"] else 0.0}
-            for a, b in zip(core, comp)]
+            for a, b in zip(core, comp, strict=True)]
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -241,8 +218,9 @@ def markdown(res: dict[str, Any]) -> str:
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     ratio_of = {r["workers"]: r["ratio"] for r in res["ratios"]}
-    for same_size in zip(*(v["pools"] for v in vs.values())):  # the two variants of a pool size together
-        for k, p in zip(vs, same_size):
+    # The variants were measured for the same pool sizes: their lists are parallel.
+    for same_size in zip(*(v["pools"] for v in vs.values()), strict=True):  # one pool size, every variant
+        for k, p in zip(vs, same_size, strict=True):
             i, a, m, load = p["idle"], p["after_load"], p["master"], p["load"]
             lines.append(
                 f"| {p['workers']} | {k} | {load['rps']:,.0f} | {load['p50_ms']:.1f} ms | {load['p99_ms']:.1f} ms "

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from .procs import Proc, free_port, http_get, wait_http
+from harness import Process, free_port, http_get
+
+from . import procs
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "benchmarks" / "conf"
@@ -30,7 +32,7 @@ class System:
     path: str  # what wrk requests
     expect: bytes  # part of the body a correct answer contains
     port: int = 0
-    proc: Proc | None = None
+    proc: Process | None = None
     start_seconds: float = 0.0
 
     @property
@@ -38,7 +40,7 @@ class System:
         return f"http://127.0.0.1:{self.port}{self.path}"
 
     def worker_pids(self) -> list[int]:
-        return [p.pid for p in self.proc.children()] if self.proc else []
+        return [p.pid for p in self.proc.children(recursive=True)] if self.proc else []
 
 
 SYSTEMS = {
@@ -84,10 +86,10 @@ def start(system: System, run_dir: Path, workers: int, max_keepalive: int) -> No
     if name in ("apache-static", "apache-cgi", "apache-cgid"):
         conf = fill(f"{name}.conf.in", run_dir / f"{name}.conf", **common)
         argv = [shutil.which("apache2") or "/usr/sbin/apache2", "-f", str(conf), "-DFOREGROUND"]
-        system.proc = Proc(name, argv, log)
+        system.proc = procs.start(name, argv, log)
     elif name == "prefork-wasm":
         conf = fill("prefork-wasm.conf.in", run_dir / f"{name}.conf", root=ROOT, **common)
-        system.proc = Proc(name, [str(ROOT / ".venv" / "bin" / "prefork-wasm"), "-f", str(conf)], log)
+        system.proc = procs.start_prefork_wasm(name, conf, log)
     elif name in GUNICORN:
         app = "py_hello:app" if name == "gunicorn-py" else "wasm_hello:app"
         if name == "gunicorn-wasm-gthread":  # keep-alive: an idle connection holds no thread
@@ -103,10 +105,10 @@ def start(system: System, run_dir: Path, workers: int, max_keepalive: int) -> No
             "--error-logfile", str(run_dir / f"{name}.error.log"),
             "--pid", str(run_dir / f"{name}.pid"), app,
         ]
-        system.proc = Proc(name, argv, log, env={"BENCH_WASM": str(HELLO_WASM)})
+        system.proc = procs.start(name, argv, log, env={"BENCH_WASM": str(HELLO_WASM)})
     else:
         raise ValueError(name)
-    system.start_seconds = wait_http(system.proc, system.port, system.path, timeout=120)
+    system.start_seconds = procs.wait_http(system.proc, system.port, system.path, timeout=120)
     status, body = http_get(system.port, system.path)
     if status != 200 or system.expect not in body:
         raise RuntimeError(f"{name}: unexpected answer {status} {body[:200]!r}")

@@ -196,7 +196,8 @@ def _c1_ratio(sweep: list[dict[str, Any]], mode: str, peer: str) -> float | None
     return mine / theirs if mine and theirs else None
 
 
-def targets(rows: list[Row], runs: list[dict[str, Any]], sweep: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def targets(rows: list[Row], runs: list[dict[str, Any]],
+            sweep: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The project's goals, each with its value, goal and PASS or MISS (n/a if a peer is missing).
 
     Throughput goals at -c16 are judged on the paired (per-round) ratio; the ratio of the

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shutil
 import signal
 import socket
@@ -28,11 +27,12 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from harness import Process, WaitFailed, free_port, http_get, wait_for
+
 from . import procs, report, wrk
 from .peers import ROOT, fill
 
 RESULTS = ROOT / "benchmarks" / "results"
-PREFORK_WASM = ROOT / ".venv" / "bin" / "prefork-wasm"
 # The module rolled out: a CGI hello whose answer names its version, so an instance is seen
 # serving the new one. Each version is new bytes, so each restart compiles (into the shared
 # WasmCacheDir) as a real deployment of a changed module does.
@@ -69,8 +69,8 @@ class Instance:
     name: str
     workers: int
     run_dir: Path
-    port: int = field(default_factory=procs.free_port)
-    proc: procs.Proc | None = None
+    port: int = field(default_factory=free_port)
+    proc: Process | None = None
     version: int = 1
 
     @property
@@ -84,12 +84,12 @@ class Instance:
 
     def start(self) -> None:
         self.configure(self.version)
-        self.proc = procs.Proc(self.name, [str(PREFORK_WASM), "-f", str(self.conf)], self.run_dir / f"{self.name}.out")
+        self.proc = procs.start_prefork_wasm(self.name, self.conf, self.run_dir / f"{self.name}.out")
         procs.wait_http(self.proc, self.port, "/hello", timeout=120)
 
     def serves(self, version: int) -> bool:
         try:
-            status, body = procs.http_get(self.port, "/hello", timeout=2.0)
+            status, body = http_get(self.port, "/hello", timeout=2.0)
         except OSError:
             return False
         return status == 200 and body == body_of(version)
@@ -99,14 +99,9 @@ class Instance:
         assert self.proc is not None
         self.configure(version)
         sent = time.monotonic()
-        os.kill(self.proc.pid, signal.SIGUSR1)
-        deadline = sent + SERVE_TIMEOUT
-        while not self.serves(version):
-            if not self.proc.alive():
-                raise RuntimeError(f"{self.name} exited during its restart:\n{self.proc.tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not serve v{version} within {SERVE_TIMEOUT:g}s:\n{self.proc.tail()}")
-            time.sleep(0.01)
+        self.proc.popen.send_signal(signal.SIGUSR1)
+        self.proc.wait_until(lambda: self.serves(version), SERVE_TIMEOUT, f"{self.name} to serve v{version}",
+                             interval=0.01)
         return time.monotonic() - sent
 
     def pids(self) -> list[int]:
@@ -116,13 +111,13 @@ class Instance:
 class HAProxy:
     def __init__(self, run_dir: Path, instances: list[Instance], retry_on: str) -> None:
         self.run_dir = run_dir
-        self.port = procs.free_port()
+        self.port = free_port()
         self.conf = run_dir / "haproxy.cfg"
         servers = "\n".join(f"    server {i.name} 127.0.0.1:{i.port}" for i in instances)
         fill("haproxy-rolling.cfg.in", self.conf, dir=run_dir, port=self.port, servers=servers, retry_on=retry_on,
              workers=instances[0].workers)
         binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-        self.proc = procs.Proc("haproxy", [binary, "-db", "-f", str(self.conf)], run_dir / "haproxy.out")
+        self.proc = procs.start("haproxy", [binary, "-db", "-f", str(self.conf)], run_dir / "haproxy.out")
         self.names = [i.name for i in instances]
 
     def command(self, line: str) -> str:
@@ -149,32 +144,32 @@ class HAProxy:
         so it got no traffic at all (measured: 0 sessions on it, 10-14 queued, until every
         server was out and the queue timed out with 503s); one back from MAINT takes them."""
         self.command(f"set server prefork_wasm/{name} state maint")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def idle() -> bool:
             row = self.stats()[f"prefork_wasm/{name}"]
-            if int(row["scur"] or 0) == 0 and int(row["qcur"] or 0) == 0:
-                return
-            time.sleep(0.01)
-        raise RuntimeError(f"haproxy: {name} still busy {timeout:g}s after drain")
+            return int(row["scur"] or 0) == 0 and int(row["qcur"] or 0) == 0
+
+        wait_for(idle, timeout, interval=0.01, what=f"haproxy: {name} to have no request in flight or queued")
 
     def ready(self, name: str) -> None:
         self.command(f"set server prefork_wasm/{name} state ready")
 
     def wait_all_up(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
         last: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            if not self.proc.alive():
-                raise RuntimeError(f"haproxy exited:\n{self.proc.tail()}")
+
+        def all_up() -> bool:
+            nonlocal last
             try:
                 rows = self.stats()
                 last = {n: rows[f"prefork_wasm/{n}"]["status"] for n in self.names}
-                if all(s == "UP" for s in last.values()):
-                    return
             except (OSError, KeyError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"haproxy: not every server UP within {timeout:g}s: {last}\n{self.proc.tail()}")
+                return False
+            return all(s == "UP" for s in last.values())
+
+        try:
+            self.proc.wait_until(all_up, timeout, "haproxy to see every server UP", interval=0.1)
+        except WaitFailed as e:
+            raise WaitFailed(f"{e}\nlast seen: {last}") from None
 
     def counters(self) -> dict[str, int]:
         """Failures HAProxy saw on the way to the instances, summed over them, and what it
@@ -267,7 +262,8 @@ def run(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     log(f"one instance alone: {single['rps']:,.0f} req/s, failed {failed(single)}, late {late(single)}")
     # HAProxy opens a connection per request to an instance (http-server-close): the same for one alone
     single_close = measure(direct, args.baseline_seconds, args.connections, ours(), close=True)
-    log(f"one instance alone, Connection: close: {single_close['rps']:,.0f} req/s, failed {failed(single_close)}, late {late(single_close)}")
+    log(f"one instance alone, Connection: close: {single_close['rps']:,.0f} req/s, "
+        f"failed {failed(single_close)}, late {late(single_close)}")
     steady = measure(front, args.baseline_seconds, args.connections, ours())
     log(f"{len(instances)} behind haproxy: {steady['rps']:,.0f} req/s, failed {failed(steady)}, late {late(steady)}")
 
@@ -344,17 +340,19 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [
         f"{m['date']}, {m['nproc']} CPUs ({m['cpu']}), source {res['source']}; "
         f"{s['instances']} instances x {s['workers']} workers, wrk -t2 -c{s['connections']} keep-alive "
-        f"through HAProxy (retry-on {s['retry_on']}; " + ("each instance taken out (maint) before its restart" if s.get("drain") else "no drain")
+        f"through HAProxy (retry-on {s['retry_on']}; "
+        + ("each instance taken out (maint) before its restart" if s.get("drain") else "no drain")
         + f"), {s['baseline_seconds']:g} s baselines, "
         f"{s['seconds']:g} s while rolling; other load on the machine {load['foreign_cpu_share']:.0%} "
         f"of its CPU, load average {load['loadavg_start']:.2f} -> {load['loadavg_end']:.2f}.",
         "",
-        "| run | req/s | vs one instance | p50 ms | p99 ms | max ms | failed requests | answered after > 2 s | restarts | other CPU |",
+        "| run | req/s | vs one instance | p50 ms | p99 ms | max ms | failed requests | answered after > 2 s "
+        "| restarts | other CPU |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label, r, extra in rows:
-        lines.append(f"| {label} | {r['rps']:,.0f} | {r['rps'] / single_rps if single_rps else 0:.2f}x | {r['p50_ms']:.2f} "
-                     f"| {r['p99_ms']:.2f} | {r['max_ms']:.0f} | {failed(r)} | {late(r)} "
+        lines.append(f"| {label} | {r['rps']:,.0f} | {r['rps'] / single_rps if single_rps else 0:.2f}x "
+                     f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.0f} | {failed(r)} | {late(r)} "
                      f"| {extra} | {r['other_cpu']:.0%} |")
     lines += [
         "",

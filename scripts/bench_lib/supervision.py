@@ -34,9 +34,11 @@ from typing import Any
 
 import psutil
 
-from . import interpreter, report, wrk
+from harness import Process, free_port, http_get
+
+from . import interpreter, procs, report, wrk
 from .peers import ROOT, fill
-from .procs import Proc, free_port, http_get, wait_http
+from .procs import idle_workers, is_idle_worker
 
 PY_LOCATION = """<Location /py>
     SetHandler wasm-handler
@@ -54,33 +56,16 @@ def log(msg: str) -> None:
 
 def _start(run_dir: Path, name: str, *, start: int, min_spare: int, max_spare: int, max_workers: int,
            server_limit: int, max_memory: str = "0", metric: str = "uss", loglevel: str = "warn",
-           python: bool = False, path: str = "/hello") -> tuple[Proc, int]:
+           python: bool = False, path: str = "/hello") -> tuple[Process, int]:
     port = free_port()
     locations = PY_LOCATION.format(wasm=interpreter.PYTHON_WASM) if python else ""
     conf = fill("prefork-wasm-supervision.conf.in", run_dir / f"{name}.conf", dir=run_dir, port=port,
                 name=name, root=ROOT, cache=run_dir / "sup-cache", loglevel=loglevel, start=start,
                 min_spare=min_spare, max_spare=max_spare, max_workers=max_workers,
                 server_limit=server_limit, max_memory=max_memory, metric=metric, locations=locations)
-    proc = Proc(name, [str(ROOT / ".venv" / "bin" / "prefork-wasm"), "-f", str(conf)], run_dir / f"{name}.out")
-    wait_http(proc, port, path, timeout=300)
+    proc = procs.start_prefork_wasm(name, conf, run_dir / f"{name}.out")
+    procs.wait_http(proc, port, path, timeout=300)
     return proc, port
-
-
-def _idle(p: psutil.Process) -> bool:
-    try:
-        return "worker [idle]" in " ".join(p.cmdline())
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return False
-
-
-def _wait_idle(proc: Proc, n: int, timeout: float = 120) -> list[psutil.Process]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        kids = proc.children()
-        if len(kids) == n and all(_idle(k) for k in kids):
-            return kids
-        time.sleep(0.1)
-    raise RuntimeError(f"{proc.name}: {n} idle workers not seen within {timeout:.0f}s")
 
 
 def _fork_times(error_log: Path) -> dict[int, float]:
@@ -106,10 +91,10 @@ def worker_start(run_dir: Path, reps: int = 10) -> dict[str, Any]:
                         loglevel="debug", python=True, path="/py")
     samples = []
     try:
-        (old,) = _wait_idle(proc, 1)
+        (old,) = idle_workers(proc, 1)
         http_get(port, "/py")
         for i in range(reps):
-            old = _wait_idle(proc, 1)[0]
+            old = idle_workers(proc, 1)[0]
             time.sleep(0.3)
             t_kill_wall, t_kill = time.time(), time.monotonic()
             os.kill(old.pid, signal.SIGKILL)
@@ -121,7 +106,7 @@ def worker_start(run_dir: Path, reps: int = 10) -> dict[str, Any]:
                 if kids:
                     if new is None:
                         new, t_seen = kids[0], time.monotonic()
-                    if _idle(new):
+                    if is_idle_worker(new):
                         t_ready = time.monotonic()
                         t_ready_wall = time.time()
                         break
@@ -165,7 +150,7 @@ def supervision_cpu(run_dir: Path, workers: int = 32, seconds: float = 20.0) -> 
         proc, port = _start(run_dir, name, start=workers, min_spare=1, max_spare=workers + 8,
                             max_workers=workers, server_limit=64, max_memory=max_memory, metric=metric)
         try:
-            kids = _wait_idle(proc, workers)
+            kids = idle_workers(proc, workers)
             time.sleep(2.0)
             master = psutil.Process(proc.pid)
             ours = [proc.pid] + [k.pid for k in kids]
@@ -212,7 +197,7 @@ def idle_cost(run_dir: Path, workers: int = 32, seconds: float = 20.0, connectio
     proc, port = _start(run_dir, name, start=workers, min_spare=1, max_spare=workers + 8,
                         max_workers=workers, server_limit=64)
     try:
-        kids = _wait_idle(proc, workers)
+        kids = idle_workers(proc, workers)
         time.sleep(2.0)
         everyone = [psutil.Process(proc.pid)] + kids
         pids = [p.pid for p in kids]
@@ -227,7 +212,7 @@ def idle_cost(run_dir: Path, workers: int = 32, seconds: float = 20.0, connectio
             status, _ = http_get(port, "/hello")
             if status != 200:
                 raise RuntimeError(f"{name}: /hello answered {status}")
-        _wait_idle(proc, workers)
+        idle_workers(proc, workers)
         s1, t1 = _main_thread_switches(pids), time.monotonic()
         time.sleep(t1 - t0)  # an idle window as long: the workers' own once-a-second wake-ups
         s2 = _main_thread_switches(pids)
@@ -254,7 +239,7 @@ def graceful_restart(run_dir: Path, seconds: float = 20.0, every: float = 2.0, w
                         server_limit=server_limit)
     url = f"http://127.0.0.1:{port}/hello"
     try:
-        _wait_idle(proc, workers)
+        idle_workers(proc, workers)
         wrk.run(url, workers, 2.0, close=False)  # warm-up
         ours = lambda: [proc.pid] + [k.pid for k in proc.children()]  # noqa: E731
         snap = report.cpu_snapshot(ours())
@@ -284,8 +269,8 @@ def graceful_restart(run_dir: Path, seconds: float = 20.0, every: float = 2.0, w
             f"errors {during['errors']} (socket {during['socket_errors']}, status {during['status_errors']})")
     finally:
         proc.stop()
-    return {"workers": workers, "server_limit": server_limit, "connections": workers, "seconds": seconds, "restart_every_s": every,
-            "restarts": len(sent), "steady": steady, "restarting": during,
+    return {"workers": workers, "server_limit": server_limit, "connections": workers, "seconds": seconds,
+            "restart_every_s": every, "restarts": len(sent), "steady": steady, "restarting": during,
             "p99_ratio": during["p99_ms"] / steady["p99_ms"] if steady["p99_ms"] else None,
             "server_ok_after": ok_after}
 
@@ -348,8 +333,10 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         "| | median | max |",
         "| --- | ---: | ---: |",
-        f"| kill -> fork (master: SIGCHLD, reap, fork) | {_f(med['kill_to_fork_ms'])} ms | {_f(mx['kill_to_fork_ms'])} ms |",
-        f"| kill -> new child visible (1 ms polling) | {_f(med['kill_to_child_seen_ms'])} ms | {_f(mx['kill_to_child_seen_ms'])} ms |",
+        f"| kill -> fork (master: SIGCHLD, reap, fork) | {_f(med['kill_to_fork_ms'])} ms "
+        f"| {_f(mx['kill_to_fork_ms'])} ms |",
+        f"| kill -> new child visible (1 ms polling) | {_f(med['kill_to_child_seen_ms'])} ms "
+        f"| {_f(mx['kill_to_child_seen_ms'])} ms |",
         f"| **fork -> ready** | **{_f(fr)} ms** | {_f(mx['fork_to_ready_ms'])} ms |",
         f"| kill -> ready | {_f(med['kill_to_ready_ms'])} ms | {_f(mx['kill_to_ready_ms'])} ms |",
         f"| first /py request on the new worker | {_f(med['first_request_ms'])} ms | {_f(mx['first_request_ms'])} ms |",
@@ -385,17 +372,18 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"hello.wasm, {g['workers']} workers (fixed pool; ServerLimit {g.get('server_limit', '?')} so the new "
         f"generation has scoreboard slots while the old one finishes its connections), wrk -t2 "
-        f"-c{g['connections']} keep-alive (connections = workers, so none waits in the queue), {g['seconds']:g} s steady, then "
+        f"-c{g['connections']} keep-alive (connections = workers, so none waits in the queue), "
+        f"{g['seconds']:g} s steady, then "
         f"{g['seconds']:g} s with SIGUSR1 (graceful restart) to the master every "
         f"{g['restart_every_s']:g} s ({g['restarts']} restarts). errors = wrk's socket errors plus "
         "responses with status >= 400.",
         "",
         "| run | req/s | p50 | p99 | max | errors | other load |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| steady | {s['rps']:,.0f} | {s['p50_ms']:.2f} ms | {s['p99_ms']:.2f} ms | {s['max_ms']:.1f} ms | {s['errors']} "
-        f"| {s.get('other_cpu', 0):.0%} |",
-        f"| restarting | {d['rps']:,.0f} | {d['p50_ms']:.2f} ms | {d['p99_ms']:.2f} ms | {d['max_ms']:.1f} ms | {d['errors']} "
-        f"| {d.get('other_cpu', 0):.0%} |",
+        f"| steady | {s['rps']:,.0f} | {s['p50_ms']:.2f} ms | {s['p99_ms']:.2f} ms | {s['max_ms']:.1f} ms "
+        f"| {s['errors']} | {s.get('other_cpu', 0):.0%} |",
+        f"| restarting | {d['rps']:,.0f} | {d['p50_ms']:.2f} ms | {d['p99_ms']:.2f} ms | {d['max_ms']:.1f} ms "
+        f"| {d['errors']} | {d.get('other_cpu', 0):.0%} |",
         "",
         f"p99 restarting / steady: **{_f(ratio, '.2f')}x** "
         f"({'PASS' if ratio is not None and ratio <= 3 else 'MISS'}); errors during restarts: "

@@ -13,7 +13,7 @@ from typing import Self
 
 import psutil
 
-from conftest import HELLO, Server, wait_for
+from harness import HELLO, Server, wait_for
 from prefork_wasm.runtime import STDERR_CAP
 
 LIMIT = 10 * 2**20

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MODULES, Server, env_of, wait_for
+from harness import MODULES, Server, env_of, wait_for
 
 HOSTILE = MODULES / "hostile_component.wasm"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import EXAMPLES, REPO, Server
+from harness import EXAMPLES, REPO, Server
 
 CONTAINER_CONF = REPO / "conf" / "container.conf"
 

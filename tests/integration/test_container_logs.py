@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import psutil
 
-from conftest import HELLO, Server, wait_for
+from harness import HELLO, Server, wait_for
 
 TRAP = """
 <Location /trap>

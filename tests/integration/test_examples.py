@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO, Server
+from harness import REPO, Server
 
 DATA = REPO / "examples" / "data"
 

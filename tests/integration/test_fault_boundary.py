@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from conftest import HELLO, Server, wait_for
+from harness import HELLO, Server, wait_for
 
 
 def test_a_removed_wasm_dir_is_a_logged_500_and_the_worker_lives_on(make_server: Callable[..., Server]) -> None:

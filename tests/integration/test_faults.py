@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import EXAMPLES, HELLO, Server, wait_for
+from harness import EXAMPLES, HELLO, Server, wait_for
 
 
 def run_check(server: Server) -> subprocess.CompletedProcess[str]:

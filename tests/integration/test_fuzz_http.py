@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from conftest import Server
+from harness import Server
 from test_hostile_http import TIMEOUT, exchange, parse_responses, pool
 
 EXAMPLES = int(os.environ.get("FUZZ_HTTP_EXAMPLES", "150"))

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import Server, wait_for
+from harness import Server, wait_for
 
 TIMEOUT = 2  # the servers' Timeout and KeepAliveTimeout, seconds
 

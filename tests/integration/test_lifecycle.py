@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from conftest import EXAMPLES, HELLO, MODULES, REPO, Server, free_port, wait_for
+from harness import EXAMPLES, HELLO, MODULES, REPO, Server, free_port, wait_for
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -61,10 +61,7 @@ def test_ifdefine_from_command_line(make_server: Callable[..., Server]) -> None:
         "</Location>", "</Location>\n</IfDefine>"
     )
     server = make_server(body, start=False)
-    server.proc = subprocess.Popen(server.command("-D", "HELLO"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server.stdout = open(os.devnull, "wb")
-    server.stderr = open(os.devnull, "wb")
-    wait_for(server._ready, timeout=30)
+    server.start(command=server.command("-D", "HELLO"))
     assert server.get("/hello")[0] == 200
 
 

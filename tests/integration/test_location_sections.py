@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import Server, env_of
+from harness import Server, env_of
 
 # The app is a <Location />, not server-level defaults; /admin only restricts. Under
 # longest-prefix routing /admin had no handler (404); under Apache's merge it has the app and

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import EXAMPLES, HELLO, MODULES, Server, wait_for
+from harness import EXAMPLES, HELLO, MODULES, Server, wait_for
 from test_supervision import SLOW, _ignore_errors, busy_worker
 
 METRICS = """

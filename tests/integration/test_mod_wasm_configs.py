@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import EXAMPLES, HELLO, REPO, Server
+from harness import EXAMPLES, HELLO, REPO, Server
 
 UPSTREAM = REPO / "tests" / "conf" / "mod_wasm"
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from conftest import Server, env_of, free_port, wait_for
+from harness import Server, env_of, free_port, wait_for
 
 
 def hosts(port: int, other: int, extra_alias: str = "") -> str:

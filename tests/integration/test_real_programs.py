@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import REPO, Server, wait_for
+from harness import REPO, Server, wait_for
 
 PYTHON_WASM = REPO / "build" / "python-wasm" / "python.wasm"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import EXAMPLES, HELLO, MODULES, Server, free_port, wait_for
+from harness import EXAMPLES, HELLO, MODULES, Server, free_port, wait_for
 
 HELLO_BODY = b"Hello from WebAssembly!\n"
 

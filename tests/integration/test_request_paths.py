@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from conftest import Server, env_of, wait_for
+from harness import Server, env_of, wait_for
 
 # Everything goes to the env module; /admin is for 10.0.0.0/8 only, which denies 127.0.0.1.
 ADMIN = """

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, HELLO, Server, env_of, wait_for
+from harness import EXAMPLES, HELLO, Server, env_of, wait_for
 
 DATA = EXAMPLES.parent / "data"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, REPO, Server, env_of, wait_for
+from harness import EXAMPLES, REPO, Server, env_of, wait_for
 
 PYTHON_WASM = REPO / "build" / "python-wasm" / "python.wasm"
 

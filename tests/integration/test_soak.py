@@ -11,7 +11,7 @@ from types import ModuleType
 
 import pytest
 
-from conftest import REPO
+from harness import REPO
 
 
 def load_soak() -> ModuleType:

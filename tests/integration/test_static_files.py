@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import Server, wait_for
+from harness import Server, wait_for
 
 BODY = b"0123456789abcdefghij"
 BIG = 1 << 30

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server
+from harness import Server
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from conftest import EXAMPLES, MODULES, Server, wait_for
+from harness import EXAMPLES, MODULES, Server, wait_for
 
 SLOW = """
 <Location /slow>

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import HELLO, Server, free_port, wait_for
+from harness import HELLO, Server, free_port, wait_for
 
 # Starts a command with the given fds as 3, 4, ... and LISTEN_FDS/LISTEN_PID set for its own
 # pid, as systemd does: `python -c WRAPPER FD... -- COMMAND...`.

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import wasmtime
 
-from conftest import MODULES
+from harness import MODULES
 from prefork_wasm.arbiter import entry_point_problems
 from prefork_wasm.compiler import Digests, ModuleInfo, _compile
 from prefork_wasm.conffile import parse_config

@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import REPO
+from harness import REPO
 
 K8S = REPO / "contrib" / "k8s"
 CONTAINER_CONF = REPO / "conf" / "container.conf"

@@ -14,7 +14,7 @@ import pytest
 import wasmtime
 from wasmtime.component import Component
 
-from conftest import EXAMPLES, MODULES, wait_for
+from harness import EXAMPLES, MODULES, wait_for
 from prefork_wasm import runtime as runtime_module
 from prefork_wasm.engine import InstancePool, engine_config
 from prefork_wasm.runtime import (
