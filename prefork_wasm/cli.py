@@ -8,12 +8,13 @@ import platform
 import sys
 
 from . import __version__, activation, control, privileges
-from .arbiter import Arbiter, StartupError, finish_compile, resolve
+from .arbiter import Arbiter
 from .compiler import CompileError, Digests, start_compile
 from .conffile import parse_config
 from .config import ConfigError, LocationConfig, Locations, ServerConfig, VirtualHost
 from .directives import PROVIDED_MODULES, STATIC_MODULES
 from .engine import WASMTIME_VERSION
+from .generation import StartupError, finish_compile, resolve
 from .notify import Notifier
 
 DESCRIPTION = """\

@@ -11,11 +11,11 @@ import pytest
 import wasmtime
 
 from harness import MODULES
-from prefork_wasm.arbiter import entry_point_problems
 from prefork_wasm.compiler import Digests, ModuleInfo, _compile
 from prefork_wasm.conffile import parse_config
 from prefork_wasm.config import ServerConfig
 from prefork_wasm.engine import engine_config
+from prefork_wasm.generation import entry_point_problems
 
 
 def sha256(data: bytes) -> str:
