@@ -89,4 +89,4 @@ def error_response(status: int, detail: str = "") -> Response:
         f"<!DOCTYPE html>\n<html><head><title>{status} {phrase}</title></head>"
         f"<body>\n<h1>{phrase}</h1>\n{text}</body></html>\n"
     ).encode()
-    return Response(status, [(b"content-type", b"text/html; charset=utf-8")], body)
+    return Response(status, [(b"Content-Type", b"text/html; charset=utf-8")], body)

@@ -73,7 +73,7 @@ def plan(method: str, header: Header, size: int, mtime_ns: int) -> Plan:
     are answered 200 with the whole file (RFC 9110 14.2 lets a server ignore Range)."""
     tag = etag(size, mtime_ns)
     seconds = mtime_ns // 1_000_000_000
-    validators = [(b"last-modified", formatdate(seconds, usegmt=True).encode()), (b"etag", tag)]
+    validators = [(b"Last-Modified", formatdate(seconds, usegmt=True).encode()), (b"ETag", tag)]
     if_match = header(b"if-match")
     if if_match is not None:
         if not _tag_matches(if_match, tag, weak=False):
@@ -86,7 +86,7 @@ def plan(method: str, header: Header, size: int, mtime_ns: int) -> Plan:
             return Plan(304 if method in ("GET", "HEAD") else 412, validators)
     elif method in ("GET", "HEAD") and _not_newer(seconds, header(b"if-modified-since")):
         return Plan(304, validators)
-    headers = [*validators, (b"accept-ranges", b"bytes")]
+    headers = [*validators, (b"Accept-Ranges", b"bytes")]
     range_header = header(b"range")
     if method != "GET" or range_header is None or not _if_range_holds(header(b"if-range"), tag, seconds):
         return Plan(200, headers, 0, size)
@@ -94,9 +94,9 @@ def plan(method: str, header: Header, size: int, mtime_ns: int) -> Plan:
     if spans is None or len(spans) > 1:
         return Plan(200, headers, 0, size)
     if not spans:
-        return Plan(416, [(b"content-range", b"bytes */%d" % size)])
+        return Plan(416, [(b"Content-Range", b"bytes */%d" % size)])
     start, end = spans[0]
-    return Plan(206, [*headers, (b"content-range", b"bytes %d-%d/%d" % (start, end, size))], start, end - start + 1)
+    return Plan(206, [*headers, (b"Content-Range", b"bytes %d-%d/%d" % (start, end, size))], start, end - start + 1)
 
 
 _RANGE_SPEC = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*")
@@ -173,10 +173,10 @@ def file_response(method: str, header: Header, path: Path, mime: str | None) -> 
     """The response for a regular file: the descriptor is opened here, the connection sends
     the planned span from it with sendfile and closes it."""
     if method == "OPTIONS":
-        return Response(200, [(b"allow", ALLOWED)])
+        return Response(200, [(b"Allow", ALLOWED)])
     if method not in ("GET", "HEAD"):
         response = error_response(405, f"The method {method} is not allowed for a static file.")
-        response.headers.append((b"allow", ALLOWED))
+        response.headers.append((b"Allow", ALLOWED))
         return response
     file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by the connection, or below)
     handed_over = False
@@ -187,7 +187,7 @@ def file_response(method: str, header: Header, path: Path, mime: str | None) -> 
             response = error_response(answer.status, "The request's conditions or range do not fit this file.")
             response.headers += answer.headers
             return response
-        headers = [(b"content-type", mime.encode())] if mime and answer.status != 304 else []
+        headers = [(b"Content-Type", mime.encode())] if mime and answer.status != 304 else []
         response = Response(answer.status, [*headers, *answer.headers])
         if answer.status != 304:
             response.body = FileBody(file, answer.offset, answer.length)
@@ -212,4 +212,4 @@ def listing(directory: Path, url: str) -> Response:
     body = f"<!DOCTYPE html>\n<html><head><title>{title}</title></head><body>\n<h1>{title}</h1>\n<ul>\n"
     body += "\n".join(items) + "\n</ul>\n</body></html>\n"
     encoded = body.encode("utf-8", "surrogateescape")
-    return Response(200, [(b"content-type", b"text/html;charset=UTF-8")], encoded)
+    return Response(200, [(b"Content-Type", b"text/html;charset=UTF-8")], encoded)

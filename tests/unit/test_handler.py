@@ -168,7 +168,7 @@ def test_a_response_whose_head_would_split_is_answered_500_and_the_connection_cl
         client.sendall(b"GET /split HTTP/1.1\r\nHost: x\r\n\r\n")  # a keep-alive request
         received = until_closed(client)
     thread.join(10)
-    assert received.startswith(b"HTTP/1.1 500 ") and b"connection: close\r\n" in received
+    assert received.startswith(b"HTTP/1.1 500 ") and b"Connection: close\r\n" in received
     assert b"Set-Cookie" not in received and received.count(b"HTTP/1.1") == 1
     assert handler.answered == [500]
     assert "ResponseHeadError: a control character" in capsys.readouterr().err
