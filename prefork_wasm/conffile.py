@@ -315,10 +315,12 @@ class Reader(ReadState):
         self.check_addresses(config)
         return config
 
-    def custom_log(self, target: str, fmt: str, line: Line, host: int | None) -> CustomLog:
+    def custom_log(
+        self, target: str, fmt: str, line: Line, condition: tuple[str, bool] | None, host: int | None
+    ) -> CustomLog:
         """A nickname's format was checked at its LogFormat line; a literal one is checked here."""
         if fmt in self.log_formats:
-            return CustomLog(target, self.log_formats[fmt], str(line), host)
+            return CustomLog(target, self.log_formats[fmt], str(line), host, condition)
         try:
             compile_format(fmt)
         except FormatError as exc:
@@ -330,7 +332,7 @@ class Reader(ReadState):
                 f"CustomLog format {fmt!r} is no LogFormat nickname and logs that text on every line"
                 + (f"; did you mean {close[0]!r}?" if close else ""),
             )
-        return CustomLog(target, fmt, str(line), host)
+        return CustomLog(target, fmt, str(line), host, condition)
 
     def routes(self, context: ServerRead, main: Locations | None) -> Locations:
         """A server's Locations. A virtual host's defaults are the main server's overlaid by its

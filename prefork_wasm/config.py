@@ -157,6 +157,7 @@ class CustomLog:
     format: str
     source: str = field(default="", compare=False)
     host: int | None = None  # the index of its <VirtualHost> in ServerConfig.virtual_hosts; None: the main server's
+    condition: tuple[str, bool] | None = None  # env=[!]VAR: (VAR, whether it must be set)
 
 
 @dataclass(frozen=True)
@@ -354,6 +355,7 @@ class ServerConfig:
     pid_file: Path
     error_log: str = "stderr"
     log_level: str = "warn"
+    module_log_levels: dict[str, str] = field(default_factory=dict)  # LogLevel MODULE:LEVEL, by module
     log_formats: dict[str, str] = field(default_factory=lambda: dict(PREDEFINED_LOG_FORMATS))
     custom_logs: list[CustomLog] = field(default_factory=list)
     timeout: float = 60.0

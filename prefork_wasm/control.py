@@ -23,7 +23,7 @@ from collections.abc import Callable
 import psutil
 
 from .config import ServerConfig
-from .logs import stream_of
+from .logtargets import stream_of
 
 # The commands that signal a running master; `start` is the one that does not.
 SIGNALS = {

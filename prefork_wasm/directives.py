@@ -34,7 +34,8 @@ from .convert import (
     vhost_address,
 )
 from .dirconfig import INERT_OPTIONS, DiskSection, check_pattern, parse_options
-from .logs import compile_format
+from .logs import compile_format, parse_condition
+from .logtargets import check_piped, is_piped, syslog_facility
 from .paths import ENCODED_SLASHES
 from .privileges import group_id, user_id
 from .reqtimeout import parse_phase
@@ -137,18 +138,66 @@ def _set_path(attr: str) -> _Apply:
 
 
 def _log_target(reader: ReadState, arg: str, streams: tuple[str, ...]) -> str:
-    if arg.startswith("|"):
-        raise ValueError(f"piped logs are not supported; give a file or one of {', '.join(streams)}")
+    """A file (from ServerRoot), one of `streams`, or a piped log program ('|program args')."""
+    if is_piped(arg):
+        check_piped(arg)
+        return arg
     return arg if arg in streams else str(reader.path(arg))
 
 
 def _error_log(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
-    scope.set("error_log", _log_target(reader, args[0], ("stderr",)), line)
+    """Also syslog[:facility[:tag]], as Apache's ErrorLog takes it (facility local7 by default)."""
+    target = args[0]
+    if syslog_facility(target) is None:
+        target = _log_target(reader, target, ("stderr",))
+    scope.set("error_log", target, line)
 
 
 def _custom_log(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
     # The nickname is looked up after parsing, so a later LogFormat still counts (as in Apache).
-    reader.context().custom_logs.append((_log_target(reader, args[0], ("stdout", "stderr")), args[1], line))
+    condition = parse_condition(args[2]) if len(args) == 3 else None
+    target = _log_target(reader, args[0], ("stdout", "stderr"))
+    reader.context().custom_logs.append((target, args[1], line, condition))
+
+
+def module_name(name: str) -> str | None:
+    """A module as LogLevel names it ('wasm', 'wasm_module' or 'mod_wasm.c') as the error log
+    names it ('wasm'); None when it is an Apache module prefork-wasm does not provide.
+    ValueError for a name that is no module at all."""
+    lowered = name.lower()
+    for identifier, source in PROVIDED_MODULES.items():
+        if lowered in (identifier, identifier.removesuffix("_module"), source):
+            return _LOG_NAMES.get(identifier, identifier.removesuffix("_module"))
+    if lowered in _APACHE_MODULE_NAMES or f"{lowered}_module" in _APACHE_MODULE_NAMES:
+        return None
+    if re.fullmatch(r"mod_\w+\.c", lowered):
+        return None
+    known = sorted({_LOG_NAMES.get(i, i.removesuffix("_module")) for i in PROVIDED_MODULES})
+    raise ValueError(f"no module {name!r}; LogLevel MODULE:LEVEL takes one of {', '.join(known)}")
+
+
+# The error log names a module as Apache does: its identifier without '_module'; prefork's is
+# 'mpm_prefork' (as in Apache's [mpm_prefork:notice] lines).
+_LOG_NAMES = {"mpm_prefork_module": "mpm_prefork"}
+
+
+def _log_level(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
+    """`LogLevel [MODULE:]LEVEL ...`: a level alone is every module's (and resets the ones set
+    for single modules, as in Apache); MODULE:LEVEL is that module's."""
+    modules: dict[str, str] = dict(scope.values.get("module_log_levels", {}))
+    for arg in args:
+        module, sep, level = arg.rpartition(":")
+        level = choice(*LOG_LEVELS)(level)
+        if not sep:
+            scope.set("log_level", level, line)
+            modules = {}
+            continue
+        name = module_name(module)
+        if name is None:
+            reader.note(line, f"LogLevel {arg}: prefork-wasm has no {module}; no effect")
+        else:
+            modules[name] = level
+    scope.set("module_log_levels", modules, line)
 
 
 def _log_format(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
@@ -497,10 +546,10 @@ _TABLE = (
     _vhost("ServerAlias", "HOSTNAME ...", _server_alias, (1, None)),
     _server("Listen", "[HOST:]PORT", _listen),
     _server("PidFile", "FILE", _set_path("pid_file")),
-    _vhost("ErrorLog", "FILE|stderr", _error_log),
-    _server("LogLevel", "LEVEL", _set("log_level", choice(*LOG_LEVELS))),
+    _vhost("ErrorLog", "FILE|stderr|syslog[:FACILITY]|\"|PROGRAM\"", _error_log),
+    _server("LogLevel", "[MODULE:]LEVEL ...", _log_level, (1, None)),
     _server("LogFormat", "FORMAT [NICKNAME]", _log_format, (1, 2)),
-    _vhost("CustomLog", "FILE|stdout|stderr FORMAT-OR-NICKNAME", _custom_log, (2, 2)),
+    _vhost("CustomLog", "FILE|stdout|stderr|\"|PROGRAM\" FORMAT-OR-NICKNAME [env=[!]VAR]", _custom_log, (2, 3)),
     _server("Timeout", "SECONDS", _set("timeout", seconds(positive=True))),
     _server("RequestReadTimeout", "[header=SECONDS[-MAX][,MinRate=BYTES]] [body=...]", _request_read_timeout, (1, 3)),
     _server("KeepAlive", "On|Off", _set("keep_alive", on_off)),
@@ -589,6 +638,11 @@ _APACHE_MODULES = {
     "mpm_event_module": "ThreadsPerChild ThreadLimit MinSpareThreads MaxSpareThreads AsyncRequestWorkerFactor",
 }
 _APACHE_DIRECTIVES = {_key(name): module for module, names in _APACHE_MODULES.items() for name in names.split()}
+# Apache modules LogLevel may name that prefork-wasm lacks: those above and the common others.
+_APACHE_MODULE_NAMES = frozenset(
+    [*_APACHE_MODULES, "ssl_module", "http2_module", "deflate_module", "expires_module", "cache_module",
+     "remoteip_module", "security2_module", "php_module", "php7_module", "negotiation_module", "filter_module"]
+)
 _APACHE_HINTS = {
     "env_module": "WasmEnv NAME VALUE sets a guest's environment",
     "access_compat_module": "use Require (all granted|all denied|local|ip ...)",

@@ -16,7 +16,8 @@ from typing import Any
 from .activation import Passed
 from .compiler import Compile, CompileError, CompileReport, ModuleInfo
 from .config import Listen, ServerConfig
-from .logs import AccessLog, ErrorLog, LogFile
+from .logs import AccessLog, ErrorLog
+from .logtargets import LogFile, open_target
 
 # What to check when binding fails with this errno.
 BIND_HINTS = {
@@ -86,11 +87,11 @@ def open_logs(config: ServerConfig) -> tuple[ErrorLog, list[AccessLog]]:
         ]:
             assert target is not None
             try:
-                files.append(LogFile(target))
+                files.append(open_target(target))
             except OSError as e:
+                fix = f"fix the {'program' if target.startswith('|') else 'path'} or its permissions"
                 raise StartupError(located(
-                    source, f"{directive} {target}: cannot open: {e.strerror or e}{culprit(e, target)}; "
-                    "fix the path or its permissions",
+                    source, f"{directive} {target}: cannot open: {e.strerror or e}{culprit(e, target)}; {fix}",
                 )) from e
     except StartupError:
         for file in files:
@@ -98,10 +99,14 @@ def open_logs(config: ServerConfig) -> tuple[ErrorLog, list[AccessLog]]:
         raise
     error_file, host_files, access_files = files[0], files[1 : len(own) + 1], files[len(own) + 1 :]
     access_logs = [
-        AccessLog(file, log.format, log.host) for file, log in zip(access_files, config.custom_logs, strict=True)
+        AccessLog(file, log.format, log.host, log.condition)
+        for file, log in zip(access_files, config.custom_logs, strict=True)
     ]
-    hosts = {index: ErrorLog(file, config.log_level) for (index, _), file in zip(own, host_files, strict=True)}
-    return ErrorLog(error_file, config.log_level, hosts), access_logs
+    levels = config.log_level, config.module_log_levels
+    hosts = {
+        index: ErrorLog(file, levels[0], modules=levels[1]) for (index, _), file in zip(own, host_files, strict=True)
+    }
+    return ErrorLog(error_file, levels[0], hosts, levels[1]), access_logs
 
 
 def close_all(error_log: ErrorLog, access_logs: list[AccessLog], sockets: Iterable[socket.socket]) -> None:

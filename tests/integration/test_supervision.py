@@ -164,7 +164,7 @@ def test_soft_memory_limit_recycles_after_the_connection_without_failures(
         wait_for(lambda: load.ok >= 200 and not first & server.worker_pids(), timeout=30, what="recycled workers")
     assert load.failures == []
     lines = [line for line in server.log().splitlines() if "above MaxMemoryPerChild" in line]
-    assert lines and "[notice]" in lines[0]
+    assert lines and "[mpm_prefork:notice]" in lines[0]
     assert "uss " in lines[0] and "M is above MaxMemoryPerChild" in lines[0] and "recycling" in lines[0]
     # every original worker was recycled
     assert not first & server.worker_pids()
