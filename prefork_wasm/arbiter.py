@@ -40,6 +40,7 @@ from .compiler import Artifact, Compile, CompileError, Digests, start_compile
 from .conffile import parse_config
 from .config import ConfigError, Listen, ServerConfig
 from .connection import LINGER_SECONDS
+from .control import ReloadReport, read_report, report_path, write_report
 from .counters import RECYCLE_REASONS, RELOAD_RESULTS, LabelIndex, assign, bump
 from .engine import WASMTIME_VERSION
 from .generation import (
@@ -138,6 +139,7 @@ class Arbiter:
         self.counts = words(self.scoreboard.cumulative.counts)  # the master's own counters
         self.labels = LabelIndex({}, {})
         self.signals: list[int] = []
+        self.reloads = 0  # restarts ended, served or refused
         self.exit_status = 0
         self.stopping = False
         self.graceful_stop_deadline: float | None = None
@@ -163,6 +165,7 @@ class Arbiter:
         self.artifacts = self._compiled(first.compile, self.config)
         self._assign_labels()
         self._write_pid_file()
+        self._report_reload()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_w)
         for sig in QUEUED_SIGNALS:
@@ -265,6 +268,10 @@ class Arbiter:
                 self.config.sources.get("pid_file", ""),
                 f"PidFile {path}: cannot write: {e.strerror or e}{culprit(e, path)}; fix the path or its permissions",
             )) from e
+
+    def _report_reload(self, error: str = "") -> None:
+        """Tell `-k graceful|restart` how the restart ended (at start-up: none has yet)."""
+        write_report(self.config, ReloadReport(self.pid, self.reloads, self.generation, error))
 
     def _set_title(self) -> None:
         setproctitle.setproctitle(
@@ -646,6 +653,13 @@ class Arbiter:
         for line in lines[1:]:
             self.error_log.error(f"restart failed: {line}")
         self._notify_ready(f"restart failed, generation {self.generation} still serving: {lines[0]}")
+        self.reloads += 1
+        self._report_reload(
+            "\n".join([
+                f"{'graceful ' if graceful else ''}restart failed, generation {self.generation} still serving:",
+                *lines,
+            ])
+        )
 
     def _abandon_next(self) -> None:
         if self.next is not None:
@@ -698,6 +712,8 @@ class Arbiter:
         self._configured()
         self._start_generation()
         self._notify_ready()
+        self.reloads += 1
+        self._report_reload()
 
     def _graceful_stop(self) -> None:
         self._abandon_next()
@@ -749,6 +765,9 @@ class Arbiter:
         self._stop_workers()
         for sock in self.listeners.values():
             sock.close()
+        report = read_report(self.config)
+        if report is not None and report.pid == self.pid:
+            report_path(self.config).unlink(missing_ok=True)
         try:
             if self.config.pid_file.read_text().strip() == str(self.pid):
                 self.config.pid_file.unlink()

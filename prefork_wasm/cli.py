@@ -223,7 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.test:
         return check(config)
     if args.command and args.command != "start":
-        return control.signal_master(config, args.command)
+        try:
+            return control.signal_master(config, args.command)
+        except control.PidFileError as e:
+            if args.command not in control.RELOADS:
+                error(e)
+                return 1
+            print(f"prefork-wasm: not running ({e}), trying to start", flush=True)  # as Apache's httpd -k
+            args.command = "start"
     # What systemd handed over is taken out of the environment before anything forks.
     notifier = Notifier.from_environment()
     try:

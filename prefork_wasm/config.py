@@ -406,6 +406,16 @@ class ServerConfig:
         use first: what the master compiles."""
         return list(dict.fromkeys(module for table in self.tables() for module in table.modules()))
 
+    def module_lines(self, module: Path) -> list[str]:
+        """Where the config names `module` ('FILE:LINE' of each WasmModule line), in file order."""
+        found: list[str] = []
+        for table in self.tables():
+            if table.defaults.get("module") == module:
+                found.append(table.default_sources["module"])
+            found += [s.sources["module"] for s in table.sections if s.values.get("module") == module]
+            found += [str(d.sources["module"]) for d in table.disk if d.settings.get("module") == module]
+        return list(dict.fromkeys(found))
+
     def section_runs(self) -> list[LocationConfig]:
         """Every server's Locations as <Directory>/<Files> sections change how their scripts run
         (Locations.section_runs)."""

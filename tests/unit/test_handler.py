@@ -14,18 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from prefork_wasm.compiler import Artifact, ModuleInfo
+from prefork_wasm.compiler import ModuleInfo
 from prefork_wasm.conffile import parse_config
 from prefork_wasm.connection import LINGER_SECONDS, serve
 from prefork_wasm.counters import LabelIndex, Recorder
 from prefork_wasm.engine import WASM32_MEMORY_MAX, InstancePool
+from prefork_wasm.generation import pool_for
 from prefork_wasm.handler import Site, prepare_routes
 from prefork_wasm.http1 import Limits
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request, Response
 from prefork_wasm.paths import request_path
 from prefork_wasm.scoreboard import Slot, words
-from prefork_wasm.worker import YieldPolicy, pool_for
+from prefork_wasm.worker import YieldPolicy
 
 CONFIG = """\
 Listen 8080
@@ -253,7 +254,7 @@ def test_the_instance_pool_is_sized_by_the_largest_memory_limit_and_left_out_for
         config = parse_config(conf)
         info = ModuleInfo(component, frozenset({"_start"}), "_start")
         modules = [loc.module for loc in config.locations if loc.module is not None]
-        return pool_for(config, {m: Artifact(m, tmp_path / "a", False, 0.0, info) for m in modules})
+        return pool_for(config, [info for _ in modules])
 
     assert pool(["    WasmMemoryLimit 1M\n", "    WasmMemoryLimit 2M\n"]) == InstancePool(2 << 20)
     assert pool(["    WasmMemoryLimit 1M\n", ""]) == InstancePool(WASM32_MEMORY_MAX)  # one without a limit
