@@ -18,13 +18,13 @@ from urllib.parse import quote
 
 from . import __version__, cgi, static
 from .compiler import Artifact
-from .config import LocationConfig, Locations, ServerConfig, VirtualHost, canonical_name, require_allows
+from .config import LocationConfig, ServerConfig, VirtualHost, canonical_name, require_allows
 from .counters import Recorder
 from .dirconfig import DirSettings, settings_for
 from .filemap import Mapped, Unmapped, resolve, translate
 from .logs import AccessLog, AccessRecord, ErrorLog
 from .messages import SERVER_SOFTWARE, Request, Response, error_response
-from .routing import request_host, select_host
+from .router import LocationIndex, request_host, select_host
 from .runtime import EXIT_GUEST_STUCK, GuestSpec, Loaded, Outcome, RunResult, Runtime
 from .scoreboard import LOGGING, MODULE_CHARS, Slot
 
@@ -66,8 +66,9 @@ class Routes:
     and one per script whose <Directory>/<Files> sections change its Wasm settings (per distinct
     set of such sections: the module is already loaded, building one is cheap).
 
-    `Locations` keeps one LocationConfig per distinct set of matching sections for the worker's
-    life, so its identity keys the Route (the Route holds it: the id is never reused)."""
+    The router keeps one LocationConfig per distinct set of matching sections for the worker's
+    life (router.LocationIndex), so its identity keys the Route (the Route holds it: the id is
+    never reused)."""
 
     def __init__(self, config: ServerConfig, artifacts: dict[Path, Artifact], loaded: dict[Path, Loaded]) -> None:
         self.config = config
@@ -200,6 +201,8 @@ class Site:
             for index, host in enumerate(config.virtual_hosts)
         }
         self._host_logs[id(None)] = main_logs
+        self._indexes = {id(host): LocationIndex(host.routes) for host in config.virtual_hosts}
+        self._indexes[id(None)] = LocationIndex(config.routes)
         self._main_name = canonical_name(config.server_name or "")  # %v, as a host's
         self._host_error_logs = {
             id(host): error_log.hosts.get(index, error_log) for index, host in enumerate(config.virtual_hosts)
@@ -224,18 +227,17 @@ class Site:
                 self.config.virtual_hosts, request.server_addr, request.server_port,
                 request_host(request.target, request.header(b"host")),
             ) if self.config.virtual_hosts else None
-            routes = host.routes if host else self.config.routes
-            self._matched = (request.request_id, host, routes.match(request.path) if request.path else None)
+            index = self._indexes[id(host)]
+            self._matched = (request.request_id, host, index.match(request.path) if request.path else None)
         return self._matched[1]
 
     def _location(self, request: Request) -> LocationConfig | None:
         self._host(request)
         return self._matched[2]
 
-    def _table(self, request: Request) -> Locations:
+    def _table(self, request: Request) -> LocationIndex:
         """The Locations (and <Directory> sections) of the server answering `request`."""
-        host = self._host(request)
-        return host.routes if host else self.config.routes
+        return self._indexes[id(self._host(request))]
 
     def in_flight(self, answer: Callable[[Response], None]) -> None:
         self._answer = answer

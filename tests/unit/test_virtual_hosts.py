@@ -13,7 +13,7 @@ from prefork_wasm.config import ConfigError, Listen, ServerConfig, VirtualHost, 
 from prefork_wasm.handler import Site, prepare_routes
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request
-from prefork_wasm.routing import request_host, select_host
+from prefork_wasm.router import LocationIndex, request_host, select_host
 from prefork_wasm.counters import LabelIndex, Recorder
 from prefork_wasm.scoreboard import Slot, words
 
@@ -82,16 +82,17 @@ def test_virtual_hosts_are_parsed_with_canonical_names(root: Path) -> None:
 
 def test_a_host_inherits_the_main_server_s_sections_and_defaults(root: Path) -> None:
     config = load(TWO)
-    a, b = config.virtual_hosts
+    a, b = (LocationIndex(host.routes) for host in config.virtual_hosts)
+    main = LocationIndex(config.routes)
     # Its own defaults over the main server's, including a line after the <VirtualHost> (Apache
     # merges the main server into each host once the whole file is read).
-    assert (a.routes.match("/x").module, a.routes.match("/x").timeout) == (root / "a.wasm", 4.0)  # type: ignore[union-attr]
-    assert a.routes.match("/shared/x").module == root / "main.wasm"  # type: ignore[union-attr]
-    assert not a.routes.match("/only-a").allows("127.0.0.1")  # type: ignore[union-attr]
-    assert b.routes.match("/x") is None  # no handler at b's level or the main server's
-    assert b.routes.match("/b").module == root / "b.wasm"  # type: ignore[union-attr]
-    assert config.match("/only-a") is None  # the main server has no such section
-    assert config.match("/b") is None
+    assert (a.match("/x").module, a.match("/x").timeout) == (root / "a.wasm", 4.0)  # type: ignore[union-attr]
+    assert a.match("/shared/x").module == root / "main.wasm"  # type: ignore[union-attr]
+    assert not a.match("/only-a").allows("127.0.0.1")  # type: ignore[union-attr]
+    assert b.match("/x") is None  # no handler at b's level or the main server's
+    assert b.match("/b").module == root / "b.wasm"  # type: ignore[union-attr]
+    assert main.match("/only-a") is None  # the main server has no such section
+    assert main.match("/b") is None
 
 
 def test_a_virtual_host_without_server_name_is_known_by_the_main_server_s() -> None:

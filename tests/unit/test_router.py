@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from prefork_wasm.config import ROUTE_MEMORY, LocationConfig, ServerConfig, parse_config
+from prefork_wasm.config import LocationConfig, ServerConfig, parse_config
 from prefork_wasm.paths import request_path
+from prefork_wasm.router import ROUTE_MEMORY, LocationIndex
 
 
 @pytest.fixture(autouse=True)
@@ -25,9 +26,17 @@ def load(text: str) -> ServerConfig:
     return parse_config("server.conf")
 
 
+_INDEXES: dict[int, tuple[ServerConfig, LocationIndex]] = {}
+
+
+def locations(config: ServerConfig) -> LocationIndex:
+    """The main server's LocationIndex: one per config, as a worker has one."""
+    return _INDEXES.setdefault(id(config), (config, LocationIndex(config.routes)))[1]
+
+
 def served(config: ServerConfig, target: str) -> LocationConfig:
     """What a request for the raw `target` gets, decided on its normalised path as a worker does."""
-    loc = config.match(request_path(target, "off"))
+    loc = locations(config).match(request_path(target, "off"))
     assert loc is not None
     return loc
 
@@ -140,15 +149,16 @@ def test_a_worker_remembers_the_routing_of_a_bounded_number_of_paths() -> None:
     ROUTE_MEMORY paths: a client sending ever new paths cannot grow a worker's memory."""
     config = load(NESTED)
     admin, other = served(config, "/admin"), served(config, "/x")
+    index = locations(config)
     for i in range(ROUTE_MEMORY * 2 + 1):
-        assert config.match(f"/admin/{i}") is admin
-        assert len(config.routes._by_path) <= ROUTE_MEMORY
-    assert (config.match("/admin"), config.match("/x"), config.match("/administrator")) == (admin, other, other)
+        assert index.match(f"/admin/{i}") is admin
+        assert len(index._by_path) <= ROUTE_MEMORY
+    assert (index.match("/admin"), index.match("/x"), index.match("/administrator")) == (admin, other, other)
 
 
 def test_no_section_and_no_server_handler_is_no_match() -> None:
     config = load("<Location /admin>\n    Require all denied\n</Location>\n")
-    assert config.match("/other") is None
+    assert locations(config).match("/other") is None
     assert served(config, "/admin").handler is None  # matched, but nothing serves it: 404
 
 
@@ -240,3 +250,4 @@ def test_a_bad_regex_section_is_an_error_at_its_line(lines: str, message: str) -
     with pytest.raises(Exception) as info:
         load(f"{lines}\n    Require all denied\n{closing}\n")
     assert str(info.value).startswith(message)
+
