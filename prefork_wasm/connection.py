@@ -78,8 +78,6 @@ class Limits:
 class Handler(Protocol):
     """What the connection needs from the server behind it."""
 
-    def new_request_id(self) -> str: ...
-
     def body_limit(self, request: Request) -> int:
         """LimitRequestBody for this request (0 = unlimited), known once the head is read."""
         ...
@@ -97,6 +95,12 @@ class Handler(Protocol):
     def finished(self, request: Request, response: Response, sent: int) -> None:
         """After the response is written: access log, scoreboard."""
         ...
+
+
+class Worker(Protocol):
+    """What the connection needs from the worker process it runs in."""
+
+    def new_request_id(self) -> str: ...
 
     def draining(self) -> bool:
         """True once the worker wants to stop: the current response closes the connection."""
@@ -510,6 +514,7 @@ def serve(
     peer: tuple[str, int],
     server_port: int,
     handler: Handler,
+    worker: Worker,
     limits: Limits,
     state: StateHook,
     server_addr: str = "",
@@ -541,7 +546,7 @@ def serve(
                     remote_addr=peer[0],
                     remote_port=peer[1],
                     server_port=server_port,
-                    request_id=handler.new_request_id(),
+                    request_id=worker.new_request_id(),
                     start=time.time(),
                     server_addr=server_addr,
                 )
@@ -576,12 +581,12 @@ def serve(
                 # asked for an Upgrade (MIGHT_SWITCH_PROTOCOL), which this server never grants.
                 conn.their_state is not h11.DONE
                 or not limits.keep_alive
-                or handler.draining()
+                or worker.draining()
                 or (limits.max_keep_alive_requests and served >= limits.max_keep_alive_requests)
                 # A prefork worker serves one connection at a time: when others are waiting
                 # for a worker, this one yields after its response (unless requests are
                 # already pipelined on it) instead of making them wait for KeepAliveTimeout.
-                or (not pending and handler.others_waiting())
+                or (not pending and worker.others_waiting())
             )
             head_only = request.method == "HEAD"
             try:

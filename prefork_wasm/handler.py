@@ -151,18 +151,6 @@ _NOT_FOUND = "The requested URL was not found on this server."
 _FORBIDDEN = "You don't have permission to access this resource."
 
 
-class RequestIds:
-    """Short ids unique across workers and restarts: a random per-worker prefix and a counter."""
-
-    def __init__(self) -> None:
-        self.prefix = os.urandom(5).hex()
-        self.count = 0
-
-    def __call__(self) -> str:
-        self.count += 1
-        return f"{self.prefix}-{self.count}"
-
-
 class Site:
     """The worker's request handler (implements `connection.Handler`)."""
 
@@ -174,8 +162,6 @@ class Site:
         error_log: ErrorLog,
         access_logs: list[AccessLog],
         slot: Slot,
-        draining: Callable[[], bool],
-        others_waiting: Callable[[], bool],
         recorder: Recorder,
         pages: Mapping[str, Page],
     ) -> None:
@@ -185,11 +171,8 @@ class Site:
         self.error_log = error_log
         self.access_logs = access_logs
         self.slot = slot
-        self.draining = draining
-        self.others_waiting = others_waiting
         self.recorder = recorder
         self.pages = pages
-        self.new_request_id = RequestIds()
         # body_limit, respond and finished all need the request's host and Location: chosen once
         # per request. Keyed by the request's id, not the request, so that an idle worker keeps no
         # request (nor its body).

@@ -46,8 +46,6 @@ def make_site(tmp_path: Path, status_page: object) -> Site:
         error_log=ErrorLog(LogFile(str(tmp_path / "error_log")), "info"),
         access_logs=[],
         slot=slot,
-        draining=lambda: False,
-        others_waiting=lambda: False,
         recorder=Recorder(words(slot.counts), LabelIndex({}, {})),
         pages={"server-status": status_page},  # type: ignore[dict-item]
     )
@@ -91,9 +89,6 @@ class _Crashing:
     def __init__(self) -> None:
         self.answered: list[int] = []
 
-    def new_request_id(self) -> str:
-        return "id"
-
     def body_limit(self, request: Request) -> int:
         return 0
 
@@ -110,6 +105,13 @@ class _Crashing:
     def finished(self, request: Request, response: Response, sent: int) -> None:
         self.answered.append(response.status)
 
+
+class _Worker:
+    """A worker that is not stopping and has no one waiting."""
+
+    def new_request_id(self) -> str:
+        return "id"
+
     def draining(self) -> bool:
         return False
 
@@ -125,7 +127,7 @@ LIMITS = Limits(
 
 def serving(server: socket.socket, handler: _Crashing, state: Callable[..., None] = lambda *a: None) -> threading.Thread:
     """A connection served in a thread, as a worker serves it (started)."""
-    thread = threading.Thread(target=serve, args=(server, ("127.0.0.1", 1), 8080, handler, LIMITS, state))
+    thread = threading.Thread(target=serve, args=(server, ("127.0.0.1", 1), 8080, handler, _Worker(), LIMITS, state))
     thread.start()
     return thread
 
@@ -209,7 +211,7 @@ def test_the_access_record_carries_only_the_headers_a_format_logs(tmp_path: Path
     site = Site(
         site.config, site.routes, site.runtime, site.error_log,
         [AccessLog(LogFile(str(tmp_path / "access_log")), '%s "%{User-Agent}i" %{X-Id}o %{Referer}i')],
-        Slot(), draining=lambda: False, others_waiting=lambda: False, recorder=site.recorder, pages={},
+        Slot(), recorder=site.recorder, pages={},
     )
     request = make_request("/nowhere")
     request.headers = [(b"host", b"x"), (b"user-agent", b"agent/1"), (b"cookie", b"secret")]

@@ -280,7 +280,7 @@ def test_percent_v_is_the_canonical_name_of_the_host_that_answered(tmp_path: Pat
     slot = Slot()
     site = Site(
         config, prepare_routes(config, None, {}), None, ErrorLog(LogFile(str(tmp_path / "error_log")), "warn"),  # type: ignore[arg-type]
-        [AccessLog(LogFile(str(log)), "%v %p")], slot, draining=lambda: False, others_waiting=lambda: False,
+        [AccessLog(LogFile(str(log)), "%v %p")], slot,
         recorder=Recorder(words(slot.counts), LabelIndex({}, {})), pages={},
     )
     for port in (8080, 8081):
