@@ -41,7 +41,7 @@ from .config import ConfigError, Listen, ServerConfig, parse_config
 from .connection import LINGER_SECONDS
 from .counters import RECYCLE_REASONS, RELOAD_RESULTS, LabelIndex, assign, bump
 from .engine import WASMTIME_VERSION
-from .handler import Page
+from .site import Page
 from .health import HealthPage
 from .logs import AccessLog, ErrorLog, LogFile, make_parent
 from .metrics import MetricsPage

@@ -4,7 +4,7 @@ h11 decides a request's framing, whether the client keeps the connection, pipeli
 of what is malformed; this module moves bytes between the socket and h11, applies the server's
 time and size limits (Apache's Timeout, KeepAliveTimeout, RequestReadTimeout,
 LimitRequestLine/FieldSize/Fields, LimitRequestBody), refuses the request shapes h11 lets
-through but Apache or RFC 9112 do not, hands each complete request to a `Handler`, and writes
+through but Apache or RFC 9112 do not, hands each complete request to a `Site`, and writes
 its response. It knows nothing of Wasm.
 
 The pure parts (`HeadScanner`, `check_request_line`, `body_length`, `ChunkedScanner`,
@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from functools import partial
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import h11
 
@@ -75,24 +75,35 @@ class Limits:
     body_read: ReadTimeout = BODY_DEFAULT  # RequestReadTimeout body=...
 
 
-class Handler(Protocol):
-    """What the connection needs from the server behind it."""
+class Routed(Protocol):
+    """A request's routing decision, as far as the connection reads it (router.Decision)."""
 
-    def body_limit(self, request: Request) -> int:
+    @property
+    def body_limit(self) -> int:
         """LimitRequestBody for this request (0 = unlimited), known once the head is read."""
         ...
 
-    def in_flight(self, answer: Callable[[Response], None]) -> None:
-        """Told before `respond`: how another thread answers this request and closes the
-        connection, for a worker that must give the request up."""
+
+_D = TypeVar("_D", bound=Routed)
+
+
+class Site(Protocol[_D]):
+    """What the connection needs from the server behind it: one decision per request, the
+    answer to it, and the record of the exchange."""
+
+    def route(self, request: Request) -> _D:
+        """Decide the request once its head is read (before its body: the decision says how
+        large the body may be)."""
         ...
 
-    def respond(self, request: Request) -> Response:
-        """The answer; a failure is a 5xx response, never an exception (the handler's fault
-        boundary). Should one escape anyway, the connection answers 500 and goes on."""
+    def respond(self, request: Request, decision: _D, give_up: Callable[[Response], None]) -> Response:
+        """The answer; a failure is a 5xx response, never an exception (the site's fault
+        boundary). Should one escape anyway, the connection answers 500 and goes on.
+        `give_up` answers from another thread and closes the connection, for a worker that must
+        give the request up."""
         ...
 
-    def finished(self, request: Request, response: Response, sent: int) -> None:
+    def finished(self, request: Request, decision: _D, response: Response, sent: int) -> None:
         """After the response is written: access log, scoreboard."""
         ...
 
@@ -513,7 +524,7 @@ def serve(
     sock: socket.socket,
     peer: tuple[str, int],
     server_port: int,
-    handler: Handler,
+    site: Site[_D],
     worker: Worker,
     limits: Limits,
     state: StateHook,
@@ -532,6 +543,7 @@ def serve(
             # before a pipelined request from h11, which would hold them in its buffer.
             conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size(limits))
             request: Request | None = None
+            decision: _D | None = None
             try:
                 head = _read_head(conn, sock, limits, state, pending, closed, keep_alive=served > 0)
                 if head is None:
@@ -555,21 +567,22 @@ def serve(
                     request.path = request_path(request.target, limits.encoded_slashes)
                 except PathRefused as e:
                     raise Refused(e.status, str(e)) from None
+                decision = site.route(request)
                 length = body_length(event.http_version, headers, scanner.raw[: scanner.size])
-                request.body = _read_body(conn, sock, length, handler.body_limit(request), limits, state)
+                request.body = _read_body(conn, sock, length, decision.body_limit, limits, state)
             except (Refused, h11.RemoteProtocolError) as e:
                 state("W", request)
-                _refuse(sock, handler, request, e, limits.timeout)
+                _refuse(sock, site, request, decision, e, limits.timeout)
                 if isinstance(e, Refused) and e.status == 408:
                     linger = 0.0
                 return served + (request is not None)
 
             state("W", request)
             exchange = _Exchange()
-            handler.in_flight(partial(_last_words, exchange, sock, handler, request, limits.timeout))
+            give_up = partial(_last_words, exchange, sock, site, request, decision, limits.timeout)
             try:
-                response = handler.respond(request)
-            except Exception:  # last resort, behind the handler's own boundary: answer, keep the worker
+                response = site.respond(request, decision, give_up)
+            except Exception:  # last resort, behind the site's own boundary: answer, keep the worker
                 traceback.print_exc()
                 response = error_response(500, _SERVER_FAULT)
             served += 1
@@ -595,7 +608,7 @@ def serve(
                 traceback.print_exc()
                 close, response = True, error_response(500, _SERVER_FAULT)
                 sent = _send_response(exchange, sock, head_only, response, True, limits.timeout)
-            handler.finished(request, response, sent)
+            site.finished(request, decision, response, sent)
             if client_closes and not pending:
                 # The client closes and sent nothing more: nothing to drain, and waiting for its
                 # FIN would hold the worker for a round trip per connection. (When we close, as
@@ -857,31 +870,42 @@ def _sendfile(sock: socket.socket, body: FileBody, timeout: float) -> int:
 
 def _refuse(
     sock: socket.socket,
-    handler: Handler,
+    site: Site[_D],
     request: Request | None,
+    decision: _D | None,
     error: Refused | h11.RemoteProtocolError,
     timeout: float,
 ) -> None:
     """Answer a request we will not serve with its error status; log it when its head was read
-    (a head that could not be read has nothing to log)."""
+    (a head that could not be read has nothing to log). One refused before it was routed is
+    routed now, for its server's logs (with no path yet, it matches no Location)."""
     status = error.status if isinstance(error, Refused) else error.error_status_hint
-    _final_response(_Exchange(), sock, handler, request, error_response(status, str(error)), timeout)
+    if request is not None and decision is None:
+        decision = site.route(request)
+    _final_response(_Exchange(), sock, site, request, decision, error_response(status, str(error)), timeout)
 
 
 def _last_words(
-    exchange: _Exchange, sock: socket.socket, handler: Handler, request: Request, timeout: float, response: Response
+    exchange: _Exchange,
+    sock: socket.socket,
+    site: Site[_D],
+    request: Request,
+    decision: _D,
+    timeout: float,
+    response: Response,
 ) -> None:
     """Answer the request in flight from another thread and close the connection: the worker
     gives up a request it cannot finish, and exits."""
-    _final_response(exchange, sock, handler, request, response, timeout)
+    _final_response(exchange, sock, site, request, decision, response, timeout)
     _lingering_close(sock, LINGER_SECONDS)
 
 
 def _final_response(
     exchange: _Exchange,
     sock: socket.socket,
-    handler: Handler,
+    site: Site[_D],
     request: Request | None,
+    decision: _D | None,
     response: Response,
     timeout: float,
 ) -> None:
@@ -894,8 +918,8 @@ def _final_response(
             sent = _send_response(exchange, sock, head_only, response, True, timeout)
         except (_ClientGone, _TimedOut):
             pass
-    if request is not None:
-        handler.finished(request, response, sent)
+    if request is not None and decision is not None:
+        site.finished(request, decision, response, sent)
 
 
 def _sendall(sock: socket.socket, data: bytes | memoryview, deadline: float, more: bool = False) -> None:

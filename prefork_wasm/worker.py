@@ -25,11 +25,12 @@ from .config import ServerConfig
 from .counters import LabelIndex, Recorder
 from .connection import REPORT_WAIT, Limits, StateHook, serve
 from .engine import WASM32_MEMORY_MAX, Pool
-from .handler import Page, Site, prepare_routes
 from .logs import AccessLog, ErrorLog
 from .messages import Request
+from .router import Router
 from .runtime import Runtime
 from .scoreboard import CLEANUP, GRACEFUL, REQUEST_CHARS, WAITING, Slot, words
+from .site import Page, Site, prepare_guests
 
 # Exit status of a worker that could not start (Apache's APEXIT_CHILDFATAL): the master stops
 # instead of forking replacements that would fail the same way.
@@ -146,9 +147,9 @@ class Worker:
         self._give_standard_streams(runtime)
         return Site(
             self.config,
-            prepare_routes(self.config, runtime, self.artifacts),
+            Router(self.config, self.access_logs, self.error_log, self.pages),
+            prepare_guests(self.config, runtime, self.artifacts),
             runtime,
-            self.error_log,
             self.access_logs,
             self.slot,
             recorder=Recorder(words(self.slot.counts), self.labels),
@@ -271,7 +272,7 @@ class Worker:
             if request is not None:  # even while draining: the slot shows what it serves
                 line = request.request_line
                 slot.request = line.encode("latin-1", "replace")[: REQUEST_CHARS - 1]
-                slot.module = b""  # a new request: the handler names its module if it runs one
+                slot.module = b""  # a new request: the site names its module if it runs one
                 slot.request_start = request.start
             if draining():
                 slot.state = GRACEFUL

@@ -10,12 +10,12 @@ import pytest
 
 from prefork_wasm.cli import dump
 from prefork_wasm.config import ConfigError, Listen, ServerConfig, VirtualHost, parse_config
-from prefork_wasm.handler import Site, prepare_routes
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request
-from prefork_wasm.router import LocationIndex, request_host, select_host
+from prefork_wasm.router import LocationIndex, Router, request_host, select_host
 from prefork_wasm.counters import LabelIndex, Recorder
 from prefork_wasm.scoreboard import Slot, words
+from prefork_wasm.site import Site, prepare_guests
 
 
 @pytest.fixture(autouse=True)
@@ -278,12 +278,14 @@ def test_percent_v_is_the_canonical_name_of_the_host_that_answered(tmp_path: Pat
     )
     log = tmp_path / "access_log"
     slot = Slot()
+    access_logs = [AccessLog(LogFile(str(log)), "%v %p")]
     site = Site(
-        config, prepare_routes(config, None, {}), None, ErrorLog(LogFile(str(tmp_path / "error_log")), "warn"),  # type: ignore[arg-type]
-        [AccessLog(LogFile(str(log)), "%v %p")], slot,
+        config, Router(config, access_logs, ErrorLog(LogFile(str(tmp_path / "error_log")), "warn"), ()),
+        prepare_guests(config, None, {}), None, access_logs, slot,  # type: ignore[arg-type]
         recorder=Recorder(words(slot.counts), LabelIndex({}, {})), pages={},
     )
     for port in (8080, 8081):
         request = Request("GET", "/", "1.1", [(b"host", host.encode())], "127.0.0.1", 1, port, f"id-{port}", 0.0, path="/")
-        site.finished(request, site.respond(request), 0)
+        decision = site.route(request)
+        site.finished(request, decision, site.respond(request, decision, lambda response: None), 0)
     assert log.read_text().splitlines() == [f"{logged} 8080", "main.example 8081"]
