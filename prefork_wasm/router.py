@@ -232,7 +232,8 @@ class Router:
             target = self.choose_file_handler(request, mapped) if require_allows(settings.require, addr) else FORBIDDEN
             return Decision(server, loc, settings, target, limit)
         except Exception as e:
-            return Decision(server, loc, None, Fault(f"internal error: {cause(e)}"), loc.limit_request_body if loc else 0)
+            fault = Fault(f"internal error: {cause(e)}")
+            return Decision(server, loc, None, fault, loc.limit_request_body if loc else 0)
 
     def select_server(self, request: Request) -> Server:
         """Which server answers: Apache's name-based virtual host choice."""

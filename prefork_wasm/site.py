@@ -358,7 +358,9 @@ class Site:
             for log in logs:
                 log.log(record)
 
-    def _access_record(self, request: Request, response: Response, sent: int, now: float, server_name: str) -> AccessRecord:
+    def _access_record(
+        self, request: Request, response: Response, sent: int, now: float, server_name: str
+    ) -> AccessRecord:
         return AccessRecord(
             remote_addr=request.remote_addr,
             remote_port=request.remote_port,

@@ -332,7 +332,8 @@ def test_a_server_page_is_chosen_by_its_handler_name(root: Path) -> None:
 
 def test_no_path_and_no_location_are_not_found_without_a_body_limit(root: Path) -> None:
     routing = router(load("<Location /admin>\n    Require all denied\n</Location>\n"))
-    for decision in (routing.route(request("/other")), routing.route(Request("GET", "/", "1.1", [], "", 0, 8080, "i", 0.0))):
+    no_path = Request("GET", "/", "1.1", [], "", 0, 8080, "i", 0.0)  # refused before its path was read
+    for decision in (routing.route(request("/other")), routing.route(no_path)):
         assert (decision.location, decision.target, decision.body_limit) == (None, NOT_FOUND, 0)
 
 
@@ -350,7 +351,8 @@ def test_a_file_with_path_info_and_no_handler_is_not_found(root: Path) -> None:
 def test_a_script_runs_with_its_path_info(root: Path) -> None:
     target = site(root).route(request("/run.py/a/b")).target
     assert isinstance(target, RunScript)
-    assert (target.script.file, target.script.url, target.script.path_info) == (root / "docs" / "run.py", "/run.py", "/a/b")
+    script = target.script
+    assert (script.file, script.url, script.path_info) == (root / "docs" / "run.py", "/run.py", "/a/b")
 
 
 def test_a_handler_prefork_wasm_lacks_never_serves_the_source(root: Path) -> None:
