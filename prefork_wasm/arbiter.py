@@ -54,7 +54,6 @@ from .generation import (
     open_logs,
     resolve,
 )
-from .handler import Page
 from .health import HealthPage
 from .logs import AccessLog, ErrorLog
 from .logtargets import PipedLog, make_parent
@@ -62,6 +61,7 @@ from .metrics import MetricsPage
 from .notify import Notifier
 from .runtime import EXIT_GUEST_STUCK
 from .scoreboard import SERVING, STARTING, STOPPING, WAITING, Scoreboard, words
+from .site import Page
 from .spares import plan
 from .status import StatusPage
 from .worker import EXIT_CHILD_FATAL, Worker

@@ -1,8 +1,9 @@
 """One client connection: the socket side of HTTP/1.1, whose protocol side is http1.py.
 
 This module moves bytes between the socket and an `http1.RequestParser`, applies the server's
-time limits (Apache's Timeout, KeepAliveTimeout, RequestReadTimeout), hands each complete
-request to a `Handler`, decides whether the connection is kept alive, and writes the response
+time limits (Apache's Timeout, KeepAliveTimeout, RequestReadTimeout), asks the `Site` for one
+decision per request (before the body: it says how large the body may be) and the answer to
+it, decides whether the connection is kept alive, and writes the response
 (sendfile for a file body, lingering close). It knows nothing of Wasm. Read deadlines are
 `reqtimeout.Deadline`s: Timeout and RequestReadTimeout.
 """
@@ -17,7 +18,7 @@ import time
 import traceback
 from collections.abc import Callable
 from functools import partial
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from .http1 import (
     CONTINUE,
@@ -45,28 +46,43 @@ LINGER_BYTES = 1 << 20
 SENDFILE_CHUNK = 1 << 24
 
 
-class Handler(Protocol):
-    """What the connection needs from the server behind it."""
+class Routed(Protocol):
+    """A request's routing decision, as far as the connection reads it (router.Decision)."""
 
-    def new_request_id(self) -> str: ...
-
-    def body_limit(self, request: Request) -> int:
+    @property
+    def body_limit(self) -> int:
         """LimitRequestBody for this request (0 = unlimited), known once the head is read."""
         ...
 
-    def in_flight(self, answer: Callable[[Response], None]) -> None:
-        """Told before `respond`: how another thread answers this request and closes the
-        connection, for a worker that must give the request up."""
+
+_D = TypeVar("_D", bound=Routed)
+
+
+class Site(Protocol[_D]):
+    """What the connection needs from the server behind it: one decision per request, the
+    answer to it, and the record of the exchange."""
+
+    def route(self, request: Request) -> _D:
+        """Decide the request once its head is read (before its body: the decision says how
+        large the body may be)."""
         ...
 
-    def respond(self, request: Request) -> Response:
-        """The answer; a failure is a 5xx response, never an exception (the handler's fault
-        boundary). Should one escape anyway, the connection answers 500 and goes on."""
+    def respond(self, request: Request, decision: _D, give_up: Callable[[Response], None]) -> Response:
+        """The answer; a failure is a 5xx response, never an exception (the site's fault
+        boundary). Should one escape anyway, the connection answers 500 and goes on.
+        `give_up` answers from another thread and closes the connection, for a worker that must
+        give the request up."""
         ...
 
-    def finished(self, request: Request, response: Response, sent: int) -> None:
+    def finished(self, request: Request, decision: _D, response: Response, sent: int) -> None:
         """After the response is written: access log, scoreboard."""
         ...
+
+
+class Worker(Protocol):
+    """What the connection needs from the worker process it runs in."""
+
+    def new_request_id(self) -> str: ...
 
     def draining(self) -> bool:
         """True once the worker wants to stop: the current response closes the connection."""
@@ -95,7 +111,8 @@ def serve(
     sock: socket.socket,
     peer: tuple[str, int],
     server_port: int,
-    handler: Handler,
+    site: Site[_D],
+    worker: Worker,
     limits: Limits,
     state: StateHook,
     server_addr: str = "",
@@ -112,23 +129,25 @@ def serve(
         while True:
             parser.next_request()
             request: Request | None = None
+            decision: _D | None = None
             try:
                 if not _read_head(parser, sock, limits, state, pending, closed, keep_alive=served > 0):
                     return served
-                request = parser.request(handler.new_request_id())
+                request = parser.request(worker.new_request_id())
                 length = parser.check(request)
-                request.body = _read_body(parser, sock, length, handler.body_limit(request), limits, state)
+                decision = site.route(request)
+                request.body = _read_body(parser, sock, length, decision.body_limit, limits, state)
             except Refused as e:
-                _refuse(sock, handler, state, request, e, limits.timeout)
+                _refuse(sock, site, state, request, decision, e, limits.timeout)
                 if e.status == 408:
                     linger = 0.0
                 return served + (request is not None)
             served += 1
             pending, closed = parser.trailing
             exchange = _Exchange()
-            response = _respond(exchange, sock, handler, state, request, limits.timeout)
-            close = _closes(parser, handler, limits, served, pending)
-            close = _send(exchange, sock, handler, request, response, close, limits.timeout)
+            response = _respond(exchange, sock, site, state, request, decision, limits.timeout)
+            close = _closes(parser, worker, limits, served, pending)
+            close = _send(exchange, sock, site, request, decision, response, close, limits.timeout)
             if parser.client_closes and not pending:
                 # The client closes and sent nothing more: nothing to drain, and waiting for its
                 # FIN would hold the worker for a round trip per connection. (When we close, as
@@ -281,42 +300,49 @@ class _Exchange:
 
 
 def _respond(
-    exchange: _Exchange, sock: socket.socket, handler: Handler, state: StateHook, request: Request, timeout: float
+    exchange: _Exchange,
+    sock: socket.socket,
+    site: Site[_D],
+    state: StateHook,
+    request: Request,
+    decision: _D,
+    timeout: float,
 ) -> Response:
-    """The handler's answer. It is told first how another thread answers instead (`_last_words`)."""
+    """The site's answer, told how another thread answers instead (`_last_words`)."""
     state("W", request)
-    handler.in_flight(partial(_last_words, exchange, sock, handler, request, timeout))
+    give_up = partial(_last_words, exchange, sock, site, request, decision, timeout)
     try:
-        return handler.respond(request)
-    except Exception:  # last resort, behind the handler's own boundary: answer, keep the worker
+        return site.respond(request, decision, give_up)
+    except Exception:  # last resort, behind the site's own boundary: answer, keep the worker
         traceback.print_exc()
         return error_response(500, _SERVER_FAULT)
 
 
-def _closes(parser: RequestParser, handler: Handler, limits: Limits, served: int, pending: bytes) -> bool:
+def _closes(parser: RequestParser, worker: Worker, limits: Limits, served: int, pending: bytes) -> bool:
     """Whether the connection ends after this response (the keep-alive decision)."""
     return (
         not parser.ready_for_next
         or not limits.keep_alive
-        or handler.draining()
+        or worker.draining()
         or (limits.max_keep_alive_requests > 0 and served >= limits.max_keep_alive_requests)
         # A prefork worker serves one connection at a time: when others are waiting for a
         # worker, this one yields after its response (unless requests are already pipelined on
         # it) instead of making them wait for KeepAliveTimeout.
-        or (not pending and handler.others_waiting())
+        or (not pending and worker.others_waiting())
     )
 
 
 def _send(
     exchange: _Exchange,
     sock: socket.socket,
-    handler: Handler,
+    site: Site[_D],
     request: Request,
+    decision: _D,
     response: Response,
     close: bool,
     timeout: float,
 ) -> bool:
-    """Send the response, then tell the handler; returns whether the connection ends. A head
+    """Send the response, then tell the site; returns whether the connection ends. A head
     that must not be sent is a server fault found before anything is sent: a 500 goes instead."""
     head_only = request.method == "HEAD"
     try:
@@ -325,7 +351,7 @@ def _send(
         traceback.print_exc()
         close, response = True, error_response(500, _SERVER_FAULT)
         sent = _send_response(exchange, sock, head_only, response, True, timeout)
-    handler.finished(request, response, sent)
+    site.finished(request, decision, response, sent)
     return close
 
 
@@ -394,28 +420,44 @@ def _sendfile(sock: socket.socket, body: FileBody, timeout: float) -> int:
 
 
 def _refuse(
-    sock: socket.socket, handler: Handler, state: StateHook, request: Request | None, error: Refused, timeout: float
+    sock: socket.socket,
+    site: Site[_D],
+    state: StateHook,
+    request: Request | None,
+    decision: _D | None,
+    error: Refused,
+    timeout: float,
 ) -> None:
     """Answer a request we will not serve with its error status; log it when its head was read
-    (a head that could not be read has nothing to log)."""
+    (a head that could not be read has nothing to log). One refused before it was routed is
+    routed now, for its server's logs (with no path yet, it matches no Location)."""
     state("W", request)
-    _final_response(_Exchange(), sock, handler, request, error_response(error.status, str(error)), timeout)
+    if request is not None and decision is None:
+        decision = site.route(request)
+    _final_response(_Exchange(), sock, site, request, decision, error_response(error.status, str(error)), timeout)
 
 
 def _last_words(
-    exchange: _Exchange, sock: socket.socket, handler: Handler, request: Request, timeout: float, response: Response
+    exchange: _Exchange,
+    sock: socket.socket,
+    site: Site[_D],
+    request: Request,
+    decision: _D,
+    timeout: float,
+    response: Response,
 ) -> None:
     """Answer the request in flight from another thread and close the connection: the worker
     gives up a request it cannot finish, and exits."""
-    _final_response(exchange, sock, handler, request, response, timeout)
+    _final_response(exchange, sock, site, request, decision, response, timeout)
     _lingering_close(sock, LINGER_SECONDS)
 
 
 def _final_response(
     exchange: _Exchange,
     sock: socket.socket,
-    handler: Handler,
+    site: Site[_D],
     request: Request | None,
+    decision: _D | None,
     response: Response,
     timeout: float,
 ) -> None:
@@ -428,8 +470,8 @@ def _final_response(
             sent = _send_response(exchange, sock, head_only, response, True, timeout)
         except (ClientGone, _TimedOut):
             pass
-    if request is not None:
-        handler.finished(request, response, sent)
+    if request is not None and decision is not None:
+        site.finished(request, decision, response, sent)
 
 
 def _sendall(sock: socket.socket, data: bytes | memoryview, deadline: float, more: bool = False) -> None:

@@ -25,12 +25,13 @@ from .config import ServerConfig
 from .connection import REPORT_WAIT, StateHook, serve
 from .counters import LabelIndex, Recorder
 from .generation import pool_for
-from .handler import Page, Site, prepare_routes
 from .http1 import Limits
 from .logs import AccessLog, ErrorLog
 from .messages import Request
+from .router import Router
 from .runtime import Runtime
 from .scoreboard import CLEANUP, GRACEFUL, REQUEST_CHARS, WAITING, Slot, words
+from .site import Page, Site, prepare_guests
 
 # Exit status of a worker that could not start (Apache's APEXIT_CHILDFATAL): the master stops
 # instead of forking replacements that would fail the same way.
@@ -69,6 +70,8 @@ class YieldPolicy:
 
 
 class Worker:
+    """A worker process; to the connections it serves, a `connection.Worker`."""
+
     def __init__(
         self,
         config: ServerConfig,
@@ -92,6 +95,8 @@ class Worker:
         self.pages = pages
         self.stopping = False
         self.connections = 0
+        self._requests = 0
+        self._request_prefix = ""  # random, drawn after the fork (see new_request_id)
 
     def run(self) -> None:
         """The whole life of the child process; never returns."""
@@ -138,18 +143,16 @@ class Worker:
         self._yield = YieldPolicy(YIELD_EVERY)
         for sock in self.listeners:
             self._backlog.register(sock.fileno(), select.POLLIN)
+        self._request_prefix = os.urandom(5).hex()
         runtime = Runtime(pool_for(self.config, (artifact.info for artifact in self.artifacts.values())))
         self._give_standard_streams(runtime)
-        routes = prepare_routes(self.config, runtime, self.artifacts)
         return Site(
             self.config,
-            routes,
+            Router(self.config, self.access_logs, self.error_log, self.pages),
+            prepare_guests(self.config, runtime, self.artifacts),
             runtime,
-            self.error_log,
             self.access_logs,
             self.slot,
-            draining=self._draining,
-            others_waiting=self._others_waiting,
             recorder=Recorder(words(self.slot.counts), self.labels),
             pages=self.pages,
         )
@@ -166,14 +169,19 @@ class Worker:
         sys.stdout = open(out, "w", buffering=1, closefd=False)  # noqa: SIM115 - for the process's life
         sys.stderr = open(err, "w", buffering=1, closefd=False)  # noqa: SIM115 - for the process's life
 
-    def _draining(self) -> bool:
+    def new_request_id(self) -> str:
+        """Short ids unique across workers and restarts: a random per-worker prefix and a counter."""
+        self._requests += 1
+        return f"{self._request_prefix}-{self._requests}"
+
+    def draining(self) -> bool:
         return self.stopping or self.slot.quit == b"\x01"
 
-    def _others_waiting(self) -> bool:
+    def others_waiting(self) -> bool:
         """Whether the kept-alive connection should give this worker up after this response:
         connections wait in the backlog (so every worker is busy; an idle one would have taken
-        them) and YieldPolicy says it is their turn. One poll(0) on the listeners, about a
-        microsecond."""
+        them) and YieldPolicy says it is their turn. One poll(0) on the listeners: cheap enough
+        to ask after every response."""
         return self._yield.due(bool(self._backlog.poll(0)))
 
     def _loop(self, site: Site) -> None:
@@ -214,7 +222,7 @@ class Worker:
         # it, one on all interfaces asks each connection (one getsockname).
         by_ip = any(address.host for host in config.virtual_hosts for address in host.addresses)
         ips = {fd: _bound_ip(sock) if by_ip else "" for fd, sock in by_fd.items()}
-        while not self._draining():
+        while not self.draining():
             if max_connections and self.connections >= max_connections:
                 self.error_log.notice(
                     f"worker {os.getpid()}: recycling after {self.connections} connections "
@@ -234,7 +242,7 @@ class Worker:
                 if fd == self._wake_r:
                     _drain(self._wake_r)
                     continue
-                if self._draining():
+                if self.draining():
                     # Retired while this wait ended (the master sets the flag before it signals):
                     # a connection made after that is the next generation's, whatever the order
                     # of the ready list, or however late this worker got the CPU.
@@ -250,7 +258,7 @@ class Worker:
                 slot.connections += 1
                 self._yield.reset()
                 ip = ips[fd] if ips[fd] or not by_ip else conn.getsockname()[0]
-                serve(conn, peer[:2], ports[fd], site, limits, state, ip)
+                serve(conn, peer[:2], ports[fd], site, self, limits, state, ip)
                 break  # one connection per wakeup: re-check stop conditions in between
         slot.state = GRACEFUL
         title.set("graceful")
@@ -258,14 +266,14 @@ class Worker:
     def _state_hook(self, title: _Title) -> StateHook:
         """Scoreboard and process title follow the connection's phases (plain stores)."""
         slot = self.slot
-        draining = self._draining
+        draining = self.draining
 
         def state(letter: str, request: Request | None = None) -> None:
             slot.heartbeat = time.monotonic()
             if request is not None:  # even while draining: the slot shows what it serves
                 line = request.request_line
                 slot.request = line.encode("latin-1", "replace")[: REQUEST_CHARS - 1]
-                slot.module = b""  # a new request: the handler names its module if it runs one
+                slot.module = b""  # a new request: the site names its module if it runs one
                 slot.request_start = request.start
             if draining():
                 slot.state = GRACEFUL
