@@ -419,14 +419,16 @@ def _alias(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None
 
 
 def _directory_index(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
-    """Relative names only, looked up in the requested directory; 'disabled' turns it off."""
+    """mod_dir: relative names, looked up in the requested directory in order. Several lines in
+    one context add to its list (a more specific context's list replaces it); 'disabled' alone
+    empties the list, a later line of the context adding to it again."""
     if [arg.lower() for arg in args] == ["disabled"]:
         scope.set("directory_index", [], line)
         return
     for name in args:
         if "/" in name or name in (".", ".."):
             raise ValueError(f"expected file names such as index.html (a URL path like {name!r} is not supported)")
-    scope.set("directory_index", list(args), line)
+    scope.set("directory_index", [*scope.values.get("directory_index", []), *args], line)
 
 
 def _options(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:

@@ -3,10 +3,12 @@ it: one table per directive, each row citing the documented behaviour it checks.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from prefork_wasm.config import ServerConfig
-from test_config import HELLO, load, server_root  # noqa: F401 (its autouse fixture "root" applies here too)
+from test_config import HELLO, load, location, server_root  # noqa: F401 (its autouse fixture "root" applies here too)
 
 
 def config_with(*lines: str) -> ServerConfig:
@@ -75,3 +77,38 @@ def test_log_format_takes_mod_log_config_s_newer_strings() -> None:
     fmt = "%{ms}T %{us}T %I %O %k %X %f %{VAR}e %{%d/%b/%Y}t %R %{c}a %{remote}p"
     (log,) = config_with(f'LogFormat "{fmt}" timing', "CustomLog stdout timing").custom_logs
     assert log.format == fmt
+
+
+# --- DirectoryIndex (mod_dir) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "server_level, in_location, expected, apache_says",
+    [
+        (["DirectoryIndex index.php", "DirectoryIndex index.html"], [], ["index.php", "index.html"],
+         "multiple DirectoryIndex directives within the same context will add to the list rather than replace"),
+        (["DirectoryIndex a.html b.html"], [], ["a.html", "b.html"], "several resources, looked for in order"),
+        (["DirectoryIndex index.php"], ["DirectoryIndex home.html"], ["home.html"],
+         "a more specific context's list replaces the inherited one"),
+        (["DirectoryIndex index.php"], ["DirectoryIndex disabled"], [],
+         "a single argument of 'disabled' prevents mod_dir from searching for an index"),
+        (["DirectoryIndex index.php", "DirectoryIndex disabled", "DirectoryIndex x.html"], [], ["x.html"],
+         "'disabled' empties the context's list; a later line adds to it again"),
+        (["DirectoryIndex disabled index.html"], [], ["disabled", "index.html"],
+         "'disabled' is interpreted literally if it has any arguments before or after it"),
+        ([], [], ["index.html"], "the default: DirectoryIndex index.html"),
+    ],
+)
+def test_directory_index(
+    server_level: list[str], in_location: list[str], expected: list[str], apache_says: str
+) -> None:
+    (dir_path := server_root_path() / "www").mkdir(exist_ok=True)
+    config = load(
+        "Listen 8080\n" + f"DocumentRoot {dir_path}\n" + "".join(f"{line}\n" for line in server_level)
+        + "<Location /a>\n" + "".join(f"    {line}\n" for line in in_location) + "</Location>\n"
+    )
+    assert location(config, "/a").directory_index == expected, apache_says
+
+
+def server_root_path() -> Path:
+    return Path.cwd()
