@@ -366,6 +366,7 @@ def _send_response(
     deadline = time.monotonic() + timeout
     try:
         head, with_body = framed_head(response, head_only, close)
+        response.head_bytes, response.keeps_alive = len(head), not close
         exchange.begun = True
         if not with_body:
             _sendall(sock, head, deadline, more=close)

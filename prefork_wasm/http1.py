@@ -468,8 +468,8 @@ class RequestParser:
     """
 
     __slots__ = (
-        "_body", "_chunked", "_conn", "_event", "_limit", "_limits", "_max_head", "_peer", "_server_addr",
-        "_server_port", "_size", "client_closes", "closed", "ready_for_next", "scanner", "trailing",
+        "_body", "_chunked", "_conn", "_event", "_limit", "_limits", "_max_head", "_peer", "_requests",
+        "_server_addr", "_server_port", "_size", "client_closes", "closed", "ready_for_next", "scanner", "trailing",
     )
 
     def __init__(self, limits: Limits, peer: tuple[str, int], server_port: int, server_addr: str) -> None:
@@ -478,6 +478,7 @@ class RequestParser:
         self._peer = peer
         self._server_port = server_port
         self._server_addr = server_addr  # the local IP the client connected to
+        self._requests = 0  # heads made Requests on this connection
 
     def next_request(self) -> None:
         """Start on the next request with a fresh h11 state: the empty lines `HeadScanner` skips
@@ -516,6 +517,7 @@ class RequestParser:
         """The head as a Request, not checked yet (`check`): a refused one is still logged."""
         event = self._event
         peer = self._peer
+        self._requests += 1
         return Request(
             method=event.method.decode("ascii"),
             target=event.target.decode("latin-1"),
@@ -527,6 +529,8 @@ class RequestParser:
             request_id=request_id,
             start=time.time(),
             server_addr=self._server_addr,
+            head_bytes=self.scanner.size,
+            keepalives=self._requests - 1,
         )
 
     def check(self, request: Request) -> int | None:
@@ -656,7 +660,13 @@ class _Date:
 
 
 http_date = _Date()
-_SERVER = SERVER_SOFTWARE.encode()
+_SERVER = [SERVER_SOFTWARE.encode()]  # the Server field: ServerTokens (set_server_tokens)
+
+
+def set_server_tokens(banner: str) -> None:
+    """ServerTokens: the Server field of every response this process sends (set once, by the
+    worker's site, before it serves)."""
+    _SERVER[0] = banner.encode("latin-1", "replace")
 
 # Statuses whose responses have no body (RFC 9110 6.4.1); 1xx are never sent this way.
 _NO_BODY = frozenset({204, 304})
@@ -669,7 +679,7 @@ def framed_head(response: Response, head_only: bool, close: bool) -> tuple[bytes
     body for a 204 or 304 is dropped)."""
     length = len(response.body)
     status = response.status
-    headers = [(b"Date", http_date()), (b"Server", _SERVER), *response.headers]
+    headers = [(b"Date", http_date()), (b"Server", _SERVER[0]), *response.headers]
     if status not in _NO_BODY:  # a 204 has none, a 304's would be the 200's (RFC 9110 8.6)
         headers.append((b"Content-Length", b"%d" % length))
     if close:

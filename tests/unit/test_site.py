@@ -233,7 +233,7 @@ def test_the_access_record_carries_only_the_headers_a_format_logs(tmp_path: Path
     request = make_request("/nowhere")
     request.headers = [(b"host", b"x"), (b"user-agent", b"agent/1"), (b"cookie", b"secret")]
     response = Response(200, headers=[(b"X-Id", b"7"), (b"Content-Type", b"text/plain")])
-    record = site._access_record(request, response, 0, 0.0, "")
+    record = site._access_record(request, site.route(request), response, 0, 0.0)
     assert record.request_headers == {"user-agent": "agent/1"}
     assert record.response_headers == {"x-id": "7"}
     site.finished(request, site.route(request), response, 0)
