@@ -170,7 +170,7 @@ def _one(action: HeaderAction, fields: Fields, exchange: Exchange, request_field
         return fields
     if kind == "echo":
         assert action.pattern is not None
-        echoed = [(n, v) for n, v in request_fields if action.pattern.fullmatch(n.decode("latin-1"))]
+        echoed = [(n, v) for n, v in request_fields if action.pattern.search(n.decode("latin-1"))]
         return fields + echoed
     if kind == "unset":
         return [(n, v) for n, v in fields if n.lower() != key]

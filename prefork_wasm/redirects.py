@@ -41,6 +41,8 @@ class RedirectRule:
         prefix = self.prefix
         if not (path.startswith(prefix) if prefix.endswith("/") else path == prefix or path.startswith(prefix + "/")):
             return None
+        if not self.target:  # gone, or another status without a URL
+            return ""
         # The rest of the path, after the prefix as written (Apache's alias_matches): a target
         # written without the prefix's trailing slash gets none either.
         return self.target + quote(path[len(prefix):], safe="/!$&'()*+,;=:@~")

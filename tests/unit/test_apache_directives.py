@@ -3,11 +3,13 @@ it: one table per directive, each row citing the documented behaviour it checks.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from prefork_wasm.config import ServerConfig
+from prefork_wasm.config import ConfigError, ServerConfig
+from prefork_wasm.messages import server_banner
 from test_config import HELLO, load, location, server_root  # noqa: F401 (its autouse fixture "root" applies here too)
 
 
@@ -112,3 +114,93 @@ def test_directory_index(
 
 def server_root_path() -> Path:
     return Path.cwd()
+
+
+# --- server identity and protocol (core, mod_status) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tokens, banner, apache_says",
+    [
+        ("Prod", "prefork-wasm", "ServerTokens Prod[uctOnly]: Server: Apache"),
+        ("Major", "prefork-wasm/0", "ServerTokens Major: Server: Apache/2"),
+        ("Minor", "prefork-wasm/0.1", "ServerTokens Minor: Server: Apache/2.4"),
+        ("Min", "prefork-wasm/0.1.0", "ServerTokens Min[imal]: Server: Apache/2.4.2"),
+        ("OS", "prefork-wasm/0.1.0 (Linux)", "ServerTokens OS: Server: Apache/2.4.2 (Unix)"),
+    ],
+)
+def test_server_tokens(tokens: str, banner: str, apache_says: str) -> None:
+    config = config_with(f"ServerTokens {tokens}")
+    assert server_banner(config.server_tokens, "0.1.0", "wasmtime/1 Python/3") == banner, apache_says
+
+
+def test_server_tokens_full_names_the_runtime_and_the_default_is_the_product() -> None:
+    """ServerTokens Full: 'Apache/2.4.2 (Unix) PHP/4.2.2 MyMod/1.2'. Not set: this server's
+    default is Prod (Apache's is Full)."""
+    assert server_banner("full", "0.1.0", "wasmtime/1 Python/3") == "prefork-wasm/0.1.0 (Linux) wasmtime/1 Python/3"
+    assert server_banner(None, "0.1.0", "x") == "prefork-wasm"
+
+
+@pytest.mark.parametrize(
+    "line, attr, value, apache_says",
+    [
+        ("ServerSignature On", "server_signature", "on", "a footer line on server-generated documents"),
+        ("ServerSignature EMail", "server_signature", "email", "EMail: also a mailto: ServerAdmin (no effect)"),
+        ("FileETag None", "file_etag", frozenset(), "None: no ETag"),
+        ("FileETag All", "file_etag", frozenset({"INode", "MTime", "Size"}), "All: INode MTime Size"),
+        ("FileETag -Size", "file_etag", frozenset({"MTime"}), "-: removed from the inherited MTime Size"),
+        ("FileETag +INode", "file_etag", frozenset({"INode", "MTime", "Size"}), "+: added to the inherited"),
+        ("FileETag MTime", "file_etag", frozenset({"MTime"}), "no +/-: replaces the inherited"),
+    ],
+)
+def test_location_level_identity_settings(line: str, attr: str, value: object, apache_says: str) -> None:
+    assert getattr(location(config_with(line), "/hello"), attr) == value, apache_says
+
+
+def test_trace_enable_values() -> None:
+    """TraceEnable [on|off|extended]; the default is on, as Apache's."""
+    assert config_with().trace_enable == "on"
+    assert config_with("TraceEnable extended").trace_enable == "extended"
+
+
+def test_protocols_and_extended_status_are_accepted_with_what_they_do_here() -> None:
+    config = config_with("Protocols h2 h2c http/1.1", "ExtendedStatus On")
+    assert any("Protocols h2 h2c: not spoken here" in warning for warning in config.warnings)
+    assert any("server-status always shows what each worker serves" in note for note in config.notes)
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("Protocols h2", "prefork-wasm speaks http/1.1 only"),
+        ("ExtendedStatus Off", "only 'On' is supported"),
+        ("FileETag +All", "All stands alone"),
+        ("FileETag MTime -Size", "either every word starts with + or -"),
+        ("ServerTokens Verbose", "expected one of prod"),
+        ("<Location /x>\n    Header set X 1 early\n</Location>", "'early' is allowed only at server level"),
+        ("<Directory /tmp>\n    Header set X 1\n</Directory>", "put it in a <Location> or at server level"),
+        ("Redirect /a", "expected URL-path URL"),
+        ("ErrorDocument 200 /ok.html", "expected an error status 400-599"),
+        ("FallbackResource index.php", "expected a local URL-path such as /index.php"),
+    ],
+)
+def test_what_is_refused_says_why_and_names_the_alternative(line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_with(line)
+
+
+# --- per-request settings, merged as Apache merges them ---------------------------------------------
+
+
+def test_header_lines_run_outer_context_first_and_redirects_inner_first() -> None:
+    config = config_with(
+        "Header set X-A server", "Redirect /r http://server.test/", "ErrorDocument 404 /404.html",
+        "<Location /hello>", "    Header set X-A location", "    Redirect http://location.test/",
+        "    ErrorDocument 404 default", "    FallbackResource disabled", "</Location>",
+        "FallbackResource /index.php",
+    )
+    loc = location(config, "/hello")
+    assert [action.value for action in loc.headers] == ["server", "location"]  # mod_headers: merged in order
+    assert [rule.in_location for rule in loc.redirects] == [True, False]  # mod_alias: the inner context's first
+    assert loc.error_documents == {404: None}  # 'default' undoes the inherited one
+    assert loc.fallback_resource is None and location(config, "/other").fallback_resource == "/index.php"
