@@ -29,6 +29,9 @@ PREDEFINED_LOG_FORMATS: dict[str, str] = {
 }
 
 
+DEFAULT_BODY_LIMIT = 1073741824  # LimitRequestBody's default, Apache's since 2.4.54
+
+
 class ConfigError(Exception):
     """A configuration mistake, located so the user can go straight to it.
 
@@ -101,7 +104,7 @@ class LocationConfig:
     memory_limit: int | None = None
     force_type: str | None = None
     require: list[str] = field(default_factory=list)
-    limit_request_body: int = 1073741824
+    limit_request_body: int = DEFAULT_BODY_LIMIT
     # Files on disk (filemap.py): where URLs map, and what the file walk merges (dirconfig.py).
     document_root: Path | None = None
     aliases: list[tuple[str, Path]] = field(default_factory=list)  # Alias URL-PATH TARGET

@@ -23,9 +23,11 @@ import h11
 from .messages import (
     FIELD_VALUE_BYTES,
     SERVER_SOFTWARE,
+    SPOOL_THRESHOLD,
     TCHAR,
     Request,
     Response,
+    SpooledBody,
     reason_phrase,
 )
 from .paths import PathRefused, request_path
@@ -469,7 +471,8 @@ class RequestParser:
 
     __slots__ = (
         "_body", "_chunked", "_conn", "_event", "_limit", "_limits", "_max_head", "_peer", "_requests",
-        "_server_addr", "_server_port", "_size", "client_closes", "closed", "ready_for_next", "scanner", "trailing",
+        "_server_addr", "_server_port", "_size", "_spool", "client_closes", "closed", "ready_for_next", "scanner",
+        "trailing",
     )
 
     def __init__(self, limits: Limits, peer: tuple[str, int], server_port: int, server_addr: str) -> None:
@@ -555,6 +558,7 @@ class RequestParser:
         self._limit = limit
         self._size = 0
         self._body: list[bytes] = []
+        self._spool: SpooledBody | None = None  # past SPOOL_THRESHOLD bytes, the body goes here
         self._chunked = ChunkedScanner(self._limits) if length is None else None
         if self._chunked is not None:
             self._forward_chunked()
@@ -591,9 +595,10 @@ class RequestParser:
                 return
         self._conn.receive_data(data)
 
-    def body(self) -> bytes | None:
+    def body(self) -> bytes | SpooledBody | None:
         """The whole body once h11 has it; None while it needs more bytes. Over the limit it is
-        refused (413) as soon as it passes it, without reading the excess. With the body come
+        refused (413) as soon as it passes it, without reading the excess. A body past
+        SPOOL_THRESHOLD is written to a memfd as it comes (SpooledBody). With the body come
         `trailing` (what the client sent after the request, and whether it then closed),
         `client_closes` (the request said close, or is HTTP/1.0 without keep-alive) and
         `ready_for_next`."""
@@ -609,7 +614,15 @@ class RequestParser:
                 self._size += len(event.data)
                 if self._limit and self._size > self._limit:
                     raise Refused(413, _BODY_TOO_LARGE)
+                if self._spool is not None:
+                    self._spool.write(event.data)
+                    continue
                 self._body.append(event.data)
+                if self._size > SPOOL_THRESHOLD:
+                    self._spool = SpooledBody()
+                    for data in self._body:
+                        self._spool.write(data)
+                    self._body = []
             elif isinstance(event, h11.EndOfMessage):
                 self.trailing = conn.trailing_data
                 after = conn.their_state
@@ -617,7 +630,7 @@ class RequestParser:
                 # h11 has the client ready for another request (DONE), or not: it closes, or it
                 # asked for an Upgrade (MIGHT_SWITCH_PROTOCOL), which this server never grants.
                 self.ready_for_next = after is h11.DONE
-                return b"".join(self._body)
+                return self._spool if self._spool is not None else b"".join(self._body)
             else:  # ConnectionClosed: h11 raises for a body cut short, so only after a complete one
                 raise ClientGone()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import io
+import os
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Final
@@ -19,6 +20,38 @@ TCHAR: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijkl
 FIELD_VALUE_BYTES: Final = bytes(range(256)).translate(None, b"\x00\r\n\x0b\x0c")
 
 
+# A request body past this size is written to a memfd as it arrives (SpooledBody), not held as bytes.
+SPOOL_THRESHOLD = 1 << 20
+
+
+class SpooledBody:
+    """A large request body, written to a memfd as it arrives: held once, in the memfd's pages,
+    never as bytes, and given to the guest as its stdin file (`path`), which wasmtime reads as
+    the guest reads. Closed when the last reference goes (the request and its parser)."""
+
+    __slots__ = ("fd", "length")
+
+    def __init__(self) -> None:
+        self.fd = os.memfd_create("prefork-wasm-body", os.MFD_CLOEXEC)
+        self.length = 0
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        self.length += len(data)
+
+    @property
+    def path(self) -> str:
+        return f"/proc/self/fd/{self.fd}"
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __del__(self) -> None:
+        os.close(self.fd)
+
+
 @dataclass(slots=True, weakref_slot=True)  # weakly referable: tests check what keeps one alive
 class Request:
     method: str
@@ -30,7 +63,7 @@ class Request:
     server_port: int
     request_id: str
     start: float  # time.time() when the request head was complete
-    body: bytes = b""
+    body: bytes | SpooledBody = b""
     # The normalised, decoded path (paths.request_path), set once when the head is read: the
     # only path that routing, access control, the guest and %U see. '' matches no Location.
     path: str = ""

@@ -28,7 +28,7 @@ from .filemap import Mapped, translate
 from .headers import Exchange
 from .http1 import set_server_tokens
 from .logs import AccessLog, AccessRecord
-from .messages import SERVER_SOFTWARE, Request, Response, error_response, server_banner
+from .messages import SERVER_SOFTWARE, Request, Response, SpooledBody, error_response, server_banner
 from .paths import PathRefused, request_path
 from .redirects import error_document_kind
 from .router import (
@@ -280,10 +280,11 @@ class Site:
 
     def _trace(self, request: Request, loc: LocationConfig) -> Response:
         """TraceEnable: the request as received, as message/http (a body only with 'extended')."""
-        if request.body and self.config.trace_enable != "extended":
+        received = request.body if isinstance(request.body, bytes) else None  # (a TRACE body is never spooled)
+        if received is None or (received and self.config.trace_enable != "extended"):
             return self._error_page(request, loc, 413, "TRACE with a request body is not allowed (TraceEnable On).")
         head = [request.request_line, *(f"{n.decode('latin-1')}: {v.decode('latin-1')}" for n, v in request.headers)]
-        body = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + request.body
+        body = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + received
         return Response(200, [(b"Content-Type", b"message/http")], body)
 
     def _error_document(
@@ -362,7 +363,7 @@ class Site:
         request.env = env
         started = time.perf_counter()
         result = self.runtime.run(
-            guest.module, guest.spec, argv, env, request.body,
+            guest.module, guest.spec, argv, env, stdin(request.body),
             abandon=lambda outcome, why: self._abandon(request, decision, guest, outcome, why, started, give_up),
         )
         self._count_guest(guest, result.outcome, started)
@@ -539,6 +540,11 @@ def _script_variables(loc: LocationConfig, script: Mapped) -> dict[str, str]:
         root, _, segments = target
         env["PATH_TRANSLATED"] = str(root.joinpath(*segments)) + ("/" if script.path_info.endswith("/") else "")
     return env
+
+
+def stdin(body: bytes | SpooledBody) -> bytes | str:
+    """A guest's stdin: the body's bytes, or the path of the memfd a large one was written to."""
+    return body.path if isinstance(body, SpooledBody) else body
 
 
 def _content_length(request: Request) -> int | None:
