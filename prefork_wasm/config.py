@@ -331,16 +331,19 @@ class VirtualHost:
     routes: Locations
     error_log: str | None = None  # its own ErrorLog, for the errors of its requests; None: the main one
     error_log_source: str = field(default="", compare=False)
-    _names: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    names: re.Pattern[str] = field(init=False, compare=False, repr=False)  # ServerName and ServerAliases
+
+    def __post_init__(self) -> None:
+        # Compiled with the settings it is made of, not on first use: the config holds no
+        # per-worker state.
+        names = [re.escape(self.server_name)] if self.server_name else []
+        names += ["".join(_WILDCARDS.get(c, re.escape(c)) for c in alias.lower()) for alias in self.aliases]
+        self.names = re.compile("|".join(names) or "(?!)")  # (?!): no name at all matches nothing
 
     def answers(self, name: str) -> bool:
         """Whether a canonical host name is this host's ServerName or one of its ServerAliases
         (whose '*' and '?' are wildcards, as in Apache)."""
-        if self._names is None:
-            names = [re.escape(self.server_name)] if self.server_name else []
-            names += ["".join(_WILDCARDS.get(c, re.escape(c)) for c in alias.lower()) for alias in self.aliases]
-            self._names = re.compile("|".join(names) or "(?!)")  # (?!): no name at all matches nothing
-        return self._names.fullmatch(name) is not None
+        return self.names.fullmatch(name) is not None
 
 
 _WILDCARDS = {"*": ".*", "?": "."}  # ServerAlias's, as Apache's ap_strcasecmp_match: '*' spans dots too

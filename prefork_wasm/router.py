@@ -13,7 +13,7 @@ Apache's request.c makes the same decision as fixed phases over one request reco
 5. choose handler: what answers (a guest, a script, a file with its content type, a listing,
    a redirect, a server page, or a refusal) (`Router.choose_handler`, `choose_file_handler`).
 
-The result is one frozen `Decision`, made before the body is read (it says the body limit).
+The result is one immutable `Decision`, made before the body is read (it says the body limit).
 No sockets, no processes, nothing of Wasm; the only I/O is the walk's stat calls.
 """
 
