@@ -299,7 +299,7 @@ class Runtime:
         spec: GuestSpec,
         argv: list[str],
         env: dict[str, str],
-        stdin: bytes,
+        stdin: bytes | str,
         abandon: Abandon | None = None,
     ) -> RunResult:
         """Run one request's guest, bounded by `spec`'s timeout and output limits.
@@ -310,7 +310,9 @@ class Runtime:
         """
         wasi = wasmtime.WasiConfig()
         set_argv_env(wasi, argv, env)
-        if stdin:  # without a body the guest's stdin is empty, which costs nothing to set up
+        if isinstance(stdin, str):  # a large body, in a memfd: wasmtime reads it as the guest does
+            wasi.stdin_file = stdin
+        elif stdin:  # without a body the guest's stdin is empty, which costs nothing to set up
             set_stdin_bytes(wasi, stdin)
         if self._inherit:
             wasi.inherit_stdout()
