@@ -36,6 +36,7 @@ from .dirconfig import (
     wasm_overrides,
 )
 from .logs import FormatError, compile_format
+from .outbound import Destination, Policy, parse_destination
 from .paths import ENCODED_SLASHES
 from .privileges import group_id, user_id
 from .reqtimeout import BODY_DEFAULT, HEADER_DEFAULT, ReadTimeout, parse_phase
@@ -149,6 +150,10 @@ class LocationConfig:
     force_type: str | None = None
     require: list[str] = field(default_factory=list)
     limit_request_body: int = 1073741824
+    # wasi:http outbound requests (issue 19): WasmAllowOutbound, WasmOutboundTimeout, WasmOutboundLimit.
+    allow_outbound: list[Destination] = field(default_factory=list)
+    outbound_timeout: float = 30.0
+    outbound_limit: int = 16 << 20
     # Files on disk (filemap.py): where URLs map, and what the file walk merges (dirconfig.py).
     document_root: Path | None = None
     aliases: list[tuple[str, Path]] = field(default_factory=list)  # Alias URL-PATH TARGET
@@ -167,6 +172,11 @@ class LocationConfig:
 
     def allows(self, addr: str) -> bool:
         return require_allows(self.require, addr)
+
+    @property
+    def outbound(self) -> Policy:
+        """What its wasi:http guest may reach (nothing unless WasmAllowOutbound says)."""
+        return Policy(tuple(self.allow_outbound), self.outbound_timeout, self.outbound_limit)
 
     @property
     def guest_module(self) -> Path | None:
@@ -1675,6 +1685,11 @@ def _wasm_env(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> N
     scope.sources["env"] = line
 
 
+def _wasm_allow_outbound(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
+    for arg in args:
+        scope.append("allow_outbound", parse_destination(arg), line)
+
+
 def _require(parser: _Parser, scope: _Scope, args: list[str], line: _Line) -> None:
     rule = " ".join(args)
     _require_rule(rule)  # validate now rather than on the first request
@@ -1766,6 +1781,9 @@ _TABLE = (
     _Directive("ForceType", "MIME-TYPE|None", _set("force_type", _force_type)),
     _disk("Require", "all granted|all denied|local|ip ADDRESS...", _require, (1, None)),
     _Directive("LimitRequestBody", "SIZE", _set("limit_request_body", parse_size)),
+    _Directive("WasmAllowOutbound", "SCHEME://HOST[:PORT] ...", _wasm_allow_outbound, (1, None)),
+    _Directive("WasmOutboundTimeout", "SECONDS", _set("outbound_timeout", _seconds(positive=True))),
+    _Directive("WasmOutboundLimit", "SIZE", _set("outbound_limit", parse_size)),
 )
 _DIRECTIVES = {_key(directive.name): directive for directive in _TABLE}
 _ATTR_NAMES = {

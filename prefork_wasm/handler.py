@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from . import __version__, cgi, static
+from . import __version__, cgi, static, wasi_http
 from .compiler import Artifact
 from .config import LocationConfig, Locations, ServerConfig, VirtualHost, canonical_name, require_allows
 from .counters import Recorder
@@ -26,6 +26,7 @@ from .logs import AccessLog, AccessRecord, ErrorLog
 from .messages import SERVER_SOFTWARE, Request, Response, error_response
 from .routing import request_host, select_host
 from .runtime import EXIT_GUEST_STUCK, GuestSpec, Loaded, Outcome, RunResult, Runtime
+from .wasi_http import ProxyComponent
 from .scoreboard import LOGGING, MODULE_CHARS, Slot
 
 WASM_HANDLER = "wasm-handler"
@@ -100,7 +101,7 @@ def prepare_routes(config: ServerConfig, runtime: Runtime, artifacts: dict[Path,
 
 def _load(runtime: Runtime, artifact: Artifact) -> Loaded:
     try:
-        return runtime.load(artifact.path, artifact.info.component)
+        return runtime.load(artifact.path, artifact.info.component, artifact.info.http_handler)
     except Exception as e:
         raise RuntimeError(f"cannot load the compiled form of {artifact.source} ({artifact.path}): {e}") from e
 
@@ -314,6 +315,8 @@ class Site:
         loc = route.location
         if route.module is None:
             raise RuntimeError(f"no WasmModule runs the scripts of <Location {loc.prefix}>")
+        if isinstance(route.module, ProxyComponent):
+            return self._run_proxy(request, route, route.module)
         argv, script_name, script_filename, path_info, extra = (
             route.argv, route.script_name, route.script_filename, None, loc.env
         )
@@ -345,6 +348,34 @@ class Site:
         if result.stderr:
             self._log_stderr(request, route, result.stderr)
         response = self._translate(request, route, result)
+        response.module = route.module_name
+        return response
+
+    def _run_proxy(self, request: Request, route: Route, proxy: ProxyComponent) -> Response:
+        """A wasi:http component (wasi_http.py): the request goes in as an incoming-request, the
+        guest's outgoing-response comes back; failures are answered as for the other kinds."""
+        loc = route.location
+        exchange = wasi_http.Exchange(
+            wasi_http.incoming_request(request),
+            body_limit=self.config.limit_response_body,
+            policy=loc.outbound,
+            log=lambda text: self._log(request, route.module_name, text),
+        )
+        started = time.perf_counter()
+        result = self.runtime.run_proxy(
+            proxy, route.spec, route.argv, loc.env, exchange,
+            abandon=lambda outcome, cause: self._abandon(request, route, outcome, cause, started),
+        )
+        self._count_guest(route, result.outcome, started)
+        if result.stderr:
+            self._log_stderr(request, route, result.stderr)
+        if result.outcome is not Outcome.OK:
+            return self._failure(request, route, result.outcome, result.detail)
+        try:
+            response = wasi_http.response_of(exchange)
+        except wasi_http.ResponseError as e:
+            self._log_failure(request, route.module_name, str(e))
+            return error_response(e.status, _FAILURE_TEXT[e.status])
         response.module = route.module_name
         return response
 
