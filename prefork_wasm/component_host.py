@@ -540,7 +540,7 @@ def link_component(
                             _add_resource(instance, export, type_id, drop_index)
                             type_ids[f"{name.partition('@')[0]}#{export}"] = type_id
                     elif isinstance(export_type, FuncType):
-                        qualified = f"{name.partition('@')[0]}#{export}"
+                        qualified = f"{name}#{export}"
                         function = implementation.get(export)
                         if function is None:
                             missing.append(qualified)
