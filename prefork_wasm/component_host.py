@@ -55,10 +55,12 @@ from wasmtime.component import _types as T
 __all__ = [
     "Err",
     "HostCall",
+    "Implementation",
     "Linked",
     "Ok",
     "ResourceTable",
     "call_with_resources",
+    "ignores_arguments",
     "link_component",
     "pool_for_components",
 ]
@@ -445,7 +447,6 @@ def _error(message: str) -> int:
     return ctypes.cast(error, ctypes.c_void_p).value or 0
 
 
-@_ffi.wasmtime_component_func_callback_t
 def _dispatch(data: int | None, ctx: Any, ty: Any, args: Any, nargs: int, results: Any, nresults: int) -> int:
     bound = _BOUND[data or 0]
     try:
@@ -464,7 +465,6 @@ def _dispatch(data: int | None, ctx: Any, ty: Any, args: Any, nargs: int, result
         return _error(f"{bound.name}: {type(e).__name__}: {e}")
 
 
-@_ffi.wasmtime_component_resource_destructor_t
 def _drop(data: int | None, ctx: Any, rep: int) -> int:
     _DROP_TABLES[data or 0].table.items.pop(rep, None)
     return 0
@@ -473,10 +473,15 @@ def _drop(data: int | None, ctx: Any, rep: int) -> int:
 _DROP_TABLES: list[HostCall] = []
 
 
-@ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 def _keep(data: int | None) -> None:
     """The finalizer of a function's or resource's data: nothing to free (an index into lists
     that live as long as the process)."""
+
+
+# The C callbacks (kept referenced for the life of the process).
+_DISPATCH: Any = _ffi.wasmtime_component_func_callback_t(_dispatch)
+_DROP: Any = _ffi.wasmtime_component_resource_destructor_t(_drop)
+_KEEP: Any = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_keep)
 
 
 # What a Python implementation of an interface is: function name -> implementation.
@@ -559,7 +564,7 @@ def _add_resource(instance: Any, name: str, type_id: int, drop_index: int) -> No
     encoded = name.encode()
     kind = ResourceType.host(type_id)
     error = _ffi.wasmtime_component_linker_instance_add_resource(
-        instance.ptr(), ctypes.create_string_buffer(encoded), len(encoded), kind.ptr(), _drop, drop_index, _keep
+        instance.ptr(), ctypes.create_string_buffer(encoded), len(encoded), kind.ptr(), _DROP, drop_index, _KEEP
     )
     if error:
         raise wasmtime.WasmtimeError._from_ptr(error)
@@ -578,7 +583,7 @@ def _add_func(instance: Any, name: str, ty: FuncType, function: Callable[..., An
     _BOUND.append(bound)
     encoded = name.rpartition("#")[2].encode()
     error = _ffi.wasmtime_component_linker_instance_add_func(
-        instance.ptr(), ctypes.create_string_buffer(encoded), len(encoded), _dispatch, len(_BOUND) - 1, _keep
+        instance.ptr(), ctypes.create_string_buffer(encoded), len(encoded), _DISPATCH, len(_BOUND) - 1, _KEEP
     )
     if error:
         raise wasmtime.WasmtimeError._from_ptr(error)

@@ -26,8 +26,8 @@ from .logs import AccessLog, AccessRecord, ErrorLog
 from .messages import SERVER_SOFTWARE, Request, Response, error_response
 from .routing import request_host, select_host
 from .runtime import EXIT_GUEST_STUCK, GuestSpec, Loaded, Outcome, RunResult, Runtime
-from .wasi_http import ProxyComponent
 from .scoreboard import LOGGING, MODULE_CHARS, Slot
+from .wasi_http import ProxyComponent
 
 WASM_HANDLER = "wasm-handler"
 

@@ -154,7 +154,7 @@ def fetch(
             connection.close()
     except OutboundError:
         raise
-    except (TimeoutError, socket.timeout) as e:
+    except TimeoutError as e:
         code = {"connect": "connection-timeout", "first-byte": "HTTP-response-timeout"}.get(phase, "connection-read-timeout")
         raise OutboundError(code, f"{phase}: timed out") from e
     except ConnectionRefusedError as e:

@@ -349,7 +349,7 @@ class Runtime:
 
     def run(
         self,
-        module: Loaded,
+        module: LoadedModule | LoadedComponent,
         spec: GuestSpec,
         argv: list[str],
         env: dict[str, str],

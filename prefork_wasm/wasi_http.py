@@ -25,7 +25,15 @@ import wasmtime
 from wasmtime.component import Component
 
 from . import outbound
-from .component_host import Err, Implementation, Linked, Ok, call_with_resources, ignores_arguments, link_component
+from .component_host import (
+    Err,
+    Implementation,
+    Linked,
+    Ok,
+    call_with_resources,
+    ignores_arguments,
+    link_component,
+)
 from .messages import TCHAR, Request, Response
 
 HANDLER_PREFIX = "wasi:http/incoming-handler@0.2."
@@ -635,7 +643,7 @@ class Host:
 
     def implementations(self) -> dict[str, Implementation]:
         """Each Python-defined interface (name without version) -> function name -> function."""
-        no_trailers: Callable[..., Any] = lambda f: Ok(Ok(None))  # noqa: E731
+        no_trailers: Callable[..., Any] = lambda f: Ok(Ok(None))
         options_get = {"connect": lambda o: o.connect, "first-byte": lambda o: o.first_byte,
                        "between-bytes": lambda o: o.between_bytes}
         http_types: dict[str, Callable[..., Any]] = {
@@ -776,7 +784,7 @@ REFUSED: dict[str, Implementation] = {
         **_refusals("wasi:filesystem/types", ["[method]directory-entry-stream.read-directory-entry"], None),
         "filesystem-error-code": ignores_arguments(lambda: None),
     },
-    "wasi:filesystem/preopens": {"get-directories": lambda: []},
+    "wasi:filesystem/preopens": {"get-directories": list},
     "wasi:sockets/tcp": _refusals("wasi:sockets/tcp", (f"[method]tcp-socket.{n}" for n in _TCP), None),
     "wasi:sockets/udp": {
         **_refusals("wasi:sockets/udp", (f"[method]udp-socket.{n}" for n in _UDP), None),

