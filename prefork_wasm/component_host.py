@@ -62,7 +62,6 @@ __all__ = [
     "call_with_resources",
     "ignores_arguments",
     "link_component",
-    "pool_for_components",
 ]
 
 
@@ -616,36 +615,3 @@ def call_with_resources(store: wasmtime.Store, func: Any, resources: list[tuple[
     error = _ffi.wasmtime_component_func_post_return(ctypes.byref(func._func), ctx)
     if error:
         raise wasmtime.WasmtimeError._from_ptr(error)
-
-
-# ----------------------------------------------------------------------------- instance pool
-
-def pool_for_components(config: wasmtime.Config, memory_size: int) -> None:
-    """wasmtime's pooling allocator sized for one component instance at a time (a worker runs
-    one guest at a time): a componentize-py component instantiates several core instances,
-    memories and tables each time."""
-    pool = _ffi.wasmtime_pooling_allocation_config_new()
-    try:
-        for setter, value in (
-            (_ffi.wasmtime_pooling_allocation_config_total_component_instances_set, 1),
-            (_ffi.wasmtime_pooling_allocation_config_total_core_instances_set, _CORE_INSTANCES),
-            (_ffi.wasmtime_pooling_allocation_config_total_memories_set, _MEMORIES),
-            (_ffi.wasmtime_pooling_allocation_config_total_tables_set, _TABLES),
-            (_ffi.wasmtime_pooling_allocation_config_total_stacks_set, 1),
-            (_ffi.wasmtime_pooling_allocation_config_total_gc_heaps_set, 0),
-            (_ffi.wasmtime_pooling_allocation_config_max_core_instances_per_component_set, _CORE_INSTANCES),
-            (_ffi.wasmtime_pooling_allocation_config_max_memories_per_component_set, _MEMORIES),
-            (_ffi.wasmtime_pooling_allocation_config_max_tables_per_component_set, _TABLES),
-            (_ffi.wasmtime_pooling_allocation_config_max_memories_per_module_set, 1),
-            (_ffi.wasmtime_pooling_allocation_config_max_tables_per_module_set, 1),
-            (_ffi.wasmtime_pooling_allocation_config_max_memory_size_set, memory_size),
-        ):
-            setter(pool, value)
-        _ffi.wasmtime_pooling_allocation_strategy_set(config.ptr(), pool)
-    finally:
-        _ffi.wasmtime_pooling_allocation_config_delete(pool)
-
-
-_CORE_INSTANCES = 64
-_MEMORIES = 8
-_TABLES = 16

@@ -46,6 +46,13 @@ POOL_INSTANCE_SIZE = 16 << 20
 POOL_TABLE_KEEP_RESIDENT = 64 << 10
 
 
+# A wasi:http component's share of the pool: a componentize-py build needs 14 core instances,
+# 2 memories and 2 tables; a Rust or JavaScript one fewer.
+POOL_COMPONENT_CORE_INSTANCES = 32
+POOL_COMPONENT_MEMORIES = 4
+POOL_COMPONENT_TABLES = 4
+
+
 @dataclass(frozen=True)
 class Pool:
     """wasmtime's pooling allocator, sized for a worker: it runs one guest at a time, so the
@@ -57,18 +64,27 @@ class Pool:
     """
 
     memory_size: int = WASM32_MEMORY_MAX
+    # Room for one wasi:http component (issue 19): it instantiates several core instances,
+    # memories and tables each time (a componentize-py one: 14 core instances, 2 of each).
+    components: bool = False
 
     def apply(self, config: wasmtime.Config) -> None:
         from wasmtime import _ffi
 
+        core, memories, tables = (
+            (POOL_COMPONENT_CORE_INSTANCES, POOL_COMPONENT_MEMORIES, POOL_COMPONENT_TABLES) if self.components else (1, 1, 1)
+        )
         pool = _ffi.wasmtime_pooling_allocation_config_new()
         try:
             for setter, value in (
-                (_ffi.wasmtime_pooling_allocation_config_total_core_instances_set, 1),
-                (_ffi.wasmtime_pooling_allocation_config_total_memories_set, 1),
-                (_ffi.wasmtime_pooling_allocation_config_total_tables_set, 1),
+                (_ffi.wasmtime_pooling_allocation_config_total_core_instances_set, core),
+                (_ffi.wasmtime_pooling_allocation_config_total_memories_set, memories),
+                (_ffi.wasmtime_pooling_allocation_config_total_tables_set, tables),
                 (_ffi.wasmtime_pooling_allocation_config_total_stacks_set, 1),
-                (_ffi.wasmtime_pooling_allocation_config_total_component_instances_set, 0),
+                (_ffi.wasmtime_pooling_allocation_config_total_component_instances_set, int(self.components)),
+                (_ffi.wasmtime_pooling_allocation_config_max_core_instances_per_component_set, core),
+                (_ffi.wasmtime_pooling_allocation_config_max_memories_per_component_set, memories),
+                (_ffi.wasmtime_pooling_allocation_config_max_tables_per_component_set, tables),
                 (_ffi.wasmtime_pooling_allocation_config_total_gc_heaps_set, 0),
                 (_ffi.wasmtime_pooling_allocation_config_max_memories_per_module_set, 1),
                 (_ffi.wasmtime_pooling_allocation_config_max_tables_per_module_set, 1),
@@ -83,6 +99,10 @@ class Pool:
             _ffi.wasmtime_pooling_allocation_config_delete(pool)
 
     def describe(self) -> str:
+        if self.components:
+            return (f"one component of up to {POOL_COMPONENT_CORE_INSTANCES} core instances, "
+                    f"{POOL_COMPONENT_MEMORIES} memories of up to {self.memory_size >> 20} MiB and "
+                    f"{POOL_COMPONENT_TABLES} tables of up to {POOL_TABLE_ELEMENTS} elements")
         return (f"one instance with one memory of up to {self.memory_size >> 20} MiB and one table "
                 f"of up to {POOL_TABLE_ELEMENTS} elements")
 

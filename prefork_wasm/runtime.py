@@ -325,7 +325,7 @@ class Runtime:
         """Map a serialized module or component (shared page cache, not a private copy) and
         prepare its linking. A component with an `http_handler` export is served as wasi:http."""
         if is_component:
-            if self.pool is not None:
+            if self.pool is not None and not (http_handler and self.pool.components):
                 raise ValueError("a component needs an engine without the instance pool")  # see pool_for
             comp = Component.deserialize_file(self.engine, str(artifact))
             if http_handler:

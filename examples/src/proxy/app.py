@@ -48,46 +48,40 @@ BIG_SIZE = 300 * 1000
 
 class IncomingHandler(exports.IncomingHandler):
     def handle(self, request: IncomingRequest, response_out: ResponseOutparam) -> None:
-        loop = PollLoop()
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(handle(request, response_out))
-
-
-async def handle(request: IncomingRequest, response_out: ResponseOutparam) -> None:
-    target = request.path_with_query() or "/"
-    path, _, query = target.partition("?")
-    route = path.rstrip("/").rsplit("/", 1)[-1]
-    if route == "info":
-        await respond(response_out, 200, [], info(request).encode())
-    elif route == "headers":
-        lines = [f"{name}: {value.decode('latin-1')}\n" for name, value in request.headers().entries()]
-        lines.sort(key=lambda line: line.partition(":")[0])  # stable: repeated fields keep their order
-        await respond(response_out, 200, [], "".join(lines).encode())
-    elif route == "echo":
-        await echo(request, response_out)
-    elif route == "missing":
-        fields = [("x-app", b"proxy example"), ("x-multi", b"one"), ("x-multi", b"two")]
-        await respond(response_out, 404, fields, b"no such page\n")
-    elif route == "big":
-        await big(response_out, declare_length="length" in parse_qs(query, keep_blank_values=True))
-    elif route == "env":
-        await respond(response_out, 200, [], f"GREETING={os.environ.get('GREETING', '')}\nargv={sys.argv[1:]}\n".encode())
-    elif route == "fetch":
-        await fetch(query, response_out)
-    elif route == "trap":
-        raise RuntimeError("this route fails on purpose")
-    elif route == "no-response":
-        return
-    elif route == "loop":
-        while True:
-            pass
-    elif route == "alloc":
-        hoard = []
-        while True:
-            hoard.append(bytearray(1 << 20))
-    else:
-        name = parse_qs(query).get("name", ["world"])[0]
-        await respond(response_out, 200, [], f"hello, {name}, from a wasi:http component\n".encode())
+        """Small answers are written at once; a body read or relayed as it streams runs on
+        componentize-py's asyncio loop over wasi:io/poll."""
+        target = request.path_with_query() or "/"
+        path, _, query = target.partition("?")
+        route = path.rstrip("/").rsplit("/", 1)[-1]
+        if route in STREAMED:
+            loop = PollLoop()
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(STREAMED[route](request, response_out, query))
+        elif route == "info":
+            respond(response_out, 200, [], info(request).encode())
+        elif route == "headers":
+            lines = [f"{name}: {value.decode('latin-1')}\n" for name, value in request.headers().entries()]
+            lines.sort(key=lambda line: line.partition(":")[0])  # stable: repeated fields keep their order
+            respond(response_out, 200, [], "".join(lines).encode())
+        elif route == "missing":
+            fields = [("x-app", b"proxy example"), ("x-multi", b"one"), ("x-multi", b"two")]
+            respond(response_out, 404, fields, b"no such page\n")
+        elif route == "env":
+            respond(response_out, 200, [], f"GREETING={os.environ.get('GREETING', '')}\nargv={sys.argv[1:]}\n".encode())
+        elif route == "trap":
+            raise RuntimeError("this route fails on purpose")
+        elif route == "no-response":
+            return
+        elif route == "loop":
+            while True:
+                pass
+        elif route == "alloc":
+            hoard = []
+            while True:
+                hoard.append(bytearray(1 << 20))
+        else:
+            name = parse_qs(query).get("name", ["world"])[0]
+            respond(response_out, 200, [], f"hello, {name}, from a wasi:http component\n".encode())
 
 
 def info(request: IncomingRequest) -> str:
@@ -103,17 +97,19 @@ def info(request: IncomingRequest) -> str:
     )
 
 
-async def respond(response_out: ResponseOutparam, status: int, fields: list, body: bytes) -> None:
+def respond(response_out: ResponseOutparam, status: int, fields: list, body: bytes) -> None:
+    """A whole response at once: blocking writes of at most 4096 bytes each (the WIT's bound)."""
     response = OutgoingResponse(Fields.from_list([("content-type", b"text/plain; charset=utf-8"), *fields]))
     response.set_status_code(status)
     response_body = response.body()
     ResponseOutparam.set(response_out, Ok(response))
-    sink = Sink(response_body)
-    await sink.send(body)
-    sink.close()
+    with response_body.write() as stream:
+        for start in range(0, len(body), 4096):
+            stream.blocking_write_and_flush(body[start:start + 4096])
+    OutgoingBody.finish(response_body, None)
 
 
-async def echo(request: IncomingRequest, response_out: ResponseOutparam) -> None:
+async def echo(request: IncomingRequest, response_out: ResponseOutparam, query: str) -> None:
     """Streams the body back as it reads it: no Content-Length of its own."""
     content_type = request.headers().get("content-type") or [b"application/octet-stream"]
     response = OutgoingResponse(Fields.from_list([("content-type", content_type[0])]))
@@ -129,13 +125,13 @@ async def echo(request: IncomingRequest, response_out: ResponseOutparam) -> None
     sink.close()
 
 
-async def big(response_out: ResponseOutparam, declare_length: bool) -> None:
+async def big(request: IncomingRequest, response_out: ResponseOutparam, query: str) -> None:
     """Written in 16 KiB chunks; with ?length after a content-length field, without a flush
     after the last chunk (a host may close the stream once the declared length is written)."""
     line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.,-+*/=()[]{}<>!?:;@#$%&~\n"
     body = (line * (BIG_SIZE // len(line) + 1))[:BIG_SIZE]
     fields = [("content-type", b"text/plain")]
-    if declare_length:
+    if "length" in parse_qs(query, keep_blank_values=True):
         fields.append(("content-length", str(len(body)).encode()))
     response = OutgoingResponse(Fields.from_list(fields))
     response_body = response.body()
@@ -154,7 +150,7 @@ async def big(response_out: ResponseOutparam, declare_length: bool) -> None:
     OutgoingBody.finish(response_body, None)
 
 
-async def fetch(url: str, response_out: ResponseOutparam) -> None:
+async def fetch(request: IncomingRequest, response_out: ResponseOutparam, url: str) -> None:
     """GET the URL in the query string and relay the upstream's status, content-type and body."""
     parts = urlsplit(url)
     request = OutgoingRequest(Fields())
@@ -166,7 +162,7 @@ async def fetch(url: str, response_out: ResponseOutparam) -> None:
         upstream = await send(request)
     except Exception as error:  # an error-code: denied, refused, timed out...
         code = type(getattr(error, "value", error)).__name__.removeprefix("ErrorCode_")
-        await respond(response_out, 502, [("x-upstream-error", code.encode())], f"upstream error: {code}\n".encode())
+        respond(response_out, 502, [("x-upstream-error", code.encode())], f"upstream error: {code}\n".encode())
         return
     content_type = upstream.headers().get("content-type") or [b"application/octet-stream"]
     response = OutgoingResponse(Fields.from_list([("content-type", content_type[0])]))
@@ -182,3 +178,6 @@ async def fetch(url: str, response_out: ResponseOutparam) -> None:
         await sink.send(chunk)
     sink.close()
 
+
+
+STREAMED = {"echo": echo, "big": big, "fetch": fetch}
