@@ -138,7 +138,10 @@ _NUMBERS = {
     T.F32: ("F32", "f32"), T.F64: ("F64", "f64"),
 }
 _string_at = ctypes.string_at
-_U8_KINDS = bytes([_K["U8"]]) * (1 << 16)  # the kind byte of a run of u8 values, sliced to length
+# A run of u8 values as the C API lays them out, kinds already set: `_bytes_to` writes the
+# payload bytes into it with one strided copy and hands it over with one memmove.
+_U8_RUN = bytearray(_VAL_SIZE * (1 << 16))
+_U8_RUN[0::_VAL_SIZE] = bytes([_K["U8"]]) * (1 << 16)
 
 
 def _name(vec: Any) -> str:
@@ -156,24 +159,25 @@ _BYTE_P = ctypes.POINTER(_ffi.wasm_byte_t)
 
 
 def _bytes_from(val: _Val, ctx: _Ctx) -> bytes:
-    """list<u8> -> bytes: one strided copy of the payload bytes out of the value array."""
+    """list<u8> -> bytes: the value array copied out, every 32nd byte kept (a C loop)."""
     n = val.of.list.size
-    if not n:
-        return b""
-    array = (ctypes.c_ubyte * (n * _VAL_SIZE)).from_address(ctypes.addressof(val.of.list.data.contents))
-    return memoryview(array).cast("B")[_PAYLOAD::_VAL_SIZE].tobytes()
+    return _string_at(val.of.list.data, n * _VAL_SIZE)[_PAYLOAD::_VAL_SIZE] if n else b""
 
 
 def _bytes_to(data: Any, val: _Val, ctx: _Ctx) -> None:
-    """bytes -> list<u8>: the value array is filled by two strided copies (kinds, payloads)."""
+    """bytes -> list<u8>: the payload bytes strided into a run whose kinds are set, then copied
+    into the C API's value array."""
     n = len(data)
     raw = _ffi.wasmtime_component_vallist_t()
     _ffi.wasmtime_component_vallist_new_uninit(ctypes.byref(raw), n)
     if n:
-        view = memoryview((ctypes.c_ubyte * (n * _VAL_SIZE)).from_address(ctypes.addressof(raw.data.contents))).cast("B")
-        kinds = _U8_KINDS if n <= len(_U8_KINDS) else bytes([_K["U8"]]) * n
-        view[0::_VAL_SIZE] = kinds[:n]
-        view[_PAYLOAD::_VAL_SIZE] = data
+        size = n * _VAL_SIZE
+        run = _U8_RUN
+        if size > len(run):
+            run = bytearray(size)
+            run[0::_VAL_SIZE] = bytes([_K["U8"]]) * n
+        run[_PAYLOAD:_PAYLOAD + size:_VAL_SIZE] = data
+        ctypes.memmove(raw.data, (ctypes.c_char * size).from_buffer(run), size)
     val.kind = _K["LIST"]
     val.of.list = raw
 
