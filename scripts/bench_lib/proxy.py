@@ -162,9 +162,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def markdown(res: dict[str, Any]) -> str:
     s = res["summary"]
     lines = [
-        f"`examples/wasm/proxy.wasm` ({res['module_bytes'] / 1048576:.1f} MiB, the Python proxy app) under "
-        f"prefork-wasm ({res['workers']} workers) and under `wasmtime serve -Scli -O pooling-allocator`, "
-        "interleaved rounds, medians. CPU = the server's own CPU time per request.",
+        (f"`examples/wasm/proxy.wasm` ({res['module_bytes'] / 1048576:.1f} MiB, the Python proxy app) under "
+         f"prefork-wasm ({res['workers']} workers) and under `wasmtime serve -Scli -O pooling-allocator`, "
+         "interleaved rounds, medians. CPU = the server's own CPU time per request."),
         "",
         "| case | server | req/s | p50 | CPU per request | other load |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
@@ -179,9 +179,9 @@ def markdown(res: dict[str, Any]) -> str:
     echo = s["echo 64 KiB c1"]["prefork-wasm"]["p50_ms"]
     lines += [
         "",
-        f"hello at -c16, prefork-wasm / wasmtime serve req/s (paired per round): {ratio:.2f}x "
-        f"(target >= {TARGET_RATIO:g}x: {'PASS' if ratio >= TARGET_RATIO else 'MISS'}); "
-        f"64 KiB POST echo at -c1: {echo:.1f} ms (target < {TARGET_ECHO_MS:g} ms: "
-        f"{'PASS' if echo < TARGET_ECHO_MS else 'MISS'}).",
+        (f"hello at -c16, prefork-wasm / wasmtime serve req/s (paired per round): {ratio:.2f}x "
+         f"(target >= {TARGET_RATIO:g}x: {'PASS' if ratio >= TARGET_RATIO else 'MISS'}); "
+         f"64 KiB POST echo at -c1: {echo:.1f} ms (target < {TARGET_ECHO_MS:g} ms: "
+         f"{'PASS' if echo < TARGET_ECHO_MS else 'MISS'})."),
     ]
     return "\n".join(lines)
