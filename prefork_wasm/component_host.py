@@ -469,7 +469,15 @@ def _dispatch(data: int | None, ctx: Any, ty: Any, args: Any, nargs: int, result
 
 
 def _drop(data: int | None, ctx: Any, rep: int) -> int:
-    _DROP_TABLES[data or 0].table.items.pop(rep, None)
+    """The guest dropped its handle: the object leaves the table, and one holding an OS
+    resource (an open file) lets it go now."""
+    item = _DROP_TABLES[data or 0].table.items.pop(rep, None)
+    release = getattr(item, "release", None)
+    if release is not None:
+        try:
+            release()
+        except OSError:
+            pass
     return 0
 
 

@@ -414,13 +414,15 @@ class Runtime:
         exchange: Exchange,
         abandon: Abandon | None = None,
     ) -> RunResult:
-        """Serve one wasi:http request (wasi_http.py) under `spec`'s timeout and memory limit; the
+        """Serve one wasi:http request (wasi_http.py) under `spec`'s timeout, memory limit and
+        mounts (wasi_filesystem.py); the
         guest's response is left in `exchange`, its stdout and stderr come back as stderr. The
         host enforces LimitResponseBody as the body is written, and WasmTimeout while the guest
         waits in a host call; the watcher does so while it runs."""
         wasi = wasmtime.WasiConfig()
         _set_argv_env(wasi, argv, env)
         exchange.deadline = time.monotonic() + spec.timeout
+        exchange.mounts = spec.preopens
         store = wasmtime.Store(self.engine)
         try:
             store.set_wasi(wasi)

@@ -17,7 +17,7 @@ is bounded by WasmTimeout as one running is; stdout and stderr go to the error l
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ from .component_host import (
     link_component,
 )
 from .messages import TCHAR, Request, Response
+from .wasi_filesystem import Filesystem, Mount
 
 HANDLER_PREFIX = "wasi:http/incoming-handler@0.2."
 
@@ -151,6 +152,15 @@ class Timer(Pollable):
 
 
 class InputStream:
+    """What a guest reads: `read` gives up to n bytes, or raises Err('closed') at the end."""
+
+    __slots__ = ()
+
+    def read(self, n: int) -> bytes:
+        raise NotImplementedError
+
+
+class BytesInput(InputStream):
     """Bytes already in memory (a request body, an upstream's response body, empty stdin)."""
 
     __slots__ = ("data", "pos")
@@ -172,8 +182,8 @@ class OutputStream:
 
     __slots__ = ("sink",)
 
-    def __init__(self, sink: Sink) -> None:
-        self.sink = sink
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink  # a Sink, or anything that takes writes as one (wasi_filesystem.FileSink)
 
 
 class Sink:
@@ -242,7 +252,7 @@ class IncomingBody:
     __slots__ = ("stream",)
 
     def __init__(self, data: bytes) -> None:
-        self.stream: InputStream | None = InputStream(data)
+        self.stream: InputStream | None = BytesInput(data)
 
 
 @dataclass(slots=True)
@@ -310,6 +320,7 @@ class Exchange:
     request: IncomingRequest
     body_limit: int  # LimitResponseBody (0: none)
     deadline: float = 0.0  # time.monotonic() when WasmTimeout ends (set by the runtime)
+    mounts: Sequence[Mount] = ()  # WasmDir and WasmMapDir (set by the runtime)
     policy: outbound.Policy = field(default_factory=outbound.Policy)
     log: Callable[[str], None] = print  # one error-log line about this request
     response: OutgoingResponse | None = None
@@ -407,6 +418,7 @@ class Host:
 
     def __init__(self) -> None:
         self.exchange: Exchange | None = None
+        self.fs = Filesystem(OutputStream)
 
     @property
     def x(self) -> Exchange:
@@ -730,9 +742,10 @@ class Host:
                 "subscribe-instant": Timer,
                 "subscribe-duration": lambda d: Timer(time.monotonic_ns() + d),
             },
-            "wasi:cli/stdin": {"get-stdin": lambda: InputStream(b"")},
+            "wasi:cli/stdin": {"get-stdin": lambda: BytesInput(b"")},
             "wasi:cli/stdout": {"get-stdout": self.log_stream},
             "wasi:cli/stderr": {"get-stderr": self.log_stream},
+            **self.fs.implementations(),
             **REFUSED,
         }
 
@@ -750,15 +763,8 @@ def _refusal(name: str, code: str | None) -> Callable[..., Any]:
     return ignores_arguments(refuse)
 
 
-# The filesystem and sockets share wasi:io's streams and pollables, so they are defined here too:
-# there are no preopened directories and no network; their functions answer as wasmtime does
-# without them (access-denied), or trap.
-_FILESYSTEM = (
-    "read-via-stream", "write-via-stream", "append-via-stream", "advise", "sync-data", "get-flags",
-    "get-type", "set-size", "set-times", "read", "write", "read-directory", "sync", "create-directory-at",
-    "stat", "stat-at", "set-times-at", "link-at", "open-at", "readlink-at", "remove-directory-at",
-    "rename-at", "symlink-at", "unlink-file-at", "is-same-object", "metadata-hash", "metadata-hash-at",
-)
+# The sockets share wasi:io's streams and pollables, so they are defined here too: there is no
+# network; their functions answer as wasmtime does without one (access-denied), or trap.
 _TCP = (
     "start-bind", "finish-bind", "start-connect", "finish-connect", "start-listen", "finish-listen", "accept",
     "local-address", "remote-address", "is-listening", "address-family", "set-listen-backlog-size",
@@ -779,12 +785,6 @@ def _refusals(interface: str, names: Iterable[str], code: str | None) -> dict[st
 
 
 REFUSED: dict[str, Implementation] = {
-    "wasi:filesystem/types": {
-        **_refusals("wasi:filesystem/types", (f"[method]descriptor.{n}" for n in _FILESYSTEM), None),
-        **_refusals("wasi:filesystem/types", ["[method]directory-entry-stream.read-directory-entry"], None),
-        "filesystem-error-code": ignores_arguments(lambda: None),
-    },
-    "wasi:filesystem/preopens": {"get-directories": list},
     "wasi:sockets/tcp": _refusals("wasi:sockets/tcp", (f"[method]tcp-socket.{n}" for n in _TCP), None),
     "wasi:sockets/udp": {
         **_refusals("wasi:sockets/udp", (f"[method]udp-socket.{n}" for n in _UDP), None),
@@ -831,6 +831,7 @@ class ProxyComponent:
         call.table.clear()
         call.failure = None
         self.host.exchange = exchange
+        self.host.fs.begin(exchange.mounts)
         try:
             instance = self.linked.linker.instantiate(store, self.component)
             func = instance.get_func(store, self.index)
@@ -847,6 +848,7 @@ class ProxyComponent:
         finally:
             self.host.exchange = None
             call.table.clear()
+            self.host.fs.end()
 
     @property
     def host_failure(self) -> BaseException | None:

@@ -99,11 +99,14 @@ class Upstream:
                 if self.path == "/slow":
                     time.sleep(3)
                 body = b"x" * 65536 if self.path == "/big" else f"upstream saw {self.path}\n".encode()
-                self.send_response(201)
-                self.send_header("Content-Type", "text/x-upstream")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(201)
+                    self.send_header("Content-Type", "text/x-upstream")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except BrokenPipeError:  # /slow: the server under test gave up waiting, as it should
+                    pass
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -122,9 +125,12 @@ def upstream() -> Iterator[Upstream]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, component_cache: Path, upstream: Upstream) -> Iterator[Server]:
-    """prefork-wasm serving the example proxy app: as is at /proxy, bounded at /bounded,
-    with outbound access to the upstream at /allowed (and not at /proxy)."""
+    """prefork-wasm serving the example proxy app: as is at /proxy (a read-only /data), bounded
+    at /bounded, with outbound access to the upstream and a writable /data at /allowed."""
     root = tmp_path_factory.mktemp("wasi-http")
+    data = root / "data"
+    data.mkdir()
+    (data / "hello.txt").write_text("hello from the host\n")
     server = Server(root, f"""
 WasmCacheDir {component_cache}
 <Location /proxy>
@@ -133,6 +139,7 @@ WasmCacheDir {component_cache}
     WasmEnv GREETING "hello from WasmEnv"
     WasmArg --flag
     WasmAllowOutbound http://127.0.0.1:{free_port()}
+    WasmMapDir /data {data}
 </Location>
 <Location /bounded>
     SetHandler wasm-handler
@@ -146,6 +153,7 @@ WasmCacheDir {component_cache}
     WasmAllowOutbound http://127.0.0.1:{upstream.port}
     WasmOutboundTimeout 0.5
     WasmOutboundLimit 16K
+    WasmMapDir /data {data} rw
 </Location>
 """, start_servers=1)
     server.start()
@@ -197,6 +205,18 @@ def test_a_failing_guest_is_logged_under_its_request_id(served: Server) -> None:
 def test_wasm_env_and_arguments_reach_a_proxy_guest(served: Server) -> None:
     status, _, body = fetch(served.port, "GET", "/proxy/env")
     assert (status, body) == (200, b"GREETING=hello from WasmEnv\nargv=['--flag']\n")
+
+
+def test_a_mapped_directory_is_read_and_written_only_as_mounted(served: Server) -> None:
+    data = served.root / "data"
+    assert fetch(served.port, "GET", "/proxy/files/hello.txt")[::2] == (200, b"hello from the host\n")
+    assert fetch(served.port, "GET", "/proxy/files/nothing.txt")[0] == 404
+    status, _, body = fetch(served.port, "PUT", "/proxy/files/written.txt", body=b"from the guest")
+    assert (status, body) == (403, b"/data/written.txt: OSError: Read-only file system\n")
+    (data / "outside").symlink_to("/etc/passwd")
+    assert fetch(served.port, "GET", "/proxy/files/outside")[0] == 403
+    assert fetch(served.port, "PUT", "/allowed/files/written.txt", body=b"from the guest")[0] == 201
+    assert (data / "written.txt").read_bytes() == b"from the guest"
 
 
 def test_a_looping_guest_gets_504_within_its_timeout_and_the_worker_serves_on(served: Server) -> None:

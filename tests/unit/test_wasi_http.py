@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from prefork_wasm import outbound
+from prefork_wasm import outbound, wasi_filesystem
 from prefork_wasm.component_host import Err, Ok
 from prefork_wasm.messages import Request
 from prefork_wasm.wasi_http import (
@@ -218,3 +218,13 @@ def test_sink_counts_what_it_drops_past_its_limit() -> None:
     sink.write(b"abc")
     sink.write(b"de")
     assert (sink.value(), seen) == (b"abc", [5])
+
+
+def test_a_guest_path_stays_beneath_its_mount() -> None:
+    assert wasi_filesystem._components("a/./b/../c") == ["a", "c"]
+    assert wasi_filesystem._components(".") == []
+    for path, error in [("../x", "not-permitted"), ("a/../../x", "not-permitted"), ("/etc", "not-permitted"),
+                        ("", "invalid"), ("a\0b", "invalid")]:
+        with pytest.raises(Err) as caught:
+            wasi_filesystem._components(path)
+        assert caught.value.value == error

@@ -10,6 +10,7 @@ Location prefix (the request's path-with-query is the whole path, as the client 
     /proxy/missing        a 404 of the app's own, with custom fields
     /proxy/big            a 300 KB body; ?length declares its Content-Length first
     /proxy/env            WasmEnv's GREETING and WasmArg's arguments
+    /proxy/files/NAME     GET reads /data/NAME, PUT writes it (WasmMapDir /data DIRECTORY [rw])
     /proxy/fetch?URL      an outbound GET of URL (through wasi:http/outgoing-handler), relayed
 
 and, to show how the server bounds a guest (each answered by the server, not the app):
@@ -27,13 +28,16 @@ import os
 import sys
 from urllib.parse import parse_qs, urlsplit
 
-from componentize_py_types import Ok
+from componentize_py_types import Err, Ok
 from poll_loop import PollLoop, Sink, Stream, register, send
 from wit_world import exports
+from wit_world.imports.streams import StreamError_Closed
 from wit_world.imports.types import (
     Fields,
+    IncomingBody,
     IncomingRequest,
     Method_Get,
+    Method_Put,
     OutgoingBody,
     OutgoingRequest,
     OutgoingResponse,
@@ -53,7 +57,9 @@ class IncomingHandler(exports.IncomingHandler):
         target = request.path_with_query() or "/"
         path, _, query = target.partition("?")
         route = path.rstrip("/").rsplit("/", 1)[-1]
-        if route in STREAMED:
+        if "/files/" in path:
+            files(request, response_out, path.split("/files/", 1)[1])
+        elif route in STREAMED:
             loop = PollLoop()
             asyncio.set_event_loop(loop)
             loop.run_until_complete(STREAMED[route](request, response_out, query))
@@ -95,6 +101,38 @@ def info(request: IncomingRequest) -> str:
         f"method={method_name}\npath_with_query={request.path_with_query()}\n"
         f"scheme={scheme_name}\nauthority={request.authority()}\n"
     )
+
+
+def files(request: IncomingRequest, response_out: ResponseOutparam, name: str) -> None:
+    """GET reads /data/NAME, PUT writes the request body there (a WasmMapDir mount)."""
+    path = f"/data/{name}"
+    try:
+        if isinstance(request.method(), Method_Put):
+            with open(path, "wb") as f:
+                f.write(read_all(request))
+            respond(response_out, 201, [], f"wrote {path}\n".encode())
+        else:
+            with open(path, "rb") as f:
+                respond(response_out, 200, [], f.read())
+    except FileNotFoundError:
+        respond(response_out, 404, [], f"no file {path}\n".encode())
+    except OSError as e:
+        respond(response_out, 403, [], f"{path}: {type(e).__name__}: {e.strerror}\n".encode())
+
+
+def read_all(request: IncomingRequest) -> bytes:
+    body = request.consume()
+    chunks = []
+    with body.stream() as stream:
+        while True:
+            try:
+                chunks.append(stream.blocking_read(65536))
+            except Err as error:
+                if isinstance(error.value, StreamError_Closed):
+                    break
+                raise
+    IncomingBody.finish(body)
+    return b"".join(chunks)
 
 
 def respond(response_out: ResponseOutparam, status: int, fields: list, body: bytes) -> None:
