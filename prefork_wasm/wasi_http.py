@@ -322,7 +322,7 @@ class Exchange:
     deadline: float = 0.0  # time.monotonic() when WasmTimeout ends (set by the runtime)
     mounts: Sequence[Mount] = ()  # WasmDir and WasmMapDir (set by the runtime)
     policy: outbound.Policy = field(default_factory=outbound.Policy)
-    log: Callable[[str], None] = print  # one error-log line about this request
+    log: Callable[[str], None] = field(default=lambda text: None)  # one error-log line about this request
     response: OutgoingResponse | None = None
     error_code: Any = None  # what the guest set instead of a response
     output: bytearray = field(default_factory=bytearray)  # the guest's stdout and stderr
