@@ -143,7 +143,8 @@ def entry_point_problems(config: ServerConfig, infos: Mapping[Path, ModuleInfo])
 # What the hint for a module with an unsupported import says the server provides.
 SERVED_WORLDS = (
     "WASI preview 1 modules and wasi:cli/command components: WASI 0.2's cli, clocks, filesystem, io, "
-    "random and sockets, without network access"
+    "random and sockets, without network access; and wasi:http/proxy components: wasi:http 0.2's "
+    "types and outgoing-handler with those"
 )
 
 

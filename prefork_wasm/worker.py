@@ -292,14 +292,17 @@ class Worker:
 def pool_for(config: ServerConfig, artifacts: dict[Path, Artifact]) -> InstancePool | None:
     """The instance pool a worker's engine gets: one core instance, its memory slot as large as
     the largest WasmMemoryLimit (4 GiB, wasm32's maximum, where a Location has none). None when
-    the worker serves a component: one instantiates several core instances, memories and tables
-    each time, and allocates on demand."""
-    if any(artifact.info.component for artifact in artifacts.values()):
+    the worker serves a wasi:cli component: one instantiates several core instances, memories
+    and tables each time, and allocates on demand. A worker serving wasi:http components gets a
+    pool with room for one of them."""
+    infos = [artifact.info for artifact in artifacts.values()]
+    if any(info.component and not info.http_handler for info in infos):
         return None
+    components = any(info.http_handler for info in infos)
     limits = [loc.memory_limit for loc in [*config.locations, *config.section_runs()] if loc.module is not None]
     if not limits or None in limits:
-        return InstancePool(WASM32_MEMORY_MAX)
-    return InstancePool(max(limit for limit in limits if limit is not None))
+        return InstancePool(WASM32_MEMORY_MAX, components)
+    return InstancePool(max(limit for limit in limits if limit is not None), components)
 
 
 def _bound_ip(sock: socket.socket) -> str:
