@@ -33,6 +33,7 @@ import wasmtime
 from wasmtime import component
 
 from .engine import CODE_SETTINGS, WASMTIME_VERSION, engine_config, trap_reason
+from .wasi_http import HANDLER_PREFIX, link_component_for
 
 if TYPE_CHECKING:
     from .config import LocationConfig
@@ -66,6 +67,7 @@ class ModuleInfo:
     tables: int = 0
     memory_min: int = 0
     table_min: int = 0
+    http_handler: str = ""  # its wasi:http/incoming-handler@0.2.x export: served as wasi:http/proxy
 
     def entry_point(self, loc: LocationConfig) -> str:
         """The function a Location calls: its WasmEntryPoint, else the module's default."""
@@ -74,7 +76,7 @@ class ModuleInfo:
     def to_json(self) -> bytes:
         return json.dumps({
             "component": self.component, "functions": sorted(self.functions),
-            "default_entry": self.default_entry, "unlinkable": self.unlinkable,
+            "default_entry": self.default_entry, "unlinkable": self.unlinkable, "http_handler": self.http_handler,
             "needs": [self.memories, self.tables, self.memory_min, self.table_min],
         }).encode()
 
@@ -82,12 +84,15 @@ class ModuleInfo:
     def from_json(cls, text: str) -> ModuleInfo:
         data: Any = json.loads(text)
         needs = [int(n) for n in data["needs"]]
+        if len(needs) != 4:
+            raise ValueError("not a module description")
+        memories, tables, memory_min, table_min = needs
         info = cls(
-            bool(data["component"]), frozenset(data["functions"]), data["default_entry"], data["unlinkable"], *needs
+            bool(data["component"]), frozenset(data["functions"]), data["default_entry"], data["unlinkable"],
+            memories, tables, memory_min, table_min, data["http_handler"],
         )
-        if len(needs) != 4 or not all(
-            isinstance(x, str) for x in (*info.functions, info.default_entry, info.unlinkable)
-        ):
+        texts = (*info.functions, info.default_entry, info.unlinkable, info.http_handler)
+        if not all(isinstance(x, str) for x in texts):
             raise ValueError("not a module description")
         return info
 
@@ -477,11 +482,21 @@ def _compile_component(engine: wasmtime.Engine, wasm: bytes) -> tuple[bytearray,
                 if isinstance(sub.ty, component.FuncType) and not sub.ty.params
             )
     run = sorted(f for f in functions if f.startswith("wasi:cli/run@0.2.") and f.endswith("#run"))
-    linker = component.Linker(engine)
-    linker.add_wasip2()
+    # A component exporting wasi:http's incoming-handler is served as a proxy (issue 19): its
+    # imports are linked by the wasi:http host, and its entry is that export's handle.
+    handlers = sorted(name for name in comp.type.exports(engine) if name.startswith(HANDLER_PREFIX))
+    missing: list[str] = []
+    if handlers:
+        linked = link_component_for(engine, comp)
+        linker, missing = linked.linker, linked.missing
+        run = [f"{handlers[-1]}#handle"]
+        functions.add(run[0])
+    else:
+        linker = component.Linker(engine)
+        linker.add_wasip2()
     store = wasmtime.Store(engine)
     store.set_wasi(wasmtime.WasiConfig())
-    unlinkable = ""
+    unlinkable = missing[0] if missing else ""
     try:
         linker.instantiate(store, comp)
     except wasmtime.WasmtimeError as e:
@@ -489,7 +504,9 @@ def _compile_component(engine: wasmtime.Engine, wasm: bytes) -> tuple[bytearray,
             unlinkable = _missing_import(e)
     finally:
         store.close()
-    return comp.serialize(), ModuleInfo(True, frozenset(functions), run[-1] if run else "", unlinkable)
+    handler = handlers[-1] if handlers else ""
+    info = ModuleInfo(True, frozenset(functions), run[-1] if run else "", unlinkable, http_handler=handler)
+    return comp.serialize(), info
 
 
 def _missing_import(error: Exception) -> str:

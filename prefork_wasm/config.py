@@ -19,6 +19,7 @@ from typing import Any
 
 from .dirconfig import DEFAULT_OPTIONS, DiskSection, apply_options, wasm_overrides
 from .headers import HeaderAction
+from .outbound import Destination, Policy
 from .redirects import RedirectRule
 from .reqtimeout import BODY_DEFAULT, HEADER_DEFAULT, ReadTimeout
 from .static import DEFAULT_ETAG
@@ -105,6 +106,10 @@ class LocationConfig:
     force_type: str | None = None
     require: list[str] = field(default_factory=list)
     limit_request_body: int = DEFAULT_BODY_LIMIT
+    # wasi:http outbound requests (issue 19): WasmAllowOutbound, WasmOutboundTimeout, WasmOutboundLimit.
+    allow_outbound: list[Destination] = field(default_factory=list)
+    outbound_timeout: float = 30.0
+    outbound_limit: int = 16 << 20
     # Files on disk (filemap.py): where URLs map, and what the file walk merges (dirconfig.py).
     document_root: Path | None = None
     aliases: list[tuple[str, Path]] = field(default_factory=list)  # Alias URL-PATH TARGET
@@ -133,6 +138,11 @@ class LocationConfig:
 
     def allows(self, addr: str) -> bool:
         return require_allows(self.require, addr)
+
+    @property
+    def outbound(self) -> Policy:
+        """What its wasi:http guest may reach (nothing unless WasmAllowOutbound says)."""
+        return Policy(tuple(self.allow_outbound), self.outbound_timeout, self.outbound_limit)
 
     @property
     def guest_module(self) -> Path | None:

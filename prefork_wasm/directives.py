@@ -38,6 +38,7 @@ from .convert import (
 from .dirconfig import INERT_OPTIONS, DiskSection, check_pattern, parse_options
 from .logs import compile_format, parse_condition
 from .logtargets import check_piped, is_piped, syslog_facility
+from .outbound import parse_destination
 from .paths import ENCODED_SLASHES
 from .privileges import group_id, user_id
 from .redirects import parse_error_document, parse_redirect
@@ -549,6 +550,11 @@ def _wasm_env(reader: ReadState, scope: Scope, args: list[str], line: Line) -> N
     scope.sources["env"] = line
 
 
+def _wasm_allow_outbound(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
+    for arg in args:
+        scope.append("allow_outbound", parse_destination(arg), line)
+
+
 def _require(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
     rule = " ".join(args)
     require_rule(rule)  # validate now rather than on the first request
@@ -672,6 +678,9 @@ _TABLE = (
     Directive("ForceType", "MIME-TYPE|None", _set("force_type", force_type)),
     _disk("Require", "all granted|all denied|local|ip ADDRESS...", _require, (1, None)),
     Directive("LimitRequestBody", "SIZE", _set("limit_request_body", parse_size)),
+    Directive("WasmAllowOutbound", "SCHEME://HOST[:PORT] ...", _wasm_allow_outbound, (1, None)),
+    Directive("WasmOutboundTimeout", "SECONDS", _set("outbound_timeout", seconds(positive=True))),
+    Directive("WasmOutboundLimit", "SIZE", _set("outbound_limit", parse_size)),
 )
 _DIRECTIVES = {_key(directive.name): directive for directive in _TABLE}
 

@@ -47,6 +47,11 @@ POOL_INSTANCE_SIZE = 16 << 20
 # noticeable part of a hello run (scripts/bench-runtime); memset of its few entries costs nothing
 # to speak of. Linear memory stays madvised: keeping 64-128 KiB of it resident made runs slower.
 POOL_TABLE_KEEP_RESIDENT = 64 << 10
+# A wasi:http component's share of the pool: a componentize-py build needs 14 core instances,
+# 2 memories and 2 tables; a Rust or JavaScript one fewer.
+POOL_COMPONENT_CORE_INSTANCES = 32
+POOL_COMPONENT_MEMORIES = 4
+POOL_COMPONENT_TABLES = 4
 
 
 @dataclass(frozen=True)
@@ -57,14 +62,24 @@ class InstancePool:
     cheaper (scripts/bench-runtime)."""
 
     memory_size: int = WASM32_MEMORY_MAX
+    # Room for one wasi:http component (issue 19): it instantiates several core instances,
+    # memories and tables each time.
+    components: bool = False
 
     def limits(self) -> PoolingLimits:
+        core, memories, tables = (
+            (POOL_COMPONENT_CORE_INSTANCES, POOL_COMPONENT_MEMORIES, POOL_COMPONENT_TABLES)
+            if self.components else (1, 1, 1)
+        )
         return PoolingLimits(
-            total_core_instances=1,
-            total_memories=1,
-            total_tables=1,
+            total_core_instances=core,
+            total_memories=memories,
+            total_tables=tables,
             total_stacks=1,
-            total_component_instances=0,
+            total_component_instances=int(self.components),
+            max_core_instances_per_component=core,
+            max_memories_per_component=memories,
+            max_tables_per_component=tables,
             total_gc_heaps=0,
             max_memories_per_module=1,
             max_tables_per_module=1,
@@ -75,6 +90,10 @@ class InstancePool:
         )
 
     def describe(self) -> str:
+        if self.components:
+            return (f"one component of up to {POOL_COMPONENT_CORE_INSTANCES} core instances, "
+                    f"{POOL_COMPONENT_MEMORIES} memories of up to {self.memory_size >> 20} MiB and "
+                    f"{POOL_COMPONENT_TABLES} tables of up to {POOL_TABLE_ELEMENTS} elements")
         return (f"one instance with one memory of up to {self.memory_size >> 20} MiB and one table "
                 f"of up to {POOL_TABLE_ELEMENTS} elements")
 

@@ -149,21 +149,25 @@ def entry_point_problems(config: ServerConfig, infos: Mapping[Path, ModuleInfo])
 # What the hint for a module with an unsupported import says the server provides.
 SERVED_WORLDS = (
     "WASI preview 1 modules and wasi:cli/command components: WASI 0.2's cli, clocks, filesystem, io, "
-    "random and sockets, without network access"
+    "random and sockets, without network access; and wasi:http/proxy components: wasi:http 0.2's "
+    "types and outgoing-handler with those"
 )
 
 
 def pool_for(config: ServerConfig, infos: Iterable[ModuleInfo]) -> InstancePool | None:
     """The instance pool a worker's engine gets: one core instance, its memory slot as large as
     the largest WasmMemoryLimit (4 GiB, wasm32's maximum, where a Location has none). None when
-    the worker serves a component: one instantiates several core instances, memories and tables
-    each time, and allocates on demand."""
-    if any(info.component for info in infos):
+    the worker serves a wasi:cli component: one instantiates several core instances, memories
+    and tables each time, and allocates on demand. A worker serving wasi:http components gets a
+    pool with room for one of them."""
+    infos = list(infos)
+    if any(info.component and not info.http_handler for info in infos):
         return None
+    components = any(info.http_handler for info in infos)
     limits = [loc.memory_limit for loc in [*config.locations, *config.section_runs()] if loc.module is not None]
     if not limits or None in limits:
-        return InstancePool(WASM32_MEMORY_MAX)
-    return InstancePool(max(limit for limit in limits if limit is not None))
+        return InstancePool(WASM32_MEMORY_MAX, components)
+    return InstancePool(max(limit for limit in limits if limit is not None), components)
 
 
 def pool_problems(config: ServerConfig, infos: Mapping[Path, ModuleInfo]) -> list[str]:
@@ -174,6 +178,8 @@ def pool_problems(config: ServerConfig, infos: Mapping[Path, ModuleInfo]) -> lis
         return []
     problems = []
     for module, info in infos.items():
+        if info.component:  # a wasi:http component's pool is sized for a component (engine.InstancePool)
+            continue
         why = []
         if info.memories > 1 or info.tables > 1:
             why.append(f"it defines {info.memories} memories and {info.tables} tables, the pool holds one of each")

@@ -48,6 +48,10 @@ class SpooledBody:
     def __len__(self) -> int:
         return self.length
 
+    def read(self) -> bytes:
+        """The whole body as bytes, for a guest that takes it as a value (wasi:http's stream)."""
+        return os.pread(self.fd, self.length, 0)
+
     def __del__(self) -> None:
         os.close(self.fd)
 

@@ -31,6 +31,8 @@ from wasmtime.component import Component, ExportIndex, Variant
 from wasmtime.component import Linker as ComponentLinker
 
 from .engine import InstancePool, engine_config, trap_reason
+from .wasi_http import ProxyComponent
+from .wasi_http_resources import Exchange, Stopped
 from .wasmtime_capi import call_export, instantiate, set_argv_env, set_stdin_bytes
 
 
@@ -269,16 +271,18 @@ class Runtime:
         self._stdout.retain = self._stderr.retain = RETAIN
         return saved
 
-    def load(self, artifact: Path, is_component: bool) -> Loaded:
+    def load(self, artifact: Path, is_component: bool, http_handler: str = "") -> Loaded:
         """Map a serialized module or component (shared page cache, not a private copy) and
-        prepare its linking."""
+        prepare its linking. A component with an `http_handler` export is served as wasi:http."""
         if is_component:
-            if self.pool is not None:
+            if self.pool is not None and not (http_handler and self.pool.components):
                 raise ValueError("a component needs an engine without the instance pool")  # see pool_for
+            comp = Component.deserialize_file(self.engine, str(artifact))
+            if http_handler:
+                return ProxyComponent(self.engine, comp, http_handler)
             if self._component_linker is None:  # one for every component of the worker
                 self._component_linker = ComponentLinker(self.engine)
                 self._component_linker.add_wasip2()
-            comp = Component.deserialize_file(self.engine, str(artifact))
             return LoadedComponent(self, comp, self._component_linker)
         try:
             module = wasmtime.Module.deserialize_file(self.engine, str(artifact))
@@ -295,7 +299,7 @@ class Runtime:
 
     def run(
         self,
-        module: Loaded,
+        module: LoadedModule | LoadedComponent,
         spec: GuestSpec,
         argv: list[str],
         env: dict[str, str],
@@ -352,6 +356,40 @@ class Runtime:
                 stdout = b""
                 outcome, detail = Outcome.TOO_LARGE, _stdout_too_large(size, spec.output_limit)
             return RunResult(outcome, stdout, self._take_stderr(), code, detail)
+
+    def run_proxy(
+        self,
+        proxy: ProxyComponent,
+        spec: GuestSpec,
+        argv: list[str],
+        env: dict[str, str],
+        exchange: Exchange,
+        abandon: Abandon | None = None,
+    ) -> RunResult:
+        """Serve one wasi:http request (wasi_http.py) under `spec`'s timeout, memory limit and
+        mounts (wasi_filesystem.py); the guest's response is left in `exchange`, its stdout and
+        stderr come back as stderr. The host enforces LimitResponseBody as the body is written,
+        and WasmTimeout while the guest waits in a host call; the watcher does so while it runs."""
+        wasi = wasmtime.WasiConfig()
+        set_argv_env(wasi, argv, env)
+        exchange.deadline = time.monotonic() + spec.timeout
+        exchange.mounts = spec.preopens
+        store = wasmtime.Store(self.engine)
+        try:
+            store.set_wasi(wasi)
+            if spec.memory_limit is not None:
+                store.set_limits(memory_size=spec.memory_limit)
+            store.set_epoch_deadline(1)
+            self._watcher.begin(spec.timeout, 0, abandon)
+            try:
+                outcome, code, detail = _serve_proxy(proxy, store, exchange)
+            finally:
+                stopped = self._watcher.end()
+        finally:
+            store.close()
+        if stopped is not None and outcome is Outcome.TIMEOUT:
+            outcome, detail = stopped
+        return RunResult(outcome, b"", exchange.stderr_text(), code, detail)
 
     def _take_stderr(self) -> bytes:
         """At most STDERR_LIMIT bytes: it goes to the error log line by line."""
@@ -495,7 +533,28 @@ class LoadedComponent:
         return self.indexes[entry_point]
 
 
-Loaded = LoadedModule | LoadedComponent
+def _serve_proxy(proxy: ProxyComponent, store: wasmtime.Store, exchange: Exchange) -> tuple[Outcome, int, str]:
+    """Run a wasi:http guest's handle: how it ended, as `LoadedComponent.call` says it."""
+    try:
+        proxy.handle(store, exchange)
+    except Stopped as e:
+        return (Outcome.TIMEOUT if e.reason == "timeout" else Outcome.TOO_LARGE), 0, str(e)
+    except wasmtime.ExitTrap as e:  # wasi:cli/exit: whatever the code, handle did not return
+        return Outcome.EXIT, e.code, f"exited with status {e.code} before handle returned"
+    except wasmtime.WasmtimeError as e:
+        reason = trap_reason(str(e))
+        if reason == "interrupt":  # by the watcher, which knows why
+            return Outcome.TIMEOUT, 0, _TIMED_OUT[1]
+        failure = proxy.host_failure
+        if failure is not None:
+            return Outcome.TRAP, 0, f"trap in a host call: {type(failure).__name__}: {failure}"
+        if reason is not None:
+            return Outcome.TRAP, 0, f"trap: {reason}"
+        return Outcome.ERROR, 0, _error_cause(str(e))
+    return Outcome.OK, 0, ""
+
+
+Loaded = LoadedModule | LoadedComponent | ProxyComponent
 
 
 def _exited(code: int) -> tuple[Outcome, int, str]:

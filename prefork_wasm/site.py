@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, cgi, headers, static
+from . import __version__, cgi, headers, static, wasi_http_resources
 from .compiler import Artifact
 from .config import LocationConfig, ServerConfig
 from .counters import Recorder
@@ -48,6 +48,7 @@ from .router import (
 )
 from .runtime import EXIT_GUEST_STUCK, GuestSpec, Loaded, Outcome, RunResult, Runtime
 from .scoreboard import LOGGING, MODULE_CHARS, Slot
+from .wasi_http import ProxyComponent
 
 # A handler that answers from the server's own state (server-status, metrics, health).
 Page = Callable[[Request], Response]
@@ -123,7 +124,7 @@ def prepare_guests(config: ServerConfig, runtime: Runtime, artifacts: dict[Path,
 
 def _load(runtime: Runtime, artifact: Artifact) -> Loaded:
     try:
-        return runtime.load(artifact.path, artifact.info.component)
+        return runtime.load(artifact.path, artifact.info.component, artifact.info.http_handler)
     except Exception as e:
         raise RuntimeError(f"cannot load the compiled form of {artifact.source} ({artifact.path}): {e}") from e
 
@@ -338,6 +339,8 @@ class Site:
         self.slot.module = guest.module_name.encode()[:MODULE_CHARS - 1]
         if guest.module is None:
             raise RuntimeError(f"no WasmModule runs the scripts of <Location {loc.prefix}>")
+        if isinstance(guest.module, ProxyComponent):
+            return self._run_proxy(request, decision, guest, guest.module, give_up)
         argv, script_name, script_filename, path_info, extra = (
             guest.argv, guest.script_name, guest.script_filename, None, loc.env
         )
@@ -370,6 +373,41 @@ class Site:
         if result.stderr:
             self._log_stderr(request, decision, guest, result.stderr)
         response = self._translate(request, decision, guest, result)
+        response.module = guest.module_name
+        return response
+
+    def _run_proxy(
+        self,
+        request: Request,
+        decision: Decision,
+        guest: Guest,
+        proxy: ProxyComponent,
+        give_up: Callable[[Response], None],
+    ) -> Response:
+        """A wasi:http component (wasi_http.py): the request goes in as an incoming-request, the
+        guest's outgoing-response comes back; failures are answered as for the other kinds."""
+        loc = guest.location
+        exchange = wasi_http_resources.Exchange(
+            wasi_http_resources.incoming_request(request),
+            body_limit=self.config.limit_response_body,
+            policy=loc.outbound,
+            log=lambda text: self._log(request, decision, guest.module_name, text),
+        )
+        started = time.perf_counter()
+        result = self.runtime.run_proxy(
+            proxy, guest.spec, guest.argv, loc.env, exchange,
+            abandon=lambda outcome, why: self._abandon(request, decision, guest, outcome, why, started, give_up),
+        )
+        self._count_guest(guest, result.outcome, started)
+        if result.stderr:
+            self._log_stderr(request, decision, guest, result.stderr)
+        if result.outcome is not Outcome.OK:
+            return self._failure(request, decision, guest, result.outcome, result.detail)
+        try:
+            response = wasi_http_resources.response_of(exchange)
+        except wasi_http_resources.ResponseError as e:
+            self._log_failure(request, decision, guest.module_name, str(e))
+            return error_response(e.status, _FAILURE_TEXT[e.status])
         response.module = guest.module_name
         return response
 

@@ -8,8 +8,9 @@ over wasmtime-py's public objects; nothing else in prefork-wasm touches `_ffi`, 
 a private method.
 
 A wasmtime-py that lacks one of them fails at import (the master's start), naming the version
-and the fix, not at a request. The run side of components needs no private call yet; when one
-does (a wasi:http host's component-linker resources), it goes here, in a section of its own.
+and the fix, not at a request. The wasi:http host's component calls (C-level values, host
+resources, one C callback for every host function) are the last section; component_host.py
+builds its converters and linker on them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from importlib.metadata import version
 from typing import Any
 
 import wasmtime
+from wasmtime import component
 
 # The wasmtime-py release series whose private API this module is written against; pyproject's
 # dependency says the same.
@@ -47,6 +49,7 @@ except ImportError:
 # they found, by the name a wasmtime-py upgrade could drop, so that the tests bind each again.
 C_FUNCTIONS: set[str] = set()
 C_TYPES: set[str] = set()
+C_CONSTANTS: set[str] = set()
 PRIVATE_METHODS: set[tuple[type, str]] = set()
 
 
@@ -68,6 +71,16 @@ def c_type(name: str) -> Any:
         raise UnsupportedWasmtime(name) from None
     C_TYPES.add(name)
     return kind
+
+
+def c_constant(name: str) -> int:
+    """The value of the C API's enumerator `name`, as wasmtime-py defines it."""
+    try:
+        value = getattr(_ffi, name).value
+    except AttributeError:
+        raise UnsupportedWasmtime(name) from None
+    C_CONSTANTS.add(name)
+    return int(value)
 
 
 def private_method(owner: type, name: str) -> Callable[..., Any]:
@@ -115,6 +128,9 @@ class PoolingLimits:
     total_tables: int
     total_stacks: int
     total_component_instances: int
+    max_core_instances_per_component: int
+    max_memories_per_component: int
+    max_tables_per_component: int
     total_gc_heaps: int
     max_memories_per_module: int
     max_tables_per_module: int
@@ -231,3 +247,177 @@ def call_export(store: wasmtime.Store, instance: Any, name: bytes, results: int)
         raise _error_from_ptr(error)
     if trap:
         raise _trap_from_ptr(trap)
+
+
+# Components: values, host resources and host functions (the wasi:http host, component_host.py).
+# wasmtime-py's LinkerInstance.add_func re-reads a function's types and builds Python objects for
+# every value on each call; the host instead reads and writes the C API's value structures and
+# defines each host function as one C callback.
+
+
+ComponentVal: Any = c_type("wasmtime_component_val_t")
+VAL_SIZE = ctypes.sizeof(ComponentVal)
+VAL_KINDS = {name: c_constant(f"WASMTIME_COMPONENT_{name}") for name in (
+    "BOOL", "S8", "U8", "S16", "U16", "S32", "U32", "S64", "U64", "F32", "F64", "CHAR", "STRING",
+    "LIST", "RECORD", "TUPLE", "VARIANT", "ENUM", "OPTION", "RESULT", "FLAGS", "RESOURCE",
+)}
+# The C callback types a host function and a host resource's destructor are made as.
+FuncCallback: Any = c_type("wasmtime_component_func_callback_t")
+ResourceDestructor: Any = c_type("wasmtime_component_resource_destructor_t")
+
+_PAYLOAD = ComponentVal.of.offset
+_U8 = VAL_KINDS["U8"]
+_LIST = VAL_KINDS["LIST"]
+_ResourceHostP = ctypes.POINTER(c_type("wasmtime_component_resource_host_t"))
+_ResourceAnyP = ctypes.POINTER(c_type("wasmtime_component_resource_any_t"))
+_ValList = c_type("wasmtime_component_vallist_t")
+_vallist_new_uninit = c_function("wasmtime_component_vallist_new_uninit")
+_val_new = c_function("wasmtime_component_val_new")
+_any_to_host = c_function("wasmtime_component_resource_any_to_host")
+_host_rep = c_function("wasmtime_component_resource_host_rep")
+_host_new = c_function("wasmtime_component_resource_host_new")
+_host_to_any = c_function("wasmtime_component_resource_host_to_any")
+_host_delete = c_function("wasmtime_component_resource_host_delete")
+_error_new = c_function("wasmtime_error_new")
+_add_resource = c_function("wasmtime_component_linker_instance_add_resource")
+_add_func = c_function("wasmtime_component_linker_instance_add_func")
+_component_func_call = c_function("wasmtime_component_func_call")
+_component_post_return = c_function("wasmtime_component_func_post_return")
+_linker_instance_ptr = private_method(component.LinkerInstance, "ptr")
+_resource_type_ptr = private_method(component.ResourceType, "ptr")
+# A run of u8 values as the C API lays them out, kinds already set: `bytes_to` writes the payload
+# bytes into it with one strided copy and hands it over with one memmove.
+_U8_RUN = bytearray(VAL_SIZE * (1 << 16))
+_U8_RUN[0::VAL_SIZE] = bytes([_U8]) * (1 << 16)
+
+
+def uninit(kind: str) -> Callable[[int], Any]:
+    """The C API's constructor of a `kind` ('list', 'record', 'tuple', 'flags') of n elements
+    left for the caller to fill: returns the new wasmtime_component_val<kind>_t."""
+    struct = c_type(f"wasmtime_component_val{kind}_t")
+    new = c_function(f"wasmtime_component_val{kind}_new_uninit")
+
+    def make(n: int) -> Any:
+        raw = struct()
+        new(ctypes.byref(raw), n)
+        return raw
+
+    return make
+
+
+def new_name(text: bytes) -> Any:
+    """A wasm_name_t holding a copy of `text` (the C API frees it with the value it is in)."""
+    vec = _ByteVec()
+    _byte_vec_new(ctypes.byref(vec), len(text), ctypes.cast(ctypes.c_char_p(text), _BYTE_P))
+    return vec
+
+
+def boxed(raw: Any) -> Any:
+    """`raw` moved to a value the C API allocates (a variant's, option's or result's payload)."""
+    return _val_new(ctypes.byref(raw))
+
+
+def bytes_from(val: Any, ctx: Any) -> bytes:
+    """list<u8> -> bytes: the value array copied out, every VAL_SIZE-th byte kept (a C loop)."""
+    n = val.of.list.size
+    return ctypes.string_at(val.of.list.data, n * VAL_SIZE)[_PAYLOAD::VAL_SIZE] if n else b""
+
+
+def bytes_to(data: Any, val: Any, ctx: Any) -> None:
+    """bytes -> list<u8>: the payload bytes strided into a run whose kinds are set, then copied
+    into the C API's value array."""
+    n = len(data)
+    raw = _ValList()
+    _vallist_new_uninit(ctypes.byref(raw), n)
+    if n:
+        size = n * VAL_SIZE
+        run = _U8_RUN
+        if size > len(run):
+            run = bytearray(size)
+            run[0::VAL_SIZE] = bytes([_U8]) * n
+        run[_PAYLOAD:_PAYLOAD + size:VAL_SIZE] = data
+        ctypes.memmove(raw.data, (ctypes.c_char * size).from_buffer(run), size)
+    val.kind = _LIST
+    val.of.list = raw
+
+
+def resource_rep(ctx: Any, resource: Any) -> int:
+    """The rep (the host's own index) of a host-defined resource handle the guest passed."""
+    host = _ResourceHostP()
+    error = _any_to_host(ctx, resource, ctypes.byref(host))
+    if error:
+        raise _error_from_ptr(error)
+    try:
+        return int(_host_rep(host))
+    finally:
+        _host_delete(host)
+
+
+def host_resource(ctx: Any, owned: bool, rep: int, type_id: int) -> Any:
+    """A handle of the host resource type `type_id` for the guest, its rep `rep`."""
+    host = _host_new(owned, rep, type_id)
+    resource = _ResourceAnyP()
+    try:
+        error = _host_to_any(ctx, host, ctypes.byref(resource))
+    finally:
+        _host_delete(host)
+    if error:
+        raise _error_from_ptr(error)
+    return resource
+
+
+def new_error(message: str) -> int:
+    """A new wasmtime_error_t for a C callback to return: the guest's call then traps."""
+    error = _error_new(message.encode("utf-8", "replace"))
+    return ctypes.cast(error, ctypes.c_void_p).value or 0
+
+
+def _keep(data: int | None) -> None:
+    """The finalizer of a function's or resource's data: nothing to free (the data is an index
+    into lists that live as long as the process)."""
+
+
+_KEEP: Any = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_keep)
+
+
+def linker_add_resource(
+    instance: component.LinkerInstance, name: str, type_id: int, destructor: Any, data: int
+) -> None:
+    """Define the host resource type `type_id` as `name`; `destructor(data, ctx, rep)` runs when
+    the guest drops a handle."""
+    encoded = name.encode()
+    kind = component.ResourceType.host(type_id)
+    error = _add_resource(
+        _linker_instance_ptr(instance), ctypes.create_string_buffer(encoded), len(encoded),
+        _resource_type_ptr(kind), destructor, data, _KEEP,
+    )
+    if error:
+        raise _error_from_ptr(error)
+
+
+def linker_add_func(instance: component.LinkerInstance, name: str, callback: Any, data: int) -> None:
+    """Define `name` as the C callback `callback`, called with `data` first."""
+    encoded = name.encode()
+    error = _add_func(
+        _linker_instance_ptr(instance), ctypes.create_string_buffer(encoded), len(encoded), callback, data, _KEEP
+    )
+    if error:
+        raise _error_from_ptr(error)
+
+
+def store_context(store: wasmtime.Store) -> Any:
+    """The store's context, which component values holding resources are made in."""
+    return _store_context(store)
+
+
+def call_component_func(store: wasmtime.Store, func: component.Func, params: Any, nparams: int) -> None:
+    """Call `func` with `params` (an array of ComponentVal made in the store's context), expecting
+    no results, then its post-return. Raises WasmtimeError (a trap, or a failed host call)."""
+    context = _store_context(store)
+    handle = ctypes.byref(func._func)  # noqa: SLF001 (wasmtime-py keeps the C handle there)
+    error = _component_func_call(handle, context, params, nparams, None, 0)
+    if error:
+        raise _error_from_ptr(error)
+    error = _component_post_return(handle, context)
+    if error:
+        raise _error_from_ptr(error)

@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from . import interpreter, peers, procs, profile, report, supervision, wrk
+from . import interpreter, peers, procs, profile, proxy, report, supervision, wrk
 
 RESULTS = peers.ROOT / "benchmarks" / "results"
 
@@ -43,7 +43,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--supervision", action="store_true",
                    help="also measure the master: worker start (fork to ready) with the CPython module, "
                         "its CPU at 32 idle workers with memory sampling, graceful restarts under load")
-    p.add_argument("--only", choices=["supervision", "idle", "interpreter"],
+    p.add_argument("--proxy", action="store_true",
+                   help="also serve the wasi:http proxy app (examples/wasm/proxy.wasm) under prefork-wasm and "
+                        "under `wasmtime serve`: hello at -c16 and -c1, a 64 KiB POST echo at -c1")
+    p.add_argument("--only", choices=["supervision", "idle", "interpreter", "proxy"],
                    help="measure only this section and merge it into the existing results .json/.md "
                         "(benchmarks/results/NAME.json must exist; the peer results are kept); "
                         "idle: just the idle cost of 32 workers (CPU, wake-ups per connection)")
@@ -188,6 +191,9 @@ def measure_peers(args: argparse.Namespace, systems: list[peers.System], run_dir
     if args.interpreter:
         log("interpreter section (CPython for WASI: core module and component)")
         data["interpreter"] = measure_interpreter(args, run_dir)
+    if args.proxy:
+        log("proxy section (wasi:http: prefork-wasm and wasmtime serve)")
+        data["proxy"] = measure_proxy(args, run_dir)
     if args.supervision:
         log("supervision section (worker start, master CPU, graceful restart)")
         data["supervision"] = supervision.run(run_dir, quick=args.quick)
@@ -197,6 +203,12 @@ def measure_interpreter(args: argparse.Namespace, run_dir: Path) -> dict[str, An
     pools = [int(n) for n in args.interpreter_pools.split(",")]
     source = peers.versions()["prefork-wasm source"]
     measured = interpreter.run(run_dir, pools, args.load_seconds, args.retry_above, args.retries)
+    return measured | {"machine": report.machine(), "prefork_wasm_source": source}
+
+
+def measure_proxy(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
+    source = peers.versions()["prefork-wasm source"]
+    measured = proxy.run(run_dir, args.rounds, args.duration, args.workers)
     return measured | {"machine": report.machine(), "prefork_wasm_source": source}
 
 
@@ -254,6 +266,8 @@ def only_section(args: argparse.Namespace, argv: list[str]) -> int:
         with procs.run_folder(args.keep_dir, log) as run_dir:
             if args.only == "interpreter":
                 data["interpreter"] = measure_interpreter(args, run_dir)
+            elif args.only == "proxy":
+                data["proxy"] = measure_proxy(args, run_dir)
             else:
                 measure_supervision(args.only, quick, run_dir, data)
     except KeyboardInterrupt:
@@ -347,6 +361,10 @@ def write_results(args: argparse.Namespace, data: dict[str, Any], labels: dict[s
         when = f" (measured {py['machine']['date']}, source {py['prefork_wasm_source']})" if "machine" in py else ""
         md += ["", f"## Python: CPython for WASI as a core module and as a component{when}", "",
                interpreter.markdown(py)]
+    if "proxy" in data:
+        px = data["proxy"]
+        md += ["", f"## wasi:http: prefork-wasm and wasmtime serve (measured {px['machine']['date']}, "
+               f"source {px['prefork_wasm_source']})", "", proxy.markdown(px)]
     if "supervision" in data:
         sup = data["supervision"]
         when = f" (measured {sup['machine']['date']}, source {sup['prefork_wasm_source']})" if "machine" in sup else ""

@@ -34,9 +34,18 @@ def test_wasmtime_py_defines_each_c_type_the_adapter_uses(name: str) -> None:
     assert ctypes.sizeof(wasmtime_capi.c_type(name)) >= 0  # a ctypes type (an opaque one has size 0)
 
 
-@pytest.mark.parametrize("owner, name", sorted((owner.__name__, name) for owner, name in wasmtime_capi.PRIVATE_METHODS))
-def test_wasmtime_py_has_each_private_method_the_adapter_calls(owner: str, name: str) -> None:
-    assert callable(wasmtime_capi.private_method(getattr(wasmtime, owner), name))
+@pytest.mark.parametrize("name", sorted(wasmtime_capi.C_CONSTANTS))
+def test_wasmtime_py_defines_each_c_constant_the_adapter_uses(name: str) -> None:
+    assert isinstance(wasmtime_capi.c_constant(name), int)
+
+
+@pytest.mark.parametrize(
+    "owner, name",
+    sorted(wasmtime_capi.PRIVATE_METHODS, key=lambda method: (method[0].__name__, method[1])),
+    ids=lambda part: part.__name__ if isinstance(part, type) else part,
+)
+def test_wasmtime_py_has_each_private_method_the_adapter_calls(owner: type, name: str) -> None:
+    assert callable(wasmtime_capi.private_method(owner, name))
 
 
 def test_the_adapter_binds_what_the_worker_needs() -> None:
@@ -55,9 +64,10 @@ def test_the_adapter_binds_what_the_worker_needs() -> None:
         (lambda: wasmtime_capi.c_function("wasmtime_no_such_function"), "wasmtime_no_such_function"),
         (lambda: wasmtime_capi.c_function_with("wasmtime_no_such_symbol", None), "wasmtime_no_such_symbol"),
         (lambda: wasmtime_capi.c_type("wasmtime_no_such_t"), "wasmtime_no_such_t"),
+        (lambda: wasmtime_capi.c_constant("WASMTIME_NO_SUCH_KIND"), "WASMTIME_NO_SUCH_KIND"),
         (lambda: wasmtime_capi.private_method(wasmtime.Store, "_no_such_method"), "Store._no_such_method"),
     ],
-    ids=["c function", "own binding", "c type", "private method"],
+    ids=["c function", "own binding", "c type", "c constant", "private method"],
 )
 def test_a_missing_name_is_reported_with_the_installed_version_and_the_fix(
     bind: Callable[[], Any], missing: str
