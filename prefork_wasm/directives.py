@@ -593,5 +593,5 @@ _APACHE_DIRECTIVES = {_key(name): module for module, names in _APACHE_MODULES.it
 _APACHE_HINTS = {
     "env_module": "WasmEnv NAME VALUE sets a guest's environment",
     "access_compat_module": "use Require (all granted|all denied|local|ip ...)",
-    "mpm_event_module": "prefork-wasm's workers hold idle connections as the event MPM does; MaxHeldConnections bounds them",
+    "mpm_event_module": "workers hold idle connections as the event MPM does (MaxHeldConnections bounds them)",
 }
