@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import resource
 import select
 import signal
 import socket
@@ -71,6 +72,8 @@ MAINTENANCE_INTERVAL = 1.0
 # pool that grows together does not recycle together.
 MEMORY_SPREAD = 0.05
 
+NR_OPEN_DEFAULT = 1 << 20
+
 QUEUED_SIGNALS = (
     signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH, signal.SIGCHLD,
 )
@@ -82,6 +85,21 @@ def silence_limit(config: ServerConfig) -> float:
     included; static files and the server's pages run none) and a lingering close."""
     runs = (loc.timeout for loc in config.guest_runs())
     return config.timeout + max(runs, default=0) + LINGER_SECONDS
+
+
+def raise_descriptor_limit() -> tuple[int, int]:
+    """Raise RLIMIT_NOFILE's soft limit to the hard one, for this process and the workers it
+    forks: a worker holds thousands of connections, one descriptor each. Returns (before, now)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit still stops at the kernel's fs.nr_open (2^20 by default).
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, NR_OPEN_DEFAULT)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            return soft, soft
+        return soft, wanted
+    return soft, soft
 
 
 def size_text(n: float) -> str:
@@ -158,6 +176,8 @@ class Arbiter:
         self.artifacts = self._compiled(first.compile, self.config)
         self._assign_labels()
         self._write_pid_file()
+        before, now = raise_descriptor_limit()
+        self.error_log.log("debug", f"RLIMIT_NOFILE soft limit {before} -> {now} (workers inherit it)")
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_w)
         for sig in QUEUED_SIGNALS:
