@@ -71,13 +71,13 @@ def decode(data: bytes) -> list[Parcel]:
     ]
 
 
-def batches(parcels: Sequence[Parcel]) -> list[range]:
+def batches(parcels: Sequence[Parcel], per_message: int = PER_MESSAGE) -> list[range]:
     """Index ranges of `parcels`, each small enough for one message."""
     out: list[range] = []
     start = size = 0
     for index, parcel in enumerate(parcels):
         cost = len(parcel.buffered) * 2 + 128  # latin-1 in JSON: up to 6 bytes for a high byte, rare
-        if index > start and (index - start >= PER_MESSAGE or size + cost > MESSAGE_BYTES // 2):
+        if index > start and (index - start >= per_message or size + cost > MESSAGE_BYTES // 2):
             out.append(range(start, index))
             start, size = index, 0
         size += cost
@@ -86,12 +86,14 @@ def batches(parcels: Sequence[Parcel]) -> list[range]:
     return out
 
 
-def send(end: socket.socket, parcels: Sequence[Parcel], fds: Sequence[int], deadline: float) -> int:
+def send(
+    end: socket.socket, parcels: Sequence[Parcel], fds: Sequence[int], deadline: float, per_message: int = PER_MESSAGE
+) -> int:
     """Send every parcel with its descriptor, in order; returns how many went before `deadline`
     (the socket full and nobody reading) or an error. The caller closes its own copies either
     way."""
     sent = 0
-    for span in batches(parcels):
+    for span in batches(parcels, per_message):
         payload = encode([parcels[i] for i in span])
         while True:
             try:

@@ -97,6 +97,7 @@ class Peer:
 
     held: int
     available: bool  # in its event loop lately: a worker stuck in one long request is not
+    idle: bool = False  # waiting in its event loop right now, nothing to serve
 
 
 def balance_margin(least: int) -> int:
@@ -124,6 +125,18 @@ def may_accept(held: int, idle: int, peers: Iterable[Peer], bound: int, own_limi
         if held > least + balance_margin(least):
             return Accept.BALANCE
     return Accept.YES
+
+
+def to_shed(queued: int, peers: Iterable[Peer], last_request: float, slow: float) -> int:
+    """How many of the `queued` connections whose requests wait behind the one this worker is
+    about to serve it hands to idle peers: one per idle peer, once a request took `slow` seconds
+    or more (`last_request`, the one it served last). Kept-alive connections stay with the
+    worker that accepted them; when its requests are slow, their next requests queue behind
+    each other while other workers idle, unless it sheds them. Quick requests never shed: a
+    hand-over costs more than waiting behind one of them."""
+    if not queued or last_request < slow:
+        return 0
+    return min(queued, sum(1 for p in peers if p.idle))
 
 
 def descriptor_share(limit: int, reserved: int) -> int:

@@ -6,7 +6,17 @@ import random
 
 import pytest
 
-from prefork_wasm.held import Accept, Deadlines, Peer, Throttle, balance_margin, descriptor_share, may_accept, wait_for
+from prefork_wasm.held import (
+    Accept,
+    Deadlines,
+    Peer,
+    Throttle,
+    balance_margin,
+    descriptor_share,
+    may_accept,
+    to_shed,
+    wait_for,
+)
 
 
 def test_deadlines_give_the_nearest_and_skip_moved_and_removed_ones() -> None:
@@ -115,3 +125,12 @@ def test_a_worker_out_of_descriptors_makes_room_or_leaves_new_connections_waitin
 def test_the_throttle_says_yes_once_per_period() -> None:
     throttle = Throttle(60.0)
     assert [throttle.due(t) for t in (100.0, 101.0, 159.9, 160.0, 161.0)] == [True, False, False, True, False]
+
+
+def test_requests_queued_behind_a_slow_one_go_to_idle_peers_one_each() -> None:
+    idle_two = [Peer(3, True, idle=True), Peer(3, True, idle=True), Peer(3, False)]
+    assert to_shed(4, idle_two, last_request=0.3, slow=0.005) == 2
+    assert to_shed(1, idle_two, last_request=0.3, slow=0.005) == 1
+    assert to_shed(4, idle_two, last_request=0.001, slow=0.005) == 0  # quick requests: wait, do not move
+    assert to_shed(0, idle_two, last_request=0.3, slow=0.005) == 0
+    assert to_shed(4, [Peer(3, True)], last_request=0.3, slow=0.005) == 0  # nobody idle
