@@ -174,7 +174,6 @@ class Site:
         access_logs: list[AccessLog],
         slot: Slot,
         draining: Callable[[], bool],
-        others_waiting: Callable[[], bool],
         recorder: Recorder,
         pages: Mapping[str, Page],
     ) -> None:
@@ -185,7 +184,6 @@ class Site:
         self.access_logs = access_logs
         self.slot = slot
         self.draining = draining
-        self.others_waiting = others_waiting
         self.recorder = recorder
         self.pages = pages
         self.new_request_id = RequestIds()

@@ -9,6 +9,7 @@ Each phase (reading the head, reading the body) gets `timeout` seconds to start 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -71,7 +72,7 @@ class Deadline:
         return self._hard, self._soft, self._cap, self._rate
 
     @classmethod
-    def restored(cls, saved: tuple[float, float, float, float]) -> Deadline:
+    def restored(cls, saved: Sequence[float]) -> Deadline:
         deadline = cls.__new__(cls)
         deadline._hard, deadline._soft, deadline._cap, deadline._rate = saved
         return deadline
