@@ -53,13 +53,13 @@ from .generation import (
     open_logs,
     resolve,
 )
-from .handler import Page
 from .health import HealthPage
 from .logs import AccessLog, ErrorLog, make_parent
 from .metrics import MetricsPage
 from .notify import Notifier
 from .runtime import EXIT_GUEST_STUCK
 from .scoreboard import DRAIN, HAND_OVER, SERVING, STARTING, STOPPING, WAITING, Scoreboard, words
+from .site import Page
 from .spares import plan
 from .status import StatusPage
 from .worker import EXIT_CHILD_FATAL, Worker

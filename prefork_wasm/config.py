@@ -185,10 +185,6 @@ class Section:
         return _prefix_covers(self.pattern, path)
 
 
-# Paths whose routing a worker remembers per server (see Locations).
-ROUTE_MEMORY = 4096
-
-
 @dataclass
 class Locations:
     """The sections of one server (the main one or a virtual host) over its location-level
@@ -197,37 +193,18 @@ class Locations:
     server's <Directory>/<Files> sections (dirconfig.py), which apply once a URL without a
     handler is mapped to a file.
 
-    A merged result is built once per distinct set of matching sections and kept, so a
-    worker's routing costs a scan of the sections per request, never a merge; and the result
-    for a path is remembered too (up to ROUTE_MEMORY paths, then forgotten all at once, so that
-    clients sending ever new paths cost the scan again, not memory).
+    Plain data and pure functions of it, for start-up (-S, -t, what to compile) and for the
+    router, which keeps a worker's merged results (router.LocationIndex).
     """
 
     defaults: dict[str, Any] = field(default_factory=dict)
     default_sources: dict[str, str] = field(default_factory=dict, compare=False)
     sections: list[Section] = field(default_factory=list)
     disk: list[DiskSection] = field(default_factory=list)  # in config order, the main server's first
-    _merged: dict[tuple[int, ...], LocationConfig | None] = field(default_factory=dict, compare=False, repr=False)
-    _by_path: dict[str, LocationConfig | None] = field(default_factory=dict, compare=False, repr=False)
 
     def key(self, path: str) -> tuple[int, ...]:
         """Which sections match `path` (a request's normalised path, paths.request_path)."""
         return tuple(i for i, section in enumerate(self.sections) if section.matches(path))
-
-    def match(self, path: str) -> LocationConfig | None:
-        """The merged settings for `path`; None when no section matches it and nothing serves at
-        server level (no handler, DocumentRoot or Alias): then the answer is 404."""
-        try:
-            return self._by_path[path]
-        except KeyError:
-            pass
-        key = self.key(path)
-        if key not in self._merged:
-            self._merged[key] = self.merge(key) if key or self.serving() else None
-        if len(self._by_path) >= ROUTE_MEMORY:
-            self._by_path.clear()
-        found = self._by_path[path] = self._merged[key]
-        return found
 
     def serving(self) -> str | None:
         """The first server-level setting that serves requests by itself, if any."""
@@ -391,10 +368,6 @@ class ServerConfig:
     # Where each server-level setting was made ('FILE:LINE' by attribute), for errors found
     # after parsing (a log that cannot be opened, say).
     sources: dict[str, str] = field(default_factory=dict, compare=False)
-
-    def match(self, path: str) -> LocationConfig | None:
-        """The main server's merged settings for a request's normalised path (Locations.match)."""
-        return self.routes.match(path)
 
     def tables(self) -> list[Locations]:
         """The main server's Locations, then each virtual host's."""

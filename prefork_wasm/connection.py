@@ -3,10 +3,11 @@
 A `Held` connection is one a worker holds between requests: its socket, the
 `http1.RequestParser` its bytes go to without waiting, and the deadline of what it waits for
 (Apache's KeepAliveTimeout, Timeout and RequestReadTimeout's header phase); the worker's event
-loop (eventloop.py) waits for all of them at once. Once a head is complete, `serve` hands the
-request to a `Handler` and sees it through: the body, read under its deadlines, the response
-(sendfile for a file body), the keep-alive decision. Closing lingers (Apache's lingering close).
-It knows nothing of Wasm. Read deadlines are `reqtimeout.Deadline`s.
+loop (eventloop.py) waits for all of them at once. Once a head is complete, `serve` sees the
+request through: it asks the `Site` for one decision (before the body: it says how large the
+body may be) and the answer to it, reads the body under its deadlines, decides whether the
+connection is kept alive, and writes the response (sendfile for a file body). Closing lingers
+(Apache's lingering close). It knows nothing of Wasm. Read deadlines are `reqtimeout.Deadline`s.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 import traceback
 from collections.abc import Callable
 from functools import partial
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from .handover import Parcel
 from .held import KEEPALIVE
@@ -45,28 +46,43 @@ LINGER_BYTES = 1 << 20
 SENDFILE_CHUNK = 1 << 24
 
 
-class Handler(Protocol):
-    """What the connection needs from the server behind it."""
+class Routed(Protocol):
+    """A request's routing decision, as far as the connection reads it (router.Decision)."""
 
-    def new_request_id(self) -> str: ...
-
-    def body_limit(self, request: Request) -> int:
+    @property
+    def body_limit(self) -> int:
         """LimitRequestBody for this request (0 = unlimited), known once the head is read."""
         ...
 
-    def in_flight(self, answer: Callable[[Response], None]) -> None:
-        """Told before `respond`: how another thread answers this request and closes the
-        connection, for a worker that must give the request up."""
+
+_D = TypeVar("_D", bound=Routed)
+
+
+class Site(Protocol[_D]):
+    """What the connection needs from the server behind it: one decision per request, the
+    answer to it, and the record of the exchange."""
+
+    def route(self, request: Request) -> _D:
+        """Decide the request once its head is read (before its body: the decision says how
+        large the body may be)."""
         ...
 
-    def respond(self, request: Request) -> Response:
-        """The answer; a failure is a 5xx response, never an exception (the handler's fault
-        boundary). Should one escape anyway, the connection answers 500 and goes on."""
+    def respond(self, request: Request, decision: _D, give_up: Callable[[Response], None]) -> Response:
+        """The answer; a failure is a 5xx response, never an exception (the site's fault
+        boundary). Should one escape anyway, the connection answers 500 and goes on.
+        `give_up` answers from another thread and closes the connection, for a worker that must
+        give the request up."""
         ...
 
-    def finished(self, request: Request, response: Response, sent: int) -> None:
+    def finished(self, request: Request, decision: _D, response: Response, sent: int) -> None:
         """After the response is written: access log, scoreboard."""
         ...
+
+
+class Worker(Protocol):
+    """What the connection needs from the worker process it runs in."""
+
+    def new_request_id(self) -> str: ...
 
     def draining(self) -> bool:
         """True once the worker wants to stop: the current response closes the connection."""
@@ -226,7 +242,7 @@ class Held:
         self.sock.close()
 
 
-def serve(held: Held, handler: Handler, limits: Limits, state: StateHook) -> bool:
+def serve(held: Held, site: Site[_D], worker: Worker, limits: Limits, state: StateHook) -> bool:
     """Serve the request whose head is complete on `held` (or answer its refusal); True when
     the connection stays open for the next one (`Held.idle`), False when the caller closes it
     (`Held.close`). The body is read here, each wait bounded by its phase's deadline, and the
@@ -234,23 +250,25 @@ def serve(held: Held, handler: Handler, limits: Limits, state: StateHook) -> boo
     parser = held.parser
     sock = held.sock
     if held.refused is not None:
-        _refuse(sock, handler, state, None, held.refused, limits.timeout)
+        _refuse(sock, site, state, None, None, held.refused, limits.timeout)
         return False
     if parser.closed:
         held.linger = None  # the client closed between requests: nothing to say, nothing to drain
         return False
     request: Request | None = None
+    decision: _D | None = None
     try:
-        request = parser.request(handler.new_request_id())
+        request = parser.request(worker.new_request_id())
         length = parser.check(request)
-        request.body = _read_body(parser, sock, length, handler.body_limit(request), limits, state)
+        decision = site.route(request)
+        request.body = _read_body(parser, sock, length, decision.body_limit, limits, state)
         held.served += 1
         exchange = _Exchange()
-        response = _respond(exchange, sock, handler, state, request, limits.timeout)
-        close = _closes(parser, handler, limits, held.served)
-        close = _send(exchange, sock, handler, request, response, close, limits.timeout)
+        response = _respond(exchange, sock, site, state, request, decision, limits.timeout)
+        close = _closes(parser, worker, limits, held.served)
+        close = _send(exchange, sock, site, request, decision, response, close, limits.timeout)
     except Refused as e:
-        _refuse(sock, handler, state, request, e, limits.timeout)
+        _refuse(sock, site, state, request, decision, e, limits.timeout)
         if e.status == 408:
             held.linger = 0.0
         return False
@@ -340,24 +358,30 @@ class _Exchange:
 
 
 def _respond(
-    exchange: _Exchange, sock: socket.socket, handler: Handler, state: StateHook, request: Request, timeout: float
+    exchange: _Exchange,
+    sock: socket.socket,
+    site: Site[_D],
+    state: StateHook,
+    request: Request,
+    decision: _D,
+    timeout: float,
 ) -> Response:
-    """The handler's answer. It is told first how another thread answers instead (`_last_words`)."""
+    """The site's answer, told how another thread answers instead (`_last_words`)."""
     state("W", request)
-    handler.in_flight(partial(_last_words, exchange, sock, handler, request, timeout))
+    give_up = partial(_last_words, exchange, sock, site, request, decision, timeout)
     try:
-        return handler.respond(request)
-    except Exception:  # last resort, behind the handler's own boundary: answer, keep the worker
+        return site.respond(request, decision, give_up)
+    except Exception:  # last resort, behind the site's own boundary: answer, keep the worker
         traceback.print_exc()
         return error_response(500, _SERVER_FAULT)
 
 
-def _closes(parser: RequestParser, handler: Handler, limits: Limits, served: int) -> bool:
+def _closes(parser: RequestParser, worker: Worker, limits: Limits, served: int) -> bool:
     """Whether the connection ends after this response (the keep-alive decision)."""
     return (
         not parser.ready_for_next
         or not limits.keep_alive
-        or handler.draining()
+        or worker.draining()
         or (limits.max_keep_alive_requests > 0 and served >= limits.max_keep_alive_requests)
     )
 
@@ -365,13 +389,14 @@ def _closes(parser: RequestParser, handler: Handler, limits: Limits, served: int
 def _send(
     exchange: _Exchange,
     sock: socket.socket,
-    handler: Handler,
+    site: Site[_D],
     request: Request,
+    decision: _D,
     response: Response,
     close: bool,
     timeout: float,
 ) -> bool:
-    """Send the response, then tell the handler; returns whether the connection ends. A head
+    """Send the response, then tell the site; returns whether the connection ends. A head
     that must not be sent is a server fault found before anything is sent: a 500 goes instead."""
     head_only = request.method == "HEAD"
     try:
@@ -380,7 +405,7 @@ def _send(
         traceback.print_exc()
         close, response = True, error_response(500, _SERVER_FAULT)
         sent = _send_response(exchange, sock, head_only, response, True, timeout)
-    handler.finished(request, response, sent)
+    site.finished(request, decision, response, sent)
     return close
 
 
@@ -449,28 +474,44 @@ def _sendfile(sock: socket.socket, body: FileBody, timeout: float) -> int:
 
 
 def _refuse(
-    sock: socket.socket, handler: Handler, state: StateHook, request: Request | None, error: Refused, timeout: float
+    sock: socket.socket,
+    site: Site[_D],
+    state: StateHook,
+    request: Request | None,
+    decision: _D | None,
+    error: Refused,
+    timeout: float,
 ) -> None:
     """Answer a request we will not serve with its error status; log it when its head was read
-    (a head that could not be read has nothing to log)."""
+    (a head that could not be read has nothing to log). One refused before it was routed is
+    routed now, for its server's logs (with no path yet, it matches no Location)."""
     state("W", request)
-    _final_response(_Exchange(), sock, handler, request, error_response(error.status, str(error)), timeout)
+    if request is not None and decision is None:
+        decision = site.route(request)
+    _final_response(_Exchange(), sock, site, request, decision, error_response(error.status, str(error)), timeout)
 
 
 def _last_words(
-    exchange: _Exchange, sock: socket.socket, handler: Handler, request: Request, timeout: float, response: Response
+    exchange: _Exchange,
+    sock: socket.socket,
+    site: Site[_D],
+    request: Request,
+    decision: _D,
+    timeout: float,
+    response: Response,
 ) -> None:
     """Answer the request in flight from another thread and close the connection: the worker
     gives up a request it cannot finish, and exits."""
-    _final_response(exchange, sock, handler, request, response, timeout)
+    _final_response(exchange, sock, site, request, decision, response, timeout)
     _lingering_close(sock, LINGER_SECONDS)
 
 
 def _final_response(
     exchange: _Exchange,
     sock: socket.socket,
-    handler: Handler,
+    site: Site[_D],
     request: Request | None,
+    decision: _D | None,
     response: Response,
     timeout: float,
 ) -> None:
@@ -483,8 +524,8 @@ def _final_response(
             sent = _send_response(exchange, sock, head_only, response, True, timeout)
         except (ClientGone, _TimedOut):
             pass
-    if request is not None:
-        handler.finished(request, response, sent)
+    if request is not None and decision is not None:
+        site.finished(request, decision, response, sent)
 
 
 def _sendall(sock: socket.socket, data: bytes | memoryview, deadline: float, more: bool = False) -> None:

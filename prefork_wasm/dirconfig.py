@@ -171,7 +171,7 @@ class DirSettings:
     wasm_from: tuple[str, ...] = ()
 
     def handler_for(self, name: str) -> str | None:
-        """SetHandler wins; else AddHandler by the name's last extension (see README: a name's
+        """SetHandler wins; else AddHandler by the name's last extension (see docs/configuration.md: a name's
         other extensions are not looked at, unlike mod_mime, so 'x.php.txt' is no script)."""
         if self.handler is not None:
             return self.handler

@@ -39,6 +39,9 @@ MAX_BLANK_LINES = 10
 
 @dataclass(frozen=True, slots=True)
 class Limits:
+    """Apache's limits on a connection, from the config: the sizes are applied here, the times
+    by connection.py."""
+
     timeout: float  # Timeout: reading the head, reading the body, writing the response, each whole
     keep_alive: bool
     keep_alive_timeout: float  # the wait for the first byte of the next request

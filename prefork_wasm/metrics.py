@@ -1,7 +1,7 @@
 """The metrics handler: the scoreboard in the Prometheus text format.
 
 Rendered in the worker that receives the scrape, straight from shared memory (as server-status
-is): the master spends nothing on a scrape. What each metric means is in the README.
+is): the master spends nothing on a scrape. What each metric means is in docs/operations.md.
 """
 
 from __future__ import annotations

@@ -26,11 +26,11 @@ from .connection import Held, StateHook, serve
 from .counters import LabelIndex, Recorder
 from .engine import WASM32_MEMORY_MAX, InstancePool
 from .eventloop import EventLoop, Listener
-from .handler import Page, Site, prepare_routes
 from .held import Peer
 from .http1 import Limits
 from .logs import AccessLog, ErrorLog
 from .messages import Request
+from .router import Router
 from .runtime import Runtime
 from .scoreboard import (
     CLEANUP,
@@ -46,6 +46,7 @@ from .scoreboard import (
     Slot,
     words,
 )
+from .site import Page, Site, prepare_guests
 
 # Exit status of a worker that could not start (Apache's APEXIT_CHILDFATAL): the master stops
 # instead of forking replacements that would fail the same way.
@@ -59,6 +60,8 @@ AVAILABLE_WINDOW = 0.05
 
 
 class Worker:
+    """A worker process; to the connections it serves, a `connection.Worker`."""
+
     def __init__(
         self,
         config: ServerConfig,
@@ -86,6 +89,8 @@ class Worker:
         self.pages = pages
         self.stopping = False  # SIGUSR1: leave as the slot's quit flag says
         self.loop: EventLoop | None = None
+        self._requests = 0
+        self._request_prefix = ""  # random, drawn after the fork (see new_request_id)
 
     def run(self) -> None:
         """The whole life of the child process; never returns."""
@@ -128,17 +133,16 @@ class Worker:
         self.stopping = True
 
     def _start(self) -> Site:
+        self._request_prefix = os.urandom(5).hex()
         runtime = Runtime(pool_for(self.config, self.artifacts))
         self._give_standard_streams(runtime)
-        routes = prepare_routes(self.config, runtime, self.artifacts)
         return Site(
             self.config,
-            routes,
+            Router(self.config, self.access_logs, self.error_log, self.pages),
+            prepare_guests(self.config, runtime, self.artifacts),
             runtime,
-            self.error_log,
             self.access_logs,
             self.slot,
-            draining=self._draining,
             recorder=Recorder(words(self.slot.counts), self.labels),
             pages=self.pages,
         )
@@ -155,7 +159,12 @@ class Worker:
         sys.stdout = open(out, "w", buffering=1, closefd=False)  # noqa: SIM115 - for the process's life
         sys.stderr = open(err, "w", buffering=1, closefd=False)  # noqa: SIM115 - for the process's life
 
-    def _draining(self) -> bool:
+    def new_request_id(self) -> str:
+        """Short ids unique across workers and restarts: a random per-worker prefix and a counter."""
+        self._requests += 1
+        return f"{self._request_prefix}-{self._requests}"
+
+    def draining(self) -> bool:
         """Whether the response being made closes its connection: the worker drains (a graceful
         stop, no worker to hand it to), not when it leaves by handing its connections over."""
         return self.slot.quit == DRAIN or (self.loop is not None and self.loop.draining)
@@ -213,7 +222,7 @@ class Worker:
         state = self._state_hook(title)
 
         def serve_one(held: Held) -> bool:
-            return serve(held, site, limits, state)
+            return serve(held, site, self, limits, state)
 
         self.loop = loop = EventLoop(
             listeners, self.hand_over, self._wake_r, limits, serve_one, self.slot, self._peers, self._leaving,
@@ -231,7 +240,7 @@ class Worker:
     def _state_hook(self, title: _Title) -> StateHook:
         """Scoreboard and process title follow the connection's phases (plain stores)."""
         slot = self.slot
-        draining = self._draining
+        draining = self.draining
 
         def state(letter: str, request: Request | None = None) -> None:
             slot.heartbeat = time.monotonic()

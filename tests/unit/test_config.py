@@ -11,6 +11,7 @@ from prefork_wasm.conffile import parse_config
 from prefork_wasm.config import ConfigError, CustomLog, Listen, LocationConfig, Mount, ServerConfig
 from prefork_wasm.convert import parse_size
 from prefork_wasm.reqtimeout import ReadTimeout
+from prefork_wasm.router import LocationIndex
 
 COMMON = '%h %l %u %t "%r" %>s %b'
 COMBINED = '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"'
@@ -43,9 +44,14 @@ def fails(text: str, *defines: str) -> ConfigError:
     return info.value
 
 
+def match(config: ServerConfig, path: str) -> LocationConfig | None:
+    """The main server's merged settings for `path`, as a worker's router matches them."""
+    return LocationIndex(config.routes).match(path)
+
+
 def location(config: ServerConfig, path: str) -> LocationConfig:
     """What a request for `path` gets: every section matching it merged over the defaults."""
-    loc = config.match(path)
+    loc = match(config, path)
     assert loc is not None
     return loc
 
@@ -960,14 +966,14 @@ ROUTES = """\
     ],
 )
 def test_match_picks_the_longest_prefix_on_segment_boundaries(path: str, prefix: str) -> None:
-    match = load(ROUTES).match(path)
-    assert match is not None and match.prefix == prefix
+    found = match(load(ROUTES), path)
+    assert found is not None and found.prefix == prefix
 
 
 def test_match_without_a_catch_all_can_miss() -> None:
     config = load(HELLO)
-    assert config.match("/helloworld") is None
-    assert config.match("/") is None
+    assert match(config, "/helloworld") is None
+    assert match(config, "/") is None
 
 
 def test_locations_keep_config_order_the_merge_order() -> None:

@@ -20,8 +20,14 @@ LIMITS = Limits(
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    body_limit: int = 4
+
+
 class Recorder:
-    """A handler that answers 200 with the request's path and records what the connection asks."""
+    """A site (and the worker it runs in) that answers 200 with the request's path and records
+    what the connection asks."""
 
     def __init__(self, draining: bool = False, others_waiting: bool = False) -> None:
         self.logged: list[tuple[str | None, int, int]] = []  # (path, status, body bytes sent)
@@ -34,16 +40,13 @@ class Recorder:
         self._ids += 1
         return str(self._ids)
 
-    def body_limit(self, request: Request) -> int:
-        return 4
+    def route(self, request: Request) -> Decision:
+        return Decision()
 
-    def in_flight(self, answer: Callable[[Response], None]) -> None:
-        pass
-
-    def respond(self, request: Request) -> Response:
+    def respond(self, request: Request, decision: Decision, give_up: Callable[[Response], None]) -> Response:
         return Response(200, body=request.path.encode() + request.body)
 
-    def finished(self, request: Request, response: Response, sent: int) -> None:
+    def finished(self, request: Request, decision: Decision, response: Response, sent: int) -> None:
         self.logged.append((request.path, response.status, sent))
 
     def draining(self) -> bool:
@@ -61,7 +64,7 @@ def exchange(data: bytes, handler: Recorder, limits: Limits = LIMITS) -> tuple[i
     with client:
         client.sendall(data)
         client.shutdown(socket.SHUT_WR)
-        served = serve(server, ("192.0.2.1", 4321), 8080, handler, limits, lambda *_: None)
+        served = serve(server, ("192.0.2.1", 4321), 8080, handler, handler, limits, lambda *_: None)
         received = b""
         while chunk := client.recv(65536):
             received += chunk
@@ -137,7 +140,7 @@ def test_100_continue_comes_before_the_final_response() -> None:
         client.sendall(head + b"hi")  # not waiting for the 100: the server sends it all the same
         client.shutdown(socket.SHUT_WR)
         handler = Recorder()
-        assert serve(server, ("192.0.2.1", 4321), 8080, handler, LIMITS, lambda *_: None) == 1
+        assert serve(server, ("192.0.2.1", 4321), 8080, handler, handler, LIMITS, lambda *_: None) == 1
         received = b""
         while chunk := client.recv(65536):
             received += chunk

@@ -12,11 +12,11 @@ from prefork_wasm.cli import dump
 from prefork_wasm.conffile import parse_config
 from prefork_wasm.config import ConfigError, Listen, ServerConfig, VirtualHost
 from prefork_wasm.counters import LabelIndex, Recorder
-from prefork_wasm.handler import Site, prepare_routes
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request
-from prefork_wasm.routing import request_host, select_host
+from prefork_wasm.router import LocationIndex, Router, request_host, select_host
 from prefork_wasm.scoreboard import Slot, words
+from prefork_wasm.site import Site, prepare_guests
 
 
 @pytest.fixture(autouse=True)
@@ -83,16 +83,17 @@ def test_virtual_hosts_are_parsed_with_canonical_names(root: Path) -> None:
 
 def test_a_host_inherits_the_main_server_s_sections_and_defaults(root: Path) -> None:
     config = load(TWO)
-    a, b = config.virtual_hosts
+    a, b = (LocationIndex(host.routes) for host in config.virtual_hosts)
+    main = LocationIndex(config.routes)
     # Its own defaults over the main server's, including a line after the <VirtualHost> (Apache
     # merges the main server into each host once the whole file is read).
-    assert (a.routes.match("/x").module, a.routes.match("/x").timeout) == (root / "a.wasm", 4.0)  # type: ignore[union-attr]
-    assert a.routes.match("/shared/x").module == root / "main.wasm"  # type: ignore[union-attr]
-    assert not a.routes.match("/only-a").allows("127.0.0.1")  # type: ignore[union-attr]
-    assert b.routes.match("/x") is None  # no handler at b's level or the main server's
-    assert b.routes.match("/b").module == root / "b.wasm"  # type: ignore[union-attr]
-    assert config.match("/only-a") is None  # the main server has no such section
-    assert config.match("/b") is None
+    assert (a.match("/x").module, a.match("/x").timeout) == (root / "a.wasm", 4.0)  # type: ignore[union-attr]
+    assert a.match("/shared/x").module == root / "main.wasm"  # type: ignore[union-attr]
+    assert not a.match("/only-a").allows("127.0.0.1")  # type: ignore[union-attr]
+    assert b.match("/x") is None  # no handler at b's level or the main server's
+    assert b.match("/b").module == root / "b.wasm"  # type: ignore[union-attr]
+    assert main.match("/only-a") is None  # the main server has no such section
+    assert main.match("/b") is None
 
 
 def test_a_virtual_host_without_server_name_is_known_by_the_main_server_s() -> None:
@@ -282,14 +283,16 @@ def test_percent_v_is_the_canonical_name_of_the_host_that_answered(tmp_path: Pat
     )
     log = tmp_path / "access_log"
     slot = Slot()
+    access_logs = [AccessLog(LogFile(str(log)), "%v %p")]
     site = Site(
-        config, prepare_routes(config, None, {}), None, ErrorLog(LogFile(str(tmp_path / "error_log")), "warn"),  # type: ignore[arg-type]
-        [AccessLog(LogFile(str(log)), "%v %p")], slot, draining=lambda: False, others_waiting=lambda: False,
+        config, Router(config, access_logs, ErrorLog(LogFile(str(tmp_path / "error_log")), "warn"), ()),
+        prepare_guests(config, None, {}), None, access_logs, slot,  # type: ignore[arg-type]
         recorder=Recorder(words(slot.counts), LabelIndex({}, {})), pages={},
     )
     for port in (8080, 8081):
         request = Request(
             "GET", "/", "1.1", [(b"host", host.encode())], "127.0.0.1", 1, port, f"id-{port}", 0.0, path="/"
         )
-        site.finished(request, site.respond(request), 0)
+        decision = site.route(request)
+        site.finished(request, decision, site.respond(request, decision, lambda response: None), 0)
     assert log.read_text().splitlines() == [f"{logged} 8080", "main.example 8081"]

@@ -1,5 +1,6 @@
-"""Apache's <Location> semantics: which sections match a request's normalised path, and how
-every matching section merges over the server's defaults (issue 11)."""
+"""The router as pure logic: Apache's <Location> semantics (which sections match a request's
+normalised path, and how every matching section merges over the server's defaults, issue 11),
+and the one decision it makes per request."""
 
 from __future__ import annotations
 
@@ -9,8 +10,24 @@ from pathlib import Path
 import pytest
 
 from prefork_wasm.conffile import parse_config
-from prefork_wasm.config import ROUTE_MEMORY, LocationConfig, ServerConfig
+from prefork_wasm.config import LocationConfig, ServerConfig
+from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
+from prefork_wasm.messages import Request
 from prefork_wasm.paths import request_path
+from prefork_wasm.router import (
+    FORBIDDEN,
+    NOT_FOUND,
+    ROUTE_MEMORY,
+    RUN_GUEST,
+    Fault,
+    ListDirectory,
+    LocationIndex,
+    Redirect,
+    Router,
+    RunScript,
+    SendFile,
+    ServerPage,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -26,9 +43,17 @@ def load(text: str) -> ServerConfig:
     return parse_config("server.conf")
 
 
+_INDEXES: dict[int, tuple[ServerConfig, LocationIndex]] = {}
+
+
+def locations(config: ServerConfig) -> LocationIndex:
+    """The main server's LocationIndex: one per config, as a worker has one."""
+    return _INDEXES.setdefault(id(config), (config, LocationIndex(config.routes)))[1]
+
+
 def served(config: ServerConfig, target: str) -> LocationConfig:
     """What a request for the raw `target` gets, decided on its normalised path as a worker does."""
-    loc = config.match(request_path(target, "off"))
+    loc = locations(config).match(request_path(target, "off"))
     assert loc is not None
     return loc
 
@@ -141,15 +166,16 @@ def test_a_worker_remembers_the_routing_of_a_bounded_number_of_paths() -> None:
     ROUTE_MEMORY paths: a client sending ever new paths cannot grow a worker's memory."""
     config = load(NESTED)
     admin, other = served(config, "/admin"), served(config, "/x")
+    index = locations(config)
     for i in range(ROUTE_MEMORY * 2 + 1):
-        assert config.match(f"/admin/{i}") is admin
-        assert len(config.routes._by_path) <= ROUTE_MEMORY
-    assert (config.match("/admin"), config.match("/x"), config.match("/administrator")) == (admin, other, other)
+        assert index.match(f"/admin/{i}") is admin
+        assert len(index._by_path) <= ROUTE_MEMORY
+    assert (index.match("/admin"), index.match("/x"), index.match("/administrator")) == (admin, other, other)
 
 
 def test_no_section_and_no_server_handler_is_no_match() -> None:
     config = load("<Location /admin>\n    Require all denied\n</Location>\n")
-    assert config.match("/other") is None
+    assert locations(config).match("/other") is None
     assert served(config, "/admin").handler is None  # matched, but nothing serves it: 404
 
 
@@ -246,3 +272,153 @@ def test_a_bad_regex_section_is_an_error_at_its_line(lines: str, message: str) -
     with pytest.raises(Exception) as info:
         load(f"{lines}\n    Require all denied\n{closing}\n")
     assert str(info.value).startswith(message)
+
+
+# --- the decision: one record per request --------------------------------------------------------
+
+SITE = """\
+    DocumentRoot docs
+    WasmModule app.wasm
+    AddHandler wasm-handler .py
+    AddType text/x-notes .notes
+    AddHandler cgi-script .cgi
+    <Location /app>
+        SetHandler wasm-handler
+        LimitRequestBody 100
+    </Location>
+    <Location /admin>
+        SetHandler wasm-handler
+        Require ip 10.0.0.0/8
+    </Location>
+    <Location /server-status>
+        SetHandler server-status
+    </Location>
+    <Directory {root}/docs/open>
+        Options Indexes
+    </Directory>
+    <Directory {root}/docs/private>
+        Require all denied
+    </Directory>
+"""
+
+
+def router(config: ServerConfig, access_logs: list[AccessLog] | None = None) -> Router:
+    return Router(config, access_logs or [], ErrorLog(LogFile("stderr"), "warn"), ("server-status", "metrics"))
+
+
+def site(root: Path) -> Router:
+    for name in ("docs/open", "docs/closed", "docs/private"):
+        (root / name).mkdir(parents=True)
+    for name in ("docs/a.notes", "docs/run.py", "docs/x.cgi", "docs/private/secret"):
+        (root / name).write_text("text\n")
+    return router(load(SITE.format(root=root)))
+
+
+def request(target: str, addr: str = "192.0.2.1", host: bytes = b"x", port: int = 8080) -> Request:
+    return Request("GET", target, "1.1", [(b"host", host)], addr, 1, port, "id-1", 0.0, path=request_path(target))
+
+
+def test_a_handler_location_is_decided_with_its_body_limit(root: Path) -> None:
+    decision = site(root).route(request("/app/x"))
+    assert decision.target is RUN_GUEST and decision.settings is None
+    assert decision.location is not None and decision.location.prefix == "/app"
+    assert decision.body_limit == 100
+    assert decision.server.host is None and decision.server.access_logs == ()
+
+
+def test_the_access_check_comes_before_the_handler(root: Path) -> None:
+    routing = site(root)
+    assert routing.route(request("/admin")).target is FORBIDDEN
+    assert routing.route(request("/admin", addr="10.1.2.3")).target is RUN_GUEST
+
+
+def test_a_server_page_is_chosen_by_its_handler_name(root: Path) -> None:
+    assert site(root).route(request("/server-status")).target == ServerPage("server-status")
+
+
+def test_no_path_and_no_location_are_not_found_without_a_body_limit(root: Path) -> None:
+    routing = router(load("<Location /admin>\n    Require all denied\n</Location>\n"))
+    no_path = Request("GET", "/", "1.1", [], "", 0, 8080, "i", 0.0)  # refused before its path was read
+    for decision in (routing.route(request("/other")), routing.route(no_path)):
+        assert (decision.location, decision.target, decision.body_limit) == (None, NOT_FOUND, 0)
+
+
+def test_a_file_is_sent_with_its_content_type_and_directory_settings(root: Path) -> None:
+    decision = site(root).route(request("/a.notes"))
+    assert decision.target == SendFile(root / "docs" / "a.notes", "text/x-notes")
+    assert decision.settings is not None and decision.settings.add_types[".notes"] == "text/x-notes"
+    assert decision.body_limit == 1073741824
+
+
+def test_a_file_with_path_info_and_no_handler_is_not_found(root: Path) -> None:
+    assert site(root).route(request("/a.notes/more")).target is NOT_FOUND
+
+
+def test_a_script_runs_with_its_path_info(root: Path) -> None:
+    target = site(root).route(request("/run.py/a/b")).target
+    assert isinstance(target, RunScript)
+    script = target.script
+    assert (script.file, script.url, script.path_info) == (root / "docs" / "run.py", "/run.py", "/a/b")
+
+
+def test_a_handler_prefork_wasm_lacks_never_serves_the_source(root: Path) -> None:
+    assert site(root).route(request("/x.cgi")).target is FORBIDDEN
+
+
+def test_a_directory_without_its_slash_is_redirected_with_the_query(root: Path) -> None:
+    assert site(root).route(request("/open?a=1")).target == Redirect(b"/open/?a=1")
+
+
+def test_a_directory_is_listed_only_with_options_indexes(root: Path) -> None:
+    routing = site(root)
+    assert routing.route(request("/open/")).target == ListDirectory(root / "docs" / "open", "/open/")
+    assert routing.route(request("/closed/")).target is FORBIDDEN
+
+
+def test_a_denied_tree_does_not_say_which_names_exist(root: Path) -> None:
+    routing = site(root)
+    assert routing.route(request("/private/secret")).target is FORBIDDEN
+    assert routing.route(request("/private/nothing")).target is FORBIDDEN
+    assert routing.route(request("/nothing")).target is NOT_FOUND
+
+
+def test_a_merge_without_a_module_is_a_fault_naming_its_section() -> None:
+    config = load("<Location /app>\n    WasmModule app.wasm\n</Location>\n<LocationMatch \\.php$>\n"
+                  "    SetHandler wasm-handler\n</LocationMatch>\n")
+    target = router(config).route(request("/other.php")).target
+    assert target == Fault("SetHandler wasm-handler without a WasmModule at server.conf:5")
+
+
+def test_a_failure_while_routing_is_the_request_s_fault(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    routing = site(root)
+    monkeypatch.setattr("prefork_wasm.router.resolve", broken)
+    decision = routing.route(request("/a.notes"))
+    assert isinstance(decision.target, Fault)
+    assert decision.target.cause.startswith("internal error: RuntimeError: boom at test_router.py:")
+    assert decision.body_limit == 1073741824
+
+
+def test_a_virtual_host_brings_its_own_locations_and_logs(root: Path) -> None:
+    config = load("""\
+        Listen 8081
+        ServerName main.example
+        <VirtualHost *:8080>
+            ServerName a.example
+            SetHandler wasm-handler
+            WasmModule app.wasm
+        </VirtualHost>
+        <VirtualHost *:8080>
+            ServerName b.example
+        </VirtualHost>
+    """)
+    main_log, a_log = (AccessLog(LogFile("stderr"), "%v", host) for host in (None, 0))
+    routing = router(config, [main_log, a_log])
+    a = routing.route(request("/x", host=b"A.Example."))
+    assert (a.server.name, a.server.access_logs, a.target) == ("a.example", (a_log,), RUN_GUEST)
+    b = routing.route(request("/x", host=b"b.example"))
+    assert (b.server.name, b.server.access_logs, b.target) == ("b.example", (main_log,), NOT_FOUND)
+    main = routing.route(request("/x", port=8081))
+    assert (main.server.host, main.server.name, main.server.access_logs) == (None, "main.example", (main_log,))

@@ -1,7 +1,8 @@
 """The request's fault boundary and what a worker keeps between requests (issue 8, items 2 and 6).
 
 A real Site and a real connection over a socket pair; the guest side is not needed here (a
-removed WasmDir through the real server is in tests/integration/test_fault_boundary.py).
+removed WasmDir through the real server is in tests/integration/test_fault_boundary.py). The
+routing decision itself is tested as pure logic in test_router.py.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from prefork_wasm.conffile import parse_config
 from prefork_wasm.connection import LINGER_SECONDS, serve
 from prefork_wasm.counters import LabelIndex, Recorder
 from prefork_wasm.engine import WASM32_MEMORY_MAX, InstancePool
-from prefork_wasm.handler import Site, prepare_routes
 from prefork_wasm.http1 import Limits
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request, Response
 from prefork_wasm.paths import request_path
+from prefork_wasm.router import Router
 from prefork_wasm.scoreboard import Slot, words
+from prefork_wasm.site import Site, prepare_guests
 from prefork_wasm.worker import YieldPolicy, pool_for
 
 CONFIG = """\
@@ -35,23 +37,28 @@ Listen 8080
 """
 
 
-def make_site(tmp_path: Path, status_page: object) -> Site:
+def make_site(tmp_path: Path, status_page: object, access_logs: list[AccessLog] | None = None) -> Site:
     conf = tmp_path / "server.conf"
     conf.write_text(CONFIG)
     slot = Slot()
     config = parse_config(conf)
+    pages = {"server-status": status_page} if status_page else {}
+    error_log = ErrorLog(LogFile(str(tmp_path / "error_log")), "info")
     return Site(
         config,
-        routes=prepare_routes(config, None, {}),  # type: ignore[arg-type]  # no module to load
+        router=Router(config, access_logs or [], error_log, pages),
+        guests=prepare_guests(config, None, {}),  # type: ignore[arg-type]  # no module to load
         runtime=None,  # type: ignore[arg-type]  # no Location here runs a guest
-        error_log=ErrorLog(LogFile(str(tmp_path / "error_log")), "info"),
-        access_logs=[],
+        access_logs=access_logs or [],
         slot=slot,
-        draining=lambda: False,
-        others_waiting=lambda: False,
         recorder=Recorder(words(slot.counts), LabelIndex({}, {})),
-        pages={"server-status": status_page},  # type: ignore[dict-item]
+        pages=pages,  # type: ignore[arg-type]
     )
+
+
+def respond(site: Site, request: Request) -> Response:
+    """Route and answer `request` as the connection does."""
+    return site.respond(request, site.route(request), lambda response: None)
 
 
 def make_request(target: str, body: bytes = b"") -> Request:
@@ -65,9 +72,9 @@ def test_an_answered_request_is_not_kept_alive(tmp_path: Path, target: str) -> N
     """After its response nothing in the Site holds the request, so its body is freed while idle."""
     site = make_site(tmp_path, lambda request: Response(200))
     request = make_request(target, body=b"x" * 1_000_000)
-    site.body_limit(request)
-    response = site.respond(request)
-    site.finished(request, response, 0)
+    decision = site.route(request)
+    response = site.respond(request, decision, lambda response: None)
+    site.finished(request, decision, response, 0)
     gone = weakref.ref(request)
     del request
     assert gone() is None
@@ -78,40 +85,47 @@ def test_a_bug_behind_respond_is_a_logged_500(tmp_path: Path) -> None:
         return {}["no such key"]  # type: ignore[no-any-return]
 
     site = make_site(tmp_path, broken)
-    response = site.respond(make_request("/server-status/x%0Ay"))
+    response = respond(site, make_request("/server-status/x%0Ay"))
     assert response.status == 500
     log = (tmp_path / "error_log").read_text()
     assert (
-        "[client 192.0.2.1:4321] request abc-7: -: internal error: KeyError: 'no such key' at test_handler.py:" in log
+        "[client 192.0.2.1:4321] request abc-7: -: internal error: KeyError: 'no such key' at test_site.py:" in log
     )
     assert "(POST /server-status/x\\x0ay)" in log  # a decoded control character cannot forge a line
     assert len(log.splitlines()) == 1
 
 
+class _Decided:
+    """A routing decision as the connection reads it."""
+
+    body_limit = 0
+
+
 class _Crashing:
-    """A handler whose respond raises (a bug its own boundary did not catch)."""
+    """A site whose respond raises (a bug its own boundary did not catch)."""
 
     def __init__(self) -> None:
         self.answered: list[int] = []
 
-    def new_request_id(self) -> str:
-        return "id"
+    def route(self, request: Request) -> _Decided:
+        return _Decided()
 
-    def body_limit(self, request: Request) -> int:
-        return 0
-
-    def in_flight(self, answer: Callable[[Response], None]) -> None:
-        pass
-
-    def respond(self, request: Request) -> Response:
+    def respond(self, request: Request, decision: _Decided, give_up: Callable[[Response], None]) -> Response:
         if request.path == "/crash":
             raise RuntimeError("bug")
         if request.path == "/split":  # a server bug that would split the head
             return Response(200, [(b"Location", b"/x\r\nSet-Cookie: owned=1")], b"fine")
         return Response(200, body=b"fine")
 
-    def finished(self, request: Request, response: Response, sent: int) -> None:
+    def finished(self, request: Request, decision: _Decided, response: Response, sent: int) -> None:
         self.answered.append(response.status)
+
+
+class _Worker:
+    """A worker that is not stopping and has no one waiting."""
+
+    def new_request_id(self) -> str:
+        return "id"
 
     def draining(self) -> bool:
         return False
@@ -127,10 +141,10 @@ LIMITS = Limits(
 
 
 def serving(
-    server: socket.socket, handler: _Crashing, state: Callable[..., None] = lambda *a: None
+    server: socket.socket, site: _Crashing, state: Callable[..., None] = lambda *a: None
 ) -> threading.Thread:
     """A connection served in a thread, as a worker serves it (started)."""
-    thread = threading.Thread(target=serve, args=(server, ("127.0.0.1", 1), 8080, handler, LIMITS, state))
+    thread = threading.Thread(target=serve, args=(server, ("127.0.0.1", 1), 8080, site, _Worker(), LIMITS, state))
     thread.start()
     return thread
 
@@ -144,8 +158,8 @@ def until_closed(client: socket.socket) -> bytes:
 
 def test_the_connection_answers_500_when_respond_raises(capsys: pytest.CaptureFixture[str]) -> None:
     server, client = socket.socketpair()
-    handler = _Crashing()
-    thread = serving(server, handler)
+    site = _Crashing()
+    thread = serving(server, site)
     with client:
         client.sendall(
             b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -154,7 +168,7 @@ def test_the_connection_answers_500_when_respond_raises(capsys: pytest.CaptureFi
     thread.join(10)
     assert received.startswith(b"HTTP/1.1 500 ")
     assert b"HTTP/1.1 200 " in received and received.endswith(b"fine")  # the same connection goes on
-    assert handler.answered == [500, 200]
+    assert site.answered == [500, 200]
     assert "RuntimeError: bug" in capsys.readouterr().err
 
 
@@ -162,15 +176,15 @@ def test_a_response_whose_head_would_split_is_answered_500_and_the_connection_cl
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     server, client = socket.socketpair()
-    handler = _Crashing()
-    thread = serving(server, handler)
+    site = _Crashing()
+    thread = serving(server, site)
     with client:
         client.sendall(b"GET /split HTTP/1.1\r\nHost: x\r\n\r\n")  # a keep-alive request
         received = until_closed(client)
     thread.join(10)
     assert received.startswith(b"HTTP/1.1 500 ") and b"connection: close\r\n" in received
     assert b"Set-Cookie" not in received and received.count(b"HTTP/1.1") == 1
-    assert handler.answered == [500]
+    assert site.answered == [500]
     assert "ResponseHeadError: a control character" in capsys.readouterr().err
 
 
@@ -182,13 +196,13 @@ def test_the_yield_policy_gives_way_after_two_requests_while_others_wait() -> No
 
 
 class _Recorder(_Crashing):
-    """A handler that lets the test act while the first response is being made."""
+    """A site that lets the test act while the first response is being made."""
 
     def __init__(self, during_first: Callable[[], None]) -> None:
         super().__init__()
         self.during_first = during_first
 
-    def respond(self, request: Request) -> Response:
+    def respond(self, request: Request, decision: _Decided, give_up: Callable[[Response], None]) -> Response:
         if not self.answered:
             self.during_first()
         return Response(200, body=b"fine")
@@ -199,32 +213,29 @@ def test_a_next_request_that_is_already_there_reports_no_keep_alive_wait() -> No
     request that arrives at once leaves the scoreboard and the title as they were."""
     server, client = socket.socketpair()
     # Sent while the first is answered: in the socket, not yet read, when the worker waits.
-    handler = _Recorder(lambda: client.sendall(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    site = _Recorder(lambda: client.sendall(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
     states: list[str] = []
-    thread = serving(server, handler, lambda letter, *a: states.append(letter))
+    thread = serving(server, site, lambda letter, *a: states.append(letter))
     with client:
         client.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
         received = until_closed(client)
     thread.join(10)
     assert received.count(b"HTTP/1.1 200 ") == 2
-    assert handler.answered == [200, 200]
+    assert site.answered == [200, 200]
     assert "K" not in states
 
 
 def test_the_access_record_carries_only_the_headers_a_format_logs(tmp_path: Path) -> None:
-    site = make_site(tmp_path, lambda request: Response(200))
-    site = Site(
-        site.config, site.routes, site.runtime, site.error_log,
-        [AccessLog(LogFile(str(tmp_path / "access_log")), '%s "%{User-Agent}i" %{X-Id}o %{Referer}i')],
-        Slot(), draining=lambda: False, others_waiting=lambda: False, recorder=site.recorder, pages={},
+    site = make_site(
+        tmp_path, None, [AccessLog(LogFile(str(tmp_path / "access_log")), '%s "%{User-Agent}i" %{X-Id}o %{Referer}i')]
     )
     request = make_request("/nowhere")
     request.headers = [(b"host", b"x"), (b"user-agent", b"agent/1"), (b"cookie", b"secret")]
     response = Response(200, headers=[(b"X-Id", b"7"), (b"Content-Type", b"text/plain")])
-    record = site._access_record(request, response, 0, 0.0)
+    record = site._access_record(request, response, 0, 0.0, "")
     assert record.request_headers == {"user-agent": "agent/1"}
     assert record.response_headers == {"x-id": "7"}
-    site.finished(request, response, 0)
+    site.finished(request, site.route(request), response, 0)
     assert (tmp_path / "access_log").read_text() == '200 "agent/1" 7 -\n'
 
 
