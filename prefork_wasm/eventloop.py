@@ -10,7 +10,7 @@ each worker holds its own connections rather than one process holding them for a
 
 Leaving (scoreboard.HAND_OVER: a restart, recycling) passes every connection not being served
 to the workers that stay or follow (handover.py); draining (scoreboard.DRAIN: a graceful stop)
-closes the idle ones and serves the rest with `Connection: close`.
+serves each connection's next request with `Connection: close`, or closes it at its deadline.
 """
 
 from __future__ import annotations
@@ -382,8 +382,9 @@ class EventLoop:
             self._hold(Held.adopted(parcel, sock, self.limits, now), now)
 
     def _leave(self, how: bytes) -> None:
-        """Stop accepting; hand over what is not being served (HAND_OVER) or close what is idle
-        (DRAIN, or what no worker took); serve the rest with Connection: close."""
+        """Stop accepting; hand over what is not being served (HAND_OVER); serve the rest with
+        Connection: close, each idle one's next request or its end at KeepAliveTimeout, as a
+        prefork worker drains its connection (DRAIN, or what no worker took in time)."""
         self._listen(False)
         self._epoll.unregister(self.receive_end.fileno())
         for listener in self.listeners.values():
@@ -394,9 +395,6 @@ class EventLoop:
         self.title("graceful")
         if how == HAND_OVER:
             self._hand_over()
-        for held in list(self._idle):
-            held.end()
-            self._forget(held)
 
     def _hand_over(self) -> None:
         leaving = [held for held in self._conns.values() if held.state in (READING, KEEPALIVE, WAITING)]

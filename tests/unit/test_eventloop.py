@@ -168,24 +168,28 @@ def test_a_leaving_worker_hands_its_connections_to_the_next_as_they_were() -> No
     assert second.paths == ["/hello", "/hello"]
 
 
-def test_a_draining_worker_closes_idle_connections_cleanly_and_finishes_the_others() -> None:
+def test_a_draining_worker_serves_each_connections_next_request_with_close_then_leaves() -> None:
     site = Site()
     with Serving(site, site, LIMITS) as server:
         site.drains = lambda: server.loop.draining
-        idle, reading = connect(server.port), connect(server.port)
-        idle.sendall(REQUEST)
-        assert answer(idle).startswith(b"HTTP/1.1 200 ")
+        kept, reading, idle = connect(server.port), connect(server.port), connect(server.port)
+        for client in (kept, idle):
+            client.sendall(REQUEST)
+            assert answer(client).startswith(b"HTTP/1.1 200 ")
         reading.sendall(REQUEST[:12])
-        wait_for(lambda: list(server.slot.held) == [1, 1, 0, 0], what="one reading, one kept alive")
+        wait_for(lambda: list(server.slot.held) == [1, 2, 0, 0], what="one reading, two kept alive")
         leaving = threading.Thread(target=server.leave)
         leaving.start()
-        data, waited = closed_after(idle)
-        assert data == b"" and waited < 0.4  # at once, not at KeepAliveTimeout
+        wait_for(lambda: server.loop.draining, what="the loop draining")
+        kept.sendall(REQUEST)  # never reset: answered, and told the connection ends
         reading.sendall(REQUEST[12:])
-        data, _ = closed_after(reading)
-        assert data.startswith(b"HTTP/1.1 200 ") and b"connection: close\r\n" in data
+        for client in (kept, reading):
+            data, _ = closed_after(client)
+            assert data.startswith(b"HTTP/1.1 200 ") and b"connection: close\r\n" in data
+            client.close()  # ends the lingering close at once
+        data, waited = closed_after(idle)  # closed cleanly at its KeepAliveTimeout
+        assert data == b"" and waited < 0.6
         idle.close()
-        reading.close()  # ends the lingering close at once
         leaving.join(10)
         assert not leaving.is_alive()
 
