@@ -1,4 +1,5 @@
 """Connections no flood can starve: a connection that is not ready to be served costs no worker.
+And what a worker killed by SIGKILL takes with it.
 
 8 workers hold 2,000 idle connections, 500 connections trickling a header byte every 2 s and
 1,000 kept-alive idle connections at once (each one the server closes is opened again, so the
@@ -9,8 +10,10 @@ the idle ones, KeepAliveTimeout for the kept-alive ones.
 
 from __future__ import annotations
 
+import os
 import resource
 import selectors
+import signal
 import socket
 import threading
 import time
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from harness import HELLO, HOST, Server
+from harness import HELLO, HOST, Server, wait_for
 
 IDLE, TRICKLE, KEPT = 2000, 500, 1000
 PROBE_SECONDS = 40.0
@@ -216,3 +219,57 @@ def test_a_flood_of_idle_trickling_and_kept_alive_connections_starves_no_client(
     for ending in by_kind["kept"]:
         assert ending.lived >= KEEP_ALIVE_TIMEOUT - 1, ending
     assert "MaxHeldConnections" not in server.log()
+
+
+SLOW = """
+<Location /slow>
+    SetHandler wasm-handler
+    WasmModule ${MODULES}/slow.wasm
+    WasmEnableCGI On
+</Location>
+"""
+
+
+def response_or_end(sock: socket.socket) -> bytes | None:
+    """What the server sends before it closes: bytes, b'' for a clean close (FIN), None for a
+    reset."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        return data or None
+    return data
+
+
+def test_a_worker_killed_by_sigkill_loses_its_request_in_flight_and_requests_already_sent_to_it(
+    make_server: Callable[..., Server],
+) -> None:
+    """What holds (each worker holds its own connections): the request it was running is lost,
+    and so is a request already sent on another connection it held (the kernel resets a socket
+    closed with bytes unread: measured, a reset); its idle kept-alive connections get a clean
+    FIN (no request was on them: a client opens a new connection, RFC 9112 9.3.1); the master
+    replaces it."""
+    server = make_server(HELLO + SLOW + "KeepAliveTimeout 60\n", start_servers=1)
+    (worker,) = server.worker_pids()
+    idle = [socket.create_connection((HOST, server.port), timeout=10) for _ in range(3)]
+    for sock in idle:
+        sock.sendall(REQUEST)
+        data = b""
+        while not data.endswith(b"Hello from WebAssembly!\n"):
+            data += sock.recv(65536)
+    in_flight = socket.create_connection((HOST, server.port), timeout=10)
+    in_flight.sendall(b"GET /slow?5000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.5)  # the worker runs the slow guest
+    queued = idle.pop()
+    queued.sendall(REQUEST)  # sent while the worker is busy: it waits on the held connection
+    time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    assert response_or_end(in_flight) in (b"", None)  # lost: no response
+    assert response_or_end(queued) in (b"", None)  # lost too: no response
+    for sock in idle:
+        assert response_or_end(sock) == b""  # a clean close between requests
+    for sock in (in_flight, queued, *idle):
+        sock.close()
+    wait_for(lambda: server.worker_pids() and worker not in server.worker_pids(), what="a replacement")
+    assert server.get("/hello")[0] == 200
