@@ -23,7 +23,6 @@ from functools import partial
 from typing import Protocol, TypeVar
 
 from .handover import Parcel
-from .held import KEEPALIVE
 from .http1 import (
     CONTINUE,
     ClientGone,
@@ -149,9 +148,10 @@ class Held:
 
     @classmethod
     def adopted(cls, parcel: Parcel, sock: socket.socket, limits: Limits, now: float) -> Held:
-        """A connection another worker handed over, as it was there."""
+        """A connection another worker handed over, as it was there: waiting for a head's first
+        byte until a time, or with a head begun under its deadline (a whole one, even)."""
         held = cls(sock, parcel.peer, parcel.port, parcel.server_addr, limits, parcel.served)
-        if parcel.state == KEEPALIVE:
+        if len(parcel.deadline) == 1:
             held.until = parcel.deadline[0]
         else:
             held.head = Deadline.restored(parcel.deadline)

@@ -47,10 +47,10 @@ from .scoreboard import WAITING as IDLE_WORKER
 
 # A connection being served is in none of held.STATE_NAMES: the worker's own state shows it.
 SERVING = len((READING, KEEPALIVE, WAITING, CLOSING))
-# At most this many connections are accepted per wake-up while none of them has its request
-# yet; one that has is served before the next accept, so that an idle worker can take the next.
-ACCEPT_BATCH = 64
-# A worker that stopped accepting (the balance, the bound) looks again this often.
+# How long a worker waits for the request of a connection it accepted before it holds it.
+ACCEPT_WAIT = 0.002
+# A worker that stopped accepting (the balance, the bound) looks again this often, and whenever
+# one of its connections ends.
 LISTEN_RECHECK = 0.05
 # The other workers' held counts are read from the scoreboard at most this often.
 PEERS_EVERY = 0.02
@@ -224,7 +224,9 @@ class EventLoop:
         self._ready.append(held)
 
     def _forget(self, held: Held) -> None:
-        """The connection is closed (or another worker's now)."""
+        """The connection is closed (or another worker's now): a worker that stopped accepting
+        looks again at once."""
+        self._recheck_at = 0.0
         del self._conns[held.fd]
         self._move(held, SERVING)
         self._counts[SERVING] -= 1
@@ -336,50 +338,58 @@ class EventLoop:
             self._recheck_at = time.monotonic() + LISTEN_RECHECK
 
     def _accept(self, listener: Listener, now: float) -> None:
-        for _ in range(ACCEPT_BATCH):
-            verdict = self._verdict(now)
-            if verdict is not Accept.YES:
-                if verdict is not Accept.BALANCE and self._bound_log.due(now):
-                    self.error_log.error(
-                        f"server reached MaxHeldConnections setting ({self.bound}), consider raising it"
-                        if len(self._conns) < self._own_limit
-                        else f"worker {os.getpid()} holds as many connections as its RLIMIT_NOFILE allows "
-                        f"({len(self._conns)}); consider raising the hard limit"
-                    )
-                if verdict is Accept.MAKE_ROOM:
-                    oldest = next(iter(self._idle))
-                    oldest.end()
-                    self._forget(oldest)
-                else:
-                    self._listen(False)
-                    return
-            try:
-                sock, peer = listener.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return  # another worker took it
-            except OSError as e:  # EMFILE, ENFILE, ENOBUFS: not now; the connection waits in the backlog
-                self.error_log.error(f"accept failed: {e}")
+        """One connection per wake-up: while more wait in the backlog the listener stays ready,
+        and EPOLLEXCLUSIVE wakes an idle worker for each, so none is taken by a worker that
+        would make it wait behind another."""
+        verdict = self._verdict(now)
+        if verdict is not Accept.YES:
+            if verdict is not Accept.BALANCE and self._bound_log.due(now):
+                self.error_log.error(
+                    f"server reached MaxHeldConnections setting ({self.bound}), consider raising it"
+                    if len(self._conns) < self._own_limit
+                    else f"worker {os.getpid()} holds as many connections as its RLIMIT_NOFILE allows "
+                    f"({len(self._conns)}); consider raising the hard limit"
+                )
+            if verdict is not Accept.MAKE_ROOM:
                 self._listen(False)
                 return
-            self.accepted += 1
-            self.slot.connections += 1
-            ip = sock.getsockname()[0] if listener.ask_ip else listener.ip
-            held = Held(sock, peer[:2], listener.port, ip, self.limits)
-            held.start(now)
-            held.receive(now)  # a new connection's request is usually there by the accept
-            self._hold(held, now)
-            if self.accepted == self.max_connections:
-                self._listen(False)  # the last one: the loop leaves once it is served
-                return
-            if held.complete:
-                return  # serve it before taking more: an idle worker may take the next
+            oldest = next(iter(self._idle))
+            oldest.end()
+            self._forget(oldest)
+        try:
+            sock, peer = listener.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another worker took it
+        except OSError as e:  # EMFILE, ENFILE, ENOBUFS: not now; the connection waits in the backlog
+            self.error_log.error(f"accept failed: {e}")
+            self._listen(False)
+            return
+        self.accepted += 1
+        self.slot.connections += 1
+        ip = sock.getsockname()[0] if listener.ask_ip else listener.ip
+        held = Held(sock, peer[:2], listener.port, ip, self.limits)
+        held.start(now)
+        # A new connection's request is there by the accept, or a moment later: waiting that
+        # moment here keeps this worker from taking the next connection meanwhile (an idle
+        # worker takes it), as a prefork worker reads the connection it accepted.
+        if not held.receive(now) and _readable_within(sock, ACCEPT_WAIT):
+            held.receive(time.monotonic())
+        self._hold(held, now)
+        if self.accepted == self.max_connections:
+            self._listen(False)  # the last one: the loop leaves once it is served
 
     # ---------------------------------------------------------------- hand-over
 
     def _adopt(self, now: float) -> None:
         """Connections another worker handed over, as they were there."""
         for parcel, sock in handover.receive(self.receive_end):
-            self._hold(Held.adopted(parcel, sock, self.limits, now), now)
+            try:
+                held = Held.adopted(parcel, sock, self.limits, now)
+            except Exception as e:  # a parcel this worker cannot read: a bug, but not the worker's end
+                self.error_log.error(f"a connection from {parcel.peer[0]} handed over could not be adopted: {e!r}")
+                sock.close()
+                continue
+            self._hold(held, now)
 
     def _leave(self, how: bytes) -> None:
         """Stop accepting; hand over what is not being served (HAND_OVER); serve the rest with
@@ -421,6 +431,12 @@ class EventLoop:
                 f"worker {os.getpid()}: {len(leaving) - sent} of {len(leaving)} connections could not be "
                 f"handed over within {HANDOVER_SECONDS:g} s; serving them before exiting"
             )
+
+
+def _readable_within(sock: socket.socket, seconds: float) -> bool:
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(seconds * 1000))
 
 
 def _drain_pipe(fd: int) -> None:

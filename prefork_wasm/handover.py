@@ -40,7 +40,7 @@ class Parcel:
     served: int  # requests answered on it so far (MaxKeepAliveRequests)
     state: int  # held.READING, KEEPALIVE or WAITING
     buffered: bytes  # bytes received of a request head (all of it when WAITING)
-    deadline: tuple[float, ...]  # keep-alive: (until,); a head: reqtimeout.Deadline.saved()
+    deadline: tuple[float, ...]  # no head begun: (until,); a head: reqtimeout.Deadline.saved()
 
 
 def pair() -> tuple[socket.socket, socket.socket]:

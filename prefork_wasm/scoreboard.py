@@ -89,6 +89,9 @@ class Slot(ctypes.Structure):
         self.heartbeat = time.monotonic()
 
 
+_STATE_OFFSET: int = Slot.__dict__["state"].offset
+
+
 class Cumulative(ctypes.Structure):
     """The final counters of every worker that has exited, written by the master alone."""
 
@@ -122,6 +125,12 @@ class Scoreboard:
 
     def __len__(self) -> int:
         return len(self.slots)
+
+    def states(self) -> bytes:
+        """Every slot's state letter, in slot order, read in one step: cheaper than a field
+        read per slot when a worker looks for the few slots in use among ServerLimit."""
+        start = ctypes.addressof(self.slots) - ctypes.addressof(self.cumulative) + _STATE_OFFSET
+        return self._map[start : start + ctypes.sizeof(Slot) * len(self.slots) : ctypes.sizeof(Slot)]
 
     def free_slot(self) -> int | None:
         for index, slot in enumerate(self.slots):

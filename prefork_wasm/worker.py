@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import socket
 import sys
@@ -179,15 +180,13 @@ class Worker:
     def _peers(self) -> list[Peer]:
         """The other serving workers of this generation, as the scoreboard shows them: their held
         connections, whether they are in their event loop lately, whether they idle now."""
-        mine, generation = ctypes.addressof(self.slot), self.slot.generation
+        me, generation, slots = self.slot, self.slot.generation, self.scoreboard.slots
         now = time.monotonic()
         peers = []
-        for slot in self.scoreboard.slots:
-            state = slot.state
-            if state in _NOT_SERVING or slot.quit != SERVE or slot.generation != generation:
-                continue
-            if ctypes.addressof(slot) != mine:
-                idle = state == WAITING
+        for found in _SERVING.finditer(self.scoreboard.states()):
+            slot = slots[found.start()]
+            if slot.quit == SERVE and slot.generation == generation and slot.pid != me.pid:
+                idle = found[0] == WAITING
                 peers.append(Peer(sum(slot.held), idle or now - slot.heartbeat < AVAILABLE_WINDOW, idle))
         return peers
 
@@ -261,7 +260,8 @@ class Worker:
         return state
 
 
-_NOT_SERVING = frozenset({OPEN, STARTING, GRACEFUL, CLEANUP})
+# A slot whose worker serves (not open, starting, leaving or exiting), in Scoreboard.states().
+_SERVING = re.compile(b"[^" + re.escape(OPEN + STARTING + GRACEFUL + CLEANUP) + b"]")
 
 
 def pool_for(config: ServerConfig, artifacts: dict[Path, Artifact]) -> InstancePool | None:

@@ -230,3 +230,35 @@ def test_requests_queued_behind_a_slow_one_are_served_by_an_idle_worker() -> Non
                 client.close()
     assert took < 2.6  # not 3 x 1 s one after the other
     assert len(busy.paths) + len(idle.paths) == 3 and idle.paths
+
+
+def test_a_connection_in_any_state_is_adopted_as_it_was() -> None:
+    """Held.parcel then Held.adopted, for each state a leaving or shedding worker hands over."""
+    from prefork_wasm.connection import Held
+
+    def held(*feeds: tuple[bytes, bool], served: int = 0) -> Held:
+        server, client = socket.socketpair()
+        client.close()
+        one = Held(server, ("192.0.2.1", 5), 8080, "", LIMITS, served)
+        one.start(100.0)
+        for data, eof in feeds:
+            one.feed(data, eof, 100.5)
+        return one
+
+    kept = held()
+    kept.head, kept.until = None, 105.0  # idle after a kept-alive response
+    cases = [held(), held((REQUEST[:9], False)), held((REQUEST, False), served=3), kept]
+    for one in cases:
+        copy = Held.adopted(one.parcel(), socket.socket(fileno=socket.dup(one.fd)), LIMITS, 102.0)
+        assert (copy.complete, copy.deadline, copy.served, bytes(copy.parser.scanner.raw)) == (
+            one.complete, one.deadline, one.served, bytes(one.parser.scanner.raw)
+        )
+        copy.end()
+        one.end()
+    closed = held()
+    closed.head = None
+    assert closed.feed(b"", True, 101.0)  # the client closed between requests: complete, no head
+    copy = Held.adopted(closed.parcel(), socket.socket(fileno=socket.dup(closed.fd)), LIMITS, 102.0)
+    assert copy.receive(102.0) and copy.parser.closed  # the close is the socket's: read again there
+    copy.end()
+    closed.end()

@@ -32,3 +32,11 @@ def test_held_connections_are_summed_by_state_over_live_slots() -> None:
     assert board.held() == [11, 2, 3, 5]
     board.release(1)
     assert board.held() == [1, 2, 3, 4]  # a worker gone holds nothing: its connections went with it
+
+
+def test_the_states_of_every_slot_are_read_in_one_step() -> None:
+    board = Scoreboard(5)
+    board.slots[1].claim(101, 0)
+    board.slots[3].claim(103, 0)
+    board.slots[3].state = b"W"
+    assert board.states() == b".S.W."
