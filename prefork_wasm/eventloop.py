@@ -30,6 +30,7 @@ from .held import (
     CLOSING,
     KEEPALIVE,
     READING,
+    STATE_NAMES,
     WAITING,
     Accept,
     Deadlines,
@@ -46,7 +47,7 @@ from .scoreboard import GRACEFUL, HAND_OVER, SERVE, Slot
 from .scoreboard import WAITING as IDLE_WORKER
 
 # A connection being served is in none of held.STATE_NAMES: the worker's own state shows it.
-SERVING = len((READING, KEEPALIVE, WAITING, CLOSING))
+SERVING = len(STATE_NAMES)
 # How long a worker waits for the request of a connection it accepted before it holds it.
 ACCEPT_WAIT = 0.002
 # A worker that stopped accepting (the balance, the bound) looks again this often, and whenever
@@ -166,7 +167,7 @@ class EventLoop:
             for fd, _ in events:
                 self._event(fd, now)
             for held in self._deadlines.expired(now):
-                self._expire(held, now)
+                self._expire(held)
             self._serve_ready()
 
     def _longest_wait(self, now: float) -> float:
@@ -179,7 +180,13 @@ class EventLoop:
     def _event(self, fd: int, now: float) -> None:
         held = self._conns.get(fd)
         if held is not None:
-            self._readable(held, now)
+            try:
+                self._readable(held, now)
+            except Exception as e:  # a bug reading one connection: it ends, the others go on
+                self.error_log.error(f"reading a connection from {held.peer[0]} failed: {e!r}")
+                if held.fd in self._conns:
+                    held.end()
+                    self._forget(held)
         elif fd in self.listeners:
             if self._listening:
                 self._accept(self.listeners[fd], now)
@@ -200,7 +207,7 @@ class EventLoop:
             self._idle[held] = None
         held.state = state
 
-    def _hold(self, held: Held, now: float) -> None:
+    def _hold(self, held: Held) -> None:
         """A connection the worker now owns: wait for its head, or serve it at once."""
         self._conns[held.fd] = held
         held.state = SERVING
@@ -246,7 +253,7 @@ class EventLoop:
                 self._deadlines.set(held, held.deadline)
         # WAITING: its head is complete, what follows is read when it is served
 
-    def _expire(self, held: Held, now: float) -> None:
+    def _expire(self, held: Held) -> None:
         """Its deadline passed: a partial head is answered 408, an idle connection closed
         silently (as Apache does); a lingering close ends."""
         if held.state == READING:
@@ -374,7 +381,7 @@ class EventLoop:
         # worker takes it), as a prefork worker reads the connection it accepted.
         if not held.receive(now) and _readable_within(sock, ACCEPT_WAIT):
             held.receive(time.monotonic())
-        self._hold(held, now)
+        self._hold(held)
         if self.accepted == self.max_connections:
             self._listen(False)  # the last one: the loop leaves once it is served
 
@@ -389,7 +396,7 @@ class EventLoop:
                 self.error_log.error(f"a connection from {parcel.peer[0]} handed over could not be adopted: {e!r}")
                 sock.close()
                 continue
-            self._hold(held, now)
+            self._hold(held)
 
     def _leave(self, how: bytes) -> None:
         """Stop accepting; hand over what is not being served (HAND_OVER); serve the rest with
