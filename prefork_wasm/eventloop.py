@@ -57,8 +57,9 @@ LISTEN_RECHECK = 0.05
 PEERS_EVERY = 0.02
 # A leaving worker waits at most this long for room in the hand-over socket.
 HANDOVER_SECONDS = 2.0
-# After a request this slow, the requests queued behind the next one go to idle workers (held.to_shed).
-SLOW_REQUEST = 0.005
+# After a request this slow, the requests queued behind the next one go to idle workers
+# (held.to_shed): a slow guest's, not a quick one the scheduler held up on a busy machine.
+SLOW_REQUEST = 0.05
 # How often the bound's error-log line repeats while the bound holds.
 BOUND_LOG_EVERY = 60.0
 # How long a wait must last before the process title says idle (a title change is a syscall).
@@ -305,7 +306,7 @@ class EventLoop:
 
     def _shed(self, now: float) -> None:
         """Hand the requests queued behind a slow one to idle workers, one each (held.to_shed)."""
-        count = to_shed(len(self._ready), self._peer_view(now), self._last_request, SLOW_REQUEST)
+        count = to_shed(len(self._ready), len(self._conns), self._peer_view(now), self._last_request, SLOW_REQUEST)
         if not count:
             return
         going = [self._ready.popleft() for _ in range(count)]

@@ -127,16 +127,17 @@ def may_accept(held: int, idle: int, peers: Iterable[Peer], bound: int, own_limi
     return Accept.YES
 
 
-def to_shed(queued: int, peers: Iterable[Peer], last_request: float, slow: float) -> int:
-    """How many of the `queued` connections whose requests wait behind the one this worker is
-    about to serve it hands to idle peers: one per idle peer, once a request took `slow` seconds
-    or more (`last_request`, the one it served last). Kept-alive connections stay with the
-    worker that accepted them; when its requests are slow, their next requests queue behind
-    each other while other workers idle, unless it sheds them. Quick requests never shed: a
-    hand-over costs more than waiting behind one of them."""
+def to_shed(queued: int, held: int, peers: Iterable[Peer], last_request: float, slow: float) -> int:
+    """How many of the `queued` connections whose requests wait behind the one this worker
+    (holding `held` connections) is about to serve it hands to idle peers: one per idle peer that
+    holds fewer than it would after, once a request took `slow` seconds or more (`last_request`,
+    the one it served last). Kept-alive connections stay with the worker that accepted them;
+    when its requests are slow, their next requests queue behind each other while other workers
+    idle, unless it sheds them. Quick requests never shed: a hand-over costs more than waiting
+    behind one of them, and a moved connection does not come back."""
     if not queued or last_request < slow:
         return 0
-    return min(queued, sum(1 for p in peers if p.idle))
+    return min(queued, sum(1 for p in peers if p.idle and p.held + 1 < held))
 
 
 def descriptor_share(limit: int, reserved: int) -> int:

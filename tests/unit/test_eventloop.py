@@ -215,11 +215,13 @@ def test_max_connections_per_child_hands_over_and_leaves() -> None:
 
 def test_requests_queued_behind_a_slow_one_are_served_by_an_idle_worker() -> None:
     busy, idle = Site(slow=1.0), Site(slow=1.0)
-    # The idle peer holds a few connections too: the balance lets this worker take the three.
-    with Serving(busy, busy, LIMITS, peers=lambda: [Peer(3, True, idle=True)]) as server:
+    peers: list[Peer] = []  # none at first, so that the balance lets this worker take all three
+    with Serving(busy, busy, LIMITS, peers=lambda: peers) as server:
         with Serving(idle, idle, LIMITS, hand_over=server.hand_over):
             clients = [connect(server.port) for _ in range(3)]
             wait_for(lambda: server.loop.accepted == 3, what="the three connections accepted")
+            peers.append(Peer(0, True, idle=True))
+            time.sleep(0.05)  # the loop's view of its peers is renewed every 20 ms
             start = time.monotonic()
             for client in clients:
                 client.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")

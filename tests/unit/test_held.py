@@ -128,9 +128,10 @@ def test_the_throttle_says_yes_once_per_period() -> None:
 
 
 def test_requests_queued_behind_a_slow_one_go_to_idle_peers_one_each() -> None:
-    idle_two = [Peer(3, True, idle=True), Peer(3, True, idle=True), Peer(3, False)]
-    assert to_shed(4, idle_two, last_request=0.3, slow=0.005) == 2
-    assert to_shed(1, idle_two, last_request=0.3, slow=0.005) == 1
-    assert to_shed(4, idle_two, last_request=0.001, slow=0.005) == 0  # quick requests: wait, do not move
-    assert to_shed(0, idle_two, last_request=0.3, slow=0.005) == 0
-    assert to_shed(4, [Peer(3, True)], last_request=0.3, slow=0.005) == 0  # nobody idle
+    idle_two = [Peer(1, True, idle=True), Peer(0, True, idle=True), Peer(0, False)]
+    assert to_shed(4, 5, idle_two, last_request=0.3, slow=0.05) == 2
+    assert to_shed(1, 5, idle_two, last_request=0.3, slow=0.05) == 1
+    assert to_shed(4, 5, idle_two, last_request=0.01, slow=0.05) == 0  # quick requests: wait, do not move
+    assert to_shed(0, 5, idle_two, last_request=0.3, slow=0.05) == 0
+    assert to_shed(4, 5, [Peer(0, True)], last_request=0.3, slow=0.05) == 0  # nobody idle
+    assert to_shed(4, 2, idle_two, last_request=0.3, slow=0.05) == 1  # not to one that would hold as many
