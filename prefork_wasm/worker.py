@@ -171,11 +171,13 @@ class Worker:
         return self.slot.quit == DRAIN or (self.loop is not None and self.loop.draining)
 
     def _leaving(self) -> bytes:
-        """How the worker leaves once the request in flight is answered; SERVE while it stays."""
-        if not self.stopping:
-            return SERVE
+        """How the worker leaves once the request in flight is answered; SERVE while it stays.
+        The quit flag counts without the signal: one that came before this process installed its
+        handler went to the master's (inherited at the fork) and was lost."""
         how: bytes = self.slot.quit
-        return how if how in (HAND_OVER, DRAIN) else HAND_OVER
+        if how == SERVE:
+            return HAND_OVER if self.stopping else SERVE
+        return how
 
     def _peers(self) -> list[Peer]:
         """The other serving workers of this generation, as the scoreboard shows them: their held
