@@ -48,11 +48,13 @@ from .scoreboard import WAITING as IDLE_WORKER
 
 # A connection being served is in none of held.STATE_NAMES: the worker's own state shows it.
 SERVING = len(STATE_NAMES)
-# How long a worker waits for the request of a connection it accepted before it holds it.
+# How long an idle worker waits for the request of a connection it accepted before it holds it.
 ACCEPT_WAIT = 0.002
+# The most connections a worker accepts per wake-up (see _accept).
+ACCEPT_BATCH = 64
 # A worker that stopped accepting (the balance, the bound) looks again this often, and whenever
 # one of its connections ends.
-LISTEN_RECHECK = 0.05
+LISTEN_RECHECK = 0.01
 # The other workers' held counts are read from the scoreboard at most this often.
 PEERS_EVERY = 0.02
 # A leaving worker waits at most this long for room in the hand-over socket.
@@ -139,7 +141,6 @@ class EventLoop:
         or closed."""
         epoll = self._epoll
         epoll.register(self.wake_fd, _IN)
-        epoll.register(self.receive_end.fileno(), _EXCLUSIVE)
         self._listen(True)
         slot = self.slot
         while True:
@@ -192,7 +193,8 @@ class EventLoop:
             if self._listening:
                 self._accept(self.listeners[fd], now)
         elif fd == self.receive_end.fileno():
-            self._adopt(now)
+            if self._listening:
+                self._adopt(now)
         elif fd == self.wake_fd:
             _drain_pipe(fd)
 
@@ -324,19 +326,24 @@ class EventLoop:
 
     # ---------------------------------------------------------------- accepting
 
-    def _peer_view(self, now: float) -> list[Peer]:
-        if now >= self._peers_at:
+    def _peer_view(self, now: float, fresh: bool = False) -> list[Peer]:
+        if fresh or now >= self._peers_at:
             self._peers = self.peers()
             self._peers_at = now + PEERS_EVERY
         return self._peers
 
     def _verdict(self, now: float) -> Accept:
-        self._peer_view(now)
-        return may_accept(len(self._conns), len(self._idle), self._peers, self.bound, self._own_limit)
+        """Whether to take one more connection (held.may_accept), by the peers' counts as last
+        read, or as they are now if those say no: in a burst the others take connections too."""
+        verdict = may_accept(len(self._conns), len(self._idle), self._peer_view(now), self.bound, self._own_limit)
+        if verdict is Accept.BALANCE:
+            verdict = may_accept(len(self._conns), len(self._idle), self._peer_view(now, True), 0, self._own_limit)
+        return verdict
 
     def _listen(self, on: bool) -> None:
+        """Take new connections, and connections other workers hand over, or stop taking them."""
         if on != self._listening:
-            for fd in self.listeners:
+            for fd in [*self.listeners, self.receive_end.fileno()]:
                 if on:
                     self._epoll.register(fd, _EXCLUSIVE)
                 else:
@@ -346,50 +353,60 @@ class EventLoop:
             self._recheck_at = time.monotonic() + LISTEN_RECHECK
 
     def _accept(self, listener: Listener, now: float) -> None:
-        """One connection per wake-up: while more wait in the backlog the listener stays ready,
-        and EPOLLEXCLUSIVE wakes an idle worker for each, so none is taken by a worker that
-        would make it wait behind another."""
-        verdict = self._verdict(now)
-        if verdict is not Accept.YES:
-            if verdict is not Accept.BALANCE and self._bound_log.due(now):
-                self.error_log.error(
-                    f"server reached MaxHeldConnections setting ({self.bound}), consider raising it"
-                    if len(self._conns) < self._own_limit
-                    else f"worker {os.getpid()} holds as many connections as its RLIMIT_NOFILE allows "
-                    f"({len(self._conns)}); consider raising the hard limit"
-                )
-            if verdict is not Accept.MAKE_ROOM:
+        """Accept what waits in the backlog, as the balance and the bound allow (ACCEPT_BATCH at
+        most: a burst of connections is taken in a few turns), except that a worker with nothing
+        to do stops at a connection whose request has come: it serves that one now, and
+        EPOLLEXCLUSIVE wakes another idle worker for the next."""
+        idle = not self._ready
+        for _ in range(ACCEPT_BATCH):
+            verdict = self._verdict(now)
+            if verdict is not Accept.YES:
+                if verdict is not Accept.BALANCE and self._bound_log.due(now):
+                    self.error_log.error(
+                        f"server reached MaxHeldConnections setting ({self.bound}), consider raising it"
+                        if len(self._conns) < self._own_limit
+                        else f"worker {os.getpid()} holds as many connections as its RLIMIT_NOFILE allows "
+                        f"({len(self._conns)}); consider raising the hard limit"
+                    )
+                if verdict is not Accept.MAKE_ROOM:
+                    self._listen(False)
+                    return
+                oldest = next(iter(self._idle))
+                oldest.end()
+                self._forget(oldest)
+            try:
+                sock, peer = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # none left, or another worker took it
+            except OSError as e:  # EMFILE, ENFILE, ENOBUFS: not now; the connection waits in the backlog
+                self.error_log.error(f"accept failed: {e}")
                 self._listen(False)
                 return
-            oldest = next(iter(self._idle))
-            oldest.end()
-            self._forget(oldest)
-        try:
-            sock, peer = listener.sock.accept()
-        except (BlockingIOError, InterruptedError):
-            return  # another worker took it
-        except OSError as e:  # EMFILE, ENFILE, ENOBUFS: not now; the connection waits in the backlog
-            self.error_log.error(f"accept failed: {e}")
-            self._listen(False)
-            return
-        self.accepted += 1
-        self.slot.connections += 1
-        ip = sock.getsockname()[0] if listener.ask_ip else listener.ip
-        held = Held(sock, peer[:2], listener.port, ip, self.limits)
-        held.start(now)
-        # A new connection's request is there by the accept, or a moment later: waiting that
-        # moment here keeps this worker from taking the next connection meanwhile (an idle
-        # worker takes it), as a prefork worker reads the connection it accepted.
-        if not held.receive(now) and _readable_within(sock, ACCEPT_WAIT):
-            held.receive(time.monotonic())
-        self._hold(held)
-        if self.accepted == self.max_connections:
-            self._listen(False)  # the last one: the loop leaves once it is served
+            self.accepted += 1
+            self.slot.connections += 1
+            ip = sock.getsockname()[0] if listener.ask_ip else listener.ip
+            held = Held(sock, peer[:2], listener.port, ip, self.limits)
+            held.start(now)
+            # A new connection's request is there by the accept, or a moment later: waiting that
+            # moment here keeps an idle worker from taking the next connection meanwhile (another
+            # idle worker takes it), as a prefork worker reads the connection it accepted.
+            if not held.receive(now) and idle and _readable_within(sock, ACCEPT_WAIT):
+                held.receive(time.monotonic())
+            self._hold(held)
+            if self.accepted == self.max_connections:
+                self._listen(False)  # the last one: the loop leaves once it is served
+                return
+            if idle and held.complete:
+                return
 
     # ---------------------------------------------------------------- hand-over
 
     def _adopt(self, now: float) -> None:
-        """Connections another worker handed over, as they were there."""
+        """Connections another worker handed over, as they were there: one message, if the
+        balance lets this worker take more (else the workers that hold fewer take it)."""
+        if self._verdict(now) not in (Accept.YES, Accept.MAKE_ROOM):
+            self._listen(False)
+            return
         for parcel, sock in handover.receive(self.receive_end):
             try:
                 held = Held.adopted(parcel, sock, self.limits, now)
@@ -404,7 +421,6 @@ class EventLoop:
         Connection: close, each idle one's next request or its end at KeepAliveTimeout, as a
         prefork worker drains its connection (DRAIN, or what no worker took in time)."""
         self._listen(False)
-        self._epoll.unregister(self.receive_end.fileno())
         for listener in self.listeners.values():
             listener.sock.close()  # this worker's copy: it never accepts again
         self.listeners = {}
