@@ -23,6 +23,7 @@ import os
 import random
 import resource
 import select
+import shlex
 import signal
 import socket
 import sys
@@ -40,6 +41,7 @@ from .compiler import Artifact, Compile, CompileError, Digests, start_compile
 from .conffile import parse_config
 from .config import ConfigError, Listen, ServerConfig
 from .connection import LINGER_SECONDS
+from .control import ReloadReport, read_report, report_path, write_report
 from .counters import RECYCLE_REASONS, RELOAD_RESULTS, LabelIndex, assign, bump
 from .engine import WASMTIME_VERSION
 from .generation import (
@@ -54,7 +56,8 @@ from .generation import (
     resolve,
 )
 from .health import HealthPage
-from .logs import AccessLog, ErrorLog, make_parent
+from .logs import AccessLog, ErrorLog
+from .logtargets import PipedLog, make_parent
 from .metrics import MetricsPage
 from .notify import Notifier
 from .runtime import EXIT_GUEST_STUCK
@@ -64,6 +67,9 @@ from .spares import plan
 from .status import StatusPage
 from .worker import EXIT_CHILD_FATAL, Worker
 
+# The error log's names for the modules the master's lines are about (Apache's).
+MPM = "mpm_prefork"
+WASM = "wasm"
 # Seconds between SIGTERM and SIGKILL when stopping workers now.
 STOP_GRACE = 3.0
 # Pool maintenance, memory sampling and hung-worker checks run this often (prefork's second).
@@ -155,6 +161,7 @@ class Arbiter:
         self.counts = words(self.scoreboard.cumulative.counts)  # the master's own counters
         self.labels = LabelIndex({}, {})
         self.signals: list[int] = []
+        self.reloads = 0  # restarts ended, served or refused
         self.exit_status = 0
         self.stopping = False
         self.graceful_stop_deadline: float | None = None
@@ -182,23 +189,30 @@ class Arbiter:
         self._write_pid_file()
         before, now = raise_descriptor_limit()
         self.error_log.log("debug", f"RLIMIT_NOFILE soft limit {before} -> {now} (workers inherit it)")
+        self._report_reload()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_w)
         for sig in QUEUED_SIGNALS:
             signal.signal(sig, self._queue_signal)
         self._set_title()
-        self.error_log.notice(
-            f"prefork-wasm/{__version__} (wasmtime {WASMTIME_VERSION}, Python "
-            f"{sys.version.split()[0]}) configured -- resuming normal operations"
-        )
+        self._configured()
+        self.error_log.notice(f"AH00094: Command line: '{shlex.join(sys.argv)}'")
         self._announce_listeners(first, self.print_urls)
+
+    def _configured(self) -> None:
+        """Apache's notice that a generation serves, whatever LogLevel says."""
+        self.error_log.notice(
+            f"AH00163: prefork-wasm/{__version__} (wasmtime {WASMTIME_VERSION}, Python {sys.version.split()[0]}) "
+            f"generation {self.generation} configured -- resuming normal operations",
+            MPM,
+        )
 
     def _announce_listeners(self, generation: NextGeneration, print_urls: bool) -> None:
         """Log the listeners a generation added (all of them at start-up)."""
         for listen in generation.fresh:
             passed = generation.adopted.get(listen)
             self.error_log.notice(
-                f"listening on http://{listen}/" + (f" (socket passed by systemd: {passed})" if passed else "")
+                f"listening on http://{listen}/" + (f" (socket passed by systemd: {passed})" if passed else ""), MPM
             )
             if print_urls:
                 print(f"prefork-wasm: serving on http://{listen}/", flush=True)
@@ -240,19 +254,22 @@ class Arbiter:
             "debug",
             f"checked {len(report.artifacts)} module(s) against the cache: {report.hashed_bytes} bytes hashed "
             f"(a file unchanged since the last check costs a stat)",
+            WASM,
         )
         for warning in report.warnings:
-            self.error_log.warn(warning)
+            self.error_log.warn(warning, WASM)
         artifacts = report.artifacts
         for artifact in artifacts:
             if artifact.why:
-                self.error_log.warn(f"cached {artifact.path.name} for {artifact.source} not used: {artifact.why}")
+                self.error_log.warn(
+                    f"cached {artifact.path.name} for {artifact.source} not used: {artifact.why}", WASM
+                )
             if artifact.compiled:
                 self.error_log.notice(
-                    f"compiled {artifact.source} in {artifact.seconds:.2f} s -> {artifact.path.name}"
+                    f"compiled {artifact.source} in {artifact.seconds:.2f} s -> {artifact.path.name}", WASM
                 )
             else:
-                self.error_log.info(f"cache hit for {artifact.source}: {artifact.path.name}")
+                self.error_log.info(f"cache hit for {artifact.source}: {artifact.path.name}", WASM)
         return {a.source: a for a in artifacts}
 
     def _assign_labels(self) -> None:
@@ -275,6 +292,10 @@ class Arbiter:
                 self.config.sources.get("pid_file", ""),
                 f"PidFile {path}: cannot write: {e.strerror or e}{culprit(e, path)}; fix the path or its permissions",
             )) from e
+
+    def _report_reload(self, error: str = "") -> None:
+        """Tell `-k graceful|restart` how the restart ended (at start-up: none has yet)."""
+        write_report(self.config, ReloadReport(self.pid, self.reloads, self.generation, error))
 
     def _set_title(self) -> None:
         setproctitle.setproctitle(
@@ -350,16 +371,16 @@ class Arbiter:
             name = signal.Signals(signum).name
             if signum in (signal.SIGTERM, signal.SIGINT):
                 self._begin_stop(None, f"stopping ({name})")
-                self.error_log.notice(f"caught {name}, shutting down")
+                self.error_log.notice(f"AH00169: caught {name}, shutting down", MPM)
             elif self.stopping:
                 continue
             elif signum == signal.SIGWINCH:
                 self._graceful_stop()
             elif signum == signal.SIGHUP:
-                self.error_log.notice("SIGHUP received: restarting")
+                self.error_log.notice("AH00173: SIGHUP received.  Attempting to restart", MPM)
                 self._reload(graceful=False)
             elif signum == signal.SIGUSR1:
-                self.error_log.notice("graceful restart requested (SIGUSR1)")
+                self.error_log.notice("AH00171: Graceful restart requested, doing restart", MPM)
                 self._reload(graceful=True)
 
     # ---------------------------------------------------------------- reaping
@@ -378,6 +399,8 @@ class Arbiter:
             if child is None:
                 if self.next is not None and pid == self.next.compile.pid:
                     self.next.compile.exited(status)  # _finish_reload takes it from here
+                else:
+                    self._piped_log_exited(pid)
                 continue
             self.scoreboard.release(child.slot)
             yield pid, os.waitstatus_to_exitcode(status), child
@@ -387,7 +410,8 @@ class Arbiter:
         for pid, code, child in self._exited():
             if code == EXIT_CHILD_FATAL:
                 self.error_log.log(
-                    "emerg", f"worker {pid} could not start (see above); shutting down, fix the error and start again"
+                    "emerg", f"worker {pid} could not start (see above); shutting down, fix the error and start again",
+                    MPM,
                 )
                 self._begin_stop(None, "stopping: a worker could not start (see the error log)")
                 self.exit_status = 1
@@ -398,7 +422,7 @@ class Arbiter:
                 self._count_recycle("guest_stuck" if code == EXIT_GUEST_STUCK else "crash")
                 how = f"on signal {signal.Signals(-code).name}" if code < 0 else f"with status {code}"
                 how += " (it gave up a request whose guest it could not stop)" if code == EXIT_GUEST_STUCK else ""
-                self.error_log.error(f"worker {pid} exited {how}; a new one replaces it")
+                self.error_log.error(f"worker {pid} exited {how}; a new one replaces it", MPM)
             if len(self.children) >= self.config.max_request_workers:
                 continue  # a graceful restart's two generations together may be at the limit
             if child.generation == self.generation and (child.recycled or not child.leaving):
@@ -411,9 +435,36 @@ class Arbiter:
     def maintain(self) -> None:
         if self.stopping:
             return
+        self._restart_piped_logs()
         self._sample_memory()
         self._kill_hung_workers()
         self._maintain_pool()
+
+    def _piped_logs(self) -> list[PipedLog]:
+        """The piped logs of the generation serving and of the one being prepared."""
+        logs = [(self.error_log, self.access_logs)]
+        if self.next is not None:
+            logs.append((self.next.error_log, self.next.access_logs))
+        files = [file for error_log, access in logs for file in [*error_log.files(), *(a.file for a in access)]]
+        return [file for file in files if isinstance(file, PipedLog)]
+
+    def _piped_log_exited(self, pid: int) -> None:
+        """A piped log program has exited: it is started again by the next maintenance (Apache's
+        piped log maintenance). Programs of generations gone are only reaped: their pipe has no
+        writer left."""
+        for log in self._piped_logs():
+            if log.pid == pid:
+                log.pid = None
+                if not self.stopping:
+                    self.error_log.error(f"AH00106: piped log program '{log.target[1:]}' failed unexpectedly")
+
+    def _restart_piped_logs(self) -> None:
+        for log in self._piped_logs():
+            if log.due():
+                try:
+                    log.start()
+                except OSError as e:
+                    self.error_log.error(f"AH00107: piped_log_maintenance: unable to respawn '{log.target[1:]}': {e}")
 
     def _current(self) -> list[tuple[int, Child]]:
         return [(pid, c) for pid, c in self.children.items() if c.generation == self.generation and not c.leaving]
@@ -432,13 +483,14 @@ class Arbiter:
         self.spawn_rate = p.next_spawn_rate
         if p.at_limit and not self.warned_max_workers:
             self.error_log.error(
-                "server reached MaxRequestWorkers setting, consider raising the MaxRequestWorkers setting"
+                "AH00161: server reached MaxRequestWorkers setting, consider raising the MaxRequestWorkers setting", MPM
             )
         self.warned_max_workers = p.at_limit or self.warned_max_workers
         if p.spawn >= 8:
             self.error_log.info(
-                f"server seems busy (you may need to increase StartServers, or Min/MaxSpareServers), "
-                f"spawning {p.spawn} children, there are {len(idle)} idle, and {len(current)} total children"
+                f"AH00162: server seems busy, (you may need to increase StartServers, or Min/MaxSpareServers), "
+                f"spawning {p.spawn} children, there are {len(idle)} idle, and {len(current)} total children",
+                MPM,
             )
         for _ in range(p.spawn):
             self.spawn()
@@ -467,7 +519,8 @@ class Arbiter:
             if child.hard_limit and used > child.hard_limit:
                 self.error_log.notice(
                     f"worker {pid}: {metric} {size_text(used)} is above the hard MaxMemoryPerChild "
-                    f"{size_text(child.hard_limit)}: killed"
+                    f"{size_text(child.hard_limit)}: killed",
+                    MPM,
                 )
                 child.killed = True
                 self._count_recycle("memory_hard")
@@ -475,7 +528,8 @@ class Arbiter:
             elif child.soft_limit and used > child.soft_limit and not child.leaving:
                 self.error_log.notice(
                     f"worker {pid}: {metric} {size_text(used)} is above MaxMemoryPerChild "
-                    f"{size_text(child.soft_limit)}: recycling after its current connection"
+                    f"{size_text(child.soft_limit)}: recycling after its current connection",
+                    MPM,
                 )
                 self._retire(pid)
                 self._count_recycle("memory_soft")
@@ -494,7 +548,8 @@ class Arbiter:
             if stalled > limit and slot.state != WAITING:
                 self.error_log.error(
                     f"worker {pid} has shown no sign of life for {stalled:.0f} s in state "
-                    f"'{slot.state.decode()}' (limit Timeout + WasmTimeout + lingering close = {limit:g} s): killed"
+                    f"'{slot.state.decode()}' (limit Timeout + WasmTimeout + lingering close = {limit:g} s): killed",
+                    MPM,
                 )
                 child.killed = True
                 self._count_recycle("hung")
@@ -508,7 +563,7 @@ class Arbiter:
     def spawn(self) -> int | None:
         index = self.scoreboard.free_slot()
         if index is None:
-            self.error_log.warn("no free scoreboard slot: raise ServerLimit to run more workers")
+            self.error_log.warn("no free scoreboard slot: raise ServerLimit to run more workers", MPM)
             return None
         threads = native_threads()
         if threads != 1:
@@ -529,7 +584,7 @@ class Arbiter:
             soft_limit=int(soft * spread) if soft else None,
             hard_limit=hard,
         )
-        self.error_log.log("debug", f"forked worker {pid} into slot {index} (master threads: {threads})")
+        self.error_log.log("debug", f"forked worker {pid} into slot {index} (master threads: {threads})", MPM)
         return pid
 
     def _become_worker(self, index: int) -> None:
@@ -618,7 +673,8 @@ class Arbiter:
             self._abandon_next()
             self.error_log.notice(
                 f"the restart requested {waited:.1f} s ago was still compiling: "
-                f"stopped, starting over with the configuration as it is now"
+                f"stopped, starting over with the configuration as it is now",
+                MPM,
             )
         self.notifier.reloading(
             f"{'graceful ' if graceful else ''}restart: preparing generation {self.generation + 1}; "
@@ -633,7 +689,8 @@ class Arbiter:
         if self.next.compile.running:
             self.error_log.notice(
                 f"compiling modules for generation {self.generation + 1} (pid {self.next.compile.pid}); "
-                f"generation {self.generation} serves meanwhile"
+                f"generation {self.generation} serves meanwhile",
+                MPM,
             )
         self._finish_reload()  # at once when every module was in the cache
 
@@ -647,6 +704,13 @@ class Arbiter:
         for line in lines[1:]:
             self.error_log.error(f"restart failed: {line}")
         self._notify_ready(f"restart failed, generation {self.generation} still serving: {lines[0]}")
+        self.reloads += 1
+        self._report_reload(
+            "\n".join([
+                f"{'graceful ' if graceful else ''}restart failed, generation {self.generation} still serving:",
+                *lines,
+            ])
+        )
 
     def _abandon_next(self) -> None:
         if self.next is not None:
@@ -671,8 +735,9 @@ class Arbiter:
             return
         if nxt.config.server_limit != len(self.scoreboard):
             self.error_log.warn(
-                f"ServerLimit changes take effect only on a full stop and start "
-                f"(keeping {len(self.scoreboard)})"
+                f"AH00179: changing ServerLimit to {nxt.config.server_limit} from original value of "
+                f"{len(self.scoreboard)} not allowed during restart (it takes effect on a full stop and start)",
+                MPM,
             )
         old_listeners, old_error_log, old_access_logs = self.listeners, self.error_log, self.access_logs
         self.config, self.artifacts = nxt.config, artifacts
@@ -694,9 +759,11 @@ class Arbiter:
         self.spawn_rate = 1
         self.warned_max_workers = False
         self._set_title()
-        self.error_log.notice(f"generation {self.generation} configured -- resuming normal operations")
+        self._configured()
         self._start_generation()
         self._notify_ready()
+        self.reloads += 1
+        self._report_reload()
 
     def _graceful_stop(self) -> None:
         self._abandon_next()
@@ -706,8 +773,9 @@ class Arbiter:
             f"graceful stop: {len(self.children)} workers finishing their connections",
         )
         self.error_log.notice(
-            "caught SIGWINCH, shutting down gracefully"
-            + (f" (GracefulShutdownTimeout {timeout:g} s)" if timeout else "")
+            "AH00170: caught SIGWINCH, shutting down gracefully"
+            + (f" (GracefulShutdownTimeout {timeout:g} s)" if timeout else ""),
+            MPM,
         )
         for sock in self.listeners.values():
             sock.close()
@@ -747,11 +815,14 @@ class Arbiter:
         self._stop_workers()
         for sock in self.listeners.values():
             sock.close()
+        report = read_report(self.config)
+        if report is not None and report.pid == self.pid:
+            report_path(self.config).unlink(missing_ok=True)
         try:
             if self.config.pid_file.read_text().strip() == str(self.pid):
                 self.config.pid_file.unlink()
         except OSError as e:
             if e.errno != errno.ENOENT:
                 self.error_log.warn(f"PidFile {self.config.pid_file}: could not remove: {e.strerror}")
-        self.error_log.log("debug", f"memory sampling used {self.sampling_seconds:.3f} s of CPU in total")
-        self.error_log.notice("shut down")
+        self.error_log.log("debug", f"memory sampling used {self.sampling_seconds:.3f} s of CPU in total", MPM)
+        self.error_log.notice("shut down", MPM)

@@ -7,15 +7,18 @@ import os
 import platform
 import sys
 
+import psutil
+
 from . import __version__, activation, control, privileges
 from .arbiter import Arbiter
 from .compiler import CompileError, Digests, start_compile
 from .conffile import parse_config
-from .config import ConfigError, LocationConfig, Locations, ServerConfig, VirtualHost
+from .config import DEFAULT_BODY_LIMIT, ConfigError, LocationConfig, Locations, ServerConfig, VirtualHost
 from .directives import PROVIDED_MODULES, STATIC_MODULES
-from .engine import WASMTIME_VERSION
+from .engine import WASM32_MEMORY_MAX, WASMTIME_VERSION
 from .generation import StartupError, finish_compile, resolve
 from .notify import Notifier
+from .runtime import STDERR_CAP
 
 DESCRIPTION = """\
 A pre-fork HTTP server for WebAssembly (WASI) modules, configured like Apache httpd
@@ -178,6 +181,47 @@ def load(path: str, defines: list[str]) -> ServerConfig | None:
         return None
 
 
+def memory_report(config: ServerConfig, machine: int) -> tuple[list[str], str | None]:
+    """-t's account of memory: what one request may hold at most (its body, once; its guest's
+    linear memory; its output, twice: as the guest wrote it and as it is sent; the guest's
+    stderr), and MaxRequestWorkers requests at once, beside what each worker holds itself; and
+    a warning when that passes `machine` bytes, or when a limit is off and nothing bounds it."""
+    runs = config.guest_runs()
+    bodies = [loc.limit_request_body for loc in [*config.locations, *runs]] or [DEFAULT_BODY_LIMIT]
+    body = 0 if 0 in bodies else max(bodies)
+    unbounded = [
+        name for name, value in (("LimitRequestBody", body), ("LimitResponseBody", config.limit_response_body))
+        if value == 0
+    ]
+    limits = [loc.memory_limit for loc in runs]
+    guest = 0 if not runs else WASM32_MEMORY_MAX if None in limits else max(m for m in limits if m is not None)
+    output = 2 * config.limit_response_body + (STDERR_CAP if runs else 0)
+    per_request = body + guest + output
+    workers = config.max_request_workers
+    lines = [
+        f"memory: one request holds at most {_mib(per_request)}: its body {_mib(body)} (LimitRequestBody, held once), "
+        f"its guest's memory {_mib(guest)} ("
+        + ("WasmMemoryLimit" if None not in limits else "no WasmMemoryLimit: wasm32's 4 GiB")
+        + f"), its output 2 x {_mib(config.limit_response_body)} (LimitResponseBody) "
+        f"and stderr {_mib(STDERR_CAP if runs else 0)}",
+        f"memory: MaxRequestWorkers {workers} x {_mib(per_request)} = {_mib(workers * per_request)} at worst, "
+        f"beside each worker's own; this machine has {_mib(machine)}",
+    ]
+    if unbounded:
+        return lines, f"{' and '.join(unbounded)} 0 (unlimited): a request's memory has no bound; set a size"
+    if workers * per_request > machine:
+        return lines, (
+            f"MaxRequestWorkers {workers} x {_mib(per_request)} per request = {_mib(workers * per_request)} "
+            f"exceeds this machine's memory ({_mib(machine)}); lower MaxRequestWorkers, WasmMemoryLimit, "
+            f"LimitRequestBody or LimitResponseBody"
+        )
+    return lines, None
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1048576:,.0f} MiB"
+
+
 def check(config: ServerConfig) -> int:
     """-t: what a start checks short of binding and opening logs: the config, that each Listen
     host resolves, the modules compile and export their entry points. Reports every problem."""
@@ -194,12 +238,16 @@ def check(config: ServerConfig) -> int:
         warnings += report.warnings
     except (CompileError, StartupError) as e:
         problems.append(str(e))
+    memory, too_much = memory_report(config, psutil.virtual_memory().total)
+    warnings += [too_much] if too_much else []
     for warning in warnings:
         error(f"warning: {warning}")
     for problem in problems:
         error(problem)
     if problems:
         return 1
+    for line in memory:
+        error(line)
     print("Syntax OK")
     return 0
 
@@ -223,7 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.test:
         return check(config)
     if args.command and args.command != "start":
-        return control.signal_master(config, args.command)
+        try:
+            return control.signal_master(config, args.command)
+        except control.PidFileError as e:
+            if args.command not in control.RELOADS:
+                error(e)
+                return 1
+            print(f"prefork-wasm: not running ({e}), trying to start", flush=True)  # as Apache's httpd -k
+            args.command = "start"
     # What systemd handed over is taken out of the environment before anything forks.
     notifier = Notifier.from_environment()
     try:

@@ -39,11 +39,16 @@ if TYPE_CHECKING:
 
 ARTIFACT_SUFFIX = ".cwasm"
 # What an artifact's cache key covers besides the module's bytes.
-_KEY_SALT = f"wasmtime {WASMTIME_VERSION}; {CODE_SETTINGS}\n".encode()
+_KEY_SALT = f"wasmtime {WASMTIME_VERSION}; {CODE_SETTINGS}; info 2\n".encode()  # info N: ModuleInfo's layout
 
 
 class CompileError(Exception):
-    """A module could not be compiled or its artifact could not be written."""
+    """A module could not be compiled or its artifact could not be written; `failures` are the
+    modules that could not be compiled, with why."""
+
+    def __init__(self, message: str, failures: dict[Path, str] | None = None) -> None:
+        super().__init__(message)
+        self.failures = failures or {}
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,12 @@ class ModuleInfo:
     functions: frozenset[str]  # what WasmEntryPoint may name: 'func', or 'interface#func' in a component
     default_entry: str  # '_start'; for a component its wasi:cli/run export's run ('' if none)
     unlinkable: str = ""  # an import the server does not provide ('' if it links)
+    # What a core module asks of the instance pool (engine.InstancePool): the memories and tables
+    # it defines, the largest initial memory (bytes) and table (elements). -1: not known.
+    memories: int = 0
+    tables: int = 0
+    memory_min: int = 0
+    table_min: int = 0
 
     def entry_point(self, loc: LocationConfig) -> str:
         """The function a Location calls: its WasmEntryPoint, else the module's default."""
@@ -64,15 +75,19 @@ class ModuleInfo:
         return json.dumps({
             "component": self.component, "functions": sorted(self.functions),
             "default_entry": self.default_entry, "unlinkable": self.unlinkable,
+            "needs": [self.memories, self.tables, self.memory_min, self.table_min],
         }).encode()
 
     @classmethod
     def from_json(cls, text: str) -> ModuleInfo:
         data: Any = json.loads(text)
+        needs = [int(n) for n in data["needs"]]
         info = cls(
-            bool(data["component"]), frozenset(data["functions"]), data["default_entry"], data["unlinkable"]
+            bool(data["component"]), frozenset(data["functions"]), data["default_entry"], data["unlinkable"], *needs
         )
-        if not all(isinstance(x, str) for x in (*info.functions, info.default_entry, info.unlinkable)):
+        if len(needs) != 4 or not all(
+            isinstance(x, str) for x in (*info.functions, info.default_entry, info.unlinkable)
+        ):
             raise ValueError("not a module description")
         return info
 
@@ -268,7 +283,7 @@ class Compile:
     def report(self) -> CompileReport:
         """What was compiled and what came from the cache; CompileError if anything failed."""
         timings: dict[Path, float] = {}
-        out = ""  # the compiler's 'SECONDS DST' lines
+        out = ""  # the compiler's 'SECONDS DST' and 'failed SRC\tWHY' lines
         if self.pid is not None:
             out, err = [_read_all(f) for f in self._out]
             self.close()
@@ -276,6 +291,15 @@ class Compile:
                 name = signal.Signals(-self.exit_code).name
                 detail = f": {err.strip()}" if err.strip() else ""
                 raise CompileError(f"the compiler was killed by {name} (out of memory?){detail}")
+            failures = {
+                Path(src): why
+                for line in out.splitlines() if line.startswith(f"{_FAILED} ")
+                for src, _, why in [line[len(_FAILED) + 1 :].partition("\t")]
+            }
+            if failures:
+                raise CompileError(
+                    "\n".join(f"{src}: cannot compile: {why}" for src, why in failures.items()), failures
+                )
             if self.exit_code != 0:
                 raise CompileError(err.strip() or f"the compiler exited with status {self.exit_code}")
         try:
@@ -313,20 +337,24 @@ class Compile:
             f.close()
 
 
+_FAILED = "failed"  # the compiler's stdout line for a module it could not compile: 'failed SRC\tWHY'
+
+
 def _compile_all(pairs: list[tuple[Path, Path]]) -> int:
-    """Body of the compiler process: prints 'SECONDS DST' per artifact, errors to stderr."""
+    """Body of the compiler process: prints 'SECONDS DST' per artifact and 'failed SRC\tWHY'
+    per module that could not be compiled."""
     engine = wasmtime.Engine(engine_config(parallel_compilation=True))
     failed = False
     for src, dst in pairs:
         start = time.perf_counter()
         try:
-            data, info = _compile(engine, src.read_bytes())
+            data, info = _compile(engine, src.read_bytes(), binary_only=src.suffix.lower() == ".wasm")
             _write_atomically(dst, data)
             _write_atomically(info_path(dst), info.to_json())
             # Last: a checksum file says the artifact and its description are complete.
             _write_atomically(checksum_path(dst), hashlib.sha256(data).hexdigest().encode())
         except (wasmtime.WasmtimeError, OSError, ValueError) as e:
-            print(f"{src}: cannot compile: {_one_line(e)}", file=sys.stderr)
+            print(f"{_FAILED} {src}\t{_one_line(e)}", flush=True)
             failed = True
             continue
         print(f"{time.perf_counter() - start:.3f} {dst}", flush=True)
@@ -338,9 +366,14 @@ _CORE_MODULE = b"\x01\x00\x00\x00"
 _COMPONENT = b"\x0d\x00\x01\x00"
 
 
-def _compile(engine: wasmtime.Engine, source: bytes) -> tuple[bytearray, ModuleInfo]:
-    """Compile a core module or a component (binary or text; the kind is read from the binary's
-    preamble) and describe it."""
+def _compile(engine: wasmtime.Engine, source: bytes, binary_only: bool = False) -> tuple[bytearray, ModuleInfo]:
+    """Compile a core module or a component (binary, or text unless `binary_only`: a .wasm file;
+    the kind is read from the binary's preamble) and describe it."""
+    if binary_only and not source.startswith(b"\0asm"):
+        raise ValueError(
+            f"not a WebAssembly binary (a .wasm file starts with \\0asm, this one with {source[:4]!r}); "
+            "WebAssembly text goes in a .wat file"
+        )
     wasm = source if source.startswith(b"\0asm") else bytes(wasmtime.wat2wasm(source.decode("utf-8", "replace")))
     preamble = bytes(wasm[4:8])
     if preamble == _COMPONENT:
@@ -356,7 +389,76 @@ def _compile(engine: wasmtime.Engine, source: bytes) -> tuple[bytearray, ModuleI
         unlinkable = ""
     except wasmtime.WasmtimeError as e:
         unlinkable = _missing_import(e)
-    return module.serialize(), ModuleInfo(False, functions, "_start", unlinkable)
+    return module.serialize(), ModuleInfo(False, functions, "_start", unlinkable, *pool_needs(wasm))
+
+
+_WASM_PAGE = 65536
+
+
+def pool_needs(wasm: bytes) -> tuple[int, int, int, int]:
+    """What a core module's binary defines that the instance pool must hold: (memories, tables,
+    largest initial memory in bytes, largest initial table in elements), read from its table
+    and memory sections. All -1 when the binary has a shape this reader does not know (a
+    table with an initialiser, say): then the worker's load is the check."""
+    counts = [0, 0]
+    largest = [0, 0]
+    try:
+        pos = 8
+        while pos < len(wasm):
+            section = wasm[pos]
+            size, pos = _leb(wasm, pos + 1)
+            end = pos + size
+            if section in (4, 5):
+                count, at = _leb(wasm, pos)
+                for _ in range(count):
+                    if section == 4:
+                        at = _skip_reftype(wasm, at)
+                    minimum, at = _limits(wasm, at, section == 5)
+                    kind = section - 4
+                    counts[kind] += 1
+                    largest[kind] = max(largest[kind], minimum)
+                if at != end:
+                    raise ValueError("section size")
+            pos = end
+    except (IndexError, ValueError):
+        return -1, -1, -1, -1
+    return counts[1], counts[0], largest[1], largest[0]
+
+
+def _leb(data: bytes, pos: int) -> tuple[int, int]:
+    """An unsigned LEB128 number and the position after it."""
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("LEB128 too long")
+
+
+def _skip_reftype(data: bytes, pos: int) -> int:
+    """Past a table's reference type: one byte, or (typed references) 0x63/0x64 and a heap type."""
+    if data[pos] == 0x40:
+        raise ValueError("a table with an initialiser")
+    if data[pos] in (0x63, 0x64):
+        return _leb(data, pos + 1)[1]  # a heap type: an s33, as long as an unsigned LEB128
+    return pos + 1
+
+
+def _limits(data: bytes, pos: int, memory: bool) -> tuple[int, int]:
+    """A table's or memory's initial size (a memory's in bytes) and the position after its limits."""
+    flags = data[pos]
+    minimum, pos = _leb(data, pos + 1)
+    if flags & 0x01:
+        _, pos = _leb(data, pos)  # the maximum
+    page = _WASM_PAGE
+    if memory and flags & 0x08:  # custom page sizes: log2 of the page size follows
+        log2, pos = _leb(data, pos)
+        page = 1 << log2
+    return (minimum * page if memory else minimum), pos
 
 
 def _compile_component(engine: wasmtime.Engine, wasm: bytes) -> tuple[bytearray, ModuleInfo]:

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from .config import (
     MAX_ERRORS,
     MERGED_BY_NAME,
+    MERGED_IN_ORDER,
     ConfigError,
     ConfigErrors,
     CustomLog,
@@ -45,7 +46,9 @@ from .logs import FormatError, compile_format
 
 _T = TypeVar("_T")
 MAX_SERVER_LIMIT = 20000  # Apache prefork's compile-time MAX_SERVER_LIMIT
-_SERVING_LABELS = {"handler": "SetHandler", "document_root": "DocumentRoot", "aliases": "Alias"}
+_SERVING_LABELS = {
+    "handler": "SetHandler", "document_root": "DocumentRoot", "aliases": "Alias", "redirects": "Redirect"
+}
 _ATTR_NAMES = {  # the settings apply_limits corrects, by directive name
     "server_limit": "ServerLimit",
     "max_request_workers": "MaxRequestWorkers",
@@ -221,8 +224,8 @@ class Reader(ReadState):
             if section and section.disk and not directive.on_disk:
                 raise ValueError(
                     f"not supported inside {section.label} (opened at {section.line}): such a section takes "
-                    f"Require, Options, SetHandler, AddHandler, AddType, DirectoryIndex and the Wasm settings "
-                    f"of a script's run; put it in a <Location> or at server level"
+                    f"Require, Options, SetHandler, AddHandler, AddType, DirectoryIndex, FallbackResource and "
+                    f"the Wasm settings of a script's run; put it in a <Location> or at server level"
                 )
             context = self.context()
             if directive.server_only and context.line is not None and not directive.in_vhost:
@@ -315,10 +318,12 @@ class Reader(ReadState):
         self.check_addresses(config)
         return config
 
-    def custom_log(self, target: str, fmt: str, line: Line, host: int | None) -> CustomLog:
+    def custom_log(
+        self, target: str, fmt: str, line: Line, condition: tuple[str, bool] | None, host: int | None
+    ) -> CustomLog:
         """A nickname's format was checked at its LogFormat line; a literal one is checked here."""
         if fmt in self.log_formats:
-            return CustomLog(target, self.log_formats[fmt], str(line), host)
+            return CustomLog(target, self.log_formats[fmt], str(line), host, condition)
         try:
             compile_format(fmt)
         except FormatError as exc:
@@ -330,7 +335,7 @@ class Reader(ReadState):
                 f"CustomLog format {fmt!r} is no LogFormat nickname and logs that text on every line"
                 + (f"; did you mean {close[0]!r}?" if close else ""),
             )
-        return CustomLog(target, fmt, str(line), host)
+        return CustomLog(target, fmt, str(line), host, condition)
 
     def routes(self, context: ServerRead, main: Locations | None) -> Locations:
         """A server's Locations. A virtual host's defaults are the main server's overlaid by its
@@ -348,9 +353,11 @@ class Reader(ReadState):
         for attr in MERGED_BY_NAME:
             if attr in defaults:
                 defaults[attr] = {**main.defaults.get(attr, {}), **own.values.get(attr, {})}
-        for attr in ("options", "aliases"):
+        for attr in (*MERGED_IN_ORDER, "aliases"):
             if attr in defaults:
                 defaults[attr] = [*main.defaults.get(attr, []), *own.values.get(attr, [])]
+        if "redirects" in defaults:  # the host's own first: mod_alias tries the inner context's first
+            defaults["redirects"] = [*own.values.get("redirects", []), *main.defaults.get("redirects", [])]
         return Locations(
             defaults,
             {**main.default_sources, **_sources(own)},

@@ -18,12 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from .dirconfig import DEFAULT_OPTIONS, DiskSection, apply_options, wasm_overrides
+from .headers import HeaderAction
+from .redirects import RedirectRule
 from .reqtimeout import BODY_DEFAULT, HEADER_DEFAULT, ReadTimeout
+from .static import DEFAULT_ETAG
 
 PREDEFINED_LOG_FORMATS: dict[str, str] = {
     "common": '%h %l %u %t "%r" %>s %b',
     "combined": '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"',
 }
+
+
+DEFAULT_BODY_LIMIT = 1073741824  # LimitRequestBody's default, Apache's since 2.4.54
 
 
 class ConfigError(Exception):
@@ -98,7 +104,7 @@ class LocationConfig:
     memory_limit: int | None = None
     force_type: str | None = None
     require: list[str] = field(default_factory=list)
-    limit_request_body: int = 1073741824
+    limit_request_body: int = DEFAULT_BODY_LIMIT
     # Files on disk (filemap.py): where URLs map, and what the file walk merges (dirconfig.py).
     document_root: Path | None = None
     aliases: list[tuple[str, Path]] = field(default_factory=list)  # Alias URL-PATH TARGET
@@ -106,6 +112,16 @@ class LocationConfig:
     add_types: dict[str, str] = field(default_factory=dict)  # '.ext' -> MIME type
     add_handlers: dict[str, str] = field(default_factory=dict)  # '.ext' -> handler
     options: frozenset[str] = DEFAULT_OPTIONS
+    fallback_resource: str | None = None  # FallbackResource: the local URL of what maps to nothing
+    # Apache's other per-request settings: mod_headers' lines (the outer context's first, as
+    # Apache runs them), mod_alias's redirects (the inner context's first: the first that
+    # matches wins), core's ErrorDocument by status (None: the server's own page).
+    headers: list[HeaderAction] = field(default_factory=list)
+    request_headers: list[HeaderAction] = field(default_factory=list)
+    redirects: list[RedirectRule] = field(default_factory=list)
+    error_documents: dict[int, str | None] = field(default_factory=dict)
+    server_signature: str = "off"  # ServerSignature: the footer of the server's own pages (on, off, email)
+    file_etag: frozenset[str] = DEFAULT_ETAG  # FileETag: what a file's ETag is made of
     # The attributes the matching <Location>s themselves set (not inherited from server level):
     # they win over <Directory>/<Files> sections, as Locations come last in Apache's merge.
     explicit: frozenset[str] = frozenset()
@@ -157,6 +173,7 @@ class CustomLog:
     format: str
     source: str = field(default="", compare=False)
     host: int | None = None  # the index of its <VirtualHost> in ServerConfig.virtual_hosts; None: the main server's
+    condition: tuple[str, bool] | None = None  # env=[!]VAR: (VAR, whether it must be set)
 
 
 @dataclass(frozen=True)
@@ -217,7 +234,8 @@ class Locations:
         else at '/'."""
         values, sources = dict(self.defaults), dict(self.default_sources)
         by_name = {attr: dict(self.defaults.get(attr, {})) for attr in MERGED_BY_NAME}
-        options = list(self.defaults.get("options", []))
+        listed = {attr: list(self.defaults.get(attr, [])) for attr in MERGED_IN_ORDER}
+        redirects = list(self.defaults.get("redirects", []))
         explicit: set[str] = set()
         serving = self.serving()
         prefix, where = "/", self.default_sources.get(serving, "") if serving else ""
@@ -227,11 +245,17 @@ class Locations:
             explicit.update(section.values)
             for attr, merged in by_name.items():
                 merged.update(section.values.get(attr, {}))
-            options += section.values.get("options", [])
+            for attr, items in listed.items():
+                items += section.values.get(attr, [])
+            redirects[:0] = section.values.get("redirects", [])
             where = section.source
             if section.regex is None and ("handler" in section.values or "module" in section.values):
                 prefix = section.pattern
-        values = copy.deepcopy({**values, **by_name, "options": apply_options(DEFAULT_OPTIONS, options)})
+        options = apply_options(DEFAULT_OPTIONS, listed.pop("options"))
+        file_etag = apply_options(DEFAULT_ETAG, listed.pop("file_etag"))
+        values = copy.deepcopy(
+            {**values, **by_name, **listed, "options": options, "file_etag": file_etag, "redirects": redirects}
+        )
         loc = LocationConfig(
             prefix=prefix, source=source or where, sources=sources, explicit=frozenset(explicit), **values
         )
@@ -287,8 +311,11 @@ def runs_scripts(loc: LocationConfig, sections: list[DiskSection]) -> bool:
     )
 
 
-_SERVING = ("handler", "document_root", "aliases")  # server-level settings that serve '/' alone
-MERGED_BY_NAME = ("env", "add_types", "add_handlers")  # a later place adds to the earlier entries
+# Server-level settings that serve '/' alone (a Redirect answers without anything to serve).
+_SERVING = ("handler", "document_root", "aliases", "redirects")
+MERGED_BY_NAME = ("env", "add_types", "add_handlers", "error_documents")  # a later place adds to the earlier entries
+# A later place's lines run after the earlier ones (Options and FileETag: +/- change what came before).
+MERGED_IN_ORDER = ("options", "file_etag", "headers", "request_headers")
 
 
 @dataclass
@@ -304,16 +331,19 @@ class VirtualHost:
     routes: Locations
     error_log: str | None = None  # its own ErrorLog, for the errors of its requests; None: the main one
     error_log_source: str = field(default="", compare=False)
-    _names: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    names: re.Pattern[str] = field(init=False, compare=False, repr=False)  # ServerName and ServerAliases
+
+    def __post_init__(self) -> None:
+        # Compiled with the settings it is made of, not on first use: the config holds no
+        # per-worker state.
+        names = [re.escape(self.server_name)] if self.server_name else []
+        names += ["".join(_WILDCARDS.get(c, re.escape(c)) for c in alias.lower()) for alias in self.aliases]
+        self.names = re.compile("|".join(names) or "(?!)")  # (?!): no name at all matches nothing
 
     def answers(self, name: str) -> bool:
         """Whether a canonical host name is this host's ServerName or one of its ServerAliases
         (whose '*' and '?' are wildcards, as in Apache)."""
-        if self._names is None:
-            names = [re.escape(self.server_name)] if self.server_name else []
-            names += ["".join(_WILDCARDS.get(c, re.escape(c)) for c in alias.lower()) for alias in self.aliases]
-            self._names = re.compile("|".join(names) or "(?!)")  # (?!): no name at all matches nothing
-        return self._names.fullmatch(name) is not None
+        return self.names.fullmatch(name) is not None
 
 
 _WILDCARDS = {"*": ".*", "?": "."}  # ServerAlias's, as Apache's ap_strcasecmp_match: '*' spans dots too
@@ -331,6 +361,7 @@ class ServerConfig:
     pid_file: Path
     error_log: str = "stderr"
     log_level: str = "warn"
+    module_log_levels: dict[str, str] = field(default_factory=dict)  # LogLevel MODULE:LEVEL, by module
     log_formats: dict[str, str] = field(default_factory=lambda: dict(PREDEFINED_LOG_FORMATS))
     custom_logs: list[CustomLog] = field(default_factory=list)
     timeout: float = 60.0
@@ -358,6 +389,8 @@ class ServerConfig:
     listen_backlog: int = 511
     limit_response_body: int = 1073741824
     allow_encoded_slashes: str = "off"  # paths.ENCODED_SLASHES
+    server_tokens: str | None = None  # ServerTokens (messages.server_banner); None: the product only
+    trace_enable: str = "on"  # TraceEnable: on (echo, no body), off (405) or extended (with a body)
     types_config: Path | None = None  # TypesConfig; None: the system's mime.types or Python's table
     # What -S shows and -t checks: each section's merged settings (Locations.representatives).
     locations: list[LocationConfig] = field(default_factory=list)
@@ -377,6 +410,16 @@ class ServerConfig:
         """Every module a request can run (on the main server or a virtual host), each once, first
         use first: what the master compiles."""
         return list(dict.fromkeys(module for table in self.tables() for module in table.modules()))
+
+    def module_lines(self, module: Path) -> list[str]:
+        """Where the config names `module` ('FILE:LINE' of each WasmModule line), in file order."""
+        found: list[str] = []
+        for table in self.tables():
+            if table.defaults.get("module") == module:
+                found.append(table.default_sources["module"])
+            found += [s.sources["module"] for s in table.sections if s.values.get("module") == module]
+            found += [str(d.sources["module"]) for d in table.disk if d.settings.get("module") == module]
+        return list(dict.fromkeys(found))
 
     def section_runs(self) -> list[LocationConfig]:
         """Every server's Locations as <Directory>/<Files> sections change how their scripts run

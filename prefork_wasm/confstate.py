@@ -75,7 +75,7 @@ class ServerRead:
     blocks: list[LocationBlock] = field(default_factory=list)
     disk_sections: list[DiskSection] = field(default_factory=list)  # <Directory>, <Files> ...
     aliases: list[str] = field(default_factory=list)
-    custom_logs: list[tuple[str, str, Line]] = field(default_factory=list)
+    custom_logs: list[tuple[str, str, Line, tuple[str, bool] | None]] = field(default_factory=list)
 
 
 @dataclass

@@ -32,7 +32,7 @@ from .http1 import (
     ResponseHeadError,
     framed_head,
 )
-from .messages import FileBody, Request, Response, error_response
+from .messages import FileBody, Request, Response, SpooledBody, error_response
 from .reqtimeout import Deadline
 
 RECV_SIZE = 65536
@@ -287,7 +287,7 @@ def serve(held: Held, site: Site[_D], worker: Worker, limits: Limits, state: Sta
 
 def _read_body(
     parser: RequestParser, sock: socket.socket, length: int | None, limit: int, limits: Limits, state: StateHook
-) -> bytes:
+) -> bytes | SpooledBody:
     """The whole body of `length` bytes (None: chunked), read within Timeout and RequestReadTimeout
     body=; over `limit` (LimitRequestBody, 0 = unlimited) it is refused with 413 without reading
     the excess. Its deadline is made once there is something to wait for: none for the common
@@ -420,6 +420,7 @@ def _send_response(
     deadline = time.monotonic() + timeout
     try:
         head, with_body = framed_head(response, head_only, close)
+        response.head_bytes, response.keeps_alive = len(head), not close
         exchange.begun = True
         if not with_body:
             _sendall(sock, head, deadline, more=close)

@@ -1,7 +1,11 @@
 """`-k start|stop|restart|graceful|graceful-stop`: Apache's control commands.
 
 `start` detaches the master (double fork, new session) and waits until it is serving or has
-failed; the others send the master named in the PidFile its signal.
+failed; the others send the master named in the PidFile its signal. `restart` and `graceful`
+then wait for the outcome, which the master writes beside its PidFile (`ReloadReport`): a new
+generation refused (a module that does not compile, a port taken) is printed with its
+FILE:LINE and the command fails, while the running generation serves on. With no master
+running they start one, as Apache's do.
 
 A detached master leaves the terminal: stdin becomes /dev/null, and so do stdout and stderr
 unless a log writes there (`ErrorLog stderr`, `CustomLog /dev/stdout`) and they lead somewhere
@@ -12,6 +16,7 @@ left, and each log that would then go nowhere is warned about.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -19,11 +24,13 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import psutil
 
 from .config import ServerConfig
-from .logs import stream_of
+from .logtargets import stream_of
 
 # The commands that signal a running master; `start` is the one that does not.
 SIGNALS = {
@@ -37,10 +44,46 @@ COMMANDS = ["start", *SIGNALS]
 
 # How long `-k stop` waits for the master to be gone before it reports.
 STOP_WAIT = 30.0
+# How long `-k graceful` and `-k restart` wait for the outcome (compiling a large module is slow).
+RELOAD_WAIT = 300.0
+RELOADS = ("restart", "graceful")
 
 
 class PidFileError(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class ReloadReport:
+    """What the master says of its last restart, beside its PidFile, for `-k graceful|restart`."""
+
+    pid: int
+    reloads: int  # restarts ended (served or refused) since the master started
+    generation: int  # the generation serving
+    error: str = ""  # why the last restart was refused ('' when it serves)
+
+
+def report_path(config: ServerConfig) -> Path:
+    return config.pid_file.with_name(config.pid_file.name + ".reload")
+
+
+def write_report(config: ServerConfig, report: ReloadReport) -> None:
+    """Atomically, so that `-k` never reads half of it; a report that cannot be written costs
+    only the wait of a `-k graceful`, never the server."""
+    path = report_path(config)
+    tmp = path.with_name(f".{path.name}.{report.pid}")
+    try:
+        tmp.write_text(json.dumps(asdict(report)))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def read_report(config: ServerConfig) -> ReloadReport | None:
+    try:
+        return ReloadReport(**json.loads(report_path(config).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def running_master(config: ServerConfig) -> int:
@@ -63,12 +106,13 @@ def running_master(config: ServerConfig) -> int:
 
 
 def signal_master(config: ServerConfig, command: str) -> int:
-    try:
-        pid = running_master(config)
-    except PidFileError as e:
-        print(f"prefork-wasm: {e}", file=sys.stderr)
-        return 1
+    """Signal the running master (PidFileError when none runs) and wait for what it did."""
+    pid = running_master(config)
+    before = read_report(config)
+    seen = before.reloads if before is not None and before.pid == pid else 0
     os.kill(pid, SIGNALS[command])
+    if command in RELOADS:
+        return _reload_outcome(config, pid, seen)
     if command == "stop":
         deadline = time.monotonic() + STOP_WAIT
         while psutil.pid_exists(pid) and time.monotonic() < deadline:
@@ -77,6 +121,27 @@ def signal_master(config: ServerConfig, command: str) -> int:
             print(f"prefork-wasm: pid {pid} is still stopping after {STOP_WAIT:g} s", file=sys.stderr)
             return 1
     return 0
+
+
+def _reload_outcome(config: ServerConfig, pid: int, seen: int) -> int:
+    """Wait for the master's report of the restart asked for (its `reloads` past `seen`): 0 when
+    the new generation serves; 1, with the error's lines, when it was refused."""
+    deadline = time.monotonic() + RELOAD_WAIT
+    while time.monotonic() < deadline:
+        report = read_report(config)
+        if report is not None and report.pid == pid and report.reloads > seen:
+            for line in report.error.splitlines():
+                print(f"prefork-wasm: {line}", file=sys.stderr)
+            return 1 if report.error else 0
+        if not psutil.pid_exists(pid):
+            print(f"prefork-wasm: the server (pid {pid}) exited during the restart; see its ErrorLog", file=sys.stderr)
+            return 1
+        time.sleep(0.05)
+    print(
+        f"prefork-wasm: no outcome of the restart after {RELOAD_WAIT:g} s (still compiling?); see the ErrorLog",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def start_detached(run: Callable[[Callable[[], None]], int], config: ServerConfig) -> int:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 
 from .config import Listen
+from .dirconfig import OptionsChange
 
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
@@ -157,3 +158,31 @@ def mime_type(arg: str) -> str:
         raise ValueError(f"expected a MIME type such as text/html, got {arg!r}")
     return arg.lower()
 
+
+
+_ETAG_PARTS = {"inode": "INode", "mtime": "MTime", "size": "Size"}
+
+
+def file_etag(args: list[str]) -> OptionsChange:
+    """FileETag's words: INode, MTime, Size, All or None; with + or - each (then they change what
+    is inherited), or none (then they replace it), as Apache takes them."""
+    signs = {arg[:1] in ("+", "-") for arg in args}
+    if len(signs) > 1:
+        raise ValueError("either every word starts with + or -, or none does")
+    relative = signs == {True}
+    add: set[str] = set()
+    remove: set[str] = set()
+    for arg in args:
+        word = arg[1:] if relative else arg
+        lower = word.lower()
+        if lower in ("all", "none"):
+            if relative or len(args) > 1:
+                raise ValueError(f"{word} stands alone, without + or - (write 'FileETag {word}')")
+            parts = set(_ETAG_PARTS.values()) if lower == "all" else set()
+            return OptionsChange(absolute=frozenset(parts))
+        if lower not in _ETAG_PARTS:
+            raise ValueError(f"unknown FileETag part {word!r}; expected INode, MTime, Size, All or None")
+        (remove if arg[0] == "-" else add).add(_ETAG_PARTS[lower])
+    if relative:
+        return OptionsChange(add=frozenset(add), remove=frozenset(remove))
+    return OptionsChange(absolute=frozenset(add))

@@ -28,7 +28,9 @@ _ALL = frozenset({"Indexes", "FollowSymLinks", "SymLinksIfOwnerMatch", "ExecCGI"
 INERT_OPTIONS = frozenset({"ExecCGI", "Includes", "IncludesNOEXEC", "MultiViews"})
 
 # What a section or a Location can set that the file walk merges (scope attribute names).
-DISK_SETTINGS = ("require", "options", "handler", "add_handlers", "add_types", "directory_index")
+DISK_SETTINGS = (
+    "require", "options", "handler", "add_handlers", "add_types", "directory_index", "fallback_resource"
+)
 # How a script's guest runs (mod_wasm takes its directives in <Directory> too): a section's
 # value replaces the inherited one, WasmEnv adds by name.
 WASM_SETTINGS = (
@@ -46,6 +48,7 @@ class LocationSettings(Protocol):
     add_handlers: dict[str, str]
     add_types: dict[str, str]
     directory_index: list[str]
+    fallback_resource: str | None
     env: dict[str, str]
     explicit: frozenset[str]  # what the matching <Location>s set themselves: it wins over sections
     sources: dict[str, str]
@@ -165,6 +168,7 @@ class DirSettings:
     add_handlers: dict[str, str]
     add_types: dict[str, str]
     directory_index: list[str]
+    fallback_resource: str | None = None  # FallbackResource: where a URL mapping to nothing here goes
     # The Location's Wasm settings that sections change for a script here (dataclasses.replace
     # arguments, `sources` included), and the sections that changed them (a cache key).
     wasm: dict[str, Any] = field(default_factory=dict)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import headers
 from .config import Mount, canonical_name, require_rule
 from .confstate import Line, LocationBlock, OpenSection, ReadState, Scope, ServerRead, join_path
 from .convert import (
@@ -21,6 +22,7 @@ from .convert import (
     choice,
     count,
     extensions,
+    file_etag,
     force_type,
     handler_name,
     location_regex,
@@ -34,11 +36,14 @@ from .convert import (
     vhost_address,
 )
 from .dirconfig import INERT_OPTIONS, DiskSection, check_pattern, parse_options
-from .logs import compile_format
+from .logs import compile_format, parse_condition
+from .logtargets import check_piped, is_piped, syslog_facility
 from .paths import ENCODED_SLASHES
 from .privileges import group_id, user_id
+from .redirects import parse_error_document, parse_redirect
 from .reqtimeout import parse_phase
 
+SERVER_TOKENS = ("prod", "productonly", "major", "minor", "min", "minimal", "os", "full")
 LOG_LEVELS = (
     *["emerg", "alert", "crit", "error", "warn", "notice", "info", "debug"], *(f"trace{n}" for n in range(1, 9))
 )
@@ -60,7 +65,8 @@ PROVIDED_MODULES: dict[str, str] = {
     "wasm_module": "mod_wasm.c",  # mod_wasm's Wasm* directives
     "mime_module": "mod_mime.c",  # TypesConfig, AddType, AddHandler
     "dir_module": "mod_dir.c",  # DirectoryIndex, the trailing-slash redirect
-    "alias_module": "mod_alias.c",  # Alias
+    "alias_module": "mod_alias.c",  # Alias, Redirect, RedirectMatch
+    "headers_module": "mod_headers.c",  # Header, RequestHeader
 }
 STATIC_MODULES = ("core_module", "so_module", "http_module", "mpm_prefork_module")  # Apache's -M says (static)
 _OTHER_MPMS = ("mpm_event_module", "mpm_worker_module")
@@ -137,18 +143,66 @@ def _set_path(attr: str) -> _Apply:
 
 
 def _log_target(reader: ReadState, arg: str, streams: tuple[str, ...]) -> str:
-    if arg.startswith("|"):
-        raise ValueError(f"piped logs are not supported; give a file or one of {', '.join(streams)}")
+    """A file (from ServerRoot), one of `streams`, or a piped log program ('|program args')."""
+    if is_piped(arg):
+        check_piped(arg)
+        return arg
     return arg if arg in streams else str(reader.path(arg))
 
 
 def _error_log(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
-    scope.set("error_log", _log_target(reader, args[0], ("stderr",)), line)
+    """Also syslog[:facility[:tag]], as Apache's ErrorLog takes it (facility local7 by default)."""
+    target = args[0]
+    if syslog_facility(target) is None:
+        target = _log_target(reader, target, ("stderr",))
+    scope.set("error_log", target, line)
 
 
 def _custom_log(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
     # The nickname is looked up after parsing, so a later LogFormat still counts (as in Apache).
-    reader.context().custom_logs.append((_log_target(reader, args[0], ("stdout", "stderr")), args[1], line))
+    condition = parse_condition(args[2]) if len(args) == 3 else None
+    target = _log_target(reader, args[0], ("stdout", "stderr"))
+    reader.context().custom_logs.append((target, args[1], line, condition))
+
+
+def module_name(name: str) -> str | None:
+    """A module as LogLevel names it ('wasm', 'wasm_module' or 'mod_wasm.c') as the error log
+    names it ('wasm'); None when it is an Apache module prefork-wasm does not provide.
+    ValueError for a name that is no module at all."""
+    lowered = name.lower()
+    for identifier, source in PROVIDED_MODULES.items():
+        if lowered in (identifier, identifier.removesuffix("_module"), source):
+            return _LOG_NAMES.get(identifier, identifier.removesuffix("_module"))
+    if lowered in _APACHE_MODULE_NAMES or f"{lowered}_module" in _APACHE_MODULE_NAMES:
+        return None
+    if re.fullmatch(r"mod_\w+\.c", lowered):
+        return None
+    known = sorted({_LOG_NAMES.get(i, i.removesuffix("_module")) for i in PROVIDED_MODULES})
+    raise ValueError(f"no module {name!r}; LogLevel MODULE:LEVEL takes one of {', '.join(known)}")
+
+
+# The error log names a module as Apache does: its identifier without '_module'; prefork's is
+# 'mpm_prefork' (as in Apache's [mpm_prefork:notice] lines).
+_LOG_NAMES = {"mpm_prefork_module": "mpm_prefork"}
+
+
+def _log_level(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
+    """`LogLevel [MODULE:]LEVEL ...`: a level alone is every module's (and resets the ones set
+    for single modules, as in Apache); MODULE:LEVEL is that module's."""
+    modules: dict[str, str] = dict(scope.values.get("module_log_levels", {}))
+    for arg in args:
+        module, sep, level = arg.rpartition(":")
+        level = choice(*LOG_LEVELS)(level)
+        if not sep:
+            scope.set("log_level", level, line)
+            modules = {}
+            continue
+        name = module_name(module)
+        if name is None:
+            reader.note(line, f"LogLevel {arg}: prefork-wasm has no {module}; no effect")
+        else:
+            modules[name] = level
+    scope.set("module_log_levels", modules, line)
 
 
 def _log_format(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
@@ -370,14 +424,71 @@ def _alias(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None
 
 
 def _directory_index(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
-    """Relative names only, looked up in the requested directory; 'disabled' turns it off."""
+    """mod_dir: relative names, looked up in the requested directory in order. Several lines in
+    one context add to its list (a more specific context's list replaces it); 'disabled' alone
+    empties the list, a later line of the context adding to it again."""
     if [arg.lower() for arg in args] == ["disabled"]:
         scope.set("directory_index", [], line)
         return
     for name in args:
         if "/" in name or name in (".", ".."):
             raise ValueError(f"expected file names such as index.html (a URL path like {name!r} is not supported)")
-    scope.set("directory_index", list(args), line)
+    scope.set("directory_index", [*scope.values.get("directory_index", []), *args], line)
+
+
+def _fallback_resource(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
+    """mod_dir: the local URL that answers a URL which maps to nothing on disk (a front
+    controller such as /index.php); 'disabled' turns an inherited one off."""
+    url = args[0]
+    if url.lower() == "disabled":
+        scope.set("fallback_resource", None, line)
+        return
+    if not url.startswith("/"):
+        raise ValueError(f"expected a local URL-path such as /index.php (or disabled), got {url!r}")
+    scope.set("fallback_resource", url, line)
+
+
+def _header(directive: str) -> _Apply:
+    """mod_headers' Header and RequestHeader; 'early' only at server level or in a <VirtualHost>,
+    as in Apache."""
+    attr = "headers" if directive == "Header" else "request_headers"
+
+    def apply(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
+        action = headers.parse(directive, args, str(line))
+        section = reader.location()
+        if action.early and section is not None:
+            raise ValueError(f"'early' is allowed only at server level or in a <VirtualHost>, not in {section.label}")
+        scope.append(attr, action, line)
+
+    return apply
+
+
+def _redirect(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
+    """mod_alias's Redirect, RedirectMatch, RedirectPermanent and RedirectTemp; in a <Location>
+    without the URL-path (the Location's own path is redirected), as Apache 2.4 takes it."""
+    directive = line.text.split()[0]
+    rule = parse_redirect(directive, args, reader.location() is not None, str(line))
+    scope.append("redirects", rule, line)
+
+
+def _error_document(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
+    code, document = parse_error_document(args)
+    scope.values.setdefault("error_documents", {})[code] = document
+    scope.sources["error_documents"] = line
+
+
+def _file_etag(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
+    scope.append("file_etag", file_etag(args), line)
+
+
+def _protocols(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
+    """core's Protocols: this server speaks HTTP/1.1 (and 1.0) only."""
+    names = [arg.lower() for arg in args]
+    if "http/1.1" not in names:
+        raise ValueError("prefork-wasm speaks http/1.1 only; list it (e.g. 'Protocols http/1.1')")
+    others = [arg for arg in args if arg.lower() != "http/1.1"]
+    if others:
+        reader.warn(line, f"Protocols {' '.join(others)}: not spoken here (no mod_http2, no TLS); only http/1.1 is")
 
 
 def _options(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
@@ -466,6 +577,16 @@ _TABLE = (
         (1, None),
     ),
     _disk("DirectoryIndex", "FILE ...|disabled", _directory_index, (1, None)),
+    _disk("FallbackResource", "LOCAL-URL|disabled", _fallback_resource),
+    Directive("Header", "[always|onsuccess] ACTION NAME [VALUE [REPLACEMENT]] [early|env=[!]VAR]",
+              _header("Header"), (2, 6)),
+    Directive("RequestHeader", "ACTION NAME [VALUE [REPLACEMENT]] [early|env=[!]VAR]", _header("RequestHeader"),
+              (2, 5)),
+    Directive("Redirect", "[STATUS] URL-PATH URL", _redirect, (1, 3)),
+    Directive("RedirectMatch", "[STATUS] REGEX URL", _redirect, (1, 3)),
+    Directive("RedirectPermanent", "URL-PATH URL", _redirect, (1, 2)),
+    Directive("RedirectTemp", "URL-PATH URL", _redirect, (1, 2)),
+    Directive("ErrorDocument", "STATUS /LOCAL-URL|URL|\"TEXT\"|default", _error_document, (2, 2)),
     _disk("AddType", "MIME-TYPE EXTENSION ...", _by_extension("add_types", mime_type), (2, None)),
     _disk("AddHandler", "HANDLER EXTENSION ...", _add_handler, (2, None)),
     Directive("DocumentRoot", "DIRECTORY", _document_root),
@@ -493,14 +614,24 @@ _TABLE = (
     _vhost("<LocationMatch>", "REGEX", _open_location_match),
     _server("<VirtualHost>", "ADDRESS[:PORT] ...", _open_virtual_host, (1, None)),
     _server("ServerRoot", "DIRECTORY", _server_root),
+    _server("ServerTokens", "Prod|Major|Minor|Min|OS|Full", _set("server_tokens", choice(*SERVER_TOKENS))),
+    Directive("ServerSignature", "On|Off|EMail", _set("server_signature", choice("on", "off", "email"))),
+    _server("TraceEnable", "On|Off|extended", _set("trace_enable", choice("on", "off", "extended"))),
+    Directive("FileETag", "INode|MTime|Size|All|None ...", _file_etag, (1, 3)),
+    _vhost("Protocols", "http/1.1 ...", _protocols, (1, None)),
+    _server(
+        "ExtendedStatus",
+        "On|Off",
+        _no_effect("server-status always shows what each worker serves (as ExtendedStatus On)", only="On"),
+    ),
     _vhost("ServerName", "HOSTNAME[:PORT]", _set("server_name", str)),
     _vhost("ServerAlias", "HOSTNAME ...", _server_alias, (1, None)),
     _server("Listen", "[HOST:]PORT", _listen),
     _server("PidFile", "FILE", _set_path("pid_file")),
-    _vhost("ErrorLog", "FILE|stderr", _error_log),
-    _server("LogLevel", "LEVEL", _set("log_level", choice(*LOG_LEVELS))),
+    _vhost("ErrorLog", "FILE|stderr|syslog[:FACILITY]|\"|PROGRAM\"", _error_log),
+    _server("LogLevel", "[MODULE:]LEVEL ...", _log_level, (1, None)),
     _server("LogFormat", "FORMAT [NICKNAME]", _log_format, (1, 2)),
-    _vhost("CustomLog", "FILE|stdout|stderr FORMAT-OR-NICKNAME", _custom_log, (2, 2)),
+    _vhost("CustomLog", "FILE|stdout|stderr|\"|PROGRAM\" FORMAT-OR-NICKNAME [env=[!]VAR]", _custom_log, (2, 3)),
     _server("Timeout", "SECONDS", _set("timeout", seconds(positive=True))),
     _server("RequestReadTimeout", "[header=SECONDS[-MAX][,MinRate=BYTES]] [body=...]", _request_read_timeout, (1, 3)),
     _server("KeepAlive", "On|Off", _set("keep_alive", on_off)),
@@ -568,15 +699,14 @@ def unknown(word: str) -> str:
 # Apache directives (of stock and distribution configs) prefork-wasm does not take, by module,
 # so refusing one says whose it is instead of suggesting a look-alike ('Header' is not SetHandler).
 _APACHE_MODULES = {
-    "core": "<If> <Else> <ElseIf> ErrorDocument ServerSignature "
-    "ServerTokens UseCanonicalName TraceEnable EnableSendfile EnableMMAP AccessFileName Mutex FileETag "
-    "Protocols HttpProtocolOptions AcceptFilter LimitXMLRequestBody",
-    "alias_module": "AliasMatch ScriptAliasMatch Redirect RedirectMatch RedirectPermanent RedirectTemp",
+    "core": "<If> <Else> <ElseIf> "
+    "UseCanonicalName EnableSendfile EnableMMAP AccessFileName Mutex "
+    "HttpProtocolOptions AcceptFilter LimitXMLRequestBody",
+    "alias_module": "AliasMatch ScriptAliasMatch",
     "mime_module": "AddEncoding AddCharset AddLanguage RemoveHandler RemoveType AddOutputFilter AddInputFilter",
-    "dir_module": "DirectorySlash FallbackResource",
+    "dir_module": "DirectorySlash",
     "rewrite_module": "RewriteEngine RewriteRule RewriteCond RewriteBase RewriteMap RewriteOptions",
     "env_module": "SetEnv UnsetEnv PassEnv",
-    "headers_module": "Header RequestHeader",
     "setenvif_module": "SetEnvIf SetEnvIfNoCase BrowserMatch BrowserMatchNoCase",
     "cgi_module": "ScriptLog ScriptLogLength ScriptLogBuffer",
     "cgid_module": "ScriptSock CGIDScriptTimeout",
@@ -590,6 +720,11 @@ _APACHE_MODULES = {
     "mpm_event_module": "ThreadsPerChild ThreadLimit MinSpareThreads MaxSpareThreads AsyncRequestWorkerFactor",
 }
 _APACHE_DIRECTIVES = {_key(name): module for module, names in _APACHE_MODULES.items() for name in names.split()}
+# Apache modules LogLevel may name that prefork-wasm lacks: those above and the common others.
+_APACHE_MODULE_NAMES = frozenset(
+    [*_APACHE_MODULES, "ssl_module", "http2_module", "deflate_module", "expires_module", "cache_module",
+     "remoteip_module", "security2_module", "php_module", "php7_module", "negotiation_module", "filter_module"]
+)
 _APACHE_HINTS = {
     "env_module": "WasmEnv NAME VALUE sets a guest's environment",
     "access_compat_module": "use Require (all granted|all denied|local|ip ...)",

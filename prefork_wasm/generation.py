@@ -16,7 +16,9 @@ from typing import Any
 from .activation import Passed
 from .compiler import Compile, CompileError, CompileReport, ModuleInfo
 from .config import Listen, ServerConfig
-from .logs import AccessLog, ErrorLog, LogFile
+from .engine import POOL_TABLE_ELEMENTS, WASM32_MEMORY_MAX, InstancePool
+from .logs import AccessLog, ErrorLog
+from .logtargets import LogFile, open_target
 
 # What to check when binding fails with this errno.
 BIND_HINTS = {
@@ -86,11 +88,11 @@ def open_logs(config: ServerConfig) -> tuple[ErrorLog, list[AccessLog]]:
         ]:
             assert target is not None
             try:
-                files.append(LogFile(target))
+                files.append(open_target(target))
             except OSError as e:
+                fix = f"fix the {'program' if target.startswith('|') else 'path'} or its permissions"
                 raise StartupError(located(
-                    source, f"{directive} {target}: cannot open: {e.strerror or e}{culprit(e, target)}; "
-                    "fix the path or its permissions",
+                    source, f"{directive} {target}: cannot open: {e.strerror or e}{culprit(e, target)}; {fix}",
                 )) from e
     except StartupError:
         for file in files:
@@ -98,10 +100,14 @@ def open_logs(config: ServerConfig) -> tuple[ErrorLog, list[AccessLog]]:
         raise
     error_file, host_files, access_files = files[0], files[1 : len(own) + 1], files[len(own) + 1 :]
     access_logs = [
-        AccessLog(file, log.format, log.host) for file, log in zip(access_files, config.custom_logs, strict=True)
+        AccessLog(file, log.format, log.host, log.condition)
+        for file, log in zip(access_files, config.custom_logs, strict=True)
     ]
-    hosts = {index: ErrorLog(file, config.log_level) for (index, _), file in zip(own, host_files, strict=True)}
-    return ErrorLog(error_file, config.log_level, hosts), access_logs
+    levels = config.log_level, config.module_log_levels
+    hosts = {
+        index: ErrorLog(file, levels[0], modules=levels[1]) for (index, _), file in zip(own, host_files, strict=True)
+    }
+    return ErrorLog(error_file, levels[0], hosts, levels[1]), access_logs
 
 
 def close_all(error_log: ErrorLog, access_logs: list[AccessLog], sockets: Iterable[socket.socket]) -> None:
@@ -147,14 +153,73 @@ SERVED_WORLDS = (
 )
 
 
+def pool_for(config: ServerConfig, infos: Iterable[ModuleInfo]) -> InstancePool | None:
+    """The instance pool a worker's engine gets: one core instance, its memory slot as large as
+    the largest WasmMemoryLimit (4 GiB, wasm32's maximum, where a Location has none). None when
+    the worker serves a component: one instantiates several core instances, memories and tables
+    each time, and allocates on demand."""
+    if any(info.component for info in infos):
+        return None
+    limits = [loc.memory_limit for loc in [*config.locations, *config.section_runs()] if loc.module is not None]
+    if not limits or None in limits:
+        return InstancePool(WASM32_MEMORY_MAX)
+    return InstancePool(max(limit for limit in limits if limit is not None))
+
+
+def pool_problems(config: ServerConfig, infos: Mapping[Path, ModuleInfo]) -> list[str]:
+    """Each module that does not fit the workers' instance pool, which a worker would refuse at
+    its start (and the master then stop): said at its WasmModule lines, with the fix."""
+    pool = pool_for(config, infos.values())
+    if pool is None:
+        return []
+    problems = []
+    for module, info in infos.items():
+        why = []
+        if info.memories > 1 or info.tables > 1:
+            why.append(f"it defines {info.memories} memories and {info.tables} tables, the pool holds one of each")
+        if info.memory_min > pool.memory_size:
+            why.append(
+                f"its memory starts at {_mib(info.memory_min)}, above the pool's memory slot of "
+                f"{_mib(pool.memory_size)} (the largest WasmMemoryLimit); give WasmMemoryLimit "
+                f"{-(-info.memory_min >> 20)}M or more where it runs"
+            )
+        if info.table_min > POOL_TABLE_ELEMENTS:
+            why.append(f"its table starts at {info.table_min} elements, above the pool's {POOL_TABLE_ELEMENTS}")
+        if why:
+            problems += [
+                f"{where}: WasmModule: {module} does not fit the workers' instance pool ({pool.describe()}): "
+                + "; ".join(why)
+                for where in config.module_lines(module) or ["(config)"]
+            ]
+    return problems
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1048576:g} MiB"
+
+
+def compile_failures(config: ServerConfig, error: CompileError) -> str:
+    """A compile error, each module that failed said at its WasmModule lines."""
+    if not error.failures:
+        return str(error)
+    return "\n".join(
+        f"{where}: WasmModule: {module}: cannot compile: {why}"
+        for module, why in error.failures.items()
+        for where in config.module_lines(module) or ["(config)"]
+    )
+
+
 def finish_compile(compile: Compile, config: ServerConfig) -> CompileReport:
-    """Wait for the compile if it still runs, then check each module and entry point."""
+    """Wait for the compile if it still runs, then check what a worker would check at its start
+    (that each module fits the instance pool, links, and exports its entry points), so that a
+    worker never refuses to start."""
     try:
         compile.wait()
         report = compile.report()
     except CompileError as e:
-        raise StartupError(str(e)) from e
-    problems = entry_point_problems(config, {a.source: a.info for a in report.artifacts})
+        raise StartupError(compile_failures(config, e)) from e
+    infos = {a.source: a.info for a in report.artifacts}
+    problems = pool_problems(config, infos) + entry_point_problems(config, infos)
     if problems:
         raise StartupError("\n".join(problems))
     return report

@@ -25,5 +25,5 @@ class HealthPage:
         live = request.query.split("&")[0] == "live"
         ok = live or record.phase == SERVING
         body = f"{'live, ' if live else ''}{phase} (generation {record.generation})\n".encode()
-        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"cache-control", b"no-store")]
+        headers = [(b"Content-Type", b"text/plain; charset=utf-8"), (b"Cache-Control", b"no-store")]
         return Response(200 if ok else 503, headers, body)

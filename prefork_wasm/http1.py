@@ -11,6 +11,7 @@ and this module, within the time limits.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from collections.abc import Sequence
@@ -22,9 +23,11 @@ import h11
 from .messages import (
     FIELD_VALUE_BYTES,
     SERVER_SOFTWARE,
+    SPOOL_THRESHOLD,
     TCHAR,
     Request,
     Response,
+    SpooledBody,
     reason_phrase,
 )
 from .paths import PathRefused, request_path
@@ -241,6 +244,45 @@ def check_request_line(event: h11.Request, headers: list[tuple[bytes, bytes]]) -
         raise Refused(400, "The request target must not contain a fragment.")
 
 
+# RFC 3986 3.2.2 and 3.2.3: uri-host [ ":" port ], the host an IP-literal in brackets (checked
+# further by `_valid_ipv6`), an IPv4 address or a reg-name.
+_HOST = re.compile(
+    rb"(?:\[(?P<literal>[0-9A-Fa-f:.]+|[vV][0-9A-Fa-f]+\.[-A-Za-z0-9._~!$&'()*+,;=:]+)\]"
+    rb"|(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)"
+    rb"(?::(?P<port>[0-9]*))?"
+)
+_AUTHORITY = re.compile(rb"(?i:https?)://([^/?#]*)")
+MAX_PORT = 65535
+
+
+def check_host(target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    """RFC 9112 3.2: 400 for more than one Host field or one whose value is not uri-host[:port]
+    (user info, a path, whitespace, bytes outside ASCII, a port past 65535 or not digits), and
+    the same for an absolute-form target's authority, which is what a request is addressed to
+    (3.2.2). Virtual hosts and guests see only hosts that are hosts."""
+    hosts = [value for name, value in headers if name == b"host"]
+    if len(hosts) > 1:
+        raise Refused(400, "A request must have one Host header, not several.")
+    if hosts and not _valid_host(hosts[0]):
+        raise Refused(400, f"Invalid Host header: expected HOST or HOST:PORT (a port up to {MAX_PORT}).")
+    authority = _AUTHORITY.match(target)
+    if authority and not _valid_host(authority[1]):
+        raise Refused(400, f"Invalid host in the request target: expected HOST or HOST:PORT (a port up to {MAX_PORT}).")
+
+
+def _valid_host(value: bytes) -> bool:
+    match = _HOST.fullmatch(value)
+    if match is None:
+        return False
+    literal, port = match["literal"], match["port"]
+    if literal is not None and literal[:1] not in b"vV":
+        try:
+            ipaddress.IPv6Address(literal.decode("ascii"))
+        except ValueError:
+            return False
+    return not port or (len(port) <= 5 and int(port) <= MAX_PORT)
+
+
 _CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*(.*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -277,27 +319,18 @@ def body_length(version: bytes, headers: list[tuple[bytes, bytes]], head: bytes 
 
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _QUOTED_STRING = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
-# RFC 9112 7.1: chunk-size [ chunk-ext ], without the BWS that senders SHOULD NOT send (h11
-# refuses it after the size); h11's own limit of 20 hex digits.
+_BWS = rb"[ \t]*"
+# RFC 9112 7.1: chunk-size [ chunk-ext ], with the BWS that 7.1.1 says a recipient must parse
+# ('5 ; name = value'); h11's own limit of 20 hex digits.
 _CHUNK_LINE = re.compile(
-    rb"([0-9A-Fa-f]{1,20})(?:;" + _TOKEN + rb"(?:=(?:" + _TOKEN + rb"|" + _QUOTED_STRING + rb"))?)*"
+    rb"([0-9A-Fa-f]{1,20})(?:" + _BWS + rb";" + _BWS + _TOKEN
+    + rb"(?:" + _BWS + rb"=" + _BWS + rb"(?:" + _TOKEN + rb"|" + _QUOTED_STRING + rb"))?)*"
 )
 _TRAILER_FIELD = re.compile(rb"(" + _TOKEN + rb"):[\t\x20-\x7e\x80-\xff]*")
-# Fields that RFC 9110 6.5.1 says cannot be processed after the content, by its kinds: message
-# framing and connection handling, routing, authentication and cookies, request modifiers
-# (conditionals, Range, Expect, Max-Forwards, caching controls, TE) and the content's format.
-# Trailers never reach a guest; one of these there is an attempt at a proxy that merges them.
-FORBIDDEN_TRAILERS = frozenset(
-    {
-        b"content-length", b"transfer-encoding", b"trailer", b"te", b"connection", b"keep-alive",
-        b"upgrade", b"proxy-connection",
-        b"host",
-        b"authorization", b"proxy-authorization", b"cookie", b"set-cookie",
-        b"expect", b"max-forwards", b"range", b"if-match", b"if-none-match", b"if-modified-since",
-        b"if-unmodified-since", b"if-range", b"cache-control", b"pragma",
-        b"content-type", b"content-encoding", b"content-range",
-    }
-)
+# Trailer fields that would change the message's framing or routing if a proxy merged them into
+# the head (RFC 9110 6.5.1): refused. Every other trailer field is discarded unread, as gunicorn
+# does: trailers never reach a guest.
+FORBIDDEN_TRAILERS = frozenset({b"content-length", b"transfer-encoding", b"host", b"trailer"})
 
 _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
 
@@ -309,13 +342,17 @@ class ChunkedScanner:
     h11 takes anything but LF after a ';' in a chunk-size line (a bare CR, NUL, an unbalanced
     quote), whitespace after the size, and trailer fields of any name. A proxy that ends lines at
     a bare CR frames '41;a=b\\r\\r\\n...' differently from h11: request smuggling. Here a
-    chunk-size line is exactly hex digits then `;token[=token|quoted-string]` extensions, chunk
-    data ends with CRLF, lines end with CRLF and are LimitRequestFieldSize bytes at most (as in
-    Apache), and the trailer has at most LimitRequestFields well-formed fields, none of
-    FORBIDDEN_TRAILERS. The data itself is only counted, never copied.
+    chunk-size line is exactly hex digits then `;token[=token|quoted-string]` extensions (with the
+    BWS RFC 9112 7.1.1 allows around ';' and '='), chunk data ends with CRLF, lines end with CRLF
+    and are LimitRequestFieldSize bytes at most (as in Apache), and the trailer has at most
+    LimitRequestFields well-formed fields, none of FORBIDDEN_TRAILERS.
+
+    h11 refuses BWS before the first ';', so `forward` is what h11 gets of each `feed`: the same
+    bytes (the data itself is only counted, never copied), except that a chunk-size line goes on
+    whole once it is complete, and without its extensions when it has that BWS.
     """
 
-    __slots__ = ("_field_limit", "_fields", "_line", "_remaining", "_state", "_trailers", "done")
+    __slots__ = ("_field_limit", "_fields", "_line", "_remaining", "_state", "_trailers", "done", "forward")
 
     def __init__(self, limits: Limits) -> None:
         self._field_limit = limits.field_size
@@ -325,11 +362,15 @@ class ChunkedScanner:
         self._remaining = 0  # bytes of the current chunk's data still to come
         self._trailers = 0
         self.done = False  # the empty line that ends the trailer was seen
+        self.forward = b""  # what h11 is to parse of the bytes last fed
 
     def feed(self, data: bytes) -> int:
         """Check the next bytes; returns how many belong to the body (once `done`, the rest of
-        `data` is the next request's). Raises Refused for the first rule broken."""
+        `data` is the next request's) and sets `forward`. Raises Refused for the first rule broken."""
         pos, end = 0, len(data)
+        view = memoryview(data)
+        out: list[bytes | memoryview] = []  # `forward` in pieces, once it is not `data` itself
+        mark = 0  # data[mark:] is not in `out` yet
         while pos < end and not self.done:
             if self._state == _DATA:
                 take = min(self._remaining, end - pos)
@@ -338,6 +379,8 @@ class ChunkedScanner:
                 if not self._remaining:
                     self._state = _DATA_END
                 continue
+            start, held = pos, bool(self._line)  # held: the line began in an earlier feed
+            size_line = self._state == _SIZE
             lf = data.find(b"\n", pos)
             self._line += data[pos : end if lf < 0 else lf]
             if len(self._line) > self._field_limit + 1:  # +1: the line's CR may be in
@@ -345,21 +388,37 @@ class ChunkedScanner:
                     431 if self._state == _TRAILER else 400, "A line of the chunked body exceeds LimitRequestFieldSize."
                 )
             if lf < 0:
-                return end
+                pos = end
+                if size_line:  # h11 gets it once it is whole
+                    out.append(view[mark:start])
+                    mark = end
+                break
             pos = lf + 1
             line, self._line = self._line, bytearray()
             if line[-1:] != b"\r":
                 raise Refused(400, "Lines of a chunked body must end with CRLF, not a bare LF.")
-            self._end_line(bytes(line[:-1]))
+            instead = self._end_line(bytes(line[:-1]))
+            if size_line and (held or instead is not None):
+                out += [view[mark:start], instead or bytes(line) + b"\n"]
+                mark = pos
+        if mark:
+            out.append(view[mark:])
+            self.forward = b"".join(out)
+        else:
+            self.forward = data
         return pos
 
-    def _end_line(self, line: bytes) -> None:
+    def _end_line(self, line: bytes) -> bytes | None:
+        """Check a complete line (CRLF taken off); for a chunk-size line with BWS before its
+        first ';', the line h11 is to get instead."""
         if self._state == _SIZE:
             match = _CHUNK_LINE.fullmatch(line)
             if not match:
                 raise Refused(400, "Invalid chunk-size line: hex digits, then only ;name[=value] extensions.")
             self._remaining = int(match[1], 16)
             self._state = _DATA if self._remaining else _TRAILER
+            if match.end(1) < len(line) and line[match.end(1)] in b" \t":
+                return match[1] + b"\r\n"
         elif self._state == _DATA_END:
             if line:
                 raise Refused(400, "Chunk data must be followed by CRLF.")
@@ -377,6 +436,7 @@ class ChunkedScanner:
             self._trailers += 1
             if self._fields and self._trailers > self._fields:
                 raise Refused(431, "The number of trailer fields exceeds LimitRequestFields.")
+        return None
 
 
 _TRANSFER_ENCODING = re.compile(rb"^transfer-encoding:(.*)$", re.IGNORECASE | re.MULTILINE)
@@ -410,8 +470,9 @@ class RequestParser:
     """
 
     __slots__ = (
-        "_body", "_chunked", "_conn", "_event", "_limit", "_limits", "_max_head", "_peer", "_server_addr",
-        "_server_port", "_size", "client_closes", "closed", "ready_for_next", "scanner", "trailing",
+        "_body", "_chunked", "_conn", "_event", "_limit", "_limits", "_max_head", "_peer", "_requests",
+        "_server_addr", "_server_port", "_size", "_spool", "client_closes", "closed", "ready_for_next", "scanner",
+        "trailing",
     )
 
     def __init__(self, limits: Limits, peer: tuple[str, int], server_port: int, server_addr: str) -> None:
@@ -420,6 +481,7 @@ class RequestParser:
         self._peer = peer
         self._server_port = server_port
         self._server_addr = server_addr  # the local IP the client connected to
+        self._requests = 0  # heads made Requests on this connection
 
     def next_request(self) -> None:
         """Start on the next request with a fresh h11 state: the empty lines `HeadScanner` skips
@@ -458,6 +520,7 @@ class RequestParser:
         """The head as a Request, not checked yet (`check`): a refused one is still logged."""
         event = self._event
         peer = self._peer
+        self._requests += 1
         return Request(
             method=event.method.decode("ascii"),
             target=event.target.decode("latin-1"),
@@ -469,6 +532,8 @@ class RequestParser:
             request_id=request_id,
             start=time.time(),
             server_addr=self._server_addr,
+            head_bytes=self.scanner.size,
+            keepalives=self._requests - 1,
         )
 
     def check(self, request: Request) -> int | None:
@@ -476,6 +541,7 @@ class RequestParser:
         request's path; returns its body's declared size (`body_length`)."""
         event = self._event
         check_request_line(event, request.headers)
+        check_host(event.target, request.headers)
         try:
             request.path = request_path(request.target, self._limits.encoded_slashes)
         except PathRefused as e:
@@ -492,9 +558,28 @@ class RequestParser:
         self._limit = limit
         self._size = 0
         self._body: list[bytes] = []
+        self._spool: SpooledBody | None = None  # past SPOOL_THRESHOLD bytes, the body goes here
         self._chunked = ChunkedScanner(self._limits) if length is None else None
         if self._chunked is not None:
-            self._chunked.feed(self._conn.trailing_data[0])
+            self._forward_chunked()
+
+    def _forward_chunked(self) -> None:
+        """Check the part of a chunked body that came with the head, which h11 holds. Should h11
+        have to parse it otherwise (`ChunkedScanner.forward`), it parses the head again first: a
+        fresh h11 state is the only way to replace bytes it holds. Rare: BWS in a chunk-size line."""
+        assert self._chunked is not None
+        held, closed = self._conn.trailing_data
+        self._chunked.feed(held)
+        if self._chunked.forward is held:
+            return
+        scanner = self.scanner
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head)
+        self._conn.receive_data(bytes(scanner.raw[: scanner.size]))
+        self._conn.next_event()  # the same Request as before
+        if self._chunked.forward:  # (b'' would say the client closed)
+            self._conn.receive_data(self._chunked.forward)
+        if closed:
+            self._conn.receive_data(b"")
 
     @property
     def expects_continue(self) -> bool:
@@ -503,13 +588,17 @@ class RequestParser:
 
     def feed_body(self, data: bytes) -> None:
         """The next bytes of the body (b'': the client closed)."""
-        if self._chunked is not None:
+        if self._chunked is not None and data:
             self._chunked.feed(data)
+            data = self._chunked.forward
+            if not data:  # a chunk-size line not yet whole: h11 waits for it
+                return
         self._conn.receive_data(data)
 
-    def body(self) -> bytes | None:
+    def body(self) -> bytes | SpooledBody | None:
         """The whole body once h11 has it; None while it needs more bytes. Over the limit it is
-        refused (413) as soon as it passes it, without reading the excess. With the body come
+        refused (413) as soon as it passes it, without reading the excess. A body past
+        SPOOL_THRESHOLD is written to a memfd as it comes (SpooledBody). With the body come
         `trailing` (what the client sent after the request, and whether it then closed),
         `client_closes` (the request said close, or is HTTP/1.0 without keep-alive) and
         `ready_for_next`."""
@@ -525,7 +614,15 @@ class RequestParser:
                 self._size += len(event.data)
                 if self._limit and self._size > self._limit:
                     raise Refused(413, _BODY_TOO_LARGE)
+                if self._spool is not None:
+                    self._spool.write(event.data)
+                    continue
                 self._body.append(event.data)
+                if self._size > SPOOL_THRESHOLD:
+                    self._spool = SpooledBody()
+                    for data in self._body:
+                        self._spool.write(data)
+                    self._body = []
             elif isinstance(event, h11.EndOfMessage):
                 self.trailing = conn.trailing_data
                 after = conn.their_state
@@ -533,7 +630,7 @@ class RequestParser:
                 # h11 has the client ready for another request (DONE), or not: it closes, or it
                 # asked for an Upgrade (MIGHT_SWITCH_PROTOCOL), which this server never grants.
                 self.ready_for_next = after is h11.DONE
-                return b"".join(self._body)
+                return self._spool if self._spool is not None else b"".join(self._body)
             else:  # ConnectionClosed: h11 raises for a body cut short, so only after a complete one
                 raise ClientGone()
 
@@ -576,7 +673,13 @@ class _Date:
 
 
 http_date = _Date()
-_SERVER = SERVER_SOFTWARE.encode()
+_SERVER = [SERVER_SOFTWARE.encode()]  # the Server field: ServerTokens (set_server_tokens)
+
+
+def set_server_tokens(banner: str) -> None:
+    """ServerTokens: the Server field of every response this process sends (set once, by the
+    worker's site, before it serves)."""
+    _SERVER[0] = banner.encode("latin-1", "replace")
 
 # Statuses whose responses have no body (RFC 9110 6.4.1); 1xx are never sent this way.
 _NO_BODY = frozenset({204, 304})
@@ -589,10 +692,10 @@ def framed_head(response: Response, head_only: bool, close: bool) -> tuple[bytes
     body for a 204 or 304 is dropped)."""
     length = len(response.body)
     status = response.status
-    headers = [(b"date", http_date()), (b"server", _SERVER), *response.headers]
+    headers = [(b"Date", http_date()), (b"Server", _SERVER[0]), *response.headers]
     if status not in _NO_BODY:  # a 204 has none, a 304's would be the 200's (RFC 9110 8.6)
-        headers.append((b"content-length", b"%d" % length))
+        headers.append((b"Content-Length", b"%d" % length))
     if close:
-        headers.append((b"connection", b"close"))
+        headers.append((b"Connection", b"close"))
     head = response_head(status, response.reason or reason_phrase(status), headers)
     return head, not head_only and length > 0 and status not in _NO_BODY

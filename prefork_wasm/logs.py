@@ -1,18 +1,18 @@
-"""Error log and access log, in Apache's layouts.
+"""Error log and access log, in Apache's layouts; where their lines go is logtargets.py.
 
-Every record is one `os.write` on a file opened with O_APPEND, so lines from the master and
-all workers interleave whole without a lock. A restart opens every log afresh (rotation), and
-before the new generation replaces the old one, so a log that cannot be opened fails the restart
-instead of the server.
+A restart opens every log afresh (rotation), and before the new generation replaces the old one,
+so a log that cannot be opened fails the restart instead of the server.
 """
 
 from __future__ import annotations
 
-import errno
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .logtargets import LogFile
 
 LEVELS = {
     name: rank
@@ -21,60 +21,7 @@ LEVELS = {
         + [f"trace{n}" for n in range(1, 9)]
     )
 }
-
-# Log targets that are the process's own stdout or stderr. The /dev and /proc spellings
-# (Docker's habit) are written to the fd too, not opened: opening them fails when the stream is
-# a socket (systemd's journal), and a worker's fds 1 and 2 are its guests' (see LogFile.moved).
-_STREAMS = {
-    "stderr": 2, "stdout": 1,
-    "/dev/stderr": 2, "/dev/stdout": 1,
-    "/dev/fd/2": 2, "/dev/fd/1": 1,
-    "/proc/self/fd/2": 2, "/proc/self/fd/1": 1,
-}
-
-
-def stream_of(target: str) -> int | None:
-    """1 or 2 when a log target is this process's stdout or stderr, else None."""
-    return _STREAMS.get(target)
-
-
-def make_parent(path: str | os.PathLike[str]) -> None:
-    """Create the folder a log or pid file goes into; a file in its way is 'Not a directory'."""
-    folder = os.path.dirname(path) or "."
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except FileExistsError:  # say what is wrong, not "File exists"
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), folder) from None
-
-
-class LogFile:
-    """An append-only log destination: a path, or 'stderr'/'stdout'."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self.fd = self._open()
-
-    def _open(self) -> int:
-        if self.target in _STREAMS:
-            return _STREAMS[self.target]
-        make_parent(self.target)
-        return os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-
-    def moved(self, fds: Mapping[int, int]) -> None:
-        """Follow the process's stdout or stderr to the fd it was moved to (a worker gives fds 1
-        and 2 to its guests)."""
-        if self.target in _STREAMS:
-            self.fd = fds.get(self.fd, self.fd)
-
-    def write(self, data: bytes) -> None:
-        try:
-            os.write(self.fd, data)
-        except OSError:
-            pass  # a full disk must not take a request down with it
-
-    def close(self) -> None:
-        if self.target not in _STREAMS:
-            os.close(self.fd)
+NOTICE = LEVELS["notice"]
 
 
 def apache_time(now: float) -> str:
@@ -85,37 +32,51 @@ def apache_time(now: float) -> str:
 
 
 class ErrorLog:
-    """`[time] [level] [pid N] message`, filtered by LogLevel.
+    """`[time] [module:level] [pid N] message`, filtered as Apache filters: by the module's
+    LogLevel (`LogLevel warn wasm:debug`), the notice level always written (Apache logs its
+    notices, among them start, restart and stop, whatever LogLevel says). Messages that Apache
+    also writes carry its stable id ('AH00163: ...').
 
     The main server's also holds the virtual hosts' own error logs (`hosts`, by index in
     ServerConfig.virtual_hosts), where their requests' errors go, so that they open, move and
     close with it."""
 
-    def __init__(self, file: LogFile, level: str, hosts: dict[int, ErrorLog] | None = None) -> None:
+    def __init__(
+        self,
+        file: LogFile,
+        level: str,
+        hosts: dict[int, ErrorLog] | None = None,
+        modules: Mapping[str, str] | None = None,
+    ) -> None:
         self.file = file
         self.threshold = LEVELS[level]
+        self.modules = {module: LEVELS[name] for module, name in (modules or {}).items()}
         self.hosts = hosts or {}
 
     def files(self) -> list[LogFile]:
         return [self.file, *(log.file for log in self.hosts.values())]
 
-    def log(self, level: str, message: str) -> None:
-        if LEVELS[level] > self.threshold:
+    def log(self, level: str, message: str, module: str = "core") -> None:
+        rank = LEVELS[level]
+        if rank != NOTICE and rank > self.modules.get(module, self.threshold):
             return
-        line = f"[{apache_time(time.time())}] [{level}] [pid {os.getpid()}] {message}\n"
-        self.file.write(line.encode("utf-8", "backslashreplace"))
+        text = f"[{module}:{level}] [pid {os.getpid()}] {message}"
+        self.file.entry(min(rank, _SYSLOG_DEBUG), apache_time(time.time()), text)
 
-    def error(self, message: str) -> None:
-        self.log("error", message)
+    def error(self, message: str, module: str = "core") -> None:
+        self.log("error", message, module)
 
-    def warn(self, message: str) -> None:
-        self.log("warn", message)
+    def warn(self, message: str, module: str = "core") -> None:
+        self.log("warn", message, module)
 
-    def notice(self, message: str) -> None:
-        self.log("notice", message)
+    def notice(self, message: str, module: str = "core") -> None:
+        self.log("notice", message, module)
 
-    def info(self, message: str) -> None:
-        self.log("info", message)
+    def info(self, message: str, module: str = "core") -> None:
+        self.log("info", message, module)
+
+
+_SYSLOG_DEBUG = LEVELS["debug"]  # syslog's priorities are emerg (0) to debug (7); trace is debug there
 
 
 @dataclass(slots=True)
@@ -138,6 +99,13 @@ class AccessRecord:
     request_id: str
     server_name: str
     server_port: int
+    bytes_in: int = 0  # %I: the request's head and body as received
+    bytes_out: int = 0  # %O: the response's head and body as sent
+    keepalives: int = 0  # %k: requests served on the connection before this one
+    connection: str = "-"  # %X: '+' kept alive after the response, '-' closed
+    filename: str = ""  # %f: the file the request mapped to ('' for none)
+    handler: str = ""  # %R: the handler that made the response ('' for none: a file from disk)
+    env: Mapping[str, str] = field(default_factory=dict)  # %{VAR}e, env=: the request's environment
 
 
 Piece = Callable[[AccessRecord], str]
@@ -189,8 +157,29 @@ _SIMPLE: dict[str, Piece] = {
     "P": lambda r: str(os.getpid()),
     "v": lambda r: r.server_name,
     "L": lambda r: r.request_id,
+    "I": lambda r: str(r.bytes_in),
+    "O": lambda r: str(r.bytes_out),
+    "k": lambda r: str(r.keepalives),
+    "X": lambda r: r.connection,
+    "f": lambda r: _escape(r.filename) or "-",
+    "R": lambda r: r.handler or "-",
     "%": lambda r: "%",
 }
+
+# %{UNIT}T: the time taken in seconds, milliseconds or microseconds.
+_DURATIONS: dict[str, Piece] = {
+    "s": _SIMPLE["T"],
+    "ms": lambda r: str(int(r.duration * 1_000)),
+    "us": _SIMPLE["D"],
+}
+# %{WHICH}p: the server's port (canonical, local) or the client's (remote).
+_PORTS: dict[str, Piece] = {
+    "canonical": _SIMPLE["p"],
+    "local": _SIMPLE["p"],
+    "remote": lambda r: str(r.remote_port),
+}
+# %{c}a and %{c}h: the peer of the connection itself, which is %a here (no mod_remoteip).
+_PEERS: dict[str, Piece] = {"c": _SIMPLE["a"]}
 
 
 class _Header:
@@ -205,11 +194,64 @@ class _Header:
         return _escape(headers.get(self.key, "-"))
 
 
+class _Env:
+    """%{VAR}e: a variable of the request's environment, '-' if unset."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, r: AccessRecord) -> str:
+        return _escape(r.env.get(self.name, "-"))
+
+
+_EPOCH = {
+    "sec": lambda t: str(int(t)),
+    "msec": lambda t: str(int(t * 1_000)),
+    "usec": lambda t: str(int(t * 1_000_000)),
+    "msec_frac": lambda t: f"{int(t * 1_000) % 1_000:03d}",
+    "usec_frac": lambda t: f"{int(t * 1_000_000) % 1_000_000:06d}",
+}
+
+
+class _Time:
+    """%{format}t: the request's start (or with 'end:', its end) as a strftime format in local
+    time, or as 'sec', 'msec', 'usec', 'msec_frac', 'usec_frac' since the epoch."""
+
+    def __init__(self, spec: str) -> None:
+        self.end = spec.startswith("end:")
+        spec = spec.removeprefix("end:").removeprefix("begin:")
+        self.epoch = _EPOCH.get(spec)
+        self.format = spec
+
+    def __call__(self, r: AccessRecord) -> str:
+        at = r.start + r.duration if self.end else r.start
+        if self.epoch is not None:
+            return self.epoch(at)
+        return time.strftime(self.format, time.localtime(at))
+
+
 class FormatError(ValueError):
     """A LogFormat string this server cannot log; raised while parsing the config, with its line."""
 
 
-SUPPORTED = " ".join(f"%{letter}" for letter in sorted(_SIMPLE, key=str.lower)) + " %{Header}i %{Header}o"
+SUPPORTED = (
+    " ".join(f"%{letter}" for letter in sorted(_SIMPLE, key=str.lower))
+    + " %{Header}i %{Header}o %{VAR}e %{format}t %{ms}T %{us}T %{c}a %{remote}p %{local}p"
+)
+
+
+def _with_argument(name: str, letter: str, fmt: str) -> Piece:
+    """The piece for %{name}letter."""
+    if letter in "io":
+        return _Header(letter, name)
+    if letter == "e":
+        return _Env(name)
+    if letter == "t":
+        return _Time(name)
+    choices = {"T": _DURATIONS, "p": _PORTS, "a": _PEERS, "h": _PEERS}.get(letter)
+    if choices is not None and name in choices:
+        return choices[name]
+    raise FormatError(f"unknown %{{{name}}}{letter} in {fmt!r}; supported: {SUPPORTED}")
 
 
 def compile_format(fmt: str) -> Sequence[Piece | str]:
@@ -234,10 +276,8 @@ def compile_format(fmt: str) -> Sequence[Piece | str]:
             end = fmt.find("}", i)
             if end < 0 or end + 1 >= len(fmt):
                 raise FormatError(f"unterminated %{{...}} in {fmt!r}; expected e.g. %{{User-Agent}}i")
-            name, letter, i = fmt[i + 1 : end], fmt[end + 1], end + 2
-            if letter not in "io":
-                raise FormatError(f"unknown %{{{name}}}{letter} in {fmt!r}; supported: {SUPPORTED}")
-            pieces.append(_Header(letter, name))
+            pieces.append(_with_argument(fmt[i + 1 : end], fmt[end + 1], fmt))
+            i = end + 2
             continue
         if i >= len(fmt) or fmt[i] not in _SIMPLE:
             what = f"%{fmt[i]}" if i < len(fmt) else "'%' at the end"
@@ -247,18 +287,43 @@ def compile_format(fmt: str) -> Sequence[Piece | str]:
     return pieces
 
 
+_CONDITION = re.compile(r"env=(!?)([^\s=]+)", re.IGNORECASE)
+
+
+def parse_condition(arg: str) -> tuple[str, bool]:
+    """CustomLog's third argument, 'env=VAR' (log when VAR is set) or 'env=!VAR' (when it is
+    not): (VAR, whether it must be set). ValueError for anything else."""
+    match = _CONDITION.fullmatch(arg)
+    if match is None:
+        if arg.lower().startswith("expr="):
+            raise ValueError(
+                "expr= conditions are not supported; use env=VAR or env=!VAR (a variable of the request's environment)"
+            )
+        raise ValueError(f"expected env=VAR or env=!VAR, got {arg!r}")
+    return match[2], not match[1]
+
+
 class AccessLog:
     """One CustomLog: a destination and a compiled format, and whose it is (`host`: the index of
     its <VirtualHost>, None for the main server's)."""
 
-    def __init__(self, file: LogFile, fmt: str, host: int | None = None) -> None:
+    def __init__(
+        self, file: LogFile, fmt: str, host: int | None = None, condition: tuple[str, bool] | None = None
+    ) -> None:
         self.file = file
         self.host = host
         self.pieces = compile_format(fmt)
+        self.condition = condition  # CustomLog env=[!]VAR: (VAR, whether it must be set)
         # The headers the format logs (lowercased): the record carries only these.
         self.request_headers = frozenset(p.key for p in self.pieces if isinstance(p, _Header) and p.table == "i")
         self.response_headers = frozenset(p.key for p in self.pieces if isinstance(p, _Header) and p.table == "o")
+        # Whether the record needs the request's environment (which costs a dict to make).
+        self.uses_env = condition is not None or any(isinstance(p, _Env) for p in self.pieces)
 
     def log(self, record: AccessRecord) -> None:
+        if self.condition is not None:
+            name, wanted = self.condition
+            if (name in record.env) != wanted:
+                return
         line = "".join([p if isinstance(p, str) else p(record) for p in self.pieces])  # a list joins faster
         self.file.write((line + "\n").encode("utf-8", "backslashreplace"))

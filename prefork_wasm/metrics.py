@@ -54,7 +54,7 @@ class MetricsPage:
         self.started = started
 
     def __call__(self, request: Request) -> Response:
-        return Response(200, [(b"content-type", CONTENT_TYPE), (b"cache-control", b"no-store")], self.text().encode())
+        return Response(200, [(b"Content-Type", CONTENT_TYPE), (b"Cache-Control", b"no-store")], self.text().encode())
 
     def text(self) -> str:
         board = self.scoreboard

@@ -13,7 +13,7 @@ Apache's request.c makes the same decision as fixed phases over one request reco
 5. choose handler: what answers (a guest, a script, a file with its content type, a listing,
    a redirect, a server page, or a refusal) (`Router.choose_handler`, `choose_file_handler`).
 
-The result is one frozen `Decision`, made before the body is read (it says the body limit).
+The result is one immutable `Decision`, made before the body is read (it says the body limit).
 No sockets, no processes, nothing of Wasm; the only I/O is the walk's stat calls.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote
 
-from . import static
+from . import redirects, static
 from .config import (
     LocationConfig,
     Locations,
@@ -48,6 +48,10 @@ ROUTE_MEMORY = 4096
 
 NOT_FOUND_TEXT = "The requested URL was not found on this server."
 FORBIDDEN_TEXT = "You don't have permission to access this resource."
+GONE_TEXT = (
+    "The requested resource is no longer available on this server and there is no forwarding address. "
+    "Please remove all references to this resource."
+)
 
 
 # --- what answers a request ------------------------------------------------------------------
@@ -71,6 +75,12 @@ class SendFile:
 
     file: Path
     content_type: str | None  # None: no Content-Type header (an unknown extension)
+    etag: frozenset[str] = static.DEFAULT_ETAG  # FileETag: what its ETag is made of
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """TraceEnable On or extended: core answers TRACE with the request it received."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +93,11 @@ class ListDirectory:
 
 @dataclass(frozen=True, slots=True)
 class Redirect:
-    """mod_dir: a directory asked for without its trailing slash (301 to the URL with it)."""
+    """mod_dir: a directory asked for without its trailing slash (301 to the URL with it); or a
+    mod_alias Redirect (`status` 3xx; a '/path' location is made absolute by the site)."""
 
     location: bytes
+    status: int = 301
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +123,15 @@ class Fault:
     cause: str
 
 
-Target = RunGuest | RunScript | SendFile | ListDirectory | Redirect | ServerPage | Refusal | Fault
+Target = RunGuest | RunScript | SendFile | ListDirectory | Redirect | ServerPage | Refusal | Fault | Trace
 
 RUN_GUEST = RunGuest()
 NOT_FOUND = Refusal(404, NOT_FOUND_TEXT)
 FORBIDDEN = Refusal(403, FORBIDDEN_TEXT)
+GONE = Refusal(410, GONE_TEXT)
+TRACE = Trace()
+TRACE_OFF = Refusal(405, "The requested method TRACE is not allowed for this URL.")
+TRACE_BODY_LIMIT = 65536  # TraceEnable extended: Apache's limit on the body it echoes
 
 
 # --- the record --------------------------------------------------------------------------------
@@ -216,24 +232,77 @@ class Router:
         """Decide `request` (its head read, its path normalised; '' matches no Location). Any
         failure on the way is a Fault: the request's answer, not the worker's end."""
         server = self.select_server(request)
+        if request.method == "TRACE":  # answered by core, whatever the URL (TraceEnable)
+            if self.config.trace_enable == "off":
+                return Decision(server, None, None, TRACE_OFF, 0)
+            return Decision(server, None, None, TRACE, TRACE_BODY_LIMIT)
+        return self.decide(request, server, request.path, fallback=True)
+
+    def decide(self, request: Request, server: Server, path: str, fallback: bool) -> Decision:
+        """The phases for `path` on `server`: `request`'s own, or the local URL that answers for
+        it (FallbackResource, whose own misses are not sent on again: `fallback` False; an
+        ErrorDocument's)."""
         loc = None
         try:
-            loc = server.locations.match(request.path) if request.path else None  # the location walk
+            loc = server.locations.match(path) if path else None  # the location walk
             if loc is None:
                 return Decision(server, None, None, NOT_FOUND, 0)
             limit, addr = loc.limit_request_body, request.remote_addr
+            redirect = self.redirect(loc, path, request, in_location=False)  # translate name
+            if redirect is not None:
+                return Decision(server, loc, None, redirect, limit)
             if loc.handler is not None:  # SetHandler: nothing on disk to map
-                target = self.choose_handler(loc) if require_allows(loc.require, addr) else FORBIDDEN
+                if not require_allows(loc.require, addr):
+                    return Decision(server, loc, None, FORBIDDEN, limit)
+                target = self.redirect(loc, path, request, in_location=True) or self.choose_handler(loc)
                 return Decision(server, loc, None, target, limit)
-            mapped = map_to_storage(request.path, loc, server.locations.disk, addr)
+            mapped = map_to_storage(path, loc, server.locations.disk, addr)
             if isinstance(mapped, Refusal):
-                return Decision(server, loc, None, mapped, limit)
+                redirect = self.redirect(loc, path, request, in_location=True) if mapped.status == 404 else None
+                return Decision(server, loc, None, redirect or mapped, limit)
+            if isinstance(mapped, Fallback):
+                redirect = self.redirect(loc, path, request, in_location=True)
+                if redirect is not None or not fallback:
+                    return Decision(server, loc, None, redirect or NOT_FOUND, limit)
+                return self.fall_back(request, server, mapped.url)
             settings = mapped.settings  # access check, on the file's merged settings:
-            target = self.choose_file_handler(request, mapped) if require_allows(settings.require, addr) else FORBIDDEN
+            if not require_allows(settings.require, addr):
+                return Decision(server, loc, settings, FORBIDDEN, limit)
+            target = self.redirect(loc, path, request, in_location=True) or self.choose_file_handler(
+                request, mapped, loc.file_etag
+            )
             return Decision(server, loc, settings, target, limit)
         except Exception as e:
             fault = Fault(f"internal error: {cause(e)}")
             return Decision(server, loc, None, fault, loc.limit_request_body if loc else 0)
+
+    def fall_back(self, request: Request, server: Server, url: str) -> Decision:
+        """mod_dir's FallbackResource: what maps to nothing is answered by the local URL's file
+        (a front controller), found as a request for it would be; the request keeps its own URI
+        (REQUEST_URI), as Apache's fast internal redirect keeps it. A local URL that answers
+        nothing itself is a 404."""
+        decision = self.decide(request, server, url.partition("?")[0], fallback=False)
+        return decision._replace(target=NOT_FOUND) if isinstance(decision.target, Redirect) else decision
+
+    def redirect(
+        self, loc: LocationConfig, path: str, request: Request, in_location: bool
+    ) -> Redirect | Refusal | None:
+        """mod_alias: the first Redirect or RedirectMatch of the phase that matches (those given
+        at server level before the access check, those of a <Location> after it). A target
+        that is a path gets this server's scheme and name, as Apache adds them."""
+        if not loc.redirects:
+            return None
+        found = redirects.find(loc.redirects, path, request.query, in_location)
+        if found is None:
+            return None
+        rule, target = found
+        if not 300 <= rule.status <= 399:
+            return GONE if rule.status == 410 else Refusal(rule.status, "")
+        if target.startswith("/"):
+            host = request.header(b"host")
+            name = host.decode("latin-1") if host else self.config.server_name or request.server_addr
+            target = f"http://{name}{target}"
+        return Redirect(target.encode("utf-8"), rule.status)
 
     def select_server(self, request: Request) -> Server:
         """Which server answers: Apache's name-based virtual host choice."""
@@ -253,7 +322,7 @@ class Router:
             return Fault(f"SetHandler wasm-handler without a WasmModule at {loc.source}")
         return RUN_GUEST
 
-    def choose_file_handler(self, request: Request, mapped: Mapped) -> Target:
+    def choose_file_handler(self, request: Request, mapped: Mapped, etag: frozenset[str]) -> Target:
         """What answers for what a URL names on disk: a file through its handler (AddHandler,
         SetHandler in <Files>) or as is with its content type, a directory's listing, or the
         trailing-slash redirect."""
@@ -271,15 +340,24 @@ class Router:
         if mapped.path_info:  # Apache's default handler takes no PATH_INFO (AcceptPathInfo Default)
             return NOT_FOUND
         table = static.type_table(self.config.types_config)
-        return SendFile(mapped.file, static.content_type(mapped.file.name, settings.add_types, table))
+        return SendFile(mapped.file, static.content_type(mapped.file.name, settings.add_types, table), etag)
 
 
-def map_to_storage(path: str, loc: LocationConfig, disk: list[DiskSection], addr: str) -> Mapped | Refusal:
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """A URL that maps to nothing where FallbackResource names the local URL that answers it."""
+
+    url: str
+
+
+def map_to_storage(
+    path: str, loc: LocationConfig, disk: list[DiskSection], addr: str
+) -> Mapped | Refusal | Fallback:
     """Translate name and map to storage: the URL to a file under DocumentRoot or an Alias,
     walked a directory at a time with each directory's merged <Directory>/<Files> settings (the
-    directory walk, which also judges symlinks). A URL naming nothing servable is 404, or 403
-    when refused, or when the deepest directory reached denies `addr` (so a denied tree does
-    not reveal which names exist in it)."""
+    directory walk, which also judges symlinks). A URL naming nothing servable is 404 (or the
+    FallbackResource of the deepest directory reached), or 403 when refused, or when that
+    directory denies `addr` (so a denied tree does not reveal which names exist in it)."""
 
     def settings_at(directory: str, name: str | None) -> DirSettings:
         return settings_for(loc, disk, directory, name)
@@ -289,9 +367,11 @@ def map_to_storage(path: str, loc: LocationConfig, disk: list[DiskSection], addr
     except Unmapped as e:
         if e.status == 403:
             return FORBIDDEN
-        if e.directory is not None and not require_allows(settings_at(e.directory, None).require, addr):
+        settings = settings_at(e.directory, None) if e.directory is not None else None
+        if settings is not None and not require_allows(settings.require, addr):
             return FORBIDDEN
-        return NOT_FOUND
+        fallback = settings.fallback_resource if settings is not None else loc.fallback_resource
+        return Fallback(fallback) if fallback else NOT_FOUND
 
 
 def cause(error: Exception) -> str:

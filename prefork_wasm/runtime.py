@@ -3,10 +3,9 @@
 Everything that can be done once per worker is: the Engine and its watcher thread, each
 core module's `InstancePre` (imports resolved), the component Linker (WASI 0.2) and each
 component's export indexes, the memfds that carry stdout and stderr.
-Per request there is only a WasiConfig, a Store, an instantiation (copy-on-write: tens of
-microseconds for a core module; a component has no pre-instantiation in wasmtime-py 50, its
-imports are resolved again each time, ~0.6 ms for a componentize-py component) and the
-guest's own run.
+Per request there is only a WasiConfig, a Store, an instantiation (copy-on-write for a core
+module; a component has no pre-instantiation in wasmtime-py 50, so its imports are resolved
+again each time) and the guest's own run (costs: docs/benchmark.md).
 
 The body goes in as stdin bytes; stdout and stderr go to memfds named by `/proc/self/fd/N`:
 wasmtime opens the path itself (with truncation), so the same two fds serve every request,
@@ -73,7 +72,7 @@ class _Stream:
     wasmtime does not truncate it: each run's output then follows the previous one's, from
     `start`, and the memfd is emptied only once it holds `RETAIN` bytes or the worker goes idle
     (see `_Watcher._empty_streams`). Emptying it after every
-    run cost ~4 us per request (the freed page is allocated and zeroed again by the next write);
+    run cost measurably per request (the freed page is allocated and zeroed again by the next write);
     a small output is read with one pread and no fstat.
     """
 
@@ -258,7 +257,7 @@ class Runtime:
         """Make the memfds the process's fds 1 and 2, and give guests those (wasmtime's inherited
         stdout and stderr): a guest's write is then one write(2) in place. Set by path instead,
         wasmtime opens `/proc/self/fd/N` for each stream per request and writes a file through
-        its blocking-I/O threads: 26 us more per request for stdout alone (hello, measured).
+        its blocking-I/O threads, a measurable cost per request for stdout alone.
 
         For a worker (this process's own output must go elsewhere): returns copies of the
         previous fds 1 and 2, close-on-exec, for the worker's logs and Python's sys streams.
@@ -300,7 +299,7 @@ class Runtime:
         spec: GuestSpec,
         argv: list[str],
         env: dict[str, str],
-        stdin: bytes,
+        stdin: bytes | str,
         abandon: Abandon | None = None,
     ) -> RunResult:
         """Run one request's guest, bounded by `spec`'s timeout and output limits.
@@ -311,7 +310,9 @@ class Runtime:
         """
         wasi = wasmtime.WasiConfig()
         set_argv_env(wasi, argv, env)
-        if stdin:  # without a body the guest's stdin is empty, which costs nothing to set up
+        if isinstance(stdin, str):  # a large body, in a memfd: wasmtime reads it as the guest does
+            wasi.stdin_file = stdin
+        elif stdin:  # without a body the guest's stdin is empty, which costs nothing to set up
             set_stdin_bytes(wasi, stdin)
         if self._inherit:
             wasi.inherit_stdout()

@@ -12,19 +12,25 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, cgi, static
+from . import __version__, cgi, headers, static
 from .compiler import Artifact
 from .config import LocationConfig, ServerConfig
 from .counters import Recorder
 from .dirconfig import DirSettings
+from .engine import WASMTIME_VERSION
 from .filemap import Mapped, translate
+from .headers import Exchange
+from .http1 import set_server_tokens
 from .logs import AccessLog, AccessRecord
-from .messages import SERVER_SOFTWARE, Request, Response, error_response
+from .messages import SERVER_SOFTWARE, Request, Response, SpooledBody, error_response, server_banner
+from .paths import PathRefused, request_path
+from .redirects import error_document_kind
 from .router import (
     Decision,
     Fault,
@@ -36,7 +42,9 @@ from .router import (
     RunScript,
     SendFile,
     ServerPage,
+    Trace,
     cause,
+    request_host,
 )
 from .runtime import EXIT_GUEST_STUCK, GuestSpec, Loaded, Outcome, RunResult, Runtime
 from .scoreboard import LOGGING, MODULE_CHARS, Slot
@@ -53,6 +61,9 @@ FAILURE_STATUS = {
     Outcome.TOO_LARGE: 502,
 }
 
+
+# What ServerTokens Full adds to the product and its version.
+_PLATFORM = f"wasmtime/{WASMTIME_VERSION} Python/{platform.python_version()}"
 
 # A decoded path (%0A) or an exception's text must not break or forge error-log lines.
 _LOG_SAFE = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
@@ -180,7 +191,11 @@ class Site:
         self.slot = slot
         self.recorder = recorder
         self.pages = pages
-        self.server_software = f"{SERVER_SOFTWARE}/{__version__}"
+        self.server_banner = server_banner(config.server_tokens, __version__, _PLATFORM)
+        set_server_tokens(self.server_banner)
+        # SERVER_SOFTWARE as ServerTokens says, or with the version when it says nothing.
+        self.server_software = self.server_banner if config.server_tokens else f"{SERVER_SOFTWARE}/{__version__}"
+        self._server_settings: dict[int, LocationConfig] = {}
         # The headers any access log's format uses: a record decodes only these.
         self._logged_request_headers = {
             name.encode("latin-1") for log in access_logs for name in log.request_headers
@@ -193,9 +208,34 @@ class Site:
         return self.router.route(request)
 
     def respond(self, request: Request, decision: Decision, give_up: Callable[[Response], None]) -> Response:
-        """Answer `request` as decided: the request's fault boundary. Whatever fails on the way
-        (a bug, a host resource gone) is a 500 and one error-log line; the worker goes on.
-        `give_up` answers from another thread, for a guest that cannot be stopped."""
+        """Answer `request` as decided, with what Apache's modules do around the handler: the
+        RequestHeader lines before it, an ErrorDocument for an error page of the server's own,
+        the Header lines after it. `give_up` answers from another thread, for a guest that
+        cannot be stopped."""
+        loc = decision.location or self._defaults(decision)
+        request.env = loc.env
+        if loc.request_headers:
+            request.headers = _request_fields(loc, request)
+        response = self._answer(request, decision, loc, give_up)
+        if response.local_error and loc.error_documents.get(response.status):
+            response = self._error_document(request, decision, loc, response, give_up)
+        if loc.headers:
+            response.headers = _response_fields(loc, request, response)
+        return response
+
+    def _defaults(self, decision: Decision) -> LocationConfig:
+        """A server's own settings, for a request no Location serves (its ErrorDocument, Header)."""
+        server = decision.server
+        found = self._server_settings.get(id(server))
+        if found is None:
+            found = self._server_settings[id(server)] = server.locations.locations.merge(())
+        return found
+
+    def _answer(
+        self, request: Request, decision: Decision, loc: LocationConfig, give_up: Callable[[Response], None]
+    ) -> Response:
+        """The handler's answer: the request's fault boundary. Whatever fails on the way (a bug,
+        a host resource gone) is a 500 and one error-log line; the worker goes on."""
         guest: Guest | None = None
         try:
             target = decision.target
@@ -205,7 +245,9 @@ class Site:
                     guest = self.guests[decision.location]
                     return self._run(request, decision, guest, None, give_up)
                 case SendFile():
-                    return static.file_response(request.method, request.header, target.file, target.content_type)
+                    return static.file_response(
+                        request.method, request.header, target.file, target.content_type, target.etag
+                    )
                 case RunScript():
                     assert decision.location is not None
                     guest = self.guests.for_script(decision.location, target.script.settings)
@@ -213,19 +255,73 @@ class Site:
                 case ServerPage():
                     return self.pages[target.name](request)
                 case Refusal():
-                    return error_response(target.status, target.text)
+                    return self._error_page(request, loc, target.status, target.text)
                 case Redirect():
-                    response = error_response(301, "The document has moved.")
-                    response.headers.append((b"location", target.location))
+                    response = self._error_page(request, loc, target.status, "The document has moved.")
+                    response.headers.append((b"Location", target.location))
                     return response
                 case ListDirectory():
                     return static.listing(target.directory, target.url)
+                case Trace():
+                    return self._trace(request, loc)
                 case Fault():
                     self._log_failure(request, decision, "-", target.cause)
-                    return error_response(500, _FAILURE_TEXT[500])
+                    return self._error_page(request, loc, 500, _FAILURE_TEXT[500])
         except Exception as e:
             self._log_failure(request, decision, guest.module_name if guest else "-", f"internal error: {cause(e)}")
-            return error_response(500, _FAILURE_TEXT[500])
+        return self._error_page(request, loc, 500, _FAILURE_TEXT[500])
+
+    def _error_page(self, request: Request, loc: LocationConfig, status: int, text: str) -> Response:
+        """The server's own error page, with ServerSignature's line when it is on."""
+        signature = ""
+        if loc.server_signature != "off":
+            signature = f"{self.server_banner} Server at {self._server_name(request)} Port {request.server_port}"
+        return error_response(status, text, signature)
+
+    def _trace(self, request: Request, loc: LocationConfig) -> Response:
+        """TraceEnable: the request as received, as message/http (a body only with 'extended')."""
+        received = request.body if isinstance(request.body, bytes) else None  # (a TRACE body is never spooled)
+        if received is None or (received and self.config.trace_enable != "extended"):
+            return self._error_page(request, loc, 413, "TRACE with a request body is not allowed (TraceEnable On).")
+        head = [request.request_line, *(f"{n.decode('latin-1')}: {v.decode('latin-1')}" for n, v in request.headers)]
+        body = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + received
+        return Response(200, [(b"Content-Type", b"message/http")], body)
+
+    def _error_document(
+        self,
+        request: Request,
+        decision: Decision,
+        loc: LocationConfig,
+        response: Response,
+        give_up: Callable[[Response], None],
+    ) -> Response:
+        """core's ErrorDocument for an error page the server made: a text instead of it, a 302 to
+        a URL, or a local URL's answer (found as a GET for it would be) with the error's status.
+        Should the local URL fail too, the server's own page stands, as in Apache."""
+        document = loc.error_documents[response.status]
+        assert document is not None
+        kind = error_document_kind(document)
+        if kind == "text":
+            text = document.removeprefix('"')
+            return Response(response.status, [(b"Content-Type", b"text/html; charset=utf-8")], text.encode(),
+                            local_error=True)
+        if kind == "remote":
+            redirect = Response(302, [(b"Location", document.encode("utf-8"))], local_error=True)
+            redirect.body = self._error_page(request, loc, 302, "The document has moved.").body
+            redirect.headers.insert(0, (b"Content-Type", b"text/html; charset=utf-8"))
+            return redirect
+        try:
+            path = request_path(document.partition("?")[0], self.config.allow_encoded_slashes)
+        except PathRefused:
+            return response
+        sub = dataclasses.replace(
+            request, method="HEAD" if request.method == "HEAD" else "GET", target=document, path=path, body=b""
+        )
+        answer = self._answer(sub, self.router.decide(sub, decision.server, path, fallback=False), loc, give_up)
+        if answer.local_error or not 200 <= answer.status <= 299:
+            return response
+        answer.status, answer.reason, answer.local_error = response.status, b"", True
+        return answer
 
     def _run(
         self,
@@ -264,9 +360,10 @@ class Site:
             )
         else:
             env = loc.env
+        request.env = env
         started = time.perf_counter()
         result = self.runtime.run(
-            guest.module, guest.spec, argv, env, request.body,
+            guest.module, guest.spec, argv, env, stdin(request.body),
             abandon=lambda outcome, why: self._abandon(request, decision, guest, outcome, why, started, give_up),
         )
         self._count_guest(guest, result.outcome, started)
@@ -286,14 +383,14 @@ class Site:
             except cgi.CgiOutputError as e:
                 if result.outcome is Outcome.OK:
                     self._log_failure(request, decision, guest.module_name, f"malformed CGI output: {e}")
-                    return error_response(502, "The module's output is not a valid CGI response.")
+                    return self._error_page(request, loc, 502, "The module's output is not a valid CGI response.")
                 # A non-zero exit without a valid response falls through to 500.
         return self._failure(request, decision, guest, result.outcome, result.detail)
 
     def _failure(self, request: Request, decision: Decision, guest: Guest, outcome: Outcome, why: str) -> Response:
         status = FAILURE_STATUS[outcome]
         self._log_failure(request, decision, guest.module_name, why)
-        return error_response(status, _FAILURE_TEXT[status])
+        return self._error_page(request, guest.location, status, _FAILURE_TEXT[status])
 
     def _count_guest(self, guest: Guest, outcome: Outcome, started: float) -> None:
         self.recorder.guest(guest.module_label, outcome.name.lower(), time.perf_counter() - started)
@@ -319,11 +416,9 @@ class Site:
             os._exit(EXIT_GUEST_STUCK)
 
     def _server_name(self, request: Request) -> str:
-        host = request.header(b"host")
-        if host:
-            name = host.decode("latin-1")
-            return name.rsplit(":", 1)[0] if not name.endswith("]") else name
-        return self.config.server_name or "localhost"
+        """SERVER_NAME: the name the request is addressed to (an absolute-form target's
+        authority wins over Host, RFC 9112 3.2.2, as routing takes it), else ServerName."""
+        return request_host(request.target, request.header(b"host")) or self.config.server_name or "localhost"
 
     def _log_failure(self, request: Request, decision: Decision, module: str, why: str) -> None:
         self._log(request, decision, module, f"{why} ({request.method} {request.path})")
@@ -338,7 +433,9 @@ class Site:
         escaped, since a decoded path or a guest's stderr could otherwise forge lines or
         terminal sequences in the log."""
         message = f"request {request.request_id}: {module}: {text}".translate(_LOG_SAFE)
-        decision.server.error_log.error(f"[client {request.remote_addr}:{request.remote_port}] {message}")
+        decision.server.error_log.error(
+            f"[client {request.remote_addr}:{request.remote_port}] {message}", "core" if module == "-" else "wasm"
+        )
 
     def finished(self, request: Request, decision: Decision, response: Response, sent: int) -> None:
         slot = self.slot
@@ -353,13 +450,14 @@ class Site:
         )
         logs = decision.server.access_logs
         if logs:
-            record = self._access_record(request, response, sent, now, decision.server.name)
+            record = self._access_record(request, decision, response, sent, now)
             for log in logs:
                 log.log(record)
 
     def _access_record(
-        self, request: Request, response: Response, sent: int, now: float, server_name: str
+        self, request: Request, decision: Decision, response: Response, sent: int, now: float
     ) -> AccessRecord:
+        filename, handler = _file_and_handler(decision)
         return AccessRecord(
             remote_addr=request.remote_addr,
             remote_port=request.remote_port,
@@ -375,9 +473,51 @@ class Site:
             start=request.start,
             duration=now - request.start,
             request_id=request.request_id,
-            server_name=server_name,
+            server_name=decision.server.name,
             server_port=request.server_port,
+            bytes_in=request.head_bytes + len(request.body),
+            bytes_out=response.head_bytes + sent,
+            keepalives=request.keepalives,
+            connection="+" if response.keeps_alive else "-",
+            filename=filename,
+            handler=handler,
+            env=request.env,
         )
+
+
+def _file_and_handler(decision: Decision) -> tuple[str, str]:
+    """%f and %R: the file a request was answered from and the handler that answered it."""
+    target = decision.target
+    match target:
+        case RunGuest():
+            module = decision.location.module if decision.location else None
+            return str(module or ""), "wasm-handler"
+        case RunScript():
+            return str(target.script.file), "wasm-handler"
+        case SendFile():
+            return str(target.file), ""
+        case ListDirectory():
+            return str(target.directory), ""
+        case ServerPage():
+            return "", target.name
+    return "", ""
+
+
+def _request_fields(loc: LocationConfig, request: Request) -> list[tuple[bytes, bytes]]:
+    """The request's fields after the RequestHeader lines (the early ones first), names
+    lowercased as the request's are."""
+    actions = sorted(loc.request_headers, key=lambda action: not action.early)
+    fields = headers.apply(actions, request.headers, Exchange(request.start, loc.env))
+    return [(name.lower(), value) for name, value in fields]
+
+
+def _response_fields(loc: LocationConfig, request: Request, response: Response) -> list[tuple[bytes, bytes]]:
+    """The response's fields after the Header lines (the early ones first): only the `always`
+    ones on an error page the server made itself, as Apache keeps onsuccess fields off it."""
+    actions = sorted(loc.headers, key=lambda action: not action.early)
+    if response.local_error:
+        actions = [action for action in actions if action.always]
+    return headers.apply(actions, response.headers, Exchange(request.start, request.env), request.headers)
 
 
 def _logged(headers: list[tuple[bytes, bytes]], names: set[bytes]) -> dict[str, str]:
@@ -400,6 +540,11 @@ def _script_variables(loc: LocationConfig, script: Mapped) -> dict[str, str]:
         root, _, segments = target
         env["PATH_TRANSLATED"] = str(root.joinpath(*segments)) + ("/" if script.path_info.endswith("/") else "")
     return env
+
+
+def stdin(body: bytes | SpooledBody) -> bytes | str:
+    """A guest's stdin: the body's bytes, or the path of the memfd a large one was written to."""
+    return body.path if isinstance(body, SpooledBody) else body
 
 
 def _content_length(request: Request) -> int | None:

@@ -51,9 +51,16 @@ def content_type(name: str, add_types: dict[str, str], table: dict[str, str]) ->
     return add_types.get(ext) or table.get(ext)
 
 
-def etag(size: int, mtime_ns: int) -> bytes:
-    """Apache's default FileETag MTime Size: hex size, '-', hex mtime in microseconds."""
-    return b'"%x-%x"' % (size, mtime_ns // 1000)
+ETAG_PARTS = ("INode", "MTime", "Size")  # what FileETag names
+DEFAULT_ETAG = frozenset({"MTime", "Size"})  # Apache 2.4's default FileETag
+
+
+def etag(size: int, mtime_ns: int, inode: int = 0, parts: frozenset[str] = DEFAULT_ETAG) -> bytes | None:
+    """Apache's ETag of a file: the FileETag parts in hex, joined by '-' in Apache's order
+    (inode, size, mtime in microseconds); None for FileETag None (no ETag)."""
+    values = [("INode", inode), ("Size", size), ("MTime", mtime_ns // 1000)]
+    found = [b"%x" % value for part, value in values if part in parts]
+    return b'"' + b"-".join(found) + b'"' if found else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +74,17 @@ class Plan:
     length: int = 0
 
 
-def plan(method: str, header: Header, size: int, mtime_ns: int) -> Plan:
+def plan(method: str, header: Header, size: int, mtime_ns: int, tag: bytes | None = b"") -> Plan:
     """RFC 9110 13.2.2's order: If-Match, If-Unmodified-Since (412), If-None-Match, else
     If-Modified-Since (304 for GET/HEAD), then Range with If-Range (206/416). Several ranges
-    are answered 200 with the whole file (RFC 9110 14.2 lets a server ignore Range)."""
-    tag = etag(size, mtime_ns)
+    are answered 200 with the whole file (RFC 9110 14.2 lets a server ignore Range). `tag`:
+    the file's ETag (b'': the default one; None: FileETag None, no ETag)."""
+    if tag == b"":
+        tag = etag(size, mtime_ns)
     seconds = mtime_ns // 1_000_000_000
-    validators = [(b"last-modified", formatdate(seconds, usegmt=True).encode()), (b"etag", tag)]
+    validators = [(b"Last-Modified", formatdate(seconds, usegmt=True).encode())]
+    if tag is not None:
+        validators.append((b"ETag", tag))
     if_match = header(b"if-match")
     if if_match is not None:
         if not _tag_matches(if_match, tag, weak=False):
@@ -86,7 +97,7 @@ def plan(method: str, header: Header, size: int, mtime_ns: int) -> Plan:
             return Plan(304 if method in ("GET", "HEAD") else 412, validators)
     elif method in ("GET", "HEAD") and _not_newer(seconds, header(b"if-modified-since")):
         return Plan(304, validators)
-    headers = [*validators, (b"accept-ranges", b"bytes")]
+    headers = [*validators, (b"Accept-Ranges", b"bytes")]
     range_header = header(b"range")
     if method != "GET" or range_header is None or not _if_range_holds(header(b"if-range"), tag, seconds):
         return Plan(200, headers, 0, size)
@@ -94,9 +105,9 @@ def plan(method: str, header: Header, size: int, mtime_ns: int) -> Plan:
     if spans is None or len(spans) > 1:
         return Plan(200, headers, 0, size)
     if not spans:
-        return Plan(416, [(b"content-range", b"bytes */%d" % size)])
+        return Plan(416, [(b"Content-Range", b"bytes */%d" % size)])
     start, end = spans[0]
-    return Plan(206, [*headers, (b"content-range", b"bytes %d-%d/%d" % (start, end, size))], start, end - start + 1)
+    return Plan(206, [*headers, (b"Content-Range", b"bytes %d-%d/%d" % (start, end, size))], start, end - start + 1)
 
 
 _RANGE_SPEC = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*")
@@ -124,7 +135,7 @@ def byte_ranges(value: bytes, size: int) -> list[tuple[int, int]] | None:
     return spans
 
 
-def _tag_matches(value: bytes, tag: bytes, weak: bool) -> bool:
+def _tag_matches(value: bytes, tag: bytes | None, weak: bool) -> bool:
     """An If-Match/If-None-Match list against our (strong) tag; '*' matches any."""
     for candidate in value.split(b","):
         candidate = candidate.strip()
@@ -159,7 +170,7 @@ def _not_newer(seconds: int, value: bytes | None) -> bool:
     return date is not None and seconds <= date
 
 
-def _if_range_holds(value: bytes | None, tag: bytes, seconds: int) -> bool:
+def _if_range_holds(value: bytes | None, tag: bytes | None, seconds: int) -> bool:
     """No If-Range, or one that still matches: an entity tag strongly, a date exactly."""
     if value is None:
         return True
@@ -169,25 +180,28 @@ def _if_range_holds(value: bytes | None, tag: bytes, seconds: int) -> bool:
     return _date(value) == seconds
 
 
-def file_response(method: str, header: Header, path: Path, mime: str | None) -> Response:
+def file_response(
+    method: str, header: Header, path: Path, mime: str | None, etag_parts: frozenset[str] = DEFAULT_ETAG
+) -> Response:
     """The response for a regular file: the descriptor is opened here, the connection sends
-    the planned span from it with sendfile and closes it."""
+    the planned span from it with sendfile and closes it. `etag_parts`: FileETag's."""
     if method == "OPTIONS":
-        return Response(200, [(b"allow", ALLOWED)])
+        return Response(200, [(b"Allow", ALLOWED)])
     if method not in ("GET", "HEAD"):
         response = error_response(405, f"The method {method} is not allowed for a static file.")
-        response.headers.append((b"allow", ALLOWED))
+        response.headers.append((b"Allow", ALLOWED))
         return response
     file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by the connection, or below)
     handed_over = False
     try:
         st = os.fstat(file.fileno())
-        answer = plan(method, header, st.st_size, st.st_mtime_ns)
+        tag = etag(st.st_size, st.st_mtime_ns, st.st_ino, etag_parts)
+        answer = plan(method, header, st.st_size, st.st_mtime_ns, tag)
         if answer.status in (412, 416):
             response = error_response(answer.status, "The request's conditions or range do not fit this file.")
             response.headers += answer.headers
             return response
-        headers = [(b"content-type", mime.encode())] if mime and answer.status != 304 else []
+        headers = [(b"Content-Type", mime.encode())] if mime and answer.status != 304 else []
         response = Response(answer.status, [*headers, *answer.headers])
         if answer.status != 304:
             response.body = FileBody(file, answer.offset, answer.length)
@@ -212,4 +226,4 @@ def listing(directory: Path, url: str) -> Response:
     body = f"<!DOCTYPE html>\n<html><head><title>{title}</title></head><body>\n<h1>{title}</h1>\n<ul>\n"
     body += "\n".join(items) + "\n</ul>\n</body></html>\n"
     encoded = body.encode("utf-8", "surrogateescape")
-    return Response(200, [(b"content-type", b"text/html;charset=UTF-8")], encoded)
+    return Response(200, [(b"Content-Type", b"text/html;charset=UTF-8")], encoded)

@@ -67,8 +67,8 @@ class StatusPage:
 
     def __call__(self, request: Request) -> Response:
         if request.query.split("&")[0] == "auto":
-            return Response(200, [(b"content-type", b"text/plain; charset=ISO-8859-1")], self.auto().encode())
-        return Response(200, [(b"content-type", b"text/html; charset=ISO-8859-1")], self.html().encode())
+            return Response(200, [(b"Content-Type", b"text/plain; charset=ISO-8859-1")], self.auto().encode())
+        return Response(200, [(b"Content-Type", b"text/html; charset=ISO-8859-1")], self.html().encode())
 
     def auto(self) -> str:
         slots = self.scoreboard.slots

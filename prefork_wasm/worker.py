@@ -25,8 +25,8 @@ from .compiler import Artifact
 from .config import ServerConfig
 from .connection import Held, StateHook, serve
 from .counters import LabelIndex, Recorder
-from .engine import WASM32_MEMORY_MAX, InstancePool
 from .eventloop import EventLoop, Listener
+from .generation import pool_for
 from .held import Peer
 from .http1 import Limits
 from .logs import AccessLog, ErrorLog
@@ -135,7 +135,7 @@ class Worker:
 
     def _start(self) -> Site:
         self._request_prefix = os.urandom(5).hex()
-        runtime = Runtime(pool_for(self.config, self.artifacts))
+        runtime = Runtime(pool_for(self.config, (artifact.info for artifact in self.artifacts.values())))
         self._give_standard_streams(runtime)
         return Site(
             self.config,
@@ -264,19 +264,6 @@ class Worker:
 
 # A slot whose worker serves (not open, starting, leaving or exiting), in Scoreboard.states().
 _SERVING = re.compile(b"[^" + re.escape(OPEN + STARTING + GRACEFUL + CLEANUP) + b"]")
-
-
-def pool_for(config: ServerConfig, artifacts: dict[Path, Artifact]) -> InstancePool | None:
-    """The instance pool a worker's engine gets: one core instance, its memory slot as large as
-    the largest WasmMemoryLimit (4 GiB, wasm32's maximum, where a Location has none). None when
-    the worker serves a component: one instantiates several core instances, memories and tables
-    each time, and allocates on demand."""
-    if any(artifact.info.component for artifact in artifacts.values()):
-        return None
-    limits = [loc.memory_limit for loc in [*config.locations, *config.section_runs()] if loc.module is not None]
-    if not limits or None in limits:
-        return InstancePool(WASM32_MEMORY_MAX)
-    return InstancePool(max(limit for limit in limits if limit is not None))
 
 
 def _bound_ip(sock: socket.socket) -> str:

@@ -177,7 +177,8 @@ def test_a_module_that_does_not_fit_the_instance_pool_stops_the_server_with_the_
     make_server: Callable[..., Server], tmp_path: Path
 ) -> None:
     """A worker's engine pools one instance with one memory (multi-memory modules do not fit):
-    the worker cannot load such a module and says why, and the server stops cleanly."""
+    start-up finds it before any worker would refuse it, says why at the WasmModule line, and
+    the server exits cleanly (issue 20: checked by the compile side, -t, start and restart)."""
     module = tmp_path / "two_memories.wat"
     module.write_text('(module (memory 1) (memory 1) (func (export "_start")))')
     server = make_server(
@@ -186,7 +187,10 @@ def test_a_module_that_does_not_fit_the_instance_pool_stops_the_server_with_the_
     server.start(wait=False)
     assert server.proc is not None
     assert server.proc.wait(timeout=30) == 1
-    log = server.log()
-    assert f"worker could not start: cannot load the compiled form of {module}" in log
-    assert "it does not fit the worker's instance pool (one instance with one memory of up to 4096 MiB" in log
-    assert "defined memories count of 2 exceeds the per-instance limit of 1" in log
+    line = server.conf.read_text().splitlines().index(f"    WasmModule {module}") + 1
+    assert (
+        f"prefork-wasm: {server.conf}:{line}: WasmModule: {module} does not fit the workers' instance pool "
+        "(one instance with one memory of up to 4096 MiB"
+    ) in server.stderr_text()
+    assert "it defines 2 memories and 0 tables, the pool holds one of each" in server.stderr_text()
+    assert "worker could not start" not in server.log()  # no worker was forked to find out

@@ -316,3 +316,84 @@ def test_a_retired_worker_that_wakes_late_leaves_a_waiting_connection_to_the_new
             response += chunk
     assert response.startswith(b"HTTP/1.1 200 "), response[:200]
     assert not psutil.pid_exists(old) or worker.status() == psutil.STATUS_ZOMBIE
+
+
+# --- -k graceful and -k restart report the outcome (issue 20) ---------------------------------
+
+
+@pytest.mark.parametrize("command", ["graceful", "restart"])
+@pytest.mark.parametrize("broken", ["garbage", "pool"])
+def test_k_graceful_with_a_broken_module_fails_with_file_and_line_and_the_old_generation_serves_on(
+    make_server: Callable[..., Server], tmp_path: Path, command: str, broken: str
+) -> None:
+    """Acceptance 3: a module that does not compile (random bytes in a .wasm file), or that does
+    not fit the workers' instance pool (its memory starts above WasmMemoryLimit), is refused
+    by the restart; the command prints FILE:LINE and fails; the old generation serves on."""
+    server = make_server(HELLO)
+    workers = server.wait_for_workers(lambda pids: len(pids) == 2, what="2 workers")
+    module = tmp_path / "broken.wasm"
+    if broken == "garbage":
+        module.write_bytes(os.urandom(64))
+        text = server.conf.read_text().replace("${EXAMPLES}/hello.wasm", str(module))
+        expected = f"WasmModule: {module}: cannot compile: not a WebAssembly binary"
+    else:
+        text = server.conf.read_text().replace("WasmEnableCGI On", "WasmEnableCGI On\n    WasmMemoryLimit 1M")
+        expected = f"WasmModule: {EXAMPLES}/hello.wasm does not fit the workers' instance pool"
+    server.conf.write_text(text)
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if t.strip().startswith("WasmModule"))
+    result = run(server, "-k", command)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert f"prefork-wasm: {'graceful ' * (command == 'graceful')}restart failed, generation 0 still serving:" in (
+        result.stderr
+    )
+    assert f"prefork-wasm: {server.conf}:{line}: {expected}" in result.stderr
+    no_traceback(result.stdout, result.stderr)
+    assert server.proc is not None and server.proc.poll() is None
+    for _ in range(5):
+        assert server.get("/hello")[2] == HELLO_BODY
+    assert server.worker_pids() == workers
+    # -t says the same before any restart
+    check = run(server, "-t")
+    assert check.returncode == 1 and f"{server.conf}:{line}: {expected}" in check.stderr
+
+
+def test_k_graceful_waits_for_the_new_generation_and_succeeds(make_server: Callable[..., Server]) -> None:
+    server = make_server(HELLO)
+    result = run(server, "-k", "graceful")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert "generation 1 configured" in server.log()  # logged before the command returned
+
+
+def test_k_graceful_when_nothing_runs_starts_the_server_as_apache_does(make_server: Callable[..., Server]) -> None:
+    """Apache's httpd -k graceful (and restart): 'httpd not running, trying to start'."""
+    server = make_server(HELLO, start=False)
+    result = run(server, "-k", "graceful")
+    try:
+        assert result.returncode == 0, result.stderr
+        assert "not running" in result.stdout and "trying to start" in result.stdout
+        pid = int(server.pid_file.read_text())
+        assert server.get("/hello")[2] == HELLO_BODY
+    finally:
+        stop = run(server, "-k", "stop")
+        assert stop.returncode == 0, stop.stderr
+    assert not psutil.pid_exists(pid)
+
+
+def test_the_error_log_at_log_level_warn_shows_start_graceful_restart_and_stop(
+    make_server: Callable[..., Server]
+) -> None:
+    """Acceptance 6: Apache writes its notices whatever LogLevel says."""
+    server = make_server(HELLO, log_level="warn")
+    assert run(server, "-k", "graceful").returncode == 0
+    server.stop()
+    log = server.log()
+    for notice in (
+        "[mpm_prefork:notice]",
+        "AH00163: prefork-wasm/",
+        "generation 0 configured -- resuming normal operations",
+        "AH00171: Graceful restart requested, doing restart",
+        "generation 1 configured -- resuming normal operations",
+        "AH00169: caught SIGTERM, shutting down",
+    ):
+        assert notice in log, notice
+    assert "[info]" not in log and ":info]" not in log

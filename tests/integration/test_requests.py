@@ -250,7 +250,7 @@ def test_guest_failures_answered_and_logged_and_worker_survives(
     got, headers, _, resp = server.get(path)
     assert got == status
     lines = wait_for(lambda: [line for line in log_lines_with(server, cause) if path.split("?")[0] in line], what=cause)
-    assert "[error]" in lines[-1] and "request " in lines[-1]
+    assert ":error]" in lines[-1] and "request " in lines[-1]
     assert server.get("/headers?status")[0] == 201
     assert server.worker_pids() == workers
 

@@ -11,11 +11,11 @@ import pytest
 import wasmtime
 
 from harness import MODULES
-from prefork_wasm.compiler import Digests, ModuleInfo, _compile
+from prefork_wasm.compiler import CompileError, Digests, ModuleInfo, _compile, pool_needs
 from prefork_wasm.conffile import parse_config
 from prefork_wasm.config import ServerConfig
 from prefork_wasm.engine import engine_config
-from prefork_wasm.generation import entry_point_problems
+from prefork_wasm.generation import compile_failures, entry_point_problems, pool_problems
 
 
 def sha256(data: bytes) -> str:
@@ -142,3 +142,67 @@ def test_the_kind_is_read_from_the_binary_whatever_the_text_looks_like() -> None
     assert info.functions == {RUN, "test:outcomes/all#err", "test:outcomes/all#trap", "test:outcomes/all#spin"}
     with pytest.raises(ValueError, match=r"not a WebAssembly module or component \(preamble 02 00 00 00\)"):
         _compile(engine, b"\0asm\x02\0\0\0")
+
+
+def test_a_wasm_file_is_parsed_as_a_binary_only() -> None:
+    """Random bytes in a .wasm file are 'not a WebAssembly binary', not WebAssembly text with an
+    'unexpected character'; a .wat file is text."""
+    engine = wasmtime.Engine(engine_config(parallel_compilation=False))
+    with pytest.raises(ValueError, match=r"not a WebAssembly binary \(a \.wasm file starts with \\0asm"):
+        _compile(engine, b"\x8b\x1f random bytes", binary_only=True)
+    with pytest.raises(ValueError, match="WebAssembly text goes in a .wat file"):
+        _compile(engine, b"(module)", binary_only=True)
+    assert _compile(engine, b"(module)")[1] == ModuleInfo(False, frozenset(), "_start")
+
+
+@pytest.mark.parametrize(
+    "wat, needs",
+    [
+        ("(module)", (0, 0, 0, 0)),
+        ("(module (memory 3) (table 7 funcref))", (1, 1, 3 * 65536, 7)),
+        ("(module (memory 1 5) (table 2 9 externref))", (1, 1, 65536, 2)),
+        ('(module (import "env" "m" (memory 9)) (memory 2))', (1, 0, 2 * 65536, 0)),  # imported: not the pool's
+        ("(module (memory 1) (memory 4))", (2, 0, 4 * 65536, 0)),
+        ("(module (memory i64 2))", (1, 0, 2 * 65536, 0)),
+    ],
+)
+def test_what_a_module_asks_of_the_instance_pool_is_read_from_its_binary(
+    wat: str, needs: tuple[int, int, int, int]
+) -> None:
+    assert pool_needs(bytes(wasmtime.wat2wasm(wat))) == needs
+
+
+def test_a_module_that_does_not_fit_the_instance_pool_is_refused_at_its_module_line(tmp_path: Path) -> None:
+    """A worker would refuse to load it (and the master then stop): -t, the start and a restart
+    refuse it first, with the fix."""
+    conf, config = app_config(
+        tmp_path, "<Location /a>\nSetHandler wasm-handler\nWasmModule app.wasm\nWasmMemoryLimit 1M\n</Location>\n"
+    )
+    app = tmp_path / "app.wasm"
+    fits = ModuleInfo(False, frozenset({"_start"}), "_start", "", 1, 1, 1 << 20, 5)
+    assert pool_problems(config, {app: fits}) == []
+    too_large = ModuleInfo(False, frozenset({"_start"}), "_start", "", 1, 1, 16842752, 5)
+    [problem] = pool_problems(config, {app: too_large})
+    assert problem.startswith(f"{conf}:4: WasmModule: {app} does not fit the workers' instance pool (one instance")
+    assert problem.endswith(
+        "its memory starts at 16.0625 MiB, above the pool's memory slot of 1 MiB (the largest WasmMemoryLimit); "
+        "give WasmMemoryLimit 17M or more where it runs"
+    )
+    two = ModuleInfo(False, frozenset({"_start"}), "_start", "", 2, 1, 65536, 5)
+    assert "it defines 2 memories and 1 tables, the pool holds one of each" in pool_problems(config, {app: two})[0]
+    unknown = ModuleInfo(False, frozenset({"_start"}), "_start", "", -1, -1, -1, -1)
+    assert pool_problems(config, {app: unknown}) == []  # the worker's load is the check
+
+
+def test_a_module_that_does_not_compile_is_said_at_its_module_lines(tmp_path: Path) -> None:
+    conf, config = app_config(
+        tmp_path,
+        "<Location /a>\nSetHandler wasm-handler\nWasmModule app.wasm\n</Location>\n"
+        "<Location /b>\nSetHandler wasm-handler\nWasmModule app.wasm\n</Location>\n",
+    )
+    app = tmp_path / "app.wasm"
+    error = CompileError(f"{app}: cannot compile: bad", {app: "bad"})
+    assert compile_failures(config, error).splitlines() == [
+        f"{conf}:4: WasmModule: {app}: cannot compile: bad",
+        f"{conf}:8: WasmModule: {app}: cannot compile: bad",
+    ]

@@ -126,8 +126,8 @@ def test_load_module_is_no_longer_misread_as_wasm_module() -> None:
     "line, message",
     [
         (
-            "Header set X y",
-            "Invalid command 'Header': a directive of headers_module, which prefork-wasm has no equivalent of",
+            "RewriteRule ^/a /b",
+            "Invalid command 'RewriteRule': a directive of rewrite_module, which prefork-wasm has no equivalent of",
         ),
         ("SetEnv A b", "a directive of env_module, which prefork-wasm has no equivalent of; WasmEnv NAME VALUE sets"),
         ("Listn 80", "Invalid command 'Listn', perhaps misspelled? Did you mean 'Listen'?"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from prefork_wasm.control import detach_plan
-from prefork_wasm.logs import stream_of
+from prefork_wasm.logtargets import stream_of
 
 
 def test_log_targets_that_are_the_standard_streams() -> None:

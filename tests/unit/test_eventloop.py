@@ -185,7 +185,7 @@ def test_a_draining_worker_serves_each_connections_next_request_with_close_then_
         reading.sendall(REQUEST[12:])
         for client in (kept, reading):
             data, _ = closed_after(client)
-            assert data.startswith(b"HTTP/1.1 200 ") and b"connection: close\r\n" in data
+            assert data.startswith(b"HTTP/1.1 200 ") and b"Connection: close\r\n" in data
             client.close()  # ends the lingering close at once
         data, waited = closed_after(idle)  # closed cleanly at its KeepAliveTimeout
         assert data == b"" and waited < 0.6

@@ -377,6 +377,13 @@ GOOD_BODIES = [
     b"A;x=1\r\n0123456789\r\n0\r\n\r\n",
     b'3;a;b=c;d="q \\" ;\\\\\t"\r\nabc\r\n0;e\r\n\r\n',
     b"1\r\n\n\r\n0\r\nX-Trailer: t\tu\x80\r\nY:\r\n\r\n",  # the data may hold any byte
+    # RFC 9112 7.1.1: BWS around ';' and '=' of an extension, which a recipient must parse.
+    b"5; name=value\r\nhello\r\n0\r\n\r\n",
+    b"5 ;a=b\r\nhello\r\n0\r\n\r\n",
+    b"5\t; a = \"b c\" ;d\r\nhello\r\n0 ; e\r\n\r\n",
+    b"5;a = b\r\nhello\r\n0\r\n\r\n",
+    # Trailer fields other than framing and Host are discarded, not refused (as gunicorn does).
+    b"0\r\nContent-Type: text/plain\r\nVary: *\r\nAuthorization: x\r\n\r\n",
 ]
 
 
@@ -402,8 +409,6 @@ def test_a_good_chunked_body_is_done_at_its_end_whatever_the_split(body: bytes) 
         b'5;a="b\x01"\r\nhello\r\n0\r\n\r\n',
         b"5 \r\nhello\r\n0\r\n\r\n",  # whitespace after the size
         b"5\t\r\nhello\r\n0\r\n\r\n",
-        b"5 ;a=b\r\nhello\r\n0\r\n\r\n",  # BWS: SHOULD NOT be sent, h11 refuses it
-        b"5;a = b\r\nhello\r\n0\r\n\r\n",
         b"5;\r\nhello\r\n0\r\n\r\n",  # an extension without a name
         b"5;a=\r\nhello\r\n0\r\n\r\n",
         b"5;a=b c\r\nhello\r\n0\r\n\r\n",
@@ -447,11 +452,12 @@ def test_chunk_lines_and_trailers_obey_the_head_limits() -> None:
 
 
 def test_h11_accepts_what_the_chunked_scanner_accepts() -> None:
-    """The scanner is the stricter of the two: h11 never refuses a body it let through, and
-    ends it at the same byte."""
+    """The scanner is the stricter of the two: h11 never refuses a body it let through (as the
+    scanner forwards it), and ends it at the same byte."""
     for body in GOOD_BODIES:
+        scanner = chunked(body + b"GET")
         conn = h11.Connection(h11.SERVER)
-        conn.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + body + b"GET")
+        conn.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + scanner.forward)
         while not isinstance(conn.next_event(), h11.EndOfMessage):
             pass
         assert conn.trailing_data[0] == b"GET"
@@ -544,6 +550,59 @@ def test_a_head_refused_after_h11_read_it_is_still_a_request() -> None:
     assert request.target == "/a%2Fb"
 
 
+def checked(head: bytes) -> int | None:
+    """The status the head is refused with (by h11 or after it), None if it is served."""
+    p = parser()
+    try:
+        assert fed(p, head)
+        p.check(p.request("1"))
+    except Refused as e:
+        return e.status
+    return None
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        b"internal.test", b"INTERNAL.test:8080", b"127.0.0.1", b"127.0.0.1:80", b"[::1]", b"[::1]:443",
+        b"[v1.fe80::a+en1]", b"a_b.test", b"xn--bch.ex", b"%41.test", b"internal.test:", b"",
+    ],
+)
+def test_a_host_of_uri_host_and_port_is_served(host: bytes) -> None:
+    assert checked(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n") is None
+    if host:  # an http URI has a host (RFC 9110 4.2.1); an empty Host says there is none
+        assert checked(b"GET http://" + host + b"/x HTTP/1.1\r\nHost: other\r\n\r\n") is None
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        b"x@in.test",  # user info
+        b"in.test/x",  # a path
+        b"in\ttest",
+        b"in.test\xff",
+        b"in.test:99999",  # no such port
+        b"in.test:abc",
+        b"in.test:80:80",
+        b"[::1",
+        b"[not:an:ip]",
+        b"::1",
+        b"a b",
+    ],
+)
+def test_an_invalid_host_is_400_as_rfc_9112_says(host: bytes) -> None:
+    """RFC 9112 3.2: 'A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1
+    request message that lacks a Host header field and to any request message that contains more
+    than one Host header field line or a Host header field with an invalid field-value.'"""
+    assert checked(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n") == 400
+    if b" " not in host and b"\t" not in host and b"/" not in host:  # else the target is another
+        assert checked(b"GET http://" + host + b"/x HTTP/1.1\r\nHost: a\r\n\r\n") == 400
+
+
+def test_two_host_fields_are_400() -> None:
+    assert checked(b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n") == 400
+
+
 POST_HEAD = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"
 CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
 
@@ -579,6 +638,26 @@ def test_a_body_cut_short_is_refused_by_h11() -> None:
     with pytest.raises(Refused) as refused:
         body_of(POST_HEAD, b"hel", b"")
     assert refused.value.status == 400
+
+
+@pytest.mark.parametrize("body", GOOD_BODIES)
+def test_a_good_chunked_body_reaches_the_guest_whatever_the_split(body: bytes) -> None:
+    """BWS in a chunk-size line, which h11 refuses, is taken off before h11 parses the line:
+    also when the line came with the head (h11 then parses the head again) or in pieces."""
+    data = bytes(chunked(body).forward)
+    expected = body_of(CHUNKED_HEAD + data)
+    assert expected is not None
+    for cut in range(1, len(body)):  # (an empty packet would be the client's close)
+        assert body_of(CHUNKED_HEAD + body[:cut], body[cut:]) == expected
+        assert body_of(CHUNKED_HEAD, body[:cut], body[cut:]) == expected
+    assert body_of(CHUNKED_HEAD, *bytewise(body)) == expected
+
+
+def test_a_chunk_size_line_with_bws_before_its_extensions_goes_to_h11_without_them() -> None:
+    assert chunked(b"5 ;a=b\r\nhello\r\n0\r\n\r\n").forward == b"5\r\nhello\r\n0\r\n\r\n"
+    plain = b"5;a=b\r\nhello\r\n0\r\n\r\n"
+    assert chunked(plain).forward is plain  # the usual body: passed on as it is, not copied
+    assert body_of(CHUNKED_HEAD + b"5; name=value\r\nhel", b"lo\r\n0\r\nVary: *\r\n\r\n") == b"hello"
 
 
 def test_a_chunked_body_is_checked_before_h11_sees_it() -> None:
@@ -710,6 +789,14 @@ def test_framed_head_adds_date_server_length_and_close_and_says_whether_the_body
     assert fields.get(b"content-length") == length
     assert (fields.get(b"connection") == b"close") is close
     assert b"date" in fields and fields[b"server"] == b"prefork-wasm" and fields[b"x-a"] == b"1"
+
+
+def test_the_server_writes_its_own_field_names_in_canonical_case_and_a_guest_s_as_given() -> None:
+    """As Apache, nginx and gunicorn write them ('Date', 'Content-Length'); a CGI guest's names
+    go out as it wrote them, as Apache sends a script's."""
+    head, _ = framed_head(Response(200, [(b"x-guest", b"1")], b"hello"), False, True)
+    names = [line.split(b":")[0] for line in head.split(b"\r\n")[1:] if line]
+    assert names == [b"Date", b"Server", b"x-guest", b"Content-Length", b"Connection"]
 
 
 def test_framed_head_frames_a_file_body_by_its_span_and_an_empty_body_as_none() -> None:

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from harness import HOST, wait_for
-from prefork_wasm.compiler import Artifact, ModuleInfo
+from prefork_wasm.compiler import ModuleInfo
 from prefork_wasm.conffile import parse_config
 from prefork_wasm.connection import LINGER_SECONDS
 from prefork_wasm.counters import LabelIndex, Recorder
 from prefork_wasm.engine import WASM32_MEMORY_MAX, InstancePool
+from prefork_wasm.generation import pool_for
 from prefork_wasm.http1 import Limits
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
 from prefork_wasm.messages import Request, Response
@@ -29,7 +30,6 @@ from prefork_wasm.paths import request_path
 from prefork_wasm.router import Router
 from prefork_wasm.scoreboard import Slot, words
 from prefork_wasm.site import Site, prepare_guests
-from prefork_wasm.worker import pool_for
 from serving import Serving
 
 CONFIG = """\
@@ -172,7 +172,7 @@ def test_a_response_whose_head_would_split_is_answered_500_and_the_connection_cl
     with serving(site) as server, socket.create_connection((HOST, server.port)) as client:
         client.sendall(b"GET /split HTTP/1.1\r\nHost: x\r\n\r\n")  # a keep-alive request
         received = until_closed(client)
-    assert received.startswith(b"HTTP/1.1 500 ") and b"connection: close\r\n" in received
+    assert received.startswith(b"HTTP/1.1 500 ") and b"Connection: close\r\n" in received
     assert b"Set-Cookie" not in received and received.count(b"HTTP/1.1") == 1
     assert site.answered == [500]
     assert "ResponseHeadError: a control character" in capsys.readouterr().err
@@ -215,7 +215,7 @@ def test_the_access_record_carries_only_the_headers_a_format_logs(tmp_path: Path
     request = make_request("/nowhere")
     request.headers = [(b"host", b"x"), (b"user-agent", b"agent/1"), (b"cookie", b"secret")]
     response = Response(200, headers=[(b"X-Id", b"7"), (b"Content-Type", b"text/plain")])
-    record = site._access_record(request, response, 0, 0.0, "")
+    record = site._access_record(request, site.route(request), response, 0, 0.0)
     assert record.request_headers == {"user-agent": "agent/1"}
     assert record.response_headers == {"x-id": "7"}
     site.finished(request, site.route(request), response, 0)
@@ -247,7 +247,7 @@ def test_the_instance_pool_is_sized_by_the_largest_memory_limit_and_left_out_for
         config = parse_config(conf)
         info = ModuleInfo(component, frozenset({"_start"}), "_start")
         modules = [loc.module for loc in config.locations if loc.module is not None]
-        return pool_for(config, {m: Artifact(m, tmp_path / "a", False, 0.0, info) for m in modules})
+        return pool_for(config, [info for _ in modules])
 
     assert pool(["    WasmMemoryLimit 1M\n", "    WasmMemoryLimit 2M\n"]) == InstancePool(2 << 20)
     assert pool(["    WasmMemoryLimit 1M\n", ""]) == InstancePool(WASM32_MEMORY_MAX)  # one without a limit

@@ -55,7 +55,7 @@ def test_conditional_requests(method: str, request_headers: dict[str, bytes], st
 
 def test_a_304_carries_the_validators() -> None:
     answer = plan("GET", headers(if_none_match=TAG), SIZE, MTIME_NS)
-    assert dict(answer.headers) == {b"etag": TAG, b"last-modified": LAST_MODIFIED}
+    assert dict(answer.headers) == {b"ETag": TAG, b"Last-Modified": LAST_MODIFIED}
     assert answer.length == 0
 
 
@@ -85,12 +85,12 @@ def test_byte_ranges(value: bytes, spans: list[tuple[int, int]] | None) -> None:
 def test_a_single_range_is_206_with_content_range() -> None:
     answer = plan("GET", headers(range="bytes=10-19"), SIZE, MTIME_NS)
     assert (answer.status, answer.offset, answer.length) == (206, 10, 10)
-    assert dict(answer.headers)[b"content-range"] == b"bytes 10-19/1000"
+    assert dict(answer.headers)[b"Content-Range"] == b"bytes 10-19/1000"
 
 
 def test_an_unsatisfiable_range_is_416_with_the_size() -> None:
     answer = plan("GET", headers(range="bytes=2000-"), SIZE, MTIME_NS)
-    assert (answer.status, answer.headers) == (416, [(b"content-range", b"bytes */1000")])
+    assert (answer.status, answer.headers) == (416, [(b"Content-Range", b"bytes */1000")])
 
 
 @pytest.mark.parametrize(
@@ -135,10 +135,10 @@ def test_file_response_hands_an_open_file_to_the_connection(tmp_path: Path) -> N
     assert response.status == 206
     assert isinstance(response.body, FileBody)
     assert (response.body.offset, len(response.body)) == (2, 3)
-    assert (b"content-type", b"text/plain") in response.headers
+    assert (b"Content-Type", b"text/plain") in response.headers
     response.body.file.close()
     assert file_response("POST", headers(), file, None).status == 405
-    assert file_response("OPTIONS", headers(), file, None).headers == [(b"allow", b"GET, HEAD, OPTIONS")]
+    assert file_response("OPTIONS", headers(), file, None).headers == [(b"Allow", b"GET, HEAD, OPTIONS")]
 
 
 def test_listing_escapes_names(tmp_path: Path) -> None:
