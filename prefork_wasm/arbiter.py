@@ -21,7 +21,6 @@ from __future__ import annotations
 import errno
 import os
 import random
-import resource
 import select
 import shlex
 import signal
@@ -35,7 +34,7 @@ from pathlib import Path
 import psutil
 import setproctitle
 
-from . import __version__, handover, privileges
+from . import __version__, descriptors, handover, privileges
 from .activation import ActivationError, Passed, match
 from .compiler import Artifact, Compile, CompileError, Digests, start_compile
 from .conffile import parse_config
@@ -78,8 +77,6 @@ MAINTENANCE_INTERVAL = 1.0
 # pool that grows together does not recycle together.
 MEMORY_SPREAD = 0.05
 
-NR_OPEN_DEFAULT = 1 << 20
-
 QUEUED_SIGNALS = (
     signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH, signal.SIGCHLD,
 )
@@ -91,21 +88,6 @@ def silence_limit(config: ServerConfig) -> float:
     included; static files and the server's pages run none) and a lingering close."""
     runs = (loc.timeout for loc in config.guest_runs())
     return config.timeout + max(runs, default=0) + LINGER_SECONDS
-
-
-def raise_descriptor_limit() -> tuple[int, int]:
-    """Raise RLIMIT_NOFILE's soft limit to the hard one, for this process and the workers it
-    forks: a worker holds thousands of connections, one descriptor each. Returns (before, now)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    # An unlimited hard limit still stops at the kernel's fs.nr_open (2^20 by default).
-    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, NR_OPEN_DEFAULT)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-        except (ValueError, OSError):
-            return soft, soft
-        return soft, wanted
-    return soft, soft
 
 
 def size_text(n: float) -> str:
@@ -187,8 +169,7 @@ class Arbiter:
         self.artifacts = self._compiled(first.compile, self.config)
         self._assign_labels()
         self._write_pid_file()
-        before, now = raise_descriptor_limit()
-        self.error_log.log("debug", f"RLIMIT_NOFILE soft limit {before} -> {now} (workers inherit it)")
+        self.error_log.log("debug", "RLIMIT_NOFILE soft limit {} -> {}".format(*descriptors.raise_limit()))
         self._report_reload()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_w)
@@ -630,23 +611,15 @@ class Arbiter:
         self._kill(pid, signal.SIGUSR1)
 
     def _stop_late_workers(self) -> None:
-        """A restart's old workers still alive at their deadline are stopped now: SIGTERM, then
-        SIGKILL after STOP_GRACE more."""
+        """A restart's old workers still serving at their deadline are stopped: SIGTERM, then
+        SIGKILL STOP_GRACE later."""
         now = time.monotonic()
         for pid, child in self.children.items():
-            if child.stop_at is None or now < child.stop_at:
-                continue
-            if child.terminated:
-                child.stop_at = None
-                self._kill(pid, signal.SIGKILL)
-                continue
-            self.error_log.info(
-                f"worker {pid} of generation {child.generation} still serving a request "
-                f"{STOP_GRACE:g} s after the restart: stopped"
-            )
-            child.terminated = True
-            child.stop_at = now + STOP_GRACE
-            self._kill(pid, signal.SIGTERM)
+            if child.stop_at is not None and now >= child.stop_at:
+                if not child.terminated:
+                    self.error_log.info(f"worker {pid} still serving {STOP_GRACE:g} s after a restart: stopped")
+                self._kill(pid, signal.SIGKILL if child.terminated else signal.SIGTERM)
+                child.stop_at, child.terminated = None if child.terminated else now + STOP_GRACE, True
 
     def _kill(self, pid: int, signum: int) -> None:
         try:
@@ -749,8 +722,7 @@ class Arbiter:
         )
         self._announce_listeners(nxt, print_urls=False)
         for pid in list(self.children):
-            # A restart lets a request in flight finish for STOP_GRACE, then stops it: only such
-            # requests are lost; every other connection goes on in the next generation.
+            # A restart (HUP) stops a request in flight after STOP_GRACE; other connections go on.
             self._retire(pid, HAND_OVER, None if nxt.graceful else STOP_GRACE)
         self.generation += 1
         self.scoreboard.cumulative.generation = self.generation

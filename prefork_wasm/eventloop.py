@@ -16,7 +16,6 @@ serves each connection's next request with `Connection: close`, or closes it at 
 from __future__ import annotations
 
 import os
-import resource
 import select
 import socket
 import time
@@ -24,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from . import handover
+from . import descriptors, handover
 from .connection import Held
 from .held import (
     CLOSING,
@@ -36,7 +35,6 @@ from .held import (
     Deadlines,
     Peer,
     Throttle,
-    descriptor_share,
     may_accept,
     to_shed,
     wait_for,
@@ -131,8 +129,7 @@ class EventLoop:
         self._last_request = 0.0  # seconds the last request served took
         self._bound_log = Throttle(BOUND_LOG_EVERY)
         self._published = [0] * SERVING
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        self._own_limit = descriptor_share(soft, RESERVED_DESCRIPTORS)
+        self._own_limit = descriptors.connection_share(RESERVED_DESCRIPTORS)
 
     # ---------------------------------------------------------------- the loop
 

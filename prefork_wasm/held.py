@@ -140,12 +140,6 @@ def to_shed(queued: int, held: int, peers: Iterable[Peer], last_request: float, 
     return min(queued, sum(1 for p in peers if p.idle and p.held + 1 < held))
 
 
-def descriptor_share(limit: int, reserved: int) -> int:
-    """How many connections a worker may hold with RLIMIT_NOFILE `limit`: what is left once
-    `reserved` descriptors (logs, memfds, listeners, the modules' files) are set aside."""
-    return max(limit - reserved, 1)
-
-
 class Throttle:
     """Says yes at most once per `every` seconds: a condition that lasts (the bound reached)
     is logged when it begins and then now and then, not once per connection."""

@@ -12,7 +12,6 @@ from prefork_wasm.held import (
     Peer,
     Throttle,
     balance_margin,
-    descriptor_share,
     may_accept,
     to_shed,
     wait_for,
@@ -118,8 +117,6 @@ def test_a_worker_out_of_descriptors_makes_room_or_leaves_new_connections_waitin
     assert may_accept(10, 2, peers(0), bound=0, own_limit=10) is Accept.MAKE_ROOM
     assert may_accept(10, 0, peers(0), bound=0, own_limit=10) is Accept.FULL
     assert may_accept(9, 0, [], bound=0, own_limit=10) is Accept.YES
-    assert descriptor_share(20000, 64) == 19936
-    assert descriptor_share(50, 64) == 1
 
 
 def test_the_throttle_says_yes_once_per_period() -> None:
