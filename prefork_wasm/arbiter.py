@@ -34,7 +34,7 @@ from pathlib import Path
 import psutil
 import setproctitle
 
-from . import __version__, privileges
+from . import __version__, descriptors, handover, privileges
 from .activation import ActivationError, Passed, match
 from .compiler import Artifact, Compile, CompileError, Digests, start_compile
 from .conffile import parse_config
@@ -60,7 +60,7 @@ from .logtargets import PipedLog, make_parent
 from .metrics import MetricsPage
 from .notify import Notifier
 from .runtime import EXIT_GUEST_STUCK
-from .scoreboard import SERVING, STARTING, STOPPING, WAITING, Scoreboard, words
+from .scoreboard import DRAIN, HAND_OVER, SERVING, STARTING, STOPPING, WAITING, Scoreboard, words
 from .site import Page
 from .spares import plan
 from .status import StatusPage
@@ -109,6 +109,8 @@ class Child:
     soft_limit: int | None
     hard_limit: int | None
     leaving: bool = False  # told to finish and exit; not replaced one-for-one
+    stop_at: float | None = None  # a restart's old worker: stopped if still alive then (time.monotonic())
+    terminated: bool = False  # sent SIGTERM at stop_at; SIGKILL follows at the next
     recycled: bool = False  # leaving for MaxMemoryPerChild: replaced once it has exited
     killed: bool = False  # killed by the master, which logged why; replaced one-for-one
 
@@ -133,6 +135,8 @@ class Arbiter:
         self.next: NextGeneration | None = None  # a restart waiting for its compile
         self.children: dict[int, Child] = {}
         self.generation = 0
+        # Made once, before the first fork: every generation's workers inherit both ends.
+        self.handover = handover.pair()
         self.pid = os.getpid()
         self.started = time.time()
         self.scoreboard = Scoreboard(config.server_limit)
@@ -165,6 +169,7 @@ class Arbiter:
         self.artifacts = self._compiled(first.compile, self.config)
         self._assign_labels()
         self._write_pid_file()
+        self.error_log.log("debug", "RLIMIT_NOFILE soft limit {} -> {}".format(*descriptors.raise_limit()))
         self._report_reload()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wake_w)
@@ -295,6 +300,7 @@ class Arbiter:
                 self.reap()
                 self._finish_reload()
                 self._handle_signals()
+                self._stop_late_workers()
                 if time.monotonic() >= self.next_maintenance:
                     self.next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL
                     self.maintain()
@@ -326,7 +332,8 @@ class Arbiter:
     def _sleep(self) -> None:
         if self.signals:
             return
-        timeout = max(0.0, self.next_maintenance - time.monotonic())
+        wake = min([self.next_maintenance, *(c.stop_at for c in self.children.values() if c.stop_at)])
+        timeout = max(0.0, wake - time.monotonic())
         try:
             select.select([self._wake_r], [], [], timeout)
         except InterruptedError:
@@ -581,6 +588,8 @@ class Arbiter:
             self.artifacts,
             list(self.listeners.values()),
             slot,
+            self.scoreboard,
+            self.handover,
             self.pid,
             self.error_log,
             self.access_logs,
@@ -588,14 +597,29 @@ class Arbiter:
             pages,
         ).run()
 
-    def _retire(self, pid: int) -> None:
-        """Ask a worker to finish its current connection and exit (Apache's graceful signal)."""
+    def _retire(self, pid: int, how: bytes = HAND_OVER, within: float | None = None) -> None:
+        """Ask a worker to finish the request it serves and exit (Apache's graceful signal):
+        HAND_OVER passes its other connections to the workers that stay or follow, DRAIN (no
+        worker follows) serves them to their end. `within` seconds: then it is stopped now."""
         child = self.children.get(pid)
         if child is None:
             return
         child.leaving = True
-        self.scoreboard.slots[child.slot].quit = b"\x01"
+        if within is not None:
+            child.stop_at = time.monotonic() + within
+        self.scoreboard.slots[child.slot].quit = how
         self._kill(pid, signal.SIGUSR1)
+
+    def _stop_late_workers(self) -> None:
+        """A restart's old workers still serving at their deadline are stopped: SIGTERM, then
+        SIGKILL STOP_GRACE later."""
+        now = time.monotonic()
+        for pid, child in self.children.items():
+            if child.stop_at is not None and now >= child.stop_at:
+                if not child.terminated:
+                    self.error_log.info(f"worker {pid} still serving {STOP_GRACE:g} s after a restart: stopped")
+                self._kill(pid, signal.SIGKILL if child.terminated else signal.SIGTERM)
+                child.stop_at, child.terminated = None if child.terminated else now + STOP_GRACE, True
 
     def _kill(self, pid: int, signum: int) -> None:
         try:
@@ -697,11 +721,9 @@ class Arbiter:
             (sock for listen, sock in old_listeners.items() if listen not in self.listeners),
         )
         self._announce_listeners(nxt, print_urls=False)
-        if nxt.graceful:
-            for pid in list(self.children):
-                self._retire(pid)
-        else:
-            self._stop_workers()
+        for pid in list(self.children):
+            # A restart (HUP) stops a request in flight after STOP_GRACE; other connections go on.
+            self._retire(pid, HAND_OVER, None if nxt.graceful else STOP_GRACE)
         self.generation += 1
         self.scoreboard.cumulative.generation = self.generation
         bump(self.counts, "reloads", RELOAD_RESULTS.index("ok"))
@@ -731,7 +753,7 @@ class Arbiter:
             sock.close()
         self.listeners = {}
         for pid in list(self.children):
-            self._retire(pid)
+            self._retire(pid, DRAIN)
 
     def _begin_stop(self, deadline: float | None, status: str) -> None:
         """No more new work: stop now (deadline None) or once the workers have left or at the

@@ -386,6 +386,7 @@ class ServerConfig:
     max_request_workers: int = 256
     server_limit: int = 256
     max_connections_per_child: int = 0
+    max_held_connections: int = 8192  # connections all workers together hold; 0: descriptors alone bound them
     max_memory_per_child: tuple[int, int | None] | None = None
     memory_metric: str = "uss"
     graceful_shutdown_timeout: float = 0.0

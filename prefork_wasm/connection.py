@@ -1,11 +1,13 @@
 """One client connection: the socket side of HTTP/1.1, whose protocol side is http1.py.
 
-This module moves bytes between the socket and an `http1.RequestParser`, applies the server's
-time limits (Apache's Timeout, KeepAliveTimeout, RequestReadTimeout), asks the `Site` for one
-decision per request (before the body: it says how large the body may be) and the answer to
-it, decides whether the connection is kept alive, and writes the response
-(sendfile for a file body, lingering close). It knows nothing of Wasm. Read deadlines are
-`reqtimeout.Deadline`s: Timeout and RequestReadTimeout.
+A `Held` connection is one a worker holds between requests: its socket, the
+`http1.RequestParser` its bytes go to without waiting, and the deadline of what it waits for
+(Apache's KeepAliveTimeout, Timeout and RequestReadTimeout's header phase); the worker's event
+loop (eventloop.py) waits for all of them at once. Once a head is complete, `serve` sees the
+request through: it asks the `Site` for one decision (before the body: it says how large the
+body may be) and the answer to it, reads the body under its deadlines, decides whether the
+connection is kept alive, and writes the response (sendfile for a file body). Closing lingers
+(Apache's lingering close). It knows nothing of Wasm. Read deadlines are `reqtimeout.Deadline`s.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Protocol, TypeVar
 
+from .handover import Parcel
 from .http1 import (
     CONTINUE,
     ClientGone,
@@ -33,10 +36,6 @@ from .messages import FileBody, Request, Response, SpooledBody, error_response
 from .reqtimeout import Deadline
 
 RECV_SIZE = 65536
-# A wait shorter than this (for the next keep-alive request, or by an idle worker for the next
-# connection) is not reported: under load the state would flip for a few microseconds per
-# request, and each process title change is a syscall.
-REPORT_WAIT = 0.01
 # After the response, a closing connection reads and drops what the client still sends, so
 # that the client reads our response instead of a reset (Apache's lingering close). Bounded in
 # time and bytes, so a client still uploading gigabytes after a 413 can't hold the worker.
@@ -88,13 +87,9 @@ class Worker(Protocol):
         """True once the worker wants to stop: the current response closes the connection."""
         ...
 
-    def others_waiting(self) -> bool:
-        """True when connections wait in the listen backlog for a free worker."""
-        ...
-
 
 class StateHook(Protocol):
-    """Told each phase: 'R' reading, 'W' writing (with the request), 'K' keep-alive wait."""
+    """Told each phase of a request: 'R' reading its body, 'W' writing (with the request)."""
 
     def __call__(self, letter: str, request: Request | None = None) -> None: ...
 
@@ -107,124 +102,187 @@ class _TimedOut(Exception):
     pass
 
 
-def serve(
-    sock: socket.socket,
-    peer: tuple[str, int],
-    server_port: int,
-    site: Site[_D],
-    worker: Worker,
-    limits: Limits,
-    state: StateHook,
-    server_addr: str = "",
-) -> int:
-    """Serve requests on `sock` until the connection ends; returns how many were answered.
-    `server_addr` is the local IP the client connected to (for virtual hosts by address)."""
-    sock.setblocking(False)  # each read and write waits in `_wait`, by its phase's deadline
-    parser = RequestParser(limits, peer, server_port, server_addr)
-    served = 0
-    # After a read timeout there is no lingering: a trickling client would hold the worker on.
-    linger: float | None = LINGER_SECONDS  # None: nothing to drain, close at once
-    pending, closed = b"", False  # what the client sent after the last request, and whether it then closed
-    try:
-        while True:
-            parser.next_request()
-            request: Request | None = None
-            decision: _D | None = None
-            try:
-                if not _read_head(parser, sock, limits, state, pending, closed, keep_alive=served > 0):
-                    return served
-                request = parser.request(worker.new_request_id())
-                length = parser.check(request)
-                decision = site.route(request)
-                request.body = _read_body(parser, sock, length, decision.body_limit, limits, state)
-            except Refused as e:
-                _refuse(sock, site, state, request, decision, e, limits.timeout)
-                if e.status == 408:
-                    linger = 0.0
-                return served + (request is not None)
-            served += 1
-            pending, closed = parser.trailing
-            exchange = _Exchange()
-            response = _respond(exchange, sock, site, state, request, decision, limits.timeout)
-            close = _closes(parser, worker, limits, served, pending)
-            close = _send(exchange, sock, site, request, decision, response, close, limits.timeout)
-            if parser.client_closes and not pending:
-                # The client closes and sent nothing more: nothing to drain, and waiting for its
-                # FIN would hold the worker for a round trip per connection. (When we close, as
-                # a yield, its next request may be on the way: that one is drained.)
-                linger = None
-            if close:
-                return served
-    except _TimedOut:
-        linger = 0.0
-        return served
-    except ClientGone:
-        return served
-    finally:
-        if linger is None:
-            sock.close()
+class Held:
+    """A connection the worker holds: its socket, the parser of the request it is reading, and
+    the deadline by which that must go on. The event loop (eventloop.py) owns it between
+    requests and keeps its `state` (held.READING ...); `serve` has it for one request."""
+
+    __slots__ = (
+        "complete", "drained", "fd", "head", "limits", "linger", "parser", "peer", "port", "refused", "registered",
+        "served", "server_addr", "sock", "state", "until",
+    )
+
+    def __init__(
+        self, sock: socket.socket, peer: tuple[str, int], port: int, server_addr: str, limits: Limits, served: int = 0
+    ) -> None:
+        sock.setblocking(False)  # each read and write waits in `_wait` or the event loop, by its phase's deadline
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.port = port
+        self.server_addr = server_addr
+        self.limits = limits
+        self.served = served  # requests answered on it (MaxKeepAliveRequests)
+        self.parser = RequestParser(limits, peer, port, server_addr)
+        self.state = 0  # the event loop's
+        self.registered = False  # in the event loop's epoll
+        self.drained = 0
+        self._next(float("inf"))
+
+    def _next(self, until: float) -> None:
+        self.parser.next_request()
+        self.complete = False  # a head is complete, refused, or the client closed instead
+        self.refused: Refused | None = None
+        self.head: Deadline | None = None  # the head's deadline, once it has begun
+        self.until = until  # the deadline while no head has begun: KeepAliveTimeout, or a lingering close's
+        # After a read timeout there is no lingering: a trickling client would hold the connection on.
+        self.linger: float | None = LINGER_SECONDS  # None: nothing to drain, close at once
+
+    @property
+    def deadline(self) -> float:
+        return self.head.at if self.head is not None else self.until
+
+    def start(self, now: float) -> None:
+        """A new connection: Timeout and RequestReadTimeout bound its first head from the accept."""
+        self.head = Deadline(now, self.limits.timeout, self.limits.header_read)
+
+    @classmethod
+    def adopted(cls, parcel: Parcel, sock: socket.socket, limits: Limits, now: float) -> Held:
+        """A connection another worker handed over, as it was there: waiting for a head's first
+        byte until a time, or with a head begun under its deadline (a whole one, even)."""
+        held = cls(sock, parcel.peer, parcel.port, parcel.server_addr, limits, parcel.served)
+        if len(parcel.deadline) == 1:
+            held.until = parcel.deadline[0]
         else:
-            _lingering_close(sock, linger)
+            held.head = Deadline.restored(parcel.deadline)
+            held.feed(parcel.buffered, False, now, counted=True)
+        return held
 
+    def parcel(self) -> Parcel:
+        """What the next worker needs to go on with it (handover.py)."""
+        deadline = self.head.saved() if self.head is not None else (self.until,)
+        raw = bytes(self.parser.scanner.raw)
+        return Parcel(self.peer, self.port, self.server_addr, self.served, self.state, raw, deadline)
 
-def _read_head(
-    parser: RequestParser,
-    sock: socket.socket,
-    limits: Limits,
-    state: StateHook,
-    pending: bytes,
-    closed: bool,
-    keep_alive: bool,
-) -> bool:
-    """Feed `parser` the next request head, checked as it arrives (`pending` first); False if
-    the client closed instead. A client idle without sending a byte raises _TimedOut (closed
-    silently, as Apache does); one that sent part of a head gets 408.
+    def idle(self, now: float) -> bool:
+        """After a kept-alive response: KeepAliveTimeout bounds the wait for the next head's
+        first byte, whose own deadline starts with that byte. True when what the client sent
+        after the request already completes the next head."""
+        pending, closed = self.parser.trailing
+        self._next(now + self.limits.keep_alive_timeout)
+        return self.feed(pending, closed, now) if pending or closed else False
 
-    Timeout and RequestReadTimeout header= bound the head: from the accept for a connection's
-    first request, from its first byte after a keep-alive wait, which KeepAliveTimeout bounds.
-    """
-    now = time.monotonic()
-    deadline = None if keep_alive else Deadline(now, limits.timeout, limits.header_read)
-    idle_until = now + limits.keep_alive_timeout
-    data, eof = pending, closed
-    if keep_alive and not pending:
-        data = _next_request_bytes(sock, idle_until, state)
-        eof = not data
-    elif not pending:
-        state("R")
-        arrived = _recv_now(sock)  # a new connection's request is usually there by the accept
-        if arrived is not None:
-            data, eof = arrived, not arrived
-    while True:
-        done = parser.head(data, eof)
-        if deadline is None and parser.scanner.raw:  # the first bytes of a head
-            state("R")
-            deadline = Deadline(time.monotonic(), limits.timeout, limits.header_read)
-        if done:
-            return not parser.closed
-        if deadline is not None:
-            deadline.received(len(data))
+    def receive(self, now: float) -> bool:
+        """Read what has arrived; True once there is something to serve: a complete head, one to
+        refuse, or a client that closed."""
         try:
-            data = _recv(sock, idle_until if deadline is None else deadline.at)
-        except _TimedOut:
-            if parser.scanner.raw:
-                assert deadline is not None
-                raise Refused(408, f"The request head was not received within {deadline.limit}.") from None
-            raise
-        eof = not data
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            data = b""  # reset: as good as closed
+        return self.feed(data, not data, now)
+
+    def feed(self, data: bytes, eof: bool, now: float, counted: bool = False) -> bool:
+        """The next bytes of a head (`counted`: its deadline has already seen them)."""
+        try:
+            self.complete = self.parser.head(data, eof)
+        except Refused as e:
+            self.refused, self.complete = e, True
+        if self.head is None and self.parser.scanner.raw:  # a head begins after a keep-alive wait
+            self.head = Deadline(now, self.limits.timeout, self.limits.header_read)
+        if self.head is not None and not counted:
+            self.head.received(len(data))
+        return self.complete
+
+    def expire(self) -> None:
+        """Its head's deadline passed: a client that sent part of one gets 408, if its socket
+        takes it at once (the worker waits for no one here). The caller closes it."""
+        if self.head is not None and self.parser.scanner.raw:
+            error = error_response(408, f"The request head was not received within {self.head.limit}.")
+            head, _ = framed_head(error, False, True)
+            assert isinstance(error.body, bytes)
+            try:
+                self.sock.send(head + error.body)
+            except OSError:
+                pass
+
+    def close(self, now: float) -> bool:
+        """End the connection after its last response: at once, or (lingering close) half-close
+        it and drop what the client still sends, so that it reads our response instead of a
+        reset. True when it is closed; False while it lingers (until `drain` says it is done)."""
+        if self.linger is None:
+            self.sock.close()
+            return True
+        _end_output(self.sock)
+        self.head = None
+        self.until = now + self.linger
+        return self.drain()
+
+    def drain(self) -> bool:
+        """Drop what has arrived; True (and closed) at the client's FIN, past LINGER_BYTES or an
+        error, or once nothing is left to wait for."""
+        try:
+            while self.drained < LINGER_BYTES:
+                received = self.sock.recv_into(_DISCARD)
+                if not received:
+                    break
+                self.drained += received
+        except (BlockingIOError, InterruptedError):
+            if self.linger:
+                return False
+        except OSError:
+            pass
+        self.sock.close()
+        return True
+
+    def end(self) -> None:
+        """Close this process's descriptor: a FIN for an idle connection, nothing for one
+        handed over (the next worker has it)."""
+        self.sock.close()
 
 
-def _next_request_bytes(sock: socket.socket, idle_until: float, state: StateHook) -> bytes:
-    """The first bytes after a keep-alive response. The keep-alive state (scoreboard K and the
-    process title) is reported only when the wait lasts REPORT_WAIT: a client that sends its
-    next request at once changes nothing a user sees, and costs no title update."""
+def serve(held: Held, site: Site[_D], worker: Worker, limits: Limits, state: StateHook) -> bool:
+    """Serve the request whose head is complete on `held` (or answer its refusal); True when
+    the connection stays open for the next one (`Held.idle`), False when the caller closes it
+    (`Held.close`). The body is read here, each wait bounded by its phase's deadline, and the
+    response written."""
+    parser = held.parser
+    sock = held.sock
+    if held.refused is not None:
+        _refuse(sock, site, state, None, None, held.refused, limits.timeout)
+        return False
+    if parser.closed:
+        held.linger = None  # the client closed between requests: nothing to say, nothing to drain
+        return False
+    request: Request | None = None
+    decision: _D | None = None
     try:
-        return _recv(sock, min(idle_until, time.monotonic() + REPORT_WAIT))
+        request = parser.request(worker.new_request_id())
+        length = parser.check(request)
+        decision = site.route(request)
+        request.body = _read_body(parser, sock, length, decision.body_limit, limits, state)
+        held.served += 1
+        exchange = _Exchange()
+        response = _respond(exchange, sock, site, state, request, decision, limits.timeout)
+        close = _closes(parser, worker, limits, held.served)
+        close = _send(exchange, sock, site, request, decision, response, close, limits.timeout)
+    except Refused as e:
+        _refuse(sock, site, state, request, decision, e, limits.timeout)
+        if e.status == 408:
+            held.linger = 0.0
+        return False
     except _TimedOut:
-        if time.monotonic() >= idle_until:
-            raise
-    state("K")
-    return _recv(sock, idle_until)
+        held.linger = 0.0
+        return False
+    except ClientGone:
+        return False
+    pending, _ = parser.trailing
+    if parser.client_closes and not pending:
+        # The client closes and sent nothing more: nothing to drain, and waiting for its FIN
+        # would cost a round trip per connection.
+        held.linger = None
+    return not close
 
 
 def _read_body(
@@ -318,17 +376,13 @@ def _respond(
         return error_response(500, _SERVER_FAULT)
 
 
-def _closes(parser: RequestParser, worker: Worker, limits: Limits, served: int, pending: bytes) -> bool:
+def _closes(parser: RequestParser, worker: Worker, limits: Limits, served: int) -> bool:
     """Whether the connection ends after this response (the keep-alive decision)."""
     return (
         not parser.ready_for_next
         or not limits.keep_alive
         or worker.draining()
         or (limits.max_keep_alive_requests > 0 and served >= limits.max_keep_alive_requests)
-        # A prefork worker serves one connection at a time: when others are waiting for a
-        # worker, this one yields after its response (unless requests are already pipelined on
-        # it) instead of making them wait for KeepAliveTimeout.
-        or (not pending and worker.others_waiting())
     )
 
 

@@ -651,6 +651,7 @@ _TABLE = (
     _server("ServerLimit", "COUNT", _set("server_limit", count(1))),
     _server("MaxConnectionsPerChild", "COUNT", _set("max_connections_per_child", count(0))),
     _server("MaxRequestsPerChild", "COUNT", _set("max_connections_per_child", count(0))),
+    _server("MaxHeldConnections", "COUNT", _set("max_held_connections", count(0))),
     _server("MaxMemoryPerChild", "SOFT [HARD]", _set("max_memory_per_child", memory_per_child), (1, 2)),
     _server("MemoryMetric", "uss|pss|rss", _set("memory_metric", choice("uss", "pss", "rss"))),
     _server("GracefulShutdownTimeout", "SECONDS", _set("graceful_shutdown_timeout", _seconds_or_zero)),
@@ -736,5 +737,5 @@ _APACHE_MODULE_NAMES = frozenset(
 _APACHE_HINTS = {
     "env_module": "WasmEnv NAME VALUE sets a guest's environment",
     "access_compat_module": "use Require (all granted|all denied|local|ip ...)",
-    "mpm_event_module": "prefork-wasm is always prefork: one connection per worker process",
+    "mpm_event_module": "workers hold idle connections as the event MPM does (MaxHeldConnections bounds them)",
 }

@@ -23,6 +23,7 @@ from .counters import (
     at,
 )
 from .exposition import CONTENT_TYPE, Exposition
+from .held import STATE_NAMES as HELD_STATES
 from .messages import Request, Response
 from .scoreboard import (
     CLEANUP,
@@ -104,6 +105,13 @@ class MetricsPage:
         out.family(PREFIX + "workers", "gauge", "Worker processes by scoreboard state.")
         for letter, name in WORKER_STATES.items():
             out.sample(PREFIX + "workers", [("state", name)], sum(1 for s in slots if s.state == letter))
+        out.family(
+            PREFIX + "held_connections", "gauge",
+            "Connections the workers hold between requests, by state: reading a request head, keepalive "
+            "(idle between requests), waiting (a request arrived, its worker is busy), closing.",
+        )
+        for name, count in zip(HELD_STATES, self.scoreboard.held(), strict=True):
+            out.sample(PREFIX + "held_connections", [("state", name)], count)
         out.family(
             PREFIX + "worker_memory_bytes", "gauge", "Each worker's resident memory, as last sampled by the master."
         )

@@ -9,6 +9,7 @@ Each phase (reading the head, reading the body) gets `timeout` seconds to start 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -58,12 +59,23 @@ class Deadline:
         self._hard = start + timeout
         self._soft = start + rule.timeout if rule.timeout else float("inf")
         self._cap = start + rule.max_timeout if rule.max_timeout else float("inf")
-        self._rate = rule.min_rate if rule.timeout else 0
+        self._rate = float(rule.min_rate if rule.timeout else 0)
 
     def received(self, count: int) -> None:
         """`count` more bytes arrived: one more second per MinRate bytes, up to the cap."""
         if self._rate:
             self._soft = min(self._soft + count / self._rate, self._cap)
+
+    def saved(self) -> tuple[float, float, float, float]:
+        """What the deadline is made of, for another process to go on with it (`restored`):
+        times are CLOCK_MONOTONIC, the same in every process of the machine."""
+        return self._hard, self._soft, self._cap, self._rate
+
+    @classmethod
+    def restored(cls, saved: Sequence[float]) -> Deadline:
+        deadline = cls.__new__(cls)
+        deadline._hard, deadline._soft, deadline._cap, deadline._rate = saved
+        return deadline
 
     @property
     def at(self) -> float:

@@ -13,10 +13,14 @@ number around each fold (a seqlock) so that a reader never counts a dead worker'
 twice or not at all. The record also carries what the master alone knows and a worker answers
 from: the generation, whether the server is stopping, and the metrics' label names.
 
+Each slot also counts the connections its worker holds without serving them, by state
+(held.STATE_NAMES: reading a head, keep-alive, waiting for the worker, closing): the workers
+balance new connections by these counts, and server-status and the metrics show them.
+
 States are Apache's letters (mod_status):
   '.' open slot      'S' starting      '_' waiting for a connection
-  'R' reading        'W' sending reply 'K' keep-alive (waiting for the next request)
-  'L' logging        'G' gracefully finishing (will exit after this connection)
+  'R' reading        'W' sending reply 'K' keep-alive (no longer shown: held connections wait
+  'L' logging        'G' gracefully finishing        in the held counts, not in a worker)
   'I' idle cleanup   (our use: the worker is exiting)
 """
 
@@ -30,11 +34,18 @@ import time
 from dataclasses import dataclass
 
 from .counters import WORDS, Counts, Names
+from .held import STATE_NAMES
 
 OPEN, STARTING, WAITING, READING, SENDING, KEEPALIVE, LOGGING, GRACEFUL, CLEANUP = (
     b".", b"S", b"_", b"R", b"W", b"K", b"L", b"G", b"I"
 )
 BUSY_STATES = frozenset({READING, SENDING, KEEPALIVE, LOGGING, GRACEFUL})
+
+# Slot.quit, set by the master: how the worker leaves. HAND_OVER: finish the request in flight,
+# pass every held connection to the workers that stay (handover.py), exit. DRAIN: no worker
+# follows (a graceful stop): serve what has arrived with `Connection: close`, close idle
+# connections, exit once none is left.
+SERVE, HAND_OVER, DRAIN = b"\x00", b"\x01", b"\x02"
 
 REQUEST_CHARS = 96
 MODULE_CHARS = 48
@@ -52,7 +63,7 @@ class Slot(ctypes.Structure):
         ("pid", ctypes.c_int32),
         ("generation", ctypes.c_int32),
         ("state", ctypes.c_char),
-        ("quit", ctypes.c_char),  # set by the master: finish this connection, then exit
+        ("quit", ctypes.c_char),  # set by the master: SERVE, HAND_OVER or DRAIN
         ("accesses", ctypes.c_uint64),  # requests served by this worker
         ("connections", ctypes.c_uint64),
         ("bytes", ctypes.c_uint64),  # response body bytes served
@@ -61,6 +72,7 @@ class Slot(ctypes.Structure):
         ("request", ctypes.c_char * REQUEST_CHARS),  # current or last request line
         ("module", ctypes.c_char * MODULE_CHARS),  # module of that request
         ("memory", ctypes.c_uint64),  # last sampled memory figure, written by the master
+        ("held", ctypes.c_uint32 * len(STATE_NAMES)),  # connections held, by state (held.STATE_NAMES)
         ("counts", Counts),  # the metrics' counters (counters.Recorder writes them)
     ]
 
@@ -75,6 +87,9 @@ class Slot(ctypes.Structure):
         self.generation = generation
         self.state = STARTING
         self.heartbeat = time.monotonic()
+
+
+_STATE_OFFSET: int = Slot.__dict__["state"].offset
 
 
 class Cumulative(ctypes.Structure):
@@ -111,6 +126,12 @@ class Scoreboard:
     def __len__(self) -> int:
         return len(self.slots)
 
+    def states(self) -> bytes:
+        """Every slot's state letter, in slot order, read in one step: cheaper than a field
+        read per slot when a worker looks for the few slots in use among ServerLimit."""
+        start = ctypes.addressof(self.slots) - ctypes.addressof(self.cumulative) + _STATE_OFFSET
+        return self._map[start : start + ctypes.sizeof(Slot) * len(self.slots) : ctypes.sizeof(Slot)]
+
     def free_slot(self) -> int | None:
         for index, slot in enumerate(self.slots):
             if slot.state == OPEN:
@@ -122,6 +143,15 @@ class Scoreboard:
             if slot.pid == pid and slot.state != OPEN:
                 return slot
         return None
+
+    def held(self) -> list[int]:
+        """Connections the workers hold, by state (held.STATE_NAMES), summed over live slots."""
+        sums = [0] * len(STATE_NAMES)
+        for slot in self.slots:
+            if slot.state != OPEN:
+                for index, count in enumerate(slot.held):
+                    sums[index] += count
+        return sums
 
     def release(self, index: int) -> None:
         """Master, after reaping the slot's worker: fold its counters into the cumulative

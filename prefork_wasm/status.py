@@ -11,8 +11,13 @@ import time
 from dataclasses import dataclass
 
 from . import __version__
+from .held import STATE_NAMES as HELD_STATES
 from .messages import Request, Response
-from .scoreboard import BUSY_STATES, OPEN, STARTING, WAITING, Scoreboard
+from .scoreboard import BUSY_STATES, LOGGING, OPEN, READING, SENDING, STARTING, WAITING, Scoreboard
+
+# Apache event MPM's names for its asynchronous connections, by held state.
+HELD_FIELDS = ("ConnsAsyncReading", "ConnsAsyncKeepAlive", "ConnsAsyncWaiting", "ConnsAsyncClosing")
+IN_FLIGHT = frozenset({READING, SENDING, LOGGING})
 
 STATE_NAMES = {
     b"_": "waiting", b"S": "starting", b"R": "reading", b"W": "sending reply", b"K": "keepalive",
@@ -27,6 +32,8 @@ class Totals:
     busy: int
     idle: int
     letters: str
+    held: list[int]  # connections held by the workers, by state (held.STATE_NAMES)
+    in_flight: int  # connections whose request a worker is serving
 
 
 def totals(scoreboard: Scoreboard) -> Totals:
@@ -36,7 +43,8 @@ def totals(scoreboard: Scoreboard) -> Totals:
     busy = sum(1 for s in slots if s.state in BUSY_STATES)
     idle = sum(1 for s in slots if s.state == WAITING)
     letters = "".join(s.state.decode() or "." for s in slots)
-    return Totals(counters.accesses, counters.bytes / 1024, busy, idle, letters)
+    in_flight = sum(1 for s in slots if s.state in IN_FLIGHT)
+    return Totals(counters.accesses, counters.bytes / 1024, busy, idle, letters, scoreboard.held(), in_flight)
 
 
 def _uptime(seconds: float) -> str:
@@ -82,6 +90,8 @@ class StatusPage:
             f"BusyWorkers: {t.busy}",
             f"IdleWorkers: {t.idle}",
             f"Processes: {sum(1 for s in slots if s.state != OPEN)}",
+            f"ConnsTotal: {sum(t.held) + t.in_flight}",
+            *(f"{name}: {count}" for name, count in zip(HELD_FIELDS, t.held, strict=True)),
             f"Scoreboard: {t.letters}",
         ]
         return "\n".join(lines) + "\n"
@@ -101,12 +111,14 @@ class StatusPage:
                     f"<td>{html.escape(str(cell))}</td>"
                     for cell in (
                         index, s.pid, s.generation, s.state.decode(), s.accesses, s.connections,
+                        "/".join(map(str, s.held)),
                         f"{s.bytes / 1024:.1f}", f"{s.memory / 1048576:.1f}", f"{ago:.1f}",
                         s.module.decode("utf-8", "replace"),
                         s.request.decode("latin-1") if s.state not in (STARTING,) else "",
                     )
                 ) + "</tr>"
             )
+        held = ", ".join(f"{count} {name}" for name, count in zip(HELD_STATES, t.held, strict=True))
         legend = ", ".join(f'"<b><code>{k.decode()}</code></b>" {v}' for k, v in STATE_NAMES.items())
         return f"""<!DOCTYPE html>
 <html><head><title>Server Status for {html.escape(self.server_name)}</title></head><body>
@@ -119,10 +131,12 @@ class StatusPage:
 <dt>Server uptime: {_uptime(uptime)}</dt>
 <dt>Total accesses: {t.accesses} - Total Traffic: {t.kbytes:.1f} kB</dt>
 <dt>{t.accesses / uptime:.3g} requests/sec</dt>
-<dt>{t.busy} requests currently being processed, {t.idle} idle workers</dt></dl>
+<dt>{t.busy} requests currently being processed, {t.idle} idle workers</dt>
+<dt>{sum(t.held)} connections held: {held}</dt></dl>
 <pre>{t.letters}</pre>
 <p>Scoreboard Key: {legend}</p>
 <table border="1"><tr><th>Slot</th><th>PID</th><th>Gen</th><th>M</th><th>Acc</th><th>Conn</th>
+<th>Held {"/".join(HELD_STATES)}</th>
 <th>kB</th><th>RSS MB</th><th>Req age s</th><th>Module</th><th>Request</th></tr>
 {chr(10).join(rows)}
 </table></body></html>

@@ -1,4 +1,5 @@
-"""A worker process: load the modules, then accept and serve connections until told to stop.
+"""A worker process: load the modules, then hold and serve connections (eventloop.py) until told
+to leave.
 
 Runs in the child right after fork. It never returns to the master's code: `run` ends with
 `os._exit`, so nothing the master registered (atexit, finalizers, buffered files) runs twice.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-import select
+import re
 import signal
 import socket
 import sys
@@ -22,51 +23,41 @@ import setproctitle
 from . import privileges
 from .compiler import Artifact
 from .config import ServerConfig
-from .connection import REPORT_WAIT, StateHook, serve
+from .connection import Held, StateHook, serve
 from .counters import LabelIndex, Recorder
+from .eventloop import EventLoop, Listener
 from .generation import pool_for
+from .held import Peer
 from .http1 import Limits
 from .logs import AccessLog, ErrorLog
 from .messages import Request
 from .router import Router
 from .runtime import Runtime
-from .scoreboard import CLEANUP, GRACEFUL, REQUEST_CHARS, WAITING, Slot, words
+from .scoreboard import (
+    CLEANUP,
+    DRAIN,
+    GRACEFUL,
+    HAND_OVER,
+    OPEN,
+    REQUEST_CHARS,
+    SERVE,
+    STARTING,
+    WAITING,
+    Scoreboard,
+    Slot,
+    words,
+)
 from .site import Page, Site, prepare_guests
 
 # Exit status of a worker that could not start (Apache's APEXIT_CHILDFATAL): the master stops
 # instead of forking replacements that would fail the same way.
 EXIT_CHILD_FATAL = 15
 
-# How often an idle worker wakes to beat its heart and look for a dead master.
-IDLE_WAKEUP = 1.0
-
 _PR_SET_PDEATHSIG = 1
 
-# While connections wait in the backlog, a kept-alive connection gives its worker up after this
-# many requests (then the worker takes the oldest waiting connection), so none starves. Measured
-# at -c16 on 4 workers (wrk, keep-alive): yielding after every request costs each request a new
-# connection; after 2, throughput is 10-15% higher with p99 still within 3x p50; after 3 or more,
-# or after others waited 1-250 ms, throughput rises a little more but p99 passes 3x p50.
-YIELD_EVERY = 2
-
-
-class YieldPolicy:
-    """When a worker's kept-alive connection gives way to connections waiting in the backlog."""
-
-    def __init__(self, every: int) -> None:
-        self.every = every
-        self.served = 0  # requests this connection was served while others waited
-
-    def due(self, waiting: bool) -> bool:
-        if not waiting:
-            self.served = 0
-            return False
-        self.served += 1
-        return self.served >= self.every
-
-    def reset(self) -> None:
-        """A new connection: its count starts at zero."""
-        self.served = 0
+# A peer that has been in one request for longer than this does not count in the balance of
+# held connections: a worker stuck in a long guest must not keep the others from accepting.
+AVAILABLE_WINDOW = 0.05
 
 
 class Worker:
@@ -78,6 +69,8 @@ class Worker:
         artifacts: dict[Path, Artifact],
         listeners: list[socket.socket],
         slot: Slot,
+        scoreboard: Scoreboard,
+        hand_over: tuple[socket.socket, socket.socket],
         master_pid: int,
         error_log: ErrorLog,
         access_logs: list[AccessLog],
@@ -88,13 +81,15 @@ class Worker:
         self.artifacts = artifacts
         self.listeners = listeners
         self.slot = slot
+        self.scoreboard = scoreboard
+        self.hand_over = hand_over
         self.master_pid = master_pid
         self.error_log = error_log
         self.access_logs = access_logs
         self.labels = labels
         self.pages = pages
-        self.stopping = False
-        self.connections = 0
+        self.stopping = False  # SIGUSR1: leave as the slot's quit flag says
+        self.loop: EventLoop | None = None
         self._requests = 0
         self._request_prefix = ""  # random, drawn after the fork (see new_request_id)
 
@@ -119,7 +114,7 @@ class Worker:
         os._exit(status)
 
     def _install_signals(self) -> None:
-        # SIGTERM: stop now (default action). SIGUSR1: graceful, finish the connection first.
+        # SIGTERM: stop now (default action). SIGUSR1: leave once the request in flight is answered.
         # Ctrl-C and SIGHUP are for the master, which then tells the workers.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -139,10 +134,6 @@ class Worker:
         self.stopping = True
 
     def _start(self) -> Site:
-        self._backlog = select.poll()
-        self._yield = YieldPolicy(YIELD_EVERY)
-        for sock in self.listeners:
-            self._backlog.register(sock.fileno(), select.POLLIN)
         self._request_prefix = os.urandom(5).hex()
         runtime = Runtime(pool_for(self.config, (artifact.info for artifact in self.artifacts.values())))
         self._give_standard_streams(runtime)
@@ -175,14 +166,31 @@ class Worker:
         return f"{self._request_prefix}-{self._requests}"
 
     def draining(self) -> bool:
-        return self.stopping or self.slot.quit == b"\x01"
+        """Whether the response being made closes its connection: the worker drains (a graceful
+        stop, no worker to hand it to), not when it leaves by handing its connections over."""
+        return self.slot.quit == DRAIN or (self.loop is not None and self.loop.draining)
 
-    def others_waiting(self) -> bool:
-        """Whether the kept-alive connection should give this worker up after this response:
-        connections wait in the backlog (so every worker is busy; an idle one would have taken
-        them) and YieldPolicy says it is their turn. One poll(0) on the listeners: cheap enough
-        to ask after every response."""
-        return self._yield.due(bool(self._backlog.poll(0)))
+    def _leaving(self) -> bytes:
+        """How the worker leaves once the request in flight is answered; SERVE while it stays.
+        The quit flag counts without the signal: one that came before this process installed its
+        handler went to the master's (inherited at the fork) and was lost."""
+        how: bytes = self.slot.quit
+        if how == SERVE:
+            return HAND_OVER if self.stopping else SERVE
+        return how
+
+    def _peers(self) -> list[Peer]:
+        """The other serving workers of this generation, as the scoreboard shows them: their held
+        connections, whether they are in their event loop lately, whether they idle now."""
+        me, generation, slots = self.slot, self.slot.generation, self.scoreboard.slots
+        now = time.monotonic()
+        peers = []
+        for found in _SERVING.finditer(self.scoreboard.states()):
+            slot = slots[found.start()]
+            if slot.quit == SERVE and slot.generation == generation and slot.pid != me.pid:
+                idle = found[0] == WAITING
+                peers.append(Peer(sum(slot.held), idle or now - slot.heartbeat < AVAILABLE_WINDOW, idle))
+        return peers
 
     def _loop(self, site: Site) -> None:
         config = self.config
@@ -198,70 +206,37 @@ class Worker:
             header_read=config.read_timeout_header,
             body_read=config.read_timeout_body,
         )
+        # The local IP matters only to a <VirtualHost> on a given IP; a listener on one IP knows
+        # it, one on all interfaces asks each connection (one getsockname).
+        by_ip = any(address.host for host in config.virtual_hosts for address in host.addresses)
+        listeners = []
         for sock in self.listeners:
             sock.setblocking(False)
             # Responses go out whole (MSG_MORE holds a part that more follows at once), so Nagle
             # would only delay them. An accepted connection inherits this from its listener
             # (Linux): one setsockopt per listener, none per connection.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # The accept wait: EPOLLEXCLUSIVE has a new connection wake one idle worker, not every
-        # one (Apache's answer to the thundering herd on Linux). The wake-up pipe is this
-        # worker's own, so a graceful stop still ends the wait at once.
-        waiter = select.epoll()
-        by_fd = {sock.fileno(): sock for sock in self.listeners}
-        for fd in by_fd:
-            waiter.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
-        waiter.register(self._wake_r, select.EPOLLIN)
-        slot = self.slot
-        max_connections = config.max_connections_per_child
+            ip = _bound_ip(sock) if by_ip else ""
+            listeners.append(Listener(sock, sock.getsockname()[1], ip, by_ip and not ip))
         title = _Title()
-        title.set("idle")  # ready now; later waits retitle only once they last (REPORT_WAIT)
+        title.set("idle")
         state = self._state_hook(title)
-        ports = {fd: sock.getsockname()[1] for fd, sock in by_fd.items()}
-        # The local IP matters only to a <VirtualHost> on a given IP; a listener on one IP knows
-        # it, one on all interfaces asks each connection (one getsockname).
-        by_ip = any(address.host for host in config.virtual_hosts for address in host.addresses)
-        ips = {fd: _bound_ip(sock) if by_ip else "" for fd, sock in by_fd.items()}
-        while not self.draining():
-            if max_connections and self.connections >= max_connections:
-                self.error_log.notice(
-                    f"worker {os.getpid()}: recycling after {self.connections} connections "
-                    f"(MaxConnectionsPerChild {max_connections})"
-                )
-                site.recorder.recycled("max_connections")
-                break
-            slot.state = WAITING
-            slot.heartbeat = time.monotonic()
-            ready = waiter.poll(REPORT_WAIT)  # under load the next connection is already there
-            if not ready:
-                title.set("idle")  # only once the wait lasts: a title change is a syscall
-                ready = waiter.poll(IDLE_WAKEUP)
-            if os.getppid() != self.master_pid:
-                return
-            for fd, _ in ready:
-                if fd == self._wake_r:
-                    _drain(self._wake_r)
-                    continue
-                if self.draining():
-                    # Retired while this wait ended (the master sets the flag before it signals):
-                    # a connection made after that is the next generation's, whatever the order
-                    # of the ready list, or however late this worker got the CPU.
-                    break
-                try:
-                    conn, peer = by_fd[fd].accept()
-                except (BlockingIOError, InterruptedError):
-                    continue  # another worker took it
-                except OSError as e:
-                    self.error_log.error(f"accept failed: {e}")
-                    continue
-                self.connections += 1
-                slot.connections += 1
-                self._yield.reset()
-                ip = ips[fd] if ips[fd] or not by_ip else conn.getsockname()[0]
-                serve(conn, peer[:2], ports[fd], site, self, limits, state, ip)
-                break  # one connection per wakeup: re-check stop conditions in between
-        slot.state = GRACEFUL
-        title.set("graceful")
+
+        def serve_one(held: Held) -> bool:
+            return serve(held, site, self, limits, state)
+
+        self.loop = loop = EventLoop(
+            listeners, self.hand_over, self._wake_r, limits, serve_one, self.slot, self._peers, self._leaving,
+            config.max_held_connections, config.max_connections_per_child, self.error_log, title.set,
+        )
+        loop.run()
+        if loop.recycled:
+            self.error_log.notice(
+                f"worker {os.getpid()}: recycling after {loop.accepted} connections "
+                f"(MaxConnectionsPerChild {config.max_connections_per_child})"
+            )
+            site.recorder.recycled("max_connections")
+        self.slot.state = GRACEFUL
 
     def _state_hook(self, title: _Title) -> StateHook:
         """Scoreboard and process title follow the connection's phases (plain stores)."""
@@ -273,7 +248,7 @@ class Worker:
             if request is not None:  # even while draining: the slot shows what it serves
                 line = request.request_line
                 slot.request = line.encode("latin-1", "replace")[: REQUEST_CHARS - 1]
-                slot.module = b""  # a new request: the site names its module if it runs one
+                slot.module = b""  # a new request: the handler names its module if it runs one
                 slot.request_start = request.start
             if draining():
                 slot.state = GRACEFUL
@@ -283,10 +258,12 @@ class Worker:
             if request is not None:
                 # The raw target's path: printable ASCII (the decoded one may not be), no query.
                 title.set(f"busy {request.method} {request.target.partition('?')[0][:64]}")
-            elif letter == "K":
-                title.set("keepalive")
 
         return state
+
+
+# A slot whose worker serves (not open, starting, leaving or exiting), in Scoreboard.states().
+_SERVING = re.compile(b"[^" + re.escape(OPEN + STARTING + GRACEFUL + CLEANUP) + b"]")
 
 
 def _bound_ip(sock: socket.socket) -> str:
@@ -307,9 +284,3 @@ class _Title:
             setproctitle.setproctitle(f"prefork-wasm: worker [{what}]")
 
 
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass

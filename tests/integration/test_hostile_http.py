@@ -136,10 +136,11 @@ def parse_responses(data: bytes) -> list[int]:
     return statuses
 
 
-def scoreboard(server: Server) -> str:
-    """The worker state letters, from server-status (its own worker shows as 'W')."""
-    body = server.get("/server-status?auto")[2].decode()
-    return next(line for line in body.splitlines() if line.startswith("Scoreboard: "))[12:]
+def reading(server: Server) -> bool:
+    """Whether a request is being read, from server-status: a head in a worker's event loop (a
+    held connection, costing no worker: ConnsAsyncReading), or a body by a worker ('R')."""
+    fields = dict(line.split(": ", 1) for line in server.get("/server-status?auto")[2].decode().splitlines()[1:])
+    return int(fields["ConnsAsyncReading"]) > 0 or "R" in fields["Scoreboard"]
 
 
 # --- the corpus -----------------------------------------------------------------------------
@@ -488,7 +489,7 @@ def test_slowloris_is_cut_after_timeout_while_others_are_served(pair: Server, pr
         trickler = threading.Thread(target=trickle, args=(sock, slow, stop))
         trickler.start()
         try:
-            wait_for(lambda: "R" in scoreboard(pair), timeout=TIMEOUT, what="a worker reading the slow request")
+            wait_for(lambda: reading(pair), timeout=TIMEOUT, what="the slow request being read")
             assert pair.get("/headers?status")[0] == 201  # the other worker serves meanwhile
             served = time.monotonic() - start
             response = read_until_closed(sock)
@@ -499,7 +500,7 @@ def test_slowloris_is_cut_after_timeout_while_others_are_served(pair: Server, pr
     assert parse_responses(response) == [408]
     assert TIMEOUT - 1 <= cut <= TIMEOUT + 1
     assert served < TIMEOUT / 2  # not held up by the slow client
-    wait_for(lambda: "R" not in scoreboard(pair), timeout=TIMEOUT, what="the slow client's worker to be free")
+    wait_for(lambda: not reading(pair), timeout=TIMEOUT, what="the slow client's connection to be let go")
     assert pair.worker_pids() == workers
 
 
@@ -579,9 +580,9 @@ def test_trickling_clients_holding_every_worker_are_cut_at_the_bound_then_others
     first = SlowClient(guarded.port, b"", slow_line)
     clients = [first]
     try:
-        wait_for(lambda: "R" in scoreboard(guarded), timeout=BOUND, what="a worker reading the slow request")
-        # The second takes the last worker (accepts are first come, first served); the normal
-        # client behind it waits in the backlog until a slow one is cut.
+        wait_for(lambda: reading(guarded), timeout=BOUND, what="the slow request being read")
+        # Neither slow client takes a worker: their connections wait in the workers' event
+        # loops, and the normal client is served at once (at the latest when a slow one is cut).
         clients.append(SlowClient(guarded.port, b"GET /headers?status HTTP/1.1\r\n", b"X-Slow: " + b"a" * 500))
         status = guarded.get("/headers?status", timeout=30)[0]
         served = time.monotonic() - first.start

@@ -1,18 +1,22 @@
-"""prefork_wasm.connection over a socket pair with a recording handler: the socket layer's own
-decisions (keep-alive, yielding, 100 Continue, what a refusal logs). The request checks are
-tests/unit/test_http1.py; a real server is tests/integration/test_hostile_http.py."""
+"""prefork_wasm.connection served by a worker's event loop in this process (serving.py), with a
+recording site: the socket layer's own decisions (keep-alive, pipelining, 100 Continue, what a
+refusal logs, a kept-alive connection that does not keep its worker). The request checks are
+tests/unit/test_http1.py; the event loop's deadlines and hand-over are
+tests/unit/test_eventloop.py; a real server is tests/integration/test_hostile_http.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import socket
+import time
 from collections.abc import Callable
 
 import h11
 
-from prefork_wasm.connection import serve
+from harness import HOST
 from prefork_wasm.http1 import Limits
 from prefork_wasm.messages import Request, Response
+from serving import Serving
 
 LIMITS = Limits(
     timeout=2, keep_alive=True, keep_alive_timeout=1, max_keep_alive_requests=0,
@@ -29,11 +33,10 @@ class Recorder:
     """A site (and the worker it runs in) that answers 200 with the request's path and records
     what the connection asks."""
 
-    def __init__(self, draining: bool = False, others_waiting: bool = False) -> None:
+    def __init__(self, draining: bool = False) -> None:
         self.logged: list[tuple[str | None, int, int]] = []  # (path, status, body bytes sent)
-        self.asked_others = 0
+        self.routed = 0  # requests whose head was read
         self._draining = draining
-        self._others_waiting = others_waiting
         self._ids = 0
 
     def new_request_id(self) -> str:
@@ -41,6 +44,7 @@ class Recorder:
         return str(self._ids)
 
     def route(self, request: Request) -> Decision:
+        self.routed += 1
         return Decision()
 
     def respond(self, request: Request, decision: Decision, give_up: Callable[[Response], None]) -> Response:
@@ -52,23 +56,36 @@ class Recorder:
     def draining(self) -> bool:
         return self._draining
 
-    def others_waiting(self) -> bool:
-        self.asked_others += 1
-        return self._others_waiting
-
 
 def exchange(data: bytes, handler: Recorder, limits: Limits = LIMITS) -> tuple[int, list[h11.Response]]:
-    """Serve `data` sent at once, then the client's FIN (which spares the lingering close a
-    wait); returns how many requests were answered and the responses the client read."""
-    server, client = socket.socketpair()
-    with client:
+    """Serve `data` sent at once on one connection, then the client's FIN (which spares the
+    lingering close a wait); returns how many requests were answered (their heads read) and the
+    responses the client read."""
+    with Serving(handler, handler, limits) as server, socket.create_connection((HOST, server.port)) as client:
         client.sendall(data)
         client.shutdown(socket.SHUT_WR)
-        served = serve(server, ("192.0.2.1", 4321), 8080, handler, handler, limits, lambda *_: None)
-        received = b""
-        while chunk := client.recv(65536):
-            received += chunk
-    return served, responses(received)
+        received = until_closed(client)
+    return handler.routed, responses(received)
+
+
+def until_closed(client: socket.socket) -> bytes:
+    received = b""
+    while chunk := client.recv(65536):
+        received += chunk
+    return received
+
+
+def answer(client: socket.socket) -> h11.Response:
+    """The next response on a kept-alive connection (a small one: it comes in one piece)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += client.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += client.recv(65536)
+    (found,) = responses(data)
+    return found
 
 
 def responses(data: bytes) -> list[h11.Response]:
@@ -125,25 +142,32 @@ def test_max_keep_alive_requests_and_draining_close_with_the_response() -> None:
     assert [closes(r) for r in answers] == [True]
 
 
-def test_a_connection_yields_to_waiting_ones_only_when_nothing_is_pipelined() -> None:
-    handler = Recorder(others_waiting=True)
-    served, answers = exchange(get("/a") + get("/b"), handler)
-    assert served == 2
-    assert [closes(r) for r in answers] == [False, True]
-    assert handler.asked_others == 1  # not while /b was already there
+def test_a_kept_alive_connection_does_not_keep_its_worker_from_another_client() -> None:
+    """One worker: while a first client keeps its connection between requests, a second is
+    served at once, and the first goes on on the connection it kept."""
+    handler = Recorder()
+    with Serving(handler, handler, LIMITS) as server:
+        with socket.create_connection((HOST, server.port)) as first:
+            first.sendall(get("/a"))
+            assert not closes(answer(first))
+            with socket.create_connection((HOST, server.port)) as second:
+                start = time.monotonic()
+                second.sendall(get("/b"))
+                assert not closes(answer(second))
+                assert time.monotonic() - start < 0.5  # not after KeepAliveTimeout
+                first.sendall(get("/c"))
+                assert not closes(answer(first))
+    assert [path for path, _, _ in handler.logged] == ["/a", "/b", "/c"]
 
 
 def test_100_continue_comes_before_the_final_response() -> None:
     head = b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
-    server, client = socket.socketpair()
-    with client:
+    handler = Recorder()
+    with Serving(handler, handler, LIMITS) as server, socket.create_connection((HOST, server.port)) as client:
         client.sendall(head + b"hi")  # not waiting for the 100: the server sends it all the same
         client.shutdown(socket.SHUT_WR)
-        handler = Recorder()
-        assert serve(server, ("192.0.2.1", 4321), 8080, handler, handler, LIMITS, lambda *_: None) == 1
-        received = b""
-        while chunk := client.recv(65536):
-            received += chunk
+        received = until_closed(client)
+    assert handler.routed == 1
     assert [r.status_code for r in responses(received)] == [100, 200]
     assert handler.logged == [("/p", 200, 4)]
 

@@ -1,5 +1,6 @@
-"""The metrics (exposition writer, counters, folding, the page) and the health page, without
-processes; the page is read back with the official Prometheus parser."""
+"""The metrics (exposition writer, counters, folding, the page), the health page and
+server-status's held counts, without processes; the page is read back with the official
+Prometheus parser."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ from prefork_wasm.counters import (
 )
 from prefork_wasm.exposition import Exposition
 from prefork_wasm.health import HealthPage
+from prefork_wasm.held import STATE_NAMES
 from prefork_wasm.messages import Request
 from prefork_wasm.metrics import MetricsPage
 from prefork_wasm.scoreboard import SERVING, STOPPING, Scoreboard, words
+from prefork_wasm.status import StatusPage
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -131,6 +134,23 @@ def test_the_page_shows_workers_by_state_generation_and_master_counts() -> None:
     assert found[("prefork_wasm_worker_memory_bytes", frozenset({("slot", "0"), ("pid", "10")}))] == 12345
     assert found[("prefork_wasm_generation", frozenset())] == 4
     assert found[("prefork_wasm_worker_recycles_total", frozenset({("reason", "max_connections")}))] == 0
+
+
+def test_held_connections_are_shown_by_state_in_the_metrics_and_server_status() -> None:
+    board = Scoreboard(3)
+    for index, held in enumerate(([3, 100, 1, 0], [2, 50, 0, 1])):
+        board.slots[index].claim(10 + index, 0)
+        board.slots[index].held[:] = held
+    board.slots[0].state = b"W"  # serving a request besides the connections it holds
+    found = samples(MetricsPage(board, 0.0).text())
+    by_state = {state: found[("prefork_wasm_held_connections", frozenset({("state", state)}))] for state in STATE_NAMES}
+    assert by_state == {"reading": 5, "keepalive": 150, "waiting": 1, "closing": 1}
+    fields = dict(line.split(": ", 1) for line in StatusPage(board, 0.0, 0, "x").auto().splitlines()[1:])
+    assert (fields["ConnsTotal"], fields["ConnsAsyncReading"], fields["ConnsAsyncKeepAlive"]) == ("158", "5", "150")
+    assert (fields["ConnsAsyncWaiting"], fields["ConnsAsyncClosing"]) == ("1", "1")
+    page = StatusPage(board, 0.0, 0, "x").html()
+    assert "157 connections held: 5 reading, 150 keepalive, 1 waiting, 1 closing" in page
+    assert "<td>3/100/1/0</td>" in page
 
 
 def test_health_is_ready_only_while_serving_and_live_whenever_it_answers() -> None:

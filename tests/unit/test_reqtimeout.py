@@ -70,3 +70,13 @@ def test_zero_disables_the_phase_leaving_timeout() -> None:
 def test_a_shorter_timeout_wins_over_request_read_timeout() -> None:
     deadline = Deadline(100.0, 2, ReadTimeout(20, 40, 500))
     assert (deadline.at, deadline.limit) == (102.0, "Timeout")
+
+
+def test_a_deadline_goes_on_in_another_process_as_it_was() -> None:
+    deadline = Deadline(100.0, 60, ReadTimeout(20, 40, 500))
+    deadline.received(500)
+    copy = Deadline.restored(deadline.saved())
+    copy.received(250)
+    assert (copy.at, copy.limit) == (121.5, "RequestReadTimeout")
+    copy.received(1_000_000)
+    assert copy.at == 140.0

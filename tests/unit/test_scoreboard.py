@@ -20,3 +20,23 @@ def test_a_released_slot_keeps_counting_in_the_totals_and_is_reusable() -> None:
     a.accesses, a.bytes = 1, 1
     assert board.counters() == Counters(8, 521)
     assert board.cumulative.sequence % 2 == 0
+
+
+def test_held_connections_are_summed_by_state_over_live_slots() -> None:
+    board = Scoreboard(3)
+    a, b, _ = board.slots
+    a.claim(100, 0)
+    b.claim(101, 0)
+    a.held[:] = [1, 2, 3, 4]
+    b.held[:] = [10, 0, 0, 1]
+    assert board.held() == [11, 2, 3, 5]
+    board.release(1)
+    assert board.held() == [1, 2, 3, 4]  # a worker gone holds nothing: its connections went with it
+
+
+def test_the_states_of_every_slot_are_read_in_one_step() -> None:
+    board = Scoreboard(5)
+    board.slots[1].claim(101, 0)
+    board.slots[3].claim(103, 0)
+    board.slots[3].state = b"W"
+    assert board.states() == b".S.W."

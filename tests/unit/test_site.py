@@ -1,6 +1,7 @@
 """The request's fault boundary and what a worker keeps between requests (issue 8, items 2 and 6).
 
-A real Site and a real connection over a socket pair; the guest side is not needed here (a
+A real Site and a real connection, served by a worker's event loop in this process
+(serving.py); the guest side is not needed here (a
 removed WasmDir through the real server is in tests/integration/test_fault_boundary.py). The
 routing decision itself is tested as pure logic in test_router.py.
 """
@@ -8,16 +9,17 @@ routing decision itself is tested as pure logic in test_router.py.
 from __future__ import annotations
 
 import socket
-import threading
+import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from harness import HOST, wait_for
 from prefork_wasm.compiler import ModuleInfo
 from prefork_wasm.conffile import parse_config
-from prefork_wasm.connection import LINGER_SECONDS, serve
+from prefork_wasm.connection import LINGER_SECONDS
 from prefork_wasm.counters import LabelIndex, Recorder
 from prefork_wasm.engine import WASM32_MEMORY_MAX, InstancePool
 from prefork_wasm.generation import pool_for
@@ -28,7 +30,7 @@ from prefork_wasm.paths import request_path
 from prefork_wasm.router import Router
 from prefork_wasm.scoreboard import Slot, words
 from prefork_wasm.site import Site, prepare_guests
-from prefork_wasm.worker import YieldPolicy
+from serving import Serving
 
 CONFIG = """\
 Listen 8080
@@ -123,15 +125,12 @@ class _Crashing:
 
 
 class _Worker:
-    """A worker that is not stopping and has no one waiting."""
+    """A worker that is not stopping."""
 
     def new_request_id(self) -> str:
         return "id"
 
     def draining(self) -> bool:
-        return False
-
-    def others_waiting(self) -> bool:
         return False
 
 
@@ -141,13 +140,9 @@ LIMITS = Limits(
 )
 
 
-def serving(
-    server: socket.socket, site: _Crashing, state: Callable[..., None] = lambda *a: None
-) -> threading.Thread:
-    """A connection served in a thread, as a worker serves it (started)."""
-    thread = threading.Thread(target=serve, args=(server, ("127.0.0.1", 1), 8080, site, _Worker(), LIMITS, state))
-    thread.start()
-    return thread
+def serving(site: _Crashing, state: Callable[..., None] = lambda *a: None) -> Serving:
+    """An event loop serving `site` in a thread, as a worker serves it (started)."""
+    return Serving(site, _Worker(), LIMITS, state)
 
 
 def until_closed(client: socket.socket) -> bytes:
@@ -158,15 +153,12 @@ def until_closed(client: socket.socket) -> bytes:
 
 
 def test_the_connection_answers_500_when_respond_raises(capsys: pytest.CaptureFixture[str]) -> None:
-    server, client = socket.socketpair()
     site = _Crashing()
-    thread = serving(server, site)
-    with client:
+    with serving(site) as server, socket.create_connection((HOST, server.port)) as client:
         client.sendall(
             b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
         received = until_closed(client)
-    thread.join(10)
     assert received.startswith(b"HTTP/1.1 500 ")
     assert b"HTTP/1.1 200 " in received and received.endswith(b"fine")  # the same connection goes on
     assert site.answered == [500, 200]
@@ -176,24 +168,14 @@ def test_the_connection_answers_500_when_respond_raises(capsys: pytest.CaptureFi
 def test_a_response_whose_head_would_split_is_answered_500_and_the_connection_closed(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    server, client = socket.socketpair()
     site = _Crashing()
-    thread = serving(server, site)
-    with client:
+    with serving(site) as server, socket.create_connection((HOST, server.port)) as client:
         client.sendall(b"GET /split HTTP/1.1\r\nHost: x\r\n\r\n")  # a keep-alive request
         received = until_closed(client)
-    thread.join(10)
     assert received.startswith(b"HTTP/1.1 500 ") and b"Connection: close\r\n" in received
     assert b"Set-Cookie" not in received and received.count(b"HTTP/1.1") == 1
     assert site.answered == [500]
     assert "ResponseHeadError: a control character" in capsys.readouterr().err
-
-
-def test_the_yield_policy_gives_way_after_two_requests_while_others_wait() -> None:
-    policy = YieldPolicy(2)
-    assert [policy.due(waiting) for waiting in (False, True, True)] == [False, False, True]
-    policy.reset()  # the worker's next connection
-    assert [policy.due(waiting) for waiting in (True, False, True, True)] == [False, False, False, True]
 
 
 class _Recorder(_Crashing):
@@ -212,15 +194,15 @@ class _Recorder(_Crashing):
 def test_a_next_request_that_is_already_there_reports_no_keep_alive_wait() -> None:
     """The keep-alive state (and with it a process title change) is for a wait that lasts; a
     request that arrives at once leaves the scoreboard and the title as they were."""
-    server, client = socket.socketpair()
-    # Sent while the first is answered: in the socket, not yet read, when the worker waits.
-    site = _Recorder(lambda: client.sendall(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
     states: list[str] = []
-    thread = serving(server, site, lambda letter, *a: states.append(letter))
-    with client:
-        client.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
-        received = until_closed(client)
-    thread.join(10)
+    clients: list[socket.socket] = []
+    # Sent while the first is answered: in the socket, not yet read, when the worker waits.
+    site = _Recorder(lambda: clients[0].sendall(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    with serving(site, lambda letter, *a: states.append(letter)) as server:
+        with socket.create_connection((HOST, server.port)) as client:
+            clients.append(client)
+            client.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+            received = until_closed(client)
     assert received.count(b"HTTP/1.1 200 ") == 2
     assert site.answered == [200, 200]
     assert "K" not in states
@@ -243,13 +225,13 @@ def test_the_access_record_carries_only_the_headers_a_format_logs(tmp_path: Path
 def test_a_connection_the_client_closes_is_not_held_for_its_fin() -> None:
     """After a `Connection: close` request with nothing more sent, there is nothing to drain:
     the worker closes at once instead of lingering (up to LINGER_SECONDS) for the client's FIN."""
-    server, client = socket.socketpair()
-    with client:
-        thread = serving(server, _Crashing())
+    with serving(_Crashing()) as server, socket.create_connection((HOST, server.port)) as client:
         client.sendall(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         received = until_closed(client)
-        thread.join(LINGER_SECONDS / 2)  # the client's end is still open
-        assert not thread.is_alive()
+        read = time.monotonic()
+        # The client's end is still open; the loop's next turn after the response holds nothing.
+        wait_for(lambda: server.slot.heartbeat > read, timeout=LINGER_SECONDS / 2, what="a turn of the event loop")
+        assert list(server.slot.held) == [0, 0, 0, 0]
     assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"fine")
 
 

@@ -1,0 +1,468 @@
+"""A worker's connections: one epoll over its listeners, the hand-over socket, its wake-up pipe
+and every connection it holds, while it serves one request at a time.
+
+A connection costs the worker nothing until a request head is complete on it: new connections,
+kept-alive ones between requests and trickling ones wait in epoll, each under its deadline
+(RequestReadTimeout's header phase, KeepAliveTimeout), as Apache's event MPM holds them in its
+listener thread. A connection whose head is complete joins the ready queue and is served in
+turn (`connection.serve`: its body, the guest, the response). docs/architecture.md says why
+each worker holds its own connections rather than one process holding them for all.
+
+Leaving (scoreboard.HAND_OVER: a restart, recycling) passes every connection not being served
+to the workers that stay or follow (handover.py); draining (scoreboard.DRAIN: a graceful stop)
+serves each connection's next request with `Connection: close`, or closes it at its deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from . import descriptors, handover
+from .connection import Held
+from .held import (
+    CLOSING,
+    KEEPALIVE,
+    READING,
+    STATE_NAMES,
+    WAITING,
+    Accept,
+    Deadlines,
+    Peer,
+    Throttle,
+    may_accept,
+    to_shed,
+    wait_for,
+)
+from .http1 import Limits
+from .logs import ErrorLog
+from .scoreboard import GRACEFUL, HAND_OVER, SERVE, Slot
+from .scoreboard import WAITING as IDLE_WORKER
+
+# A connection being served is in none of held.STATE_NAMES: the worker's own state shows it.
+SERVING = len(STATE_NAMES)
+# How long an idle worker waits for the request of a connection it accepted before it holds it.
+ACCEPT_WAIT = 0.002
+# The most connections a worker accepts per wake-up (see _accept).
+ACCEPT_BATCH = 64
+# A worker that stopped accepting (the balance, the bound) looks again this often, and whenever
+# one of its connections ends.
+LISTEN_RECHECK = 0.01
+# The other workers' held counts are read from the scoreboard at most this often.
+PEERS_EVERY = 0.02
+# A leaving worker waits at most this long for room in the hand-over socket.
+HANDOVER_SECONDS = 2.0
+# After a request this slow, the requests queued behind the next one go to idle workers
+# (held.to_shed): a slow guest's, not a quick one the scheduler held up on a busy machine.
+SLOW_REQUEST = 0.05
+# How often the bound's error-log line repeats while the bound holds.
+BOUND_LOG_EVERY = 60.0
+# How long a wait must last before the process title says idle (a title change is a syscall).
+REPORT_WAIT = 0.01
+# Descriptors a worker keeps for everything but connections (logs, memfds, modules, listeners).
+RESERVED_DESCRIPTORS = 64
+
+_IN = select.EPOLLIN
+_EXCLUSIVE = select.EPOLLIN | select.EPOLLEXCLUSIVE
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    sock: socket.socket
+    port: int
+    ip: str  # the local IP connections arrive on; '' when not needed or asked per connection
+    ask_ip: bool  # bound to all interfaces while a <VirtualHost> names an IP: getsockname per connection
+
+
+class EventLoop:
+    """The connections of one worker. `serve` answers the request whose head is complete on a
+    held connection and says whether the connection stays open (connection.serve, bound to the
+    worker's site); `peers` reads the other workers' held counts from the scoreboard; `leaving`
+    says how the worker leaves, SERVE while it does not. After `max_connections` accepted
+    connections (MaxConnectionsPerChild; 0: no limit) it leaves by itself, handing over."""
+
+    def __init__(
+        self,
+        listeners: Sequence[Listener],
+        hand_over: tuple[socket.socket, socket.socket],
+        wake_fd: int,
+        limits: Limits,
+        serve: Callable[[Held], bool],
+        slot: Slot,
+        peers: Callable[[], list[Peer]],
+        leaving: Callable[[], bytes],
+        bound: int,
+        max_connections: int,
+        error_log: ErrorLog,
+        title: Callable[[str], None],
+    ) -> None:
+        self.listeners = {listener.sock.fileno(): listener for listener in listeners}
+        self.send_end, self.receive_end = hand_over
+        self.wake_fd = wake_fd
+        self.limits = limits
+        self.serve = serve
+        self.slot = slot
+        self.peers = peers
+        self.leaving = leaving
+        self.bound = bound
+        self.max_connections = max_connections
+        self.error_log = error_log
+        self.title = title
+        self.draining = False  # serving what is left with Connection: close, accepting nothing
+        self.accepted = 0
+        self.recycled = False  # left for MaxConnectionsPerChild
+        self._epoll = select.epoll()
+        self._conns: dict[int, Held] = {}
+        self._counts = [0] * (SERVING + 1)
+        self._idle: dict[Held, None] = {}  # KEEPALIVE connections, oldest first
+        self._ready: deque[Held] = deque()
+        self._deadlines: Deadlines[Held] = Deadlines()
+        self._listening = False
+        self._recheck_at = 0.0
+        self._peers: list[Peer] = []
+        self._peers_at = 0.0
+        self._last_request = 0.0  # seconds the last request served took
+        self._bound_log = Throttle(BOUND_LOG_EVERY)
+        self._published = [0] * SERVING
+        self._own_limit = descriptors.connection_share(RESERVED_DESCRIPTORS)
+
+    # ---------------------------------------------------------------- the loop
+
+    def run(self) -> None:
+        """Serve until the worker leaves; returns once every connection it held is handed over
+        or closed."""
+        epoll = self._epoll
+        epoll.register(self.wake_fd, _IN)
+        self._listen(True)
+        slot = self.slot
+        while True:
+            how = self.leaving()
+            if how == SERVE and self.max_connections and self.accepted >= self.max_connections:
+                how, self.recycled = HAND_OVER, True
+            if how != SERVE and not self.draining:
+                self._leave(how)
+            if self.draining and not self._conns:
+                return
+            now = time.monotonic()
+            if not self._listening and not self.draining and now >= self._recheck_at:
+                self._listen(self._verdict(now) in (Accept.YES, Accept.MAKE_ROOM))
+            timeout = 0.0 if self._ready else wait_for(self._deadlines.next(), now, self._longest_wait(now))
+            counts = self._counts[:SERVING]
+            if counts != self._published:
+                slot.held[:] = self._published = counts
+            slot.heartbeat = now
+            if not self.draining:
+                slot.state = IDLE_WORKER
+            events = epoll.poll(min(timeout, REPORT_WAIT))
+            if not events and timeout > REPORT_WAIT:
+                self.title("idle" if not self.draining else "graceful")
+                events = epoll.poll(timeout - REPORT_WAIT)
+            now = time.monotonic()
+            for fd, _ in events:
+                self._event(fd, now)
+            for held in self._deadlines.expired(now):
+                self._expire(held)
+            self._serve_ready()
+
+    def _longest_wait(self, now: float) -> float:
+        """The epoll timeout when no deadline is nearer: the heartbeat's second, or the next
+        look at whether to accept again."""
+        if self._listening or self.draining:
+            return 1.0
+        return max(self._recheck_at - now, 0.0)
+
+    def _event(self, fd: int, now: float) -> None:
+        held = self._conns.get(fd)
+        if held is not None:
+            try:
+                self._readable(held, now)
+            except Exception as e:  # a bug reading one connection: it ends, the others go on
+                self.error_log.error(f"reading a connection from {held.peer[0]} failed: {e!r}")
+                if held.fd in self._conns:
+                    held.end()
+                    self._forget(held)
+        elif fd in self.listeners:
+            if self._listening:
+                self._accept(self.listeners[fd], now)
+        elif fd == self.receive_end.fileno():
+            if self._listening:
+                self._adopt(now)
+        elif fd == self.wake_fd:
+            _drain_pipe(fd)
+
+    # ---------------------------------------------------------------- states
+
+    def _move(self, held: Held, state: int) -> None:
+        counts = self._counts
+        counts[held.state] -= 1
+        counts[state] += 1
+        if held.state == KEEPALIVE:
+            del self._idle[held]
+        elif state == KEEPALIVE:
+            self._idle[held] = None
+        held.state = state
+
+    def _hold(self, held: Held) -> None:
+        """A connection the worker now owns: wait for its head, or serve it at once."""
+        self._conns[held.fd] = held
+        held.state = SERVING
+        self._counts[SERVING] += 1
+        if held.complete:
+            self._to_ready(held)
+        else:
+            self._wait(held)
+
+    def _wait(self, held: Held) -> None:
+        """Until its next bytes: READING a head (RequestReadTimeout), or KEEPALIVE (KeepAliveTimeout)."""
+        if not held.registered:
+            self._epoll.register(held.fd, _IN)
+            held.registered = True
+        self._move(held, READING if held.head is not None else KEEPALIVE)
+        self._deadlines.set(held, held.deadline)
+
+    def _to_ready(self, held: Held) -> None:
+        self._move(held, WAITING)
+        self._deadlines.discard(held)
+        self._ready.append(held)
+
+    def _forget(self, held: Held) -> None:
+        """The connection is closed (or another worker's now): a worker that stopped accepting
+        looks again at once."""
+        self._recheck_at = 0.0
+        del self._conns[held.fd]
+        self._move(held, SERVING)
+        self._counts[SERVING] -= 1
+        self._deadlines.discard(held)
+
+    def _readable(self, held: Held, now: float) -> None:
+        state = held.state
+        if state == CLOSING:
+            if held.drain():
+                self._forget(held)
+        elif state == READING or state == KEEPALIVE:
+            if held.receive(now):
+                self._to_ready(held)
+            elif held.head is not None:
+                if state == KEEPALIVE:
+                    self._move(held, READING)
+                self._deadlines.set(held, held.deadline)
+        # WAITING: its head is complete, what follows is read when it is served
+
+    def _expire(self, held: Held) -> None:
+        """Its deadline passed: a partial head is answered 408, an idle connection closed
+        silently (as Apache does); a lingering close ends."""
+        if held.state == READING:
+            held.expire()
+        held.end()
+        self._forget(held)
+
+    def _close(self, held: Held, now: float) -> None:
+        """After its last response: closed, or CLOSING while the client's last bytes drain."""
+        if held.close(now):
+            self._forget(held)
+            return
+        if not held.registered:
+            self._epoll.register(held.fd, _IN)
+            held.registered = True
+        self._move(held, CLOSING)
+        self._deadlines.set(held, held.deadline)
+
+    # ---------------------------------------------------------------- serving
+
+    def _serve_ready(self) -> None:
+        """Serve the connections whose heads are complete, oldest first; one made ready by
+        serving (a pipelined request) waits for the next round, after a look at epoll."""
+        remaining = len(self._ready)
+        while remaining > 0 and self._ready:
+            remaining -= 1
+            if self.leaving() != SERVE and not self.draining:
+                return  # leave now: what is still waiting goes to another worker
+            held = self._ready.popleft()
+            if self._ready and not self.draining and self._last_request >= SLOW_REQUEST:
+                self._shed(time.monotonic())
+            self._move(held, SERVING)
+            started = time.monotonic()
+            try:
+                keep = self.serve(held)
+            except Exception as e:  # connection.serve answers every failure: a bug, but not the worker's end
+                self.error_log.error(f"serving a connection from {held.peer[0]} failed: {e!r}")
+                keep = False
+                held.linger = None
+            now = time.monotonic()
+            self._last_request = now - started
+            if keep and not self.draining:
+                if held.idle(now):
+                    self._to_ready(held)
+                else:
+                    self._wait(held)
+            else:
+                self._close(held, now)
+
+    def _shed(self, now: float) -> None:
+        """Hand the requests queued behind a slow one to idle workers, one each (held.to_shed)."""
+        count = to_shed(len(self._ready), len(self._conns), self._peer_view(now), self._last_request, SLOW_REQUEST)
+        if not count:
+            return
+        going = [self._ready.popleft() for _ in range(count)]
+        for held in going:
+            if held.registered:
+                self._epoll.unregister(held.fd)
+                held.registered = False
+        sent = handover.send(
+            self.send_end, [held.parcel() for held in going], [held.fd for held in going], now, per_message=1
+        )
+        for held in going[:sent]:
+            held.end()
+            self._forget(held)
+        self._ready.extendleft(reversed(going[sent:]))  # the socket was full: served here after all
+
+    # ---------------------------------------------------------------- accepting
+
+    def _peer_view(self, now: float, fresh: bool = False) -> list[Peer]:
+        if fresh or now >= self._peers_at:
+            self._peers = self.peers()
+            self._peers_at = now + PEERS_EVERY
+        return self._peers
+
+    def _verdict(self, now: float) -> Accept:
+        """Whether to take one more connection (held.may_accept), by the peers' counts as last
+        read, or as they are now if those say no: in a burst the others take connections too."""
+        verdict = may_accept(len(self._conns), len(self._idle), self._peer_view(now), self.bound, self._own_limit)
+        if verdict is Accept.BALANCE:
+            verdict = may_accept(len(self._conns), len(self._idle), self._peer_view(now, True), 0, self._own_limit)
+        return verdict
+
+    def _listen(self, on: bool) -> None:
+        """Take new connections, and connections other workers hand over, or stop taking them."""
+        if on != self._listening:
+            for fd in [*self.listeners, self.receive_end.fileno()]:
+                if on:
+                    self._epoll.register(fd, _EXCLUSIVE)
+                else:
+                    self._epoll.unregister(fd)
+            self._listening = on
+        if not on:
+            self._recheck_at = time.monotonic() + LISTEN_RECHECK
+
+    def _accept(self, listener: Listener, now: float) -> None:
+        """Accept what waits in the backlog, as the balance and the bound allow (ACCEPT_BATCH at
+        most: a burst of connections is taken in a few turns), except that a worker with nothing
+        to do stops at a connection whose request has come: it serves that one now, and
+        EPOLLEXCLUSIVE wakes another idle worker for the next."""
+        idle = not self._ready
+        for _ in range(ACCEPT_BATCH):
+            verdict = self._verdict(now)
+            if verdict is not Accept.YES:
+                if verdict is not Accept.BALANCE and self._bound_log.due(now):
+                    self.error_log.error(
+                        f"server reached MaxHeldConnections setting ({self.bound}), consider raising it"
+                        if len(self._conns) < self._own_limit
+                        else f"worker {os.getpid()} holds as many connections as its RLIMIT_NOFILE allows "
+                        f"({len(self._conns)}); consider raising the hard limit"
+                    )
+                if verdict is not Accept.MAKE_ROOM:
+                    self._listen(False)
+                    return
+                oldest = next(iter(self._idle))
+                oldest.end()
+                self._forget(oldest)
+            try:
+                sock, peer = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # none left, or another worker took it
+            except OSError as e:  # EMFILE, ENFILE, ENOBUFS: not now; the connection waits in the backlog
+                self.error_log.error(f"accept failed: {e}")
+                self._listen(False)
+                return
+            self.accepted += 1
+            self.slot.connections += 1
+            ip = sock.getsockname()[0] if listener.ask_ip else listener.ip
+            held = Held(sock, peer[:2], listener.port, ip, self.limits)
+            held.start(now)
+            # A new connection's request is there by the accept, or a moment later: waiting that
+            # moment here keeps an idle worker from taking the next connection meanwhile (another
+            # idle worker takes it), as a prefork worker reads the connection it accepted.
+            if not held.receive(now) and idle and _readable_within(sock, ACCEPT_WAIT):
+                held.receive(time.monotonic())
+            self._hold(held)
+            if self.accepted == self.max_connections:
+                self._listen(False)  # the last one: the loop leaves once it is served
+                return
+            if idle and held.complete:
+                return
+
+    # ---------------------------------------------------------------- hand-over
+
+    def _adopt(self, now: float) -> None:
+        """Connections another worker handed over, as they were there: one message, if the
+        balance lets this worker take more (else the workers that hold fewer take it)."""
+        if self._verdict(now) not in (Accept.YES, Accept.MAKE_ROOM):
+            self._listen(False)
+            return
+        for parcel, sock in handover.receive(self.receive_end):
+            try:
+                held = Held.adopted(parcel, sock, self.limits, now)
+            except Exception as e:  # a parcel this worker cannot read: a bug, but not the worker's end
+                self.error_log.error(f"a connection from {parcel.peer[0]} handed over could not be adopted: {e!r}")
+                sock.close()
+                continue
+            self._hold(held)
+
+    def _leave(self, how: bytes) -> None:
+        """Stop accepting; hand over what is not being served (HAND_OVER); serve the rest with
+        Connection: close, each idle one's next request or its end at KeepAliveTimeout, as a
+        prefork worker drains its connection (DRAIN, or what no worker took in time)."""
+        self._listen(False)
+        for listener in self.listeners.values():
+            listener.sock.close()  # this worker's copy: it never accepts again
+        self.listeners = {}
+        self.draining = True
+        self.slot.state = GRACEFUL
+        self.title("graceful")
+        if how == HAND_OVER:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        leaving = [held for held in self._conns.values() if held.state in (READING, KEEPALIVE, WAITING)]
+        for held in leaving:
+            if held.registered:
+                self._epoll.unregister(held.fd)
+                held.registered = False
+        sent = handover.send(
+            self.send_end,
+            [held.parcel() for held in leaving],
+            [held.fd for held in leaving],
+            time.monotonic() + HANDOVER_SECONDS,
+        )
+        for held in leaving[:sent]:
+            held.end()
+            self._forget(held)
+        self._ready = deque(held for held in self._ready if held.fd in self._conns)
+        for held in leaving[sent:]:  # no worker read them in time: this one finishes them
+            if held.state != WAITING:
+                self._epoll.register(held.fd, _IN)
+                held.registered = True
+        if sent < len(leaving):
+            self.error_log.warn(
+                f"worker {os.getpid()}: {len(leaving) - sent} of {len(leaving)} connections could not be "
+                f"handed over within {HANDOVER_SECONDS:g} s; serving them before exiting"
+            )
+
+
+def _readable_within(sock: socket.socket, seconds: float) -> bool:
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(seconds * 1000))
+
+
+def _drain_pipe(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass

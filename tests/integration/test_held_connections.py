@@ -1,0 +1,275 @@
+"""Connections no flood can starve: a connection that is not ready to be served costs no worker.
+And what a worker killed by SIGKILL takes with it.
+
+8 workers hold 2,000 idle connections, 500 connections trickling a header byte every 2 s and
+1,000 kept-alive idle connections at once (each one the server closes is opened again, so the
+crowd stays that large), and a normal client gets its 200 in under 1 s on every try for 40 s.
+The crowd's connections end by their own timeouts only: RequestReadTimeout for the trickling and
+the idle ones, KeepAliveTimeout for the kept-alive ones.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import selectors
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from harness import HELLO, HOST, Server, wait_for
+
+IDLE, TRICKLE, KEPT = 2000, 500, 1000
+PROBE_SECONDS = 40.0
+PROBE_EVERY = 0.25
+TRICKLE_EVERY = 2.0
+KEEP_ALIVE_TIMEOUT = 5  # the default
+HEADER_TIMEOUT = 20  # RequestReadTimeout header=20-40,MinRate=500, the default
+STATUS = """
+<Location /server-status>
+    SetHandler server-status
+</Location>
+"""
+REQUEST = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+TRICKLED = b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+
+
+@dataclass
+class Conn:
+    kind: str
+    sock: socket.socket
+    opened: float
+    sent: int = 0  # bytes of TRICKLED sent (trickle) or 1 once the request is sent (kept)
+    received: bytes = b""
+    answered: float = 0.0  # kept: when its response was complete
+
+
+@dataclass
+class Ending:
+    kind: str
+    lived: float  # seconds from open (kept: from its response) to the server's close
+    received: bytes
+
+
+@dataclass
+class Crowd:
+    """The connections, kept at their counts by one thread with a selector."""
+
+    port: int
+    counts: dict[str, int]
+    endings: list[Ending] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.conns: dict[int, Conn] = {}
+        self.held = threading.Event()  # every connection is open (and the kept ones answered)
+
+    def open(self, kind: str) -> None:
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex((HOST, self.port))
+        conn = Conn(kind, sock, time.monotonic())
+        self.conns[sock.fileno()] = conn
+        self.selector.register(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if kind != "idle" else 0), conn)
+
+    def run(self) -> None:
+        try:
+            for kind, count in self.counts.items():
+                for _ in range(count):
+                    self.open(kind)
+            next_trickle = time.monotonic()
+            while not self.stop.is_set():
+                now = time.monotonic()
+                if now >= next_trickle:
+                    self._trickle()
+                    next_trickle = now + TRICKLE_EVERY
+                if not self.held.is_set() and self._all_held():
+                    self.held.set()
+                for key, events in self.selector.select(min(0.1, max(0.0, next_trickle - now))):
+                    conn: Conn = key.data
+                    if events & selectors.EVENT_WRITE:
+                        self._writable(conn)
+                    if events & selectors.EVENT_READ:
+                        self._readable(conn)
+        except Exception as e:  # the test reads it; a dead crowd must not pass for a held one
+            self.errors.append(repr(e))
+        finally:
+            for conn in self.conns.values():
+                conn.sock.close()
+            self.selector.close()
+
+    def _all_held(self) -> bool:
+        kept = [c for c in self.conns.values() if c.kind == "kept"]
+        return len(self.conns) == sum(self.counts.values()) and all(c.answered for c in kept)
+
+    def _writable(self, conn: Conn) -> None:
+        if conn.kind == "kept":
+            conn.sock.send(REQUEST)  # a few bytes into an empty buffer: all of them go
+        conn.sent = 1 if conn.kind == "kept" else 0
+        self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
+        if conn.kind == "trickle":
+            self._send_byte(conn)
+
+    def _trickle(self) -> None:
+        for conn in list(self.conns.values()):
+            if conn.kind == "trickle" and conn.sent:
+                self._send_byte(conn)
+
+    def _send_byte(self, conn: Conn) -> None:
+        try:
+            conn.sock.send(TRICKLED[conn.sent : conn.sent + 1])
+            conn.sent += 1
+        except OSError:
+            pass  # closed by the server: its read says so
+
+    def _readable(self, conn: Conn) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except ConnectionResetError:
+            data = b""
+            self.errors.append(f"{conn.kind} connection reset")
+        except BlockingIOError:
+            return
+        if data:
+            conn.received += data
+            if conn.kind == "kept" and not conn.answered and conn.received.endswith(b"Hello from WebAssembly!\n"):
+                conn.answered = time.monotonic()
+            return
+        start = conn.answered if conn.kind == "kept" else conn.opened
+        self.endings.append(Ending(conn.kind, time.monotonic() - start, conn.received))
+        self.selector.unregister(conn.sock)
+        del self.conns[conn.sock.fileno()]
+        conn.sock.close()
+        if not self.stop.is_set():
+            self.open(conn.kind)
+
+
+def probe(port: int, target: str = "/hello") -> tuple[int, float, bytes]:
+    """A normal client: a request on a connection of its own; status, seconds, body."""
+    start = time.monotonic()
+    with socket.create_connection((HOST, port), timeout=5) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
+    return status, time.monotonic() - start, data.partition(b"\r\n\r\n")[2]
+
+
+@pytest.fixture
+def many_descriptors() -> None:
+    need = IDLE + TRICKLE + KEPT + 512
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.fail(f"this test opens {need} sockets: raise the hard RLIMIT_NOFILE (ulimit -Hn) to that")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need) if hard == resource.RLIM_INFINITY else hard, hard))
+
+
+def test_a_flood_of_idle_trickling_and_kept_alive_connections_starves_no_client(
+    make_server: Callable[..., Server], many_descriptors: None
+) -> None:
+    server = make_server(HELLO + STATUS + "ListenBacklog 4096\n", start_servers=8)
+    crowd = Crowd(server.port, {"idle": IDLE, "trickle": TRICKLE, "kept": KEPT})
+    thread = threading.Thread(target=crowd.run, daemon=True)
+    thread.start()
+    try:
+        assert crowd.held.wait(30), f"the crowd was not held within 30 s: {crowd.errors}"
+        lines = probe(server.port, "/server-status?auto")[2].decode().splitlines()[1:]
+        status = dict(line.split(": ", 1) for line in lines)
+        held = {name: int(status[name]) for name in ("ConnsAsyncReading", "ConnsAsyncKeepAlive", "ConnsTotal")}
+        # The idle and trickling ones wait for a head, the kept ones for their next request (a
+        # few of those are being reopened and read a head too).
+        assert held["ConnsAsyncReading"] >= (IDLE + TRICKLE) * 0.9, status
+        assert held["ConnsAsyncKeepAlive"] >= KEPT * 0.5, status
+        assert held["ConnsTotal"] >= (IDLE + TRICKLE + KEPT) * 0.9, status
+        slow = []
+        start = time.monotonic()
+        probes = 0
+        while time.monotonic() - start < PROBE_SECONDS:
+            status, seconds, _ = probe(server.port)
+            probes += 1
+            if status != 200 or seconds >= 1.0:
+                slow.append((round(time.monotonic() - start, 1), status, round(seconds, 3)))
+            time.sleep(PROBE_EVERY)
+        still_open = len(crowd.conns)
+    finally:
+        crowd.stop.set()
+        thread.join(10)
+    assert crowd.errors == []
+    assert slow == [], f"{len(slow)} of {probes} tries were not a 200 within 1 s: {slow[:10]}"
+    assert still_open >= (IDLE + TRICKLE + KEPT) * 0.9
+    # Every connection the server closed was closed by its own timeout, not for want of a worker.
+    by_kind: dict[str, list[Ending]] = {}
+    for ending in crowd.endings:
+        by_kind.setdefault(ending.kind, []).append(ending)
+    assert len(by_kind.get("trickle", [])) >= TRICKLE  # all cut once, by RequestReadTimeout
+    for ending in by_kind["trickle"]:
+        assert ending.lived >= HEADER_TIMEOUT - 1 and ending.received.startswith(b"HTTP/1.1 408 "), ending
+    assert len(by_kind.get("idle", [])) >= IDLE
+    for ending in by_kind["idle"]:
+        assert ending.lived >= HEADER_TIMEOUT - 1 and ending.received == b"", ending
+    assert len(by_kind.get("kept", [])) >= KEPT
+    for ending in by_kind["kept"]:
+        assert ending.lived >= KEEP_ALIVE_TIMEOUT - 1, ending
+    assert "MaxHeldConnections" not in server.log()
+
+
+SLOW = """
+<Location /slow>
+    SetHandler wasm-handler
+    WasmModule ${MODULES}/slow.wasm
+    WasmEnableCGI On
+</Location>
+"""
+
+
+def response_or_end(sock: socket.socket) -> bytes | None:
+    """What the server sends before it closes: bytes, b'' for a clean close (FIN), None for a
+    reset."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        return data or None
+    return data
+
+
+def test_a_worker_killed_by_sigkill_loses_its_request_in_flight_and_requests_already_sent_to_it(
+    make_server: Callable[..., Server],
+) -> None:
+    """What holds (each worker holds its own connections): the request it was running is lost,
+    and so is a request already sent on another connection it held (the kernel resets a socket
+    closed with bytes unread: measured, a reset); its idle kept-alive connections get a clean
+    FIN (no request was on them: a client opens a new connection, RFC 9112 9.3.1); the master
+    replaces it."""
+    server = make_server(HELLO + SLOW + "KeepAliveTimeout 60\n", start_servers=1)
+    (worker,) = server.worker_pids()
+    idle = [socket.create_connection((HOST, server.port), timeout=10) for _ in range(3)]
+    for sock in idle:
+        sock.sendall(REQUEST)
+        data = b""
+        while not data.endswith(b"Hello from WebAssembly!\n"):
+            data += sock.recv(65536)
+    in_flight = socket.create_connection((HOST, server.port), timeout=10)
+    in_flight.sendall(b"GET /slow?5000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.5)  # the worker runs the slow guest
+    queued = idle.pop()
+    queued.sendall(REQUEST)  # sent while the worker is busy: it waits on the held connection
+    time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    assert response_or_end(in_flight) in (b"", None)  # lost: no response
+    assert response_or_end(queued) in (b"", None)  # lost too: no response
+    for sock in idle:
+        assert response_or_end(sock) == b""  # a clean close between requests
+    for sock in (in_flight, queued, *idle):
+        sock.close()
+    wait_for(lambda: server.worker_pids() and worker not in server.worker_pids(), what="a replacement")
+    assert server.get("/hello")[0] == 200

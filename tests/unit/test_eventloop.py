@@ -1,0 +1,266 @@
+"""prefork_wasm.eventloop in this process (serving.py): held connections under their deadlines,
+the MaxHeldConnections bound, leaving by hand-over or by draining, MaxConnectionsPerChild, and
+requests queued behind a slow one going to an idle worker. The arithmetic is test_held.py's;
+the whole server under a flood is tests/integration/test_held_connections.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness import HOST, wait_for
+from prefork_wasm.held import Peer
+from prefork_wasm.http1 import Limits
+from prefork_wasm.messages import Request, Response
+from prefork_wasm.reqtimeout import ReadTimeout
+from prefork_wasm.scoreboard import HAND_OVER
+from serving import Serving
+
+LIMITS = Limits(
+    timeout=5, keep_alive=True, keep_alive_timeout=0.5, max_keep_alive_requests=0,
+    request_line=8190, field_size=8190, fields=100, header_read=ReadTimeout(1, 3, 10),
+)
+REQUEST = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    body_limit: int = 0
+
+
+class Site:
+    """A site and worker that answer 200 with the path (after `slow` seconds for /slow) and
+    record which requests they answered."""
+
+    def __init__(self, slow: float = 0.0) -> None:
+        self.slow = slow
+        self.paths: list[str] = []
+        self.lock = threading.Lock()
+        self.drains: Callable[[], bool] = lambda: False  # the worker's: its loop drains
+
+    def new_request_id(self) -> str:
+        return "id"
+
+    def draining(self) -> bool:
+        return self.drains()
+
+    def route(self, request: Request) -> Decision:
+        return Decision()
+
+    def respond(self, request: Request, decision: Decision, give_up: Callable[[Response], None]) -> Response:
+        if request.path == "/slow":
+            time.sleep(self.slow)
+        return Response(200, body=request.path.encode())
+
+    def finished(self, request: Request, decision: Decision, response: Response, sent: int) -> None:
+        with self.lock:
+            self.paths.append(request.path)
+
+
+def connect(port: int) -> socket.socket:
+    return socket.create_connection((HOST, port), timeout=10)
+
+
+def answer(client: socket.socket) -> bytes:
+    """The next response (small: head and body end together)."""
+    data = b""
+    while b"\r\n\r\n" not in data or not data.endswith((b"/hello", b"/slow", b"/more")):
+        chunk = client.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def closed_after(client: socket.socket) -> tuple[bytes, float]:
+    """What the server sent until it closed, and how long that took."""
+    start = time.monotonic()
+    data = b""
+    while chunk := client.recv(65536):
+        data += chunk
+    return data, time.monotonic() - start
+
+
+def test_each_held_connection_ends_by_its_own_deadline() -> None:
+    with Serving(Site(), Site(), LIMITS) as server:
+        kept, silent, partial = connect(server.port), connect(server.port), connect(server.port)
+        kept.sendall(REQUEST)
+        assert answer(kept).startswith(b"HTTP/1.1 200 ")
+        partial.sendall(REQUEST[:10])
+        assert closed_after(kept)[0] == b""  # KeepAliveTimeout: a clean close between requests
+        data, waited = closed_after(silent)  # RequestReadTimeout header=1: closed without a word
+        assert data == b"" and waited < 2
+        data, waited = closed_after(partial)
+        assert data.startswith(b"HTTP/1.1 408 ") and b"RequestReadTimeout" in data
+        for client in (kept, silent, partial):
+            client.close()
+
+
+def test_a_trickling_head_earns_time_by_min_rate_up_to_its_maximum() -> None:
+    with Serving(Site(), Site(), LIMITS) as server, connect(server.port) as client:
+        start = time.monotonic()
+        head = b"GET /hello HTTP/1.1\r\nX-Slow: " + b"a" * 10_000
+        try:
+            while time.monotonic() - start < 4.5:  # 10 bytes earn a second: 3 s at most (header=1-3)
+                client.sendall(head[:10])
+                head = head[10:]
+                time.sleep(0.25)
+        except OSError:
+            pass  # closed by the server
+        data, _ = closed_after(client)
+        lived = time.monotonic() - start
+    assert data.startswith(b"HTTP/1.1 408 ")
+    assert 2.9 <= lived < 4.5
+
+
+def test_at_the_bound_the_oldest_idle_connection_makes_room_and_then_new_ones_wait(tmp_path: Path) -> None:
+    log = tmp_path / "error_log"
+    with Serving(Site(), Site(), LIMITS, bound=2, error_log=str(log)) as server:
+        oldest, newer = connect(server.port), connect(server.port)
+        for client in (oldest, newer):
+            client.sendall(REQUEST)
+            assert answer(client).startswith(b"HTTP/1.1 200 ")
+        reading = connect(server.port)  # two idle ones held: the oldest makes room
+        assert closed_after(oldest)[0] == b""
+        reading.sendall(REQUEST[:5])
+        third = connect(server.port)  # room again from `newer`; then one idle, one reading
+        assert closed_after(newer)[0] == b""
+        third.sendall(REQUEST[:5])
+        waiting = connect(server.port)  # nothing idle to close: it waits in the listen backlog
+        waiting.sendall(REQUEST)
+        waiting.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            waiting.recv(100)
+        waiting.settimeout(10)
+        reading.sendall(REQUEST[5:])  # ... until a held one is served and closed
+        assert answer(reading).startswith(b"HTTP/1.1 200 ")
+        reading.close()
+        assert answer(waiting).startswith(b"HTTP/1.1 200 ")
+        for client in (oldest, newer, third, waiting):
+            client.close()
+    lines = [line for line in log.read_text().splitlines() if "MaxHeldConnections" in line]
+    assert len(lines) == 1 and "server reached MaxHeldConnections setting (2)" in lines[0]
+
+
+def test_a_leaving_worker_hands_its_connections_to_the_next_as_they_were() -> None:
+    first, second = Site(), Site()
+    with Serving(first, first, LIMITS) as leaving:
+        with Serving(second, second, LIMITS, hand_over=leaving.hand_over):
+            kept, partial = connect(leaving.port), connect(leaving.port)
+            kept.sendall(REQUEST)
+            assert answer(kept).startswith(b"HTTP/1.1 200 ")
+            partial.sendall(REQUEST[:12])
+            wait_for(lambda: list(leaving.slot.held) == [1, 1, 0, 0], what="one reading, one kept alive")
+            leaving.leave(HAND_OVER)
+            kept.sendall(REQUEST)  # on the connection the first worker answered
+            assert answer(kept).startswith(b"HTTP/1.1 200 ")
+            partial.sendall(REQUEST[12:])  # the rest of a head the first worker began to read
+            assert answer(partial).startswith(b"HTTP/1.1 200 ")
+            kept.close()
+            partial.close()
+    assert first.paths == ["/hello"]
+    assert second.paths == ["/hello", "/hello"]
+
+
+def test_a_draining_worker_serves_each_connections_next_request_with_close_then_leaves() -> None:
+    site = Site()
+    with Serving(site, site, LIMITS) as server:
+        site.drains = lambda: server.loop.draining
+        kept, reading, idle = connect(server.port), connect(server.port), connect(server.port)
+        for client in (kept, idle):
+            client.sendall(REQUEST)
+            assert answer(client).startswith(b"HTTP/1.1 200 ")
+        reading.sendall(REQUEST[:12])
+        wait_for(lambda: list(server.slot.held) == [1, 2, 0, 0], what="one reading, two kept alive")
+        leaving = threading.Thread(target=server.leave)
+        leaving.start()
+        wait_for(lambda: server.loop.draining, what="the loop draining")
+        kept.sendall(REQUEST)  # never reset: answered, and told the connection ends
+        reading.sendall(REQUEST[12:])
+        for client in (kept, reading):
+            data, _ = closed_after(client)
+            assert data.startswith(b"HTTP/1.1 200 ") and b"Connection: close\r\n" in data
+            client.close()  # ends the lingering close at once
+        data, waited = closed_after(idle)  # closed cleanly at its KeepAliveTimeout
+        assert data == b"" and waited < 0.6
+        idle.close()
+        leaving.join(10)
+        assert not leaving.is_alive()
+
+
+def test_max_connections_per_child_hands_over_and_leaves() -> None:
+    site, replacement = Site(), Site()
+    with Serving(site, site, LIMITS, max_connections=2) as server:
+        with Serving(replacement, replacement, LIMITS, hand_over=server.hand_over):
+            a = connect(server.port)
+            a.sendall(REQUEST)
+            assert answer(a).startswith(b"HTTP/1.1 200 ")
+            b = connect(server.port)
+            b.sendall(REQUEST)
+            assert answer(b).startswith(b"HTTP/1.1 200 ")  # by either: it may have arrived with the accept
+            server.thread.join(5)
+            assert not server.thread.is_alive() and server.loop.recycled and server.loop.accepted == 2
+            a.sendall(REQUEST)  # the connections go on with the replacement
+            assert answer(a).startswith(b"HTTP/1.1 200 ")
+            a.close()
+            b.close()
+    assert len(site.paths) + len(replacement.paths) == 3 and replacement.paths
+
+
+def test_requests_queued_behind_a_slow_one_are_served_by_an_idle_worker() -> None:
+    busy, idle = Site(slow=1.0), Site(slow=1.0)
+    peers: list[Peer] = []  # none at first, so that the balance lets this worker take all three
+    with Serving(busy, busy, LIMITS, peers=lambda: peers) as server:
+        with Serving(idle, idle, LIMITS, hand_over=server.hand_over):
+            clients = [connect(server.port) for _ in range(3)]
+            wait_for(lambda: server.loop.accepted == 3, what="the three connections accepted")
+            peers.append(Peer(0, True, idle=True))
+            time.sleep(0.05)  # the loop's view of its peers is renewed every 20 ms
+            start = time.monotonic()
+            for client in clients:
+                client.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            for client in clients:
+                assert answer(client).startswith(b"HTTP/1.1 200 ")
+            took = time.monotonic() - start
+            for client in clients:
+                client.close()
+    assert took < 2.6  # not 3 x 1 s one after the other
+    assert len(busy.paths) + len(idle.paths) == 3 and idle.paths
+
+
+def test_a_connection_in_any_state_is_adopted_as_it_was() -> None:
+    """Held.parcel then Held.adopted, for each state a leaving or shedding worker hands over."""
+    from prefork_wasm.connection import Held
+
+    def held(*feeds: tuple[bytes, bool], served: int = 0) -> Held:
+        server, client = socket.socketpair()
+        client.close()
+        one = Held(server, ("192.0.2.1", 5), 8080, "", LIMITS, served)
+        one.start(100.0)
+        for data, eof in feeds:
+            one.feed(data, eof, 100.5)
+        return one
+
+    kept = held()
+    kept.head, kept.until = None, 105.0  # idle after a kept-alive response
+    cases = [held(), held((REQUEST[:9], False)), held((REQUEST, False), served=3), kept]
+    for one in cases:
+        copy = Held.adopted(one.parcel(), socket.socket(fileno=socket.dup(one.fd)), LIMITS, 102.0)
+        assert (copy.complete, copy.deadline, copy.served, bytes(copy.parser.scanner.raw)) == (
+            one.complete, one.deadline, one.served, bytes(one.parser.scanner.raw)
+        )
+        copy.end()
+        one.end()
+    closed = held()
+    closed.head = None
+    assert closed.feed(b"", True, 101.0)  # the client closed between requests: complete, no head
+    copy = Held.adopted(closed.parcel(), socket.socket(fileno=socket.dup(closed.fd)), LIMITS, 102.0)
+    assert copy.receive(102.0) and copy.parser.closed  # the close is the socket's: read again there
+    copy.end()
+    closed.end()
