@@ -174,11 +174,13 @@ class LocationIndex:
     new paths cost the scan again, not memory.
     """
 
-    __slots__ = ("_by_path", "_merged", "disk", "locations")
+    __slots__ = ("_by_path", "_merged", "defaults", "disk", "locations")
 
     def __init__(self, locations: Locations) -> None:
         self.locations = locations
         self.disk = locations.disk
+        # The server's own settings, for a request no Location serves (its ErrorDocument, Header).
+        self.defaults = locations.merge(())
         self._merged: dict[tuple[int, ...], LocationConfig | None] = {}
         self._by_path: dict[str, LocationConfig | None] = {}
 

@@ -196,7 +196,6 @@ class Site:
         set_server_tokens(self.server_banner)
         # SERVER_SOFTWARE as ServerTokens says, or with the version when it says nothing.
         self.server_software = self.server_banner if config.server_tokens else f"{SERVER_SOFTWARE}/{__version__}"
-        self._server_settings: dict[int, LocationConfig] = {}
         # The headers any access log's format uses: a record decodes only these.
         self._logged_request_headers = {
             name.encode("latin-1") for log in access_logs for name in log.request_headers
@@ -213,7 +212,7 @@ class Site:
         RequestHeader lines before it, an ErrorDocument for an error page of the server's own,
         the Header lines after it. `give_up` answers from another thread, for a guest that
         cannot be stopped."""
-        loc = decision.location or self._defaults(decision)
+        loc = decision.location or decision.server.locations.defaults
         request.env = loc.env
         if loc.request_headers:
             request.headers = _request_fields(loc, request)
@@ -223,14 +222,6 @@ class Site:
         if loc.headers:
             response.headers = _response_fields(loc, request, response)
         return response
-
-    def _defaults(self, decision: Decision) -> LocationConfig:
-        """A server's own settings, for a request no Location serves (its ErrorDocument, Header)."""
-        server = decision.server
-        found = self._server_settings.get(id(server))
-        if found is None:
-            found = self._server_settings[id(server)] = server.locations.locations.merge(())
-        return found
 
     def _answer(
         self, request: Request, decision: Decision, loc: LocationConfig, give_up: Callable[[Response], None]
