@@ -20,9 +20,12 @@ from typing import Any
 
 import psutil
 
+from harness import Process, free_port
+
 from . import report, wrk
 from .peers import ROOT
-from .procs import Proc, free_port, wait_http
+from .procs import start as start_process
+from .procs import start_prefork_wasm, wait_http
 
 PROXY = ROOT / "examples" / "wasm" / "proxy.wasm"
 TARGET_RATIO = 2.0  # prefork-wasm's req/s over wasmtime serve's, hello at -c16
@@ -45,7 +48,7 @@ def wasmtime_cli() -> Path:
     return binary
 
 
-def start(run_dir: Path, workers: int) -> dict[str, tuple[Proc, int]]:
+def start(run_dir: Path, workers: int) -> dict[str, tuple[Process, int]]:
     """Both servers, answering /proxy (each compiles the component first)."""
     port = free_port()
     conf = run_dir / "proxy.conf"
@@ -66,18 +69,18 @@ MaxKeepAliveRequests 0
     WasmModule {PROXY}
 </Location>
 """)
-    ours = Proc("prefork-wasm-proxy", [str(ROOT / ".venv" / "bin" / "prefork-wasm"), "-f", str(conf)],
-                run_dir / "prefork-wasm-proxy.out")
+    ours = start_prefork_wasm("prefork-wasm-proxy", conf, run_dir / "prefork-wasm-proxy.out")
     oracle_port = free_port()
-    theirs = Proc("wasmtime-serve", [str(wasmtime_cli()), "serve", "-Scli", "-O", "pooling-allocator",
-                                     "--addr", f"127.0.0.1:{oracle_port}", str(PROXY)], run_dir / "wasmtime-serve.out")
+    theirs = start_process("wasmtime-serve", [str(wasmtime_cli()), "serve", "-Scli", "-O", "pooling-allocator",
+                                              "--addr", f"127.0.0.1:{oracle_port}", str(PROXY)],
+                           run_dir / "wasmtime-serve.out")
     servers = {"prefork-wasm": (ours, port), "wasmtime-serve": (theirs, oracle_port)}
     for proc, p in servers.values():
         wait_http(proc, p, "/proxy", timeout=600)
     return servers
 
 
-def pids(proc: Proc) -> list[int]:
+def pids(proc: Process) -> list[int]:
     return [proc.pid, *(c.pid for c in proc.children())]
 
 
@@ -113,7 +116,7 @@ def echo_run(port: int, seconds: float) -> dict[str, float]:
             "p90_ms": times[int(len(times) * 0.9)] * 1000}
 
 
-def measured(proc: Proc, run: Any) -> dict[str, Any]:
+def measured(proc: Process, run: Any) -> dict[str, Any]:
     """`run()`'s figures plus the server's CPU time per request and the other load meanwhile."""
     before_cpu, before = cpu_seconds(pids(proc)), report.cpu_snapshot(pids(proc))
     result: dict[str, Any] = dict(run())
