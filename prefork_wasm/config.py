@@ -116,6 +116,7 @@ class LocationConfig:
     directory_index: list[str] = field(default_factory=lambda: ["index.html"])
     add_types: dict[str, str] = field(default_factory=dict)  # '.ext' -> MIME type
     add_handlers: dict[str, str] = field(default_factory=dict)  # '.ext' -> handler
+    ssl_std_env_vars: bool = False  # SSLOptions +StdEnvVars: guests get the SSL_* variables
     options: frozenset[str] = DEFAULT_OPTIONS
     fallback_resource: str | None = None  # FallbackResource: the local URL of what maps to nothing
     # Apache's other per-request settings: mod_headers' lines (the outer context's first, as

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -77,6 +78,7 @@ class Listener:
     port: int
     ip: str  # the local IP connections arrive on; '' when not needed or asked per connection
     ask_ip: bool  # bound to all interfaces while a <VirtualHost> names an IP: getsockname per connection
+    tls: ssl.SSLContext | None = None  # a TLS port: the default host's context, which picks others by SNI
 
 
 class EventLoop:

@@ -31,7 +31,7 @@ from .messages import (
     reason_phrase,
 )
 from .paths import PathRefused, request_path
-from .reqtimeout import BODY_DEFAULT, HEADER_DEFAULT, ReadTimeout
+from .reqtimeout import BODY_DEFAULT, HANDSHAKE_DEFAULT, HEADER_DEFAULT, ReadTimeout
 
 # Apache's maximum LimitRequestFields: caps the head when LimitRequestFields 0 says unlimited.
 MAX_FIELDS = 32767
@@ -55,6 +55,7 @@ class Limits:
     encoded_slashes: str = "off"  # AllowEncodedSlashes: off, on or nodecode (paths.request_path)
     header_read: ReadTimeout = HEADER_DEFAULT  # RequestReadTimeout header=...
     body_read: ReadTimeout = BODY_DEFAULT  # RequestReadTimeout body=...
+    handshake_read: ReadTimeout = HANDSHAKE_DEFAULT  # RequestReadTimeout handshake=... (TLS ports)
 
 
 class Refused(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import io
 import os
+import ssl
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Final
@@ -56,6 +57,19 @@ class SpooledBody:
         os.close(self.fd)
 
 
+@dataclass(frozen=True, slots=True)
+class TLSInfo:
+    """What the TLS handshake of a request's connection settled: mod_ssl's SSL_* variables and
+    %{VAR}x come from it."""
+
+    protocol: str  # 'TLSv1.3' (SSL_PROTOCOL)
+    cipher: str  # the OpenSSL name (SSL_CIPHER)
+    bits: int  # secret bits (SSL_CIPHER_USEKEYSIZE)
+    server_name: str  # what the client sent by SNI, '' for none (SSL_TLS_SNI)
+    resumed: bool  # a resumed session (SSL_SESSION_RESUMED)
+    context: ssl.SSLContext  # the context the handshake used: the SNI-chosen host's (a tls.HostContext)
+
+
 @dataclass(slots=True, weakref_slot=True)  # weakly referable: tests check what keeps one alive
 class Request:
     method: str
@@ -77,6 +91,7 @@ class Request:
     # The request's environment (Apache's subprocess_env): what a guest was given, else the
     # Location's WasmEnv. env= conditions and %{VAR}e read it; the site sets it.
     env: dict[str, str] = field(default_factory=dict)
+    tls: TLSInfo | None = None  # None: plain HTTP
 
     @property
     def query(self) -> str:

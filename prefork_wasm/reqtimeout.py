@@ -29,6 +29,9 @@ class ReadTimeout:
 # mod_reqtimeout's defaults (Apache 2.4.39 and later), in force without the directive.
 HEADER_DEFAULT = ReadTimeout(20, 40, 500)
 BODY_DEFAULT = ReadTimeout(20, 0, 500)
+# handshake=: a TLS handshake's phase, which Apache leaves off by default; on here, so that a
+# client that never finishes one is cut without any directive.
+HANDSHAKE_DEFAULT = ReadTimeout(20)
 
 _VALUE = re.compile(r"([0-9]+)(?:-([0-9]+))?(?:,minrate=([0-9]+))?", re.IGNORECASE)
 
