@@ -75,6 +75,9 @@ BOUND_LOG_EVERY = 60.0
 REPORT_WAIT = 0.01
 # Descriptors a worker keeps for everything but connections (logs, memfds, modules, listeners).
 RESERVED_DESCRIPTORS = 64
+# A worker that leaves by handing over closes its idle TLS connections (which it cannot hand
+# over) this soon at the latest: before a restart's stop (arbiter.STOP_GRACE) would cut them.
+LEAVING_TLS_IDLE = 2.0
 
 _IN = select.EPOLLIN
 _EXCLUSIVE = select.EPOLLIN | select.EPOLLEXCLUSIVE
@@ -483,7 +486,7 @@ class EventLoop:
         """Stop accepting; hand over what is not being served (HAND_OVER); serve the rest with
         Connection: close, each idle one's next request or its end at KeepAliveTimeout, as a
         prefork worker drains its connection (DRAIN, TLS connections, or what no worker took in
-        time)."""
+        time). Leaving by hand-over, idle ones wait LEAVING_TLS_IDLE at most."""
         self._listen(False)
         for listener in self.listeners.values():
             listener.sock.close()  # this worker's copy: it never accepts again
@@ -493,6 +496,11 @@ class EventLoop:
         self.title("graceful")
         if how == HAND_OVER:
             self._hand_over()
+            latest = time.monotonic() + LEAVING_TLS_IDLE
+            for held in self._idle:  # TLS ones, and any the hand-over could not take
+                if held.until > latest:
+                    held.until = latest
+                    self._deadlines.set(held, latest)
 
     def _hand_over(self) -> None:
         leaving = [
