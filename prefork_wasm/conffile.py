@@ -136,6 +136,7 @@ class Reader(ReadState):
         self.broken: list[Scope] = []  # scopes with a failed line: their checks after parsing would echo it
         self.base = 0  # sections below this belong to including files
         self.reading: list[Path] = []
+        self.told: set[tuple[str, int]] = set()  # (host, port) pairs warned about once
 
     # reading
 
@@ -527,11 +528,31 @@ class Reader(ReadState):
                     f"or move one of them to another port",
                     "<VirtualHost>",
                 ))
+            self.check_handshake_settings(on, listen)
             if listen.protocol == "https" and config.tls_on(listen) is None and not on:
                 self.warn(
                     self.listens[listen],
                     f"Listen {listen} https: no server answering there has SSLEngine on, so the port speaks plain "
                     f"HTTP (the protocol argument does not turn TLS on); add SSLEngine on and a certificate",
+                )
+
+    def check_handshake_settings(self, hosts: list[VirtualHost], listen: Listen) -> None:
+        """SNI switches a handshake to the named host's certificate, key and TLS 1.2 cipher suites
+        (OpenSSL's SSL_set_SSL_CTX); Python's ssl cannot switch its protocols and options as
+        mod_ssl does, so the default host's apply on the whole address. A host that sets them
+        otherwise is told so."""
+        for host in hosts[1:]:
+            differ = [(attr, name) for attr, name in _HANDSHAKE_SETTINGS if getattr(host.tls, attr) != getattr(
+                hosts[0].tls, attr)]
+            if differ and (host.source, listen.port) not in self.told:
+                self.told.add((host.source, listen.port))
+                attr = differ[0][0]
+                self.warn(
+                    _line(host.tls.sources.get(attr) or host.source),
+                    f"{', '.join(name for _, name in differ)} of this host differ from the default host's "
+                    f"(<VirtualHost> at {hosts[0].source}) on {listen}: a handshake there uses the default host's "
+                    f"(SNI switches the certificate and cipher suites only); set them alike, or give this host "
+                    f"its own port",
                 )
 
     def check_addresses(self, config: ServerConfig) -> None:
@@ -546,6 +567,18 @@ class Reader(ReadState):
                         f"<VirtualHost> address {_address_text(address)} matches no Listen, so this host never "
                         f"answers there; add a Listen for it or change the address",
                     )
+
+
+# What the default host of an address sets for every handshake there (check_handshake_settings).
+_HANDSHAKE_SETTINGS = (
+    ("protocols", "SSLProtocol"), ("session_tickets", "SSLSessionTickets"),
+    ("honor_cipher_order", "SSLHonorCipherOrder"),
+)
+
+
+def _line(source: str) -> Line:
+    file, _, number = source.rpartition(":")
+    return Line(file, int(number), "")
 
 
 def _tls(*scopes: Scope) -> TLSSettings:

@@ -58,6 +58,8 @@ def host_context(settings: TLSSettings, materials: Materials, host: VirtualHost 
         context.options |= ssl.OP_NO_TICKET
     if settings.honor_cipher_order:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:  # Python sets it for every context; SSLHonorCipherOrder's default is off, the client's order
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     context.set_ciphers(settings.cipher_suite)
     # From memory: the files were read once (read_materials), and what was checked is what serves.
     fd = os.memfd_create("tls-chain", os.MFD_CLOEXEC)

@@ -79,6 +79,10 @@ def parse_protocols(args: list[str]) -> tuple[frozenset[str], list[str]]:
     for word in args:
         sign = word[0] if word[:1] in ("+", "-") else ""
         name = word[len(sign):].lower()
+        if name == "sslv2":  # Apache 2.4 skips '-SSLv2' and refuses the rest
+            if sign != "-":
+                raise ValueError("SSLv2 is no longer supported")
+            continue
         if name == "all":
             names = set(PROTOCOLS.values())
         elif name in PROTOCOLS:
@@ -233,7 +237,11 @@ ROWS: tuple[tuple[str, str, _Apply, tuple[int, int | None], str], ...] = (
         "SSLCACertificateFile", "SSLCACertificatePath", "SSLCARevocationFile", "SSLCARevocationPath",
         "SSLCADNRequestFile", "SSLCADNRequestPath",
     )),
-    ("SSLCARevocationCheck", "none|chain|leaf [FLAGS]", _ignored(_NO_CLIENT_CERTS), (1, None), "vhost"),
+    *((name, "VALUE ...", _ignored(_NO_CLIENT_CERTS), (1, None), "vhost") for name in (
+        "SSLCARevocationCheck", "SSLOCSPEnable", "SSLOCSPDefaultResponder", "SSLOCSPOverrideResponder",
+        "SSLOCSPResponderTimeout", "SSLOCSPResponseMaxAge", "SSLOCSPResponseTimeSkew", "SSLOCSPUseRequestNonce",
+        "SSLOCSPNoVerify", "SSLOCSPProxyURL", "SSLOCSPResponderCertificateFile",
+    )),
     ("SSLUseStapling", "Off", _ignored(_NO_STAPLING, only="off"), (1, 1), "vhost"),
     ("SSLStaplingCache", "TYPE", _ignored(_NO_STAPLING), (1, 1), "server"),
     *((name, "VALUE", _ignored(_NO_STAPLING), (1, 1), "vhost") for name in (
