@@ -120,15 +120,21 @@ def _protocol(reader: ReadState, scope: Scope, args: list[str], line: Line) -> N
     scope.set("ssl_protocols", served, line)
 
 
-def check_cipher_suite(spec: str) -> None:
-    """ValueError when OpenSSL selects no TLS 1.2 cipher from `spec` (its error, said plainly)."""
+def weak_suites(spec: str) -> list[str]:
+    """The TLS 1.2 suites `spec` selects that are not forward secret AEAD ones (what Mozilla's
+    intermediate profile and scanners rate weak); ValueError when OpenSSL selects none at all."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(spec)
+        context.set_ciphers(spec)
     except ssl.SSLError:
         raise ValueError(
             f"OpenSSL selects no cipher from {spec!r}; give an OpenSSL cipher list such as "
             f"ECDHE+AESGCM:ECDHE+CHACHA20 (see `openssl ciphers -v 'LIST'`)"
         ) from None
+    return [
+        suite["name"] for suite in context.get_ciphers()
+        if suite["protocol"] != "TLSv1.3" and (suite["kea"] not in ("kx-ecdhe", "kx-dhe") or not suite["aead"])
+    ]
 
 
 def _cipher_suite(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
@@ -143,7 +149,11 @@ def _cipher_suite(reader: ReadState, scope: Scope, args: list[str], line: Line) 
         return
     if protocol.upper() != "SSL":
         raise ValueError(f"expected SSL or TLSv1.3 before the cipher list, got {protocol!r}")
-    check_cipher_suite(spec)
+    weak = weak_suites(spec)
+    if weak:
+        reader.warn(line, f"SSLCipherSuite {spec}: allows {len(weak)} suites without forward secrecy or AEAD "
+                          f"({', '.join(weak[:3])}{', ...' if len(weak) > 3 else ''}); leave SSLCipherSuite out "
+                          f"for Mozilla's intermediate list")
     scope.set("ssl_cipher_suite", spec, line)
 
 

@@ -246,3 +246,12 @@ def test_debian_stock_ssl_conf_and_default_ssl_site_are_accepted(root: Path) -> 
 
 def test_a_directive_error_is_a_config_error() -> None:
     assert isinstance(fails(HELLO + "SSLHonorCipherOrder maybe\n"), ConfigError)
+
+
+def test_a_cipher_list_with_suites_that_are_not_forward_secret_aead_is_a_warning() -> None:
+    """Debian's stock 'HIGH:!aNULL' also selects RSA key exchange and CBC suites, which Mozilla's
+    intermediate profile (this server's default) and scanners such as sslyze rate weak."""
+    config = tls_config("SSLCipherSuite HIGH:!aNULL")
+    (warning,) = [w for w in config.warnings if "SSLCipherSuite HIGH:!aNULL: allows" in w]
+    assert "suites without forward secrecy or AEAD" in warning and "leave SSLCipherSuite out" in warning
+    assert not [w for w in tls_config("SSLCipherSuite ECDHE+AESGCM").warnings if "SSLCipherSuite" in w]
