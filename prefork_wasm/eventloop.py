@@ -8,9 +8,15 @@ listener thread. A connection whose head is complete joins the ready queue and i
 turn (`connection.serve`: its body, the guest, the response). docs/architecture.md says why
 each worker holds its own connections rather than one process holding them for all.
 
+On a TLS port a connection is held from its accept through its handshake (HANDSHAKE), each
+step driven by an epoll event, under RequestReadTimeout's handshake phase; it waits as any
+connection does after that.
+
 Leaving (scoreboard.HAND_OVER: a restart, recycling) passes every connection not being served
 to the workers that stay or follow (handover.py); draining (scoreboard.DRAIN: a graceful stop)
 serves each connection's next request with `Connection: close`, or closes it at its deadline.
+A TLS connection is never passed on (its session is in this process's OpenSSL): a leaving
+worker drains its TLS connections.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from . import descriptors, handover
 from .connection import Held
 from .held import (
     CLOSING,
+    HANDSHAKE,
     KEEPALIVE,
     READING,
     STATE_NAMES,
@@ -44,6 +51,7 @@ from .http1 import Limits
 from .logs import ErrorLog
 from .scoreboard import GRACEFUL, HAND_OVER, SERVE, Slot
 from .scoreboard import WAITING as IDLE_WORKER
+from .tlsio import HandshakeFailed, PlainHTTP, record_server_names
 
 # A connection being served is in none of held.STATE_NAMES: the worker's own state shows it.
 SERVING = len(STATE_NAMES)
@@ -132,6 +140,9 @@ class EventLoop:
         self._bound_log = Throttle(BOUND_LOG_EVERY)
         self._published = [0] * SERVING
         self._own_limit = descriptors.connection_share(RESERVED_DESCRIPTORS)
+        for listener in listeners:
+            if listener.tls is not None:
+                record_server_names(listener.tls)
 
     # ---------------------------------------------------------------- the loop
 
@@ -253,13 +264,60 @@ class EventLoop:
                 if state == KEEPALIVE:
                     self._move(held, READING)
                 self._deadlines.set(held, held.deadline)
+        elif state == HANDSHAKE:
+            self._shake(held, now)
         # WAITING: its head is complete, what follows is read when it is served
+
+    def _greet(self, held: Held, now: float) -> None:
+        """A connection accepted on a TLS port: held through its handshake."""
+        self._conns[held.fd] = held
+        held.state = SERVING
+        self._counts[SERVING] += 1
+        self._move(held, HANDSHAKE)
+        self._deadlines.set(held, held.deadline)
+        self._shake(held, now)
+
+    def _shake(self, held: Held, now: float) -> None:
+        """The handshake as far as it goes without waiting; once done, the connection waits for
+        its first request as any does. Plain HTTP gets Apache's 400; a failed handshake is closed
+        with an info line (scanners and port checks fail many)."""
+        peer = f"{held.peer[0]}:{held.peer[1]}"
+        try:
+            wants = held.handshake()
+        except PlainHTTP:
+            self.error_log.info(f"{peer}: SSL handshake failed: HTTP spoken on HTTPS port; answered 400", "ssl")
+            held.answer_plain_http()
+            self._close(held, now)
+            return
+        except HandshakeFailed as e:
+            self.error_log.info(f"{peer}: SSL handshake failed: {e}", "ssl")
+            held.end()
+            self._forget(held)
+            return
+        self._watch(held, wants or _IN)
+        if wants:
+            return
+        held.start(now)
+        if held.receive(now):
+            self._to_ready(held)
+        else:
+            self._wait(held)
+
+    def _watch(self, held: Held, events: int) -> None:
+        """Wait for `events` (a handshake may wait to write) in epoll."""
+        if held.registered:
+            self._epoll.modify(held.fd, events)
+        else:
+            self._epoll.register(held.fd, events)
+            held.registered = True
 
     def _expire(self, held: Held) -> None:
         """Its deadline passed: a partial head is answered 408, an idle connection closed
         silently (as Apache does); a lingering close ends."""
         if held.state == READING:
             held.expire()
+        elif held.state == HANDSHAKE:
+            self.error_log.info(f"{held.peer[0]}:{held.peer[1]}: SSL handshake timed out", "ssl")
         held.end()
         self._forget(held)
 
@@ -310,7 +368,9 @@ class EventLoop:
         count = to_shed(len(self._ready), len(self._conns), self._peer_view(now), self._last_request, SLOW_REQUEST)
         if not count:
             return
-        going = [self._ready.popleft() for _ in range(count)]
+        going = [held for held in self._ready if held.portable][:count]
+        for held in going:
+            self._ready.remove(held)
         for held in going:
             if held.registered:
                 self._epoll.unregister(held.fd)
@@ -384,14 +444,18 @@ class EventLoop:
             self.accepted += 1
             self.slot.connections += 1
             ip = sock.getsockname()[0] if listener.ask_ip else listener.ip
-            held = Held(sock, peer[:2], listener.port, ip, self.limits)
+            held = Held(sock, peer[:2], listener.port, ip, self.limits, context=listener.tls)
             held.start(now)
-            # A new connection's request is there by the accept, or a moment later: waiting that
-            # moment here keeps an idle worker from taking the next connection meanwhile (another
-            # idle worker takes it), as a prefork worker reads the connection it accepted.
-            if not held.receive(now) and idle and _readable_within(sock, ACCEPT_WAIT):
-                held.receive(time.monotonic())
-            self._hold(held)
+            if listener.tls is not None:
+                self._greet(held, now)
+            else:
+                # A new connection's request is there by the accept, or a moment later: waiting
+                # that moment here keeps an idle worker from taking the next connection meanwhile
+                # (another idle worker takes it), as a prefork worker reads the connection it
+                # accepted.
+                if not held.receive(now) and idle and _readable_within(sock, ACCEPT_WAIT):
+                    held.receive(time.monotonic())
+                self._hold(held)
             if self.accepted == self.max_connections:
                 self._listen(False)  # the last one: the loop leaves once it is served
                 return
@@ -418,7 +482,8 @@ class EventLoop:
     def _leave(self, how: bytes) -> None:
         """Stop accepting; hand over what is not being served (HAND_OVER); serve the rest with
         Connection: close, each idle one's next request or its end at KeepAliveTimeout, as a
-        prefork worker drains its connection (DRAIN, or what no worker took in time)."""
+        prefork worker drains its connection (DRAIN, TLS connections, or what no worker took in
+        time)."""
         self._listen(False)
         for listener in self.listeners.values():
             listener.sock.close()  # this worker's copy: it never accepts again
@@ -430,7 +495,9 @@ class EventLoop:
             self._hand_over()
 
     def _hand_over(self) -> None:
-        leaving = [held for held in self._conns.values() if held.state in (READING, KEEPALIVE, WAITING)]
+        leaving = [
+            held for held in self._conns.values() if held.state in (READING, KEEPALIVE, WAITING) and held.portable
+        ]
         for held in leaving:
             if held.registered:
                 self._epoll.unregister(held.fd)

@@ -2,12 +2,12 @@
 
 A worker multiplexes its connections (docs/architecture.md says why): those with no complete
 request head yet (reading), those idle between kept-alive requests (keep-alive), those whose
-head is complete and that wait for the worker to finish another request (waiting) and those
-being closed after their last response (closing) cost it an epoll entry and a deadline each,
-never the worker itself. This module is the arithmetic of that: the per-connection deadlines,
-whether to accept one more connection (the balance between workers and the server-wide
-MaxHeldConnections bound) and how often the bound is logged. Times are time.monotonic()
-seconds, given by the caller.
+head is complete and that wait for the worker to finish another request (waiting), those
+being closed after their last response (closing) and those in a TLS handshake (handshake)
+cost it an epoll entry and a deadline each, never the worker itself. This module is the
+arithmetic of that: the per-connection deadlines, whether to accept one more connection (the
+balance between workers and the server-wide MaxHeldConnections bound) and how often the bound
+is logged. Times are time.monotonic() seconds, given by the caller.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Generic, TypeVar
 
-# A held connection's state; the scoreboard counts each (STATE_NAMES, in this order).
-READING, KEEPALIVE, WAITING, CLOSING = range(4)
-STATE_NAMES = ("reading", "keepalive", "waiting", "closing")
+# A held connection's state; the scoreboard counts each (STATE_NAMES, in this order). HANDSHAKE:
+# on a TLS port, from the accept to the handshake's end (the first byte's wait included).
+READING, KEEPALIVE, WAITING, CLOSING, HANDSHAKE = range(5)
+STATE_NAMES = ("reading", "keepalive", "waiting", "closing", "handshake")
 
 K = TypeVar("K", bound=Hashable)
 

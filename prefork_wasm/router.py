@@ -343,7 +343,7 @@ class Router:
         if target.startswith("/"):
             host = request.header(b"host")
             name = host.decode("latin-1") if host else self.config.server_name or request.server_addr
-            target = f"{'https' if request.tls else 'http'}://{name}{target}"
+            target = f"{request.scheme}://{name}{target}"
         return Redirect(target.encode("utf-8"), rule.status)
 
     def select_server(self, request: Request) -> Server:

@@ -156,7 +156,7 @@ def test_a_leaving_worker_hands_its_connections_to_the_next_as_they_were() -> No
             kept.sendall(REQUEST)
             assert answer(kept).startswith(b"HTTP/1.1 200 ")
             partial.sendall(REQUEST[:12])
-            wait_for(lambda: list(leaving.slot.held) == [1, 1, 0, 0], what="one reading, one kept alive")
+            wait_for(lambda: list(leaving.slot.held) == [1, 1, 0, 0, 0], what="one reading, one kept alive")
             leaving.leave(HAND_OVER)
             kept.sendall(REQUEST)  # on the connection the first worker answered
             assert answer(kept).startswith(b"HTTP/1.1 200 ")
@@ -177,7 +177,7 @@ def test_a_draining_worker_serves_each_connections_next_request_with_close_then_
             client.sendall(REQUEST)
             assert answer(client).startswith(b"HTTP/1.1 200 ")
         reading.sendall(REQUEST[:12])
-        wait_for(lambda: list(server.slot.held) == [1, 2, 0, 0], what="one reading, two kept alive")
+        wait_for(lambda: list(server.slot.held) == [1, 2, 0, 0, 0], what="one reading, two kept alive")
         leaving = threading.Thread(target=server.leave)
         leaving.start()
         wait_for(lambda: server.loop.draining, what="the loop draining")
