@@ -1,8 +1,9 @@
-"""TLS connections in a worker's event loop (serving.py, in this process) with contexts made
-here from trustme certificates: the handshake held in epoll under its deadline, plain HTTP on
-the port, what a request learns of its handshake (Request.tls), keep-alive, pipelining, large
-bodies both ways and file bodies, and a leaving worker that keeps its TLS connections. The
-whole server with its config is tests/integration/test_tls.py."""
+"""TLS connections in a worker's event loop (serving.py, in this process) with the contexts a
+config with two name-based TLS hosts makes (tls.listener_contexts), from trustme certificates:
+the handshake held in epoll under its deadline, plain HTTP on the port, what a request learns
+of its handshake (Request.tls), keep-alive, pipelining, large bodies both ways and file bodies,
+and a leaving worker that keeps its TLS connections. The whole server with its config is
+tests/integration/test_tls.py."""
 
 from __future__ import annotations
 
@@ -20,14 +21,17 @@ import pytest
 import trustme
 
 from harness import HOST, wait_for
+from prefork_wasm.config import Listen
 from prefork_wasm.held import HANDSHAKE, READING
 from prefork_wasm.http1 import Limits
 from prefork_wasm.messages import FileBody, Request, Response
 from prefork_wasm.reqtimeout import ReadTimeout
 from prefork_wasm.scoreboard import HAND_OVER
-from prefork_wasm.tls import HostContext
+from prefork_wasm.tls import HostContext, listener_contexts
 from prefork_wasm.tlsio import PLAIN_HTTP_REASON
 from serving import Serving
+from test_config import load, server_root  # noqa: F401 (autouse fixture "root")
+from tlscerts import write_leaf
 
 LIMITS = Limits(
     timeout=5, keep_alive=True, keep_alive_timeout=0.5, max_keep_alive_requests=0,
@@ -79,32 +83,32 @@ class Site:
 @dataclasses.dataclass
 class Certificates:
     ca: trustme.CA
-    a: HostContext
-    b: HostContext
+    a: HostContext  # the port's default context: a.test's, whose SNI callback picks b.test's
     client: ssl.SSLContext
 
 
-def _host(ca: trustme.CA, name: str) -> HostContext:
-    context = HostContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    ca.issue_cert(name).configure_cert(context)
-    context.server_vars = {"SSL_SERVER_S_DN": f"CN={name}"}
-    return context
+TWO_HOSTS = "".join(
+    f"<VirtualHost 127.0.0.1:8443>\n    ServerName {name}\n    SSLEngine on\n"
+    f"    SSLCertificateFile {name}.pem\n    SSLCertificateKeyFile {name}.key\n</VirtualHost>\n"
+    for name in ("a.test", "b.test")
+)
 
 
 @pytest.fixture(scope="module")
-def certs() -> Certificates:
-    ca = trustme.CA()
-    a, b = _host(ca, "a.test"), _host(ca, "b.test")
+def ca() -> trustme.CA:
+    return trustme.CA()
 
-    def choose(sock: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
-        if name == "b.test":
-            sock.context = b
 
-    a.sni_callback = choose  # the tls-config side's callback, in small
+@pytest.fixture
+def certs(root: Path, ca: trustme.CA) -> Certificates:
+    """The port's default context (a.test's, whose SNI callback picks b.test's) as the master
+    makes it from the config."""
+    for name in ("a.test", "b.test"):
+        write_leaf(ca, root, name)
+    a = listener_contexts(load("Listen 127.0.0.1:8443 https\n" + TWO_HOSTS)).by_listen[Listen("127.0.0.1", 8443)]
     client = ssl.create_default_context()
     ca.configure_trust(client)
-    return Certificates(ca, a, b, client)
+    return Certificates(ca, a, client)
 
 
 @pytest.fixture
@@ -151,7 +155,9 @@ def test_a_request_over_tls_is_served_and_knows_its_handshake(
             assert head.startswith(b"HTTP/1.1 200 ") and body == b"/hello"
     tls = site.requests[0].tls
     assert tls is not None and tls.protocol == "TLSv1.3" and tls.server_name == "b.test"
-    assert tls.context is certs.b and tls.bits >= 128 and tls.cipher.startswith("TLS_")
+    assert isinstance(tls.context, HostContext) and tls.context.host is not None
+    assert tls.context.host.server_name == "b.test" and tls.context.server_vars["SSL_SERVER_S_DN"]
+    assert tls.bits >= 128 and tls.cipher.startswith("TLS_")
     assert site.requests[1].tls is tls
 
 
@@ -167,6 +173,7 @@ def test_without_sni_the_default_host_answers_and_no_name_is_recorded(
         assert response(client)[1] == b"/hello"
     tls = site.requests[0].tls
     assert tls is not None and tls.server_name == "" and tls.context is certs.a
+    assert certs.a.host is not None and certs.a.host.server_name == "a.test"
 
 
 def test_plain_http_on_the_tls_port_gets_apache_s_400_in_plain_text(serving: tuple[Serving, Site]) -> None:
