@@ -327,3 +327,35 @@ def presented(served: TLSServer) -> bytes | None:
             return sock.getpeercert(binary_form=True)
     except OSError:
         return None
+
+
+def test_a_restart_closes_idle_tls_connections_with_close_notify_and_answers_the_next_request(
+    tmp_path: Path,
+) -> None:
+    """HUP: the old workers cannot hand TLS connections over; they answer what arrives with
+    Connection: close and end idle ones cleanly (close_notify) within 2 s, before the master's
+    stop at 3 s: only a request in flight then may be cut."""
+    served = start_tls_server(tmp_path, start_servers=1)
+    try:
+        context = served.client_context()
+        idle, busy = (
+            context.wrap_socket(socket.create_connection((HOST, served.port), timeout=10), server_hostname="a.test",
+                                suppress_ragged_eofs=False)
+            for _ in range(2)
+        )
+        for sock in (idle, busy):
+            sock.sendall(b"GET /hello HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        served.server.signal(signal.SIGHUP)
+        wait_for(lambda: "generation 1 configured" in served.server.log(), what="the restart")
+        busy.sendall(b"GET /hello HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        answer = busy.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"Connection: close\r\n" in answer
+        started = time.monotonic()
+        assert idle.recv(100) == b""  # close_notify: a TLS connection that ends (SSLEOFError without it)
+        assert time.monotonic() - started < 2.5
+        assert served.get("/hello")[0] == 200  # the new generation serves new connections
+        for sock in (idle, busy):
+            sock.close()
+    finally:
+        served.server.stop()
