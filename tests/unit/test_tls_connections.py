@@ -3,7 +3,7 @@ config with two name-based TLS hosts makes (tls.listener_contexts), from trustme
 the handshake held in epoll under its deadline, plain HTTP on the port, what a request learns
 of its handshake (Request.tls), keep-alive, pipelining, large bodies both ways and file bodies,
 and a leaving worker that keeps its TLS connections. The whole server with its config is
-tests/integration/test_tls.py."""
+tests/integration/test_https.py."""
 
 from __future__ import annotations
 
