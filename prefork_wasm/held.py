@@ -22,6 +22,9 @@ from typing import Generic, TypeVar
 # A held connection's state; the scoreboard counts each (STATE_NAMES, in this order).
 READING, KEEPALIVE, WAITING, CLOSING = range(4)
 STATE_NAMES = ("reading", "keepalive", "waiting", "closing")
+# The states in which a connection can go to another worker (handover.py): all but closing,
+# whose response is sent and whose client's last bytes are being drained here.
+MOVABLE = frozenset({READING, KEEPALIVE, WAITING})
 
 K = TypeVar("K", bound=Hashable)
 
@@ -97,7 +100,6 @@ class Peer:
 
     held: int
     available: bool  # in its event loop lately: a worker stuck in one long request is not
-    idle: bool = False  # waiting in its event loop right now, nothing to serve
 
 
 def balance_margin(least: int) -> int:
@@ -125,19 +127,6 @@ def may_accept(held: int, idle: int, peers: Iterable[Peer], bound: int, own_limi
         if held > least + balance_margin(least):
             return Accept.BALANCE
     return Accept.YES
-
-
-def to_shed(queued: int, held: int, peers: Iterable[Peer], last_request: float, slow: float) -> int:
-    """How many of the `queued` connections whose requests wait behind the one this worker
-    (holding `held` connections) is about to serve it hands to idle peers: one per idle peer that
-    holds fewer than it would after, once a request took `slow` seconds or more (`last_request`,
-    the one it served last). Kept-alive connections stay with the worker that accepted them;
-    when its requests are slow, their next requests queue behind each other while other workers
-    idle, unless it sheds them. Quick requests never shed: a hand-over costs more than waiting
-    behind one of them, and a moved connection does not come back."""
-    if not queued or last_request < slow:
-        return 0
-    return min(queued, sum(1 for p in peers if p.idle and p.held + 1 < held))
 
 
 class Throttle:
