@@ -15,6 +15,7 @@ serves each connection's next request with `Connection: close`, or closes it at 
 
 from __future__ import annotations
 
+import itertools
 import os
 import select
 import socket
@@ -312,23 +313,25 @@ class EventLoop:
 
     def _relieve(self) -> bool:
         """In the relief thread, under its lock, while the main thread serves a long request:
-        hand every other connection that can change process to the hand-over socket, those
-        whose requests have come one per message (each to its own idle worker), without waiting
-        for room; True once none is left. Not while the worker leaves or drains: the workers
+        hand the other connections that can change process to the hand-over socket, without
+        waiting for room. Each look sends every one whose request has come (waiting, or bytes
+        arrived: epoll says so), one per message so that each goes to its own idle worker, and
+        one message of idle ones, so that a request that only seemed long (a busy machine)
+        moves few; True once none is left. Not while the worker leaves or drains: the workers
         that could adopt them are leaving too."""
         if self.draining or self.leaving() != SERVE:
             return True
-        waiting = list(self._ready)
-        rest = [held for held in self._conns.values() if held.state in MOVABLE and held.state != WAITING]
-        if not waiting and not rest:
-            return True
+        conns = self._conns
+        arrived = [conns.get(fd) for fd, _ in self._epoll.poll(0)]
+        urgent = [*self._ready, *(held for held in arrived if held is not None and held.state in (READING, KEEPALIVE))]
         now = time.monotonic()
-        sent = self._send_away(waiting, now, 1)
-        if sent == len(waiting):
-            sent += self._send_away(rest, now, handover.PER_MESSAGE)
-        self._ready = deque(held for held in self._ready if self._conns.get(held.fd) is held)
-        self.slot.held[:] = self._published = self._counts[:SERVING]
-        return sent == len(waiting) + len(rest)
+        if self._send_away(urgent, now, 1) == len(urgent):
+            rest = (held for held in conns.values() if held.state in (READING, KEEPALIVE))
+            self._send_away(list(itertools.islice(rest, handover.PER_MESSAGE)), now, handover.PER_MESSAGE)
+        self._ready = deque(held for held in self._ready if conns.get(held.fd) is held)
+        counts = self._counts
+        self.slot.held[:] = self._published = counts[:SERVING]
+        return counts[READING] + counts[KEEPALIVE] + counts[WAITING] == 0
 
     # ---------------------------------------------------------------- accepting
 

@@ -3,11 +3,12 @@
 A worker serves one request at a time, so a request that arrives on another connection it holds
 waits for the running one; and should the worker be killed (SIGKILL: by hand, the OOM killer,
 the master for a hard memory limit or a stalled heartbeat), every connection it holds dies with
-it. Once the running request has lasted THRESHOLD, a second thread of the worker hands every
-other connection it holds that can change process (held.MOVABLE) to the hand-over socket
-(handover.py), as a leaving worker does: idle workers adopt them at once, and those no worker
-takes yet wait in the socket, their descriptors held by the kernel, which a killed sender does
-not take with it. The worker then loses at most the request it runs.
+it. Once the running request has lasted THRESHOLD (besides the time the scheduler kept it from a
+CPU), a second thread of the worker hands the other connections it holds that can change process
+to the hand-over socket (handover.py), as a leaving worker does, a look every RETRY until none is
+left (the event loop's `_relieve` says which go first): idle workers adopt them at once, and
+those no worker takes yet wait in the socket, their descriptors held by the kernel, which a
+killed sender does not take with it. The worker then loses at most the request it runs.
 
 The protocol between the two threads (the event loop's structures belong to the main thread,
 which does not touch them while `connection.serve` runs):
@@ -27,11 +28,14 @@ from collections.abc import Callable
 
 # How long a request runs before the worker's other connections are handed off. A hand-off
 # costs the adopting worker about as much CPU as a quick request, and a moved connection does
-# not come back, so quick requests (well under a millisecond), even held up by the scheduler on
-# a busy machine, must stay under it; a client whose request waits behind a guest this slow
-# barely notices the wait, and a worker killed in it loses nothing else.
+# not come back, so quick requests (well under a millisecond) must stay far under it; a client
+# whose request waits behind a guest this slow barely notices the wait, and a worker killed in
+# it loses nothing else. Time the main thread spent runnable but waiting for a CPU does not
+# count (`held_up`): on a busy machine the scheduler holds quick requests up longer than this,
+# and each would otherwise move every connection of its worker.
 THRESHOLD = 0.02
-# When the socket is full (no worker reads it), what is left is tried again this often.
+# While connections are left to hand off (the socket full, or more than a look sends), the
+# thread looks again this often.
 RETRY = 0.005
 # The thread blocks once no request has begun for this long: an idle worker costs nothing,
 # and a busy one does not wake it for every request.
@@ -40,20 +44,46 @@ LINGER = 0.25
 HandOff = Callable[[], bool]  # hands off what it can; True once nothing is left to hand off
 
 
-def next_look(now: float, started: float | None, done: bool) -> float:
-    """Seconds until the thread looks again. A request that runs (`started`) is looked at when
-    it reaches THRESHOLD, and again after RETRY while something is left to hand off (not
-    `done`); with none running, a request that begins after `now` reaches THRESHOLD no sooner
-    than THRESHOLD from now. So a worker busy with quick requests wakes the thread about once
-    per THRESHOLD, and a long request has its connections handed off when it reaches it."""
+def next_look(now: float, started: float | None, held_up: float, done: bool) -> float:
+    """Seconds until the thread looks again. A request that runs (`started`, and `held_up`
+    seconds waiting for a CPU since then) is looked at when it reaches THRESHOLD, and again
+    after RETRY while something is left to hand off (not `done`); with none running, a request
+    that begins after `now` reaches THRESHOLD no sooner than THRESHOLD from now. So a worker
+    busy with quick requests wakes the thread about once per THRESHOLD, and a long request has
+    its connections handed off when it reaches it."""
     if started is None or done:
         return THRESHOLD
-    return max(started + THRESHOLD - now, RETRY)
+    return max(started + held_up + THRESHOLD - now, RETRY)
 
 
-def due(now: float, started: float | None, done: bool) -> bool:
-    """Whether to hand off now: a request runs, has reached THRESHOLD, and something may be left."""
-    return started is not None and not done and now - started >= THRESHOLD
+def due(now: float, started: float | None, held_up: float, done: bool) -> bool:
+    """Whether to hand off now: a request runs, has reached THRESHOLD (not counting the time it
+    was `held_up` by the scheduler), and something may be left."""
+    return started is not None and not done and now - started - held_up >= THRESHOLD
+
+
+class RunDelay:
+    """How long a thread has waited, runnable, for a CPU (the kernel's schedstat run_delay),
+    in seconds; 0 where the kernel does not say. Read from another thread: one pread."""
+
+    def __init__(self, native_id: int) -> None:
+        try:
+            self._fd: int | None = os.open(f"/proc/self/task/{native_id}/schedstat", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self._fd = None
+
+    def __call__(self) -> float:
+        if self._fd is None:
+            return 0.0
+        try:
+            return int(os.pread(self._fd, 64, 0).split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class Relief:
@@ -68,16 +98,20 @@ class Relief:
         self._stopping = False
         self._runs = 0
         self._serving: tuple[int, float] | None = None  # (run, its start) while the main thread serves
-        self._thread = threading.Thread(target=self._watch, name="relief", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """From the thread that serves (the event loop's): its run delay is the one watched."""
+        run_delay = RunDelay(threading.get_native_id())
+        self._thread = threading.Thread(target=self._watch, args=(run_delay,), name="relief", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         """The event loop has left: the thread ends."""
         self._stopping = True
         self._wake.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
     def begin(self, started: float) -> None:
         """The main thread serves a request that began at `started` (time.monotonic())."""
@@ -98,15 +132,28 @@ class Relief:
             self._error(f"worker {os.getpid()}: handing its other connections off failed: {e!r}")
             return True
 
-    def _watch(self) -> None:
+    def _watch(self, run_delay: RunDelay) -> None:
+        try:
+            self._look(run_delay)
+        finally:
+            run_delay.close()
+
+    def _look(self, run_delay: RunDelay) -> None:
         seen, busy_at = self._runs, time.monotonic()
         done_with = 0  # the run whose connections are all handed off
+        run, delay_before = 0, 0.0  # the run last seen, and the main thread's run delay at the look before it
+        delay = run_delay()
         while not self._stopping:
             serving = self._serving
             now = time.monotonic()
-            started = serving[1] if serving is not None else None
-            done = serving is not None and serving[0] == done_with
-            if serving is not None and due(now, started, done):
+            last_delay, delay = delay, run_delay()
+            started: float | None = None
+            held_up, done = 0.0, False
+            if serving is not None:
+                if serving[0] != run:  # it began after the last look: what held the thread up since counts
+                    run, delay_before = serving[0], last_delay
+                started, held_up, done = serving[1], delay - delay_before, serving[0] == done_with
+            if serving is not None and due(now, started, held_up, done):
                 with self._lock:
                     if self._serving is serving and self._try_hand_off():
                         done_with = serving[0]
@@ -120,6 +167,6 @@ class Relief:
                     self._wake.wait()
                 self._wake.clear()
                 self._asleep = False
-                busy_at = time.monotonic()
+                busy_at, delay = time.monotonic(), run_delay()
                 continue
-            time.sleep(next_look(now, started, done))
+            time.sleep(next_look(now, started, held_up, done))

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness import HOST, wait_for
+from prefork_wasm.handover import PER_MESSAGE
 from prefork_wasm.http1 import Limits
 from prefork_wasm.messages import Request, Response
 from prefork_wasm.reqtimeout import ReadTimeout
@@ -240,6 +241,32 @@ def test_a_worker_in_a_slow_request_hands_its_other_connections_to_an_idle_worke
                 client.close()
     assert busy.paths == ["/hello", "/slow"]
     assert idle.paths == ["/hello", "/hello"]
+
+
+def test_a_slow_request_has_every_connection_of_its_worker_handed_off_a_message_at_a_time() -> None:
+    """More idle connections than one message holds: each look of the relief thread sends one
+    message of them, until the busy worker holds none; every one is then answered by the other."""
+    limits = dataclasses.replace(LIMITS, keep_alive_timeout=30)
+    busy, idle = Site(slow=3.0), Site()
+    with Serving(busy, busy, limits) as server:
+        with Serving(idle, idle, limits, hand_over=server.hand_over):
+            clients = [connect(server.port) for _ in range(3 * PER_MESSAGE + 1)]
+            for client in clients:
+                client.sendall(REQUEST)
+                assert answer(client).startswith(b"HTTP/1.1 200 ")
+            slow = connect(server.port)
+            slow.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            wait_for(busy.slow_begun.is_set, what="the slow request running")
+            wait_for(lambda: list(server.slot.held) == [0, 0, 0, 0], what="the busy worker holding no other")
+            for client in clients:
+                client.sendall(REQUEST)
+            for client in clients:
+                assert answer(client).startswith(b"HTTP/1.1 200 ")
+            assert "/slow" not in busy.paths  # all answered while the slow one ran
+            assert answer(slow).startswith(b"HTTP/1.1 200 ")
+            for client in (slow, *clients):
+                client.close()
+    assert len(idle.paths) == len(clients)
 
 
 def test_a_connection_in_any_state_is_adopted_as_it_was() -> None:

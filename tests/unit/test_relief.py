@@ -11,22 +11,39 @@ import time
 import pytest
 
 from harness import wait_for
-from prefork_wasm.relief import LINGER, RETRY, THRESHOLD, Relief, due, next_look
+from prefork_wasm.relief import LINGER, RETRY, THRESHOLD, Relief, RunDelay, due, next_look
 
 
 def test_a_running_request_is_looked_at_when_it_reaches_the_threshold() -> None:
-    assert next_look(100.0, 100.0, done=False) == pytest.approx(THRESHOLD)
-    assert next_look(100.005, 100.0, done=False) == pytest.approx(THRESHOLD - 0.005)
-    assert next_look(100.5, 100.0, done=False) == RETRY  # past it, something left: try again soon
-    assert next_look(100.5, 100.0, done=True) == THRESHOLD  # all handed off: only a new run matters
-    assert next_look(100.5, None, done=False) == THRESHOLD  # none runs: one that begins reaches it no sooner
+    assert next_look(100.0, 100.0, 0.0, done=False) == pytest.approx(THRESHOLD)
+    assert next_look(100.005, 100.0, 0.0, done=False) == pytest.approx(THRESHOLD - 0.005)
+    assert next_look(100.005, 100.0, 0.004, done=False) == pytest.approx(THRESHOLD - 0.001)  # held up 4 ms
+    assert next_look(100.5, 100.0, 0.0, done=False) == RETRY  # past it, something left: try again soon
+    assert next_look(100.5, 100.0, 0.0, done=True) == THRESHOLD  # all handed off: only a new run matters
+    assert next_look(100.5, None, 0.0, done=False) == THRESHOLD  # none runs: one that begins reaches it no sooner
 
 
 def test_a_hand_off_is_due_for_a_request_past_the_threshold_with_something_left() -> None:
-    assert not due(100.0, None, done=False)
-    assert not due(100.0 + THRESHOLD / 2, 100.0, done=False)  # a quick request: nothing moves
-    assert due(100.0 + THRESHOLD + 1e-9, 100.0, done=False)
-    assert not due(100.5, 100.0, done=True)
+    assert not due(100.0, None, 0.0, done=False)
+    assert not due(100.0 + THRESHOLD / 2, 100.0, 0.0, done=False)  # a quick request: nothing moves
+    assert due(100.0 + THRESHOLD + 1e-9, 100.0, 0.0, done=False)
+    assert not due(100.5, 100.0, 0.0, done=True)
+    # A quick request the scheduler kept from a CPU is no long request: nothing moves.
+    assert not due(100.0 + 3 * THRESHOLD, 100.0, 2.5 * THRESHOLD, done=False)
+    assert due(100.0 + 3 * THRESHOLD, 100.0, 1.5 * THRESHOLD, done=False)
+
+
+def test_the_run_delay_of_a_thread_is_read_from_another_and_absent_is_zero() -> None:
+    delay = RunDelay(threading.get_native_id())
+    seen: list[float] = []
+    reader = threading.Thread(target=lambda: seen.extend([delay(), delay()]))
+    reader.start()
+    reader.join()
+    delay.close()
+    assert 0.0 <= seen[0] <= seen[1]
+    absent = RunDelay(2**31 - 1)  # no such thread in this process
+    assert absent() == 0.0
+    absent.close()
 
 
 class Main:
