@@ -21,6 +21,7 @@ worker drains its TLS connections.
 
 from __future__ import annotations
 
+import itertools
 import os
 import select
 import socket
@@ -36,6 +37,7 @@ from .held import (
     CLOSING,
     HANDSHAKE,
     KEEPALIVE,
+    MOVABLE,
     READING,
     STATE_NAMES,
     WAITING,
@@ -44,11 +46,11 @@ from .held import (
     Peer,
     Throttle,
     may_accept,
-    to_shed,
     wait_for,
 )
 from .http1 import Limits
 from .logs import ErrorLog
+from .relief import Relief
 from .scoreboard import GRACEFUL, HAND_OVER, SERVE, Slot
 from .scoreboard import WAITING as IDLE_WORKER
 from .tlsio import HandshakeFailed, PlainHTTP
@@ -66,9 +68,6 @@ LISTEN_RECHECK = 0.01
 PEERS_EVERY = 0.02
 # A leaving worker waits at most this long for room in the hand-over socket.
 HANDOVER_SECONDS = 2.0
-# After a request this slow, the requests queued behind the next one go to idle workers
-# (held.to_shed): a slow guest's, not a quick one the scheduler held up on a busy machine.
-SLOW_REQUEST = 0.05
 # How often the bound's error-log line repeats while the bound holds.
 BOUND_LOG_EVERY = 60.0
 # How long a wait must last before the process title says idle (a title change is a syscall).
@@ -139,16 +138,23 @@ class EventLoop:
         self._recheck_at = 0.0
         self._peers: list[Peer] = []
         self._peers_at = 0.0
-        self._last_request = 0.0  # seconds the last request served took
         self._bound_log = Throttle(BOUND_LOG_EVERY)
         self._published = [0] * SERVING
         self._own_limit = descriptors.connection_share(RESERVED_DESCRIPTORS)
+        self._relief = Relief(self._relieve, error_log.error)
 
     # ---------------------------------------------------------------- the loop
 
     def run(self) -> None:
         """Serve until the worker leaves; returns once every connection it held is handed over
         or closed."""
+        self._relief.start()
+        try:
+            self._run()
+        finally:
+            self._relief.stop()
+
+    def _run(self) -> None:
         epoll = self._epoll
         epoll.register(self.wake_fd, _IN)
         self._listen(True)
@@ -336,25 +342,25 @@ class EventLoop:
 
     def _serve_ready(self) -> None:
         """Serve the connections whose heads are complete, oldest first; one made ready by
-        serving (a pipelined request) waits for the next round, after a look at epoll."""
+        serving (a pipelined request) waits for the next round, after a look at epoll. While a
+        request runs, relief.py may hand the others off (`_relieve`)."""
         remaining = len(self._ready)
         while remaining > 0 and self._ready:
             remaining -= 1
             if self.leaving() != SERVE and not self.draining:
                 return  # leave now: what is still waiting goes to another worker
             held = self._ready.popleft()
-            if self._ready and not self.draining and self._last_request >= SLOW_REQUEST:
-                self._shed(time.monotonic())
             self._move(held, SERVING)
-            started = time.monotonic()
+            self._relief.begin(time.monotonic())
             try:
                 keep = self.serve(held)
             except Exception as e:  # connection.serve answers every failure: a bug, but not the worker's end
                 self.error_log.error(f"serving a connection from {held.peer[0]} failed: {e!r}")
                 keep = False
                 held.linger = None
+            finally:
+                self._relief.end()
             now = time.monotonic()
-            self._last_request = now - started
             if keep and not self.draining:
                 if held.idle(now):
                     self._to_ready(held)
@@ -363,25 +369,30 @@ class EventLoop:
             else:
                 self._close(held, now)
 
-    def _shed(self, now: float) -> None:
-        """Hand the requests queued behind a slow one to idle workers, one each (held.to_shed)."""
-        count = to_shed(len(self._ready), len(self._conns), self._peer_view(now), self._last_request, SLOW_REQUEST)
-        if not count:
-            return
-        going = [held for held in self._ready if held.portable][:count]
-        for held in going:
-            self._ready.remove(held)
-        for held in going:
-            if held.registered:
-                self._epoll.unregister(held.fd)
-                held.registered = False
-        sent = handover.send(
-            self.send_end, [held.parcel() for held in going], [held.fd for held in going], now, per_message=1
-        )
-        for held in going[:sent]:
-            held.end()
-            self._forget(held)
-        self._ready.extendleft(reversed(going[sent:]))  # the socket was full: served here after all
+    def _relieve(self) -> bool:
+        """In the relief thread, under its lock, while the main thread serves a long request:
+        hand the other connections that can change process to the hand-over socket, without
+        waiting for room. Each look sends every one whose request has come (waiting, or bytes
+        arrived: epoll says so), one per message so that each goes to its own idle worker, and
+        one message of idle ones, so that a request that only seemed long (a busy machine)
+        moves few; True once none is left. Not while the worker leaves or drains: the workers
+        that could adopt them are leaving too."""
+        if self.draining or self.leaving() != SERVE:
+            return True
+        conns = self._conns
+        arrived = [conns.get(fd) for fd, _ in self._epoll.poll(0)]
+        urgent = [
+            *(held for held in self._ready if held.portable),
+            *(held for held in arrived if held is not None and held.state in (READING, KEEPALIVE) and held.portable),
+        ]
+        now = time.monotonic()
+        if self._send_away(urgent, now, 1) == len(urgent):
+            rest = (held for held in conns.values() if held.state in (READING, KEEPALIVE) and held.portable)
+            self._send_away(list(itertools.islice(rest, handover.PER_MESSAGE)), now, handover.PER_MESSAGE)
+        self._ready = deque(held for held in self._ready if conns.get(held.fd) is held)
+        counts = self._counts
+        self.slot.held[:] = self._published = counts[:SERVING]
+        return not any(held.portable and held.state in MOVABLE for held in conns.values())
 
     # ---------------------------------------------------------------- accepting
 
@@ -500,32 +511,31 @@ class EventLoop:
                     self._deadlines.set(held, latest)
 
     def _hand_over(self) -> None:
-        leaving = [
-            held for held in self._conns.values() if held.state in (READING, KEEPALIVE, WAITING) and held.portable
-        ]
-        for held in leaving:
-            if held.registered:
-                self._epoll.unregister(held.fd)
-                held.registered = False
-        sent = handover.send(
-            self.send_end,
-            [held.parcel() for held in leaving],
-            [held.fd for held in leaving],
-            time.monotonic() + HANDOVER_SECONDS,
-        )
-        for held in leaving[:sent]:
-            held.end()
-            self._forget(held)
-        self._ready = deque(held for held in self._ready if held.fd in self._conns)
-        for held in leaving[sent:]:  # no worker read them in time: this one finishes them
-            if held.state != WAITING:
-                self._epoll.register(held.fd, _IN)
-                held.registered = True
-        if sent < len(leaving):
+        leaving = [held for held in self._conns.values() if held.state in MOVABLE and held.portable]
+        sent = self._send_away(leaving, time.monotonic() + HANDOVER_SECONDS, handover.PER_MESSAGE)
+        self._ready = deque(held for held in self._ready if self._conns.get(held.fd) is held)
+        if sent < len(leaving):  # no worker read them in time: this one finishes them
             self.error_log.warn(
                 f"worker {os.getpid()}: {len(leaving) - sent} of {len(leaving)} connections could not be "
                 f"handed over within {HANDOVER_SECONDS:g} s; serving them before exiting"
             )
+
+    def _send_away(self, going: list[Held], deadline: float, per_message: int) -> int:
+        """Send `going` to the hand-over socket in order, by `deadline`; returns how many went.
+        Those are another worker's now: each leaves this worker's epoll before its descriptor is
+        closed (an epoll entry lives as long as the connection's file, which the receiver holds)."""
+        if not going:
+            return 0
+        sent = handover.send(
+            self.send_end, [held.parcel() for held in going], [held.fd for held in going], deadline, per_message
+        )
+        for held in going[:sent]:
+            if held.registered:
+                self._epoll.unregister(held.fd)
+                held.registered = False
+            held.end()
+            self._forget(held)
+        return sent
 
 
 def _readable_within(sock: socket.socket, seconds: float) -> bool:

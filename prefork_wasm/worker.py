@@ -182,15 +182,16 @@ class Worker:
 
     def _peers(self) -> list[Peer]:
         """The other serving workers of this generation, as the scoreboard shows them: their held
-        connections, whether they are in their event loop lately, whether they idle now."""
+        connections, and whether they are in their event loop lately (waiting there now, or
+        in a request that began less than AVAILABLE_WINDOW ago)."""
         me, generation, slots = self.slot, self.slot.generation, self.scoreboard.slots
         now = time.monotonic()
         peers = []
         for found in _SERVING.finditer(self.scoreboard.states()):
             slot = slots[found.start()]
             if slot.quit == SERVE and slot.generation == generation and slot.pid != me.pid:
-                idle = found[0] == WAITING
-                peers.append(Peer(sum(slot.held), idle or now - slot.heartbeat < AVAILABLE_WINDOW, idle))
+                available = found[0] == WAITING or now - slot.heartbeat < AVAILABLE_WINDOW
+                peers.append(Peer(sum(slot.held), available))
         return peers
 
     def _loop(self, site: Site) -> None:

@@ -1,0 +1,156 @@
+"""prefork_wasm.relief: when the thread looks and acts (pure), and its protocol with the main
+thread: a hand-off runs only while the main thread serves, once a run has reached THRESHOLD,
+is tried again while something is left, and never after `end` has returned. The event loop's
+side is test_eventloop.py's; a worker killed in a long request, test_held_connections.py's."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from harness import wait_for
+from prefork_wasm.relief import LINGER, RETRY, THRESHOLD, Relief, RunDelay, due, next_look
+
+
+def test_a_running_request_is_looked_at_when_it_reaches_the_threshold() -> None:
+    assert next_look(100.0, 100.0, 0.0, done=False) == pytest.approx(THRESHOLD)
+    assert next_look(100.005, 100.0, 0.0, done=False) == pytest.approx(THRESHOLD - 0.005)
+    assert next_look(100.005, 100.0, 0.004, done=False) == pytest.approx(THRESHOLD - 0.001)  # held up 4 ms
+    assert next_look(100.5, 100.0, 0.0, done=False) == RETRY  # past it, something left: try again soon
+    assert next_look(100.5, 100.0, 0.0, done=True) == THRESHOLD  # all handed off: only a new run matters
+    assert next_look(100.5, None, 0.0, done=False) == THRESHOLD  # none runs: one that begins reaches it no sooner
+
+
+def test_a_hand_off_is_due_for_a_request_past_the_threshold_with_something_left() -> None:
+    assert not due(100.0, None, 0.0, done=False)
+    assert not due(100.0 + THRESHOLD / 2, 100.0, 0.0, done=False)  # a quick request: nothing moves
+    assert due(100.0 + THRESHOLD + 1e-9, 100.0, 0.0, done=False)
+    assert not due(100.5, 100.0, 0.0, done=True)
+    # A quick request the scheduler kept from a CPU is no long request: nothing moves.
+    assert not due(100.0 + 3 * THRESHOLD, 100.0, 2.5 * THRESHOLD, done=False)
+    assert due(100.0 + 3 * THRESHOLD, 100.0, 1.5 * THRESHOLD, done=False)
+
+
+def test_the_run_delay_of_a_thread_is_read_from_another_and_absent_is_zero() -> None:
+    delay = RunDelay(threading.get_native_id())
+    seen: list[float] = []
+    reader = threading.Thread(target=lambda: seen.extend([delay(), delay()]))
+    reader.start()
+    reader.join()
+    delay.close()
+    assert 0.0 <= seen[0] <= seen[1]
+    absent = RunDelay(2**31 - 1)  # no such thread in this process
+    assert absent() == 0.0
+    absent.close()
+
+
+class Main:
+    """The main thread's side: whether it is inside serve, and the hand-offs the thread made."""
+
+    def __init__(self, left: int = 1) -> None:
+        self.serving = False
+        self.left = left  # hand-offs needed before nothing is left (a full socket takes several)
+        self.calls: list[float] = []
+        self.outside: list[float] = []  # hand-offs while the main thread was not serving: none allowed
+        self.errors: list[str] = []
+
+    def hand_off(self) -> bool:
+        self.calls.append(time.monotonic())
+        if not self.serving:
+            self.outside.append(self.calls[-1])
+        time.sleep(0.002)  # a hand-off takes a while: `end` must wait for it
+        self.left -= 1
+        return self.left <= 0
+
+    def run(self, relief: Relief, seconds: float) -> float:
+        """One request of `seconds`; when it began."""
+        started = time.monotonic()
+        self.serving = True
+        relief.begin(started)
+        time.sleep(seconds)
+        relief.end()
+        self.serving = False
+        return started
+
+
+def test_a_long_request_has_the_rest_handed_off_once_and_quick_ones_never_outside_serve() -> None:
+    main = Main()
+    relief = Relief(main.hand_off, main.errors.append)
+    relief.start()
+    try:
+        for _ in range(200):
+            main.run(relief, 0.0)  # quick requests, one after another
+        started = main.run(relief, 6 * THRESHOLD)
+        assert main.outside == []
+        long_calls = [at for at in main.calls if at >= started]
+        assert len(long_calls) == 1 and long_calls[0] >= started + THRESHOLD
+    finally:
+        relief.stop()
+
+
+def test_what_a_full_socket_kept_is_tried_again_until_none_is_left() -> None:
+    main = Main(left=3)
+    relief = Relief(main.hand_off, main.errors.append)
+    relief.start()
+    try:
+        main.serving = True
+        relief.begin(time.monotonic())
+        wait_for(lambda: main.left <= 0, what="three hand-offs")
+        time.sleep(3 * RETRY)
+        relief.end()
+        main.serving = False
+        assert len(main.calls) == 3 and main.outside == []
+    finally:
+        relief.stop()
+
+
+def test_end_waits_for_a_hand_off_under_way_and_none_starts_after_it() -> None:
+    main = Main(left=1000)  # never done: the thread would go on trying
+    relief = Relief(main.hand_off, main.errors.append)
+    relief.start()
+    try:
+        for _ in range(20):
+            main.run(relief, THRESHOLD + 3 * RETRY)
+            count = len(main.calls)
+            time.sleep(2 * RETRY)
+            assert len(main.calls) == count  # nothing after end() returned
+        assert main.outside == [] and main.calls
+    finally:
+        relief.stop()
+
+
+def test_the_thread_sleeps_when_the_worker_idles_and_a_request_wakes_it() -> None:
+    main = Main()
+    relief = Relief(main.hand_off, main.errors.append)
+    relief.start()
+    try:
+        main.run(relief, 0.0)
+        wait_for(lambda: relief._asleep, timeout=LINGER + 5, what="the thread asleep")
+        request = threading.Thread(target=main.run, args=(relief, 4 * THRESHOLD))
+        request.start()
+        wait_for(lambda: main.calls, what="the hand-off of a long request begun while the thread slept")
+        request.join()
+        assert main.outside == []
+    finally:
+        relief.stop()
+
+
+def test_a_failing_hand_off_is_logged_once_per_run_and_the_thread_goes_on() -> None:
+    main = Main()
+
+    def fails() -> bool:
+        raise OSError("broken")
+
+    relief = Relief(fails, main.errors.append)
+    relief.start()
+    try:
+        for run in (1, 2):
+            relief.begin(time.monotonic())
+            wait_for(lambda run=run: len(main.errors) == run, what=f"run {run}'s failure logged")
+            time.sleep(3 * RETRY)  # not tried again in the same run
+            relief.end()
+        assert len(main.errors) == 2 and "OSError('broken')" in main.errors[0]
+    finally:
+        relief.stop()
