@@ -24,9 +24,6 @@ from .config import Listen, ServerConfig, TLSSettings, VirtualHost
 from .router import select_host
 from .tlscheck import CertificateError, Materials, certificate_warnings, located, read_materials
 
-# The attribute the SNI callback leaves on the connection's ssl object: the name the client
-# sent ('' for none), mod_ssl's SSL_TLS_SNI. Read it with `indicated_name`.
-_SNI_ATTRIBUTE = "prefork_wasm_sni"
 _VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 
 
@@ -39,12 +36,6 @@ class HostContext(ssl.SSLContext):
     server_vars: dict[str, str]
     settings: TLSSettings
     host: VirtualHost | None  # None: the main server
-
-
-def indicated_name(sslobj: ssl.SSLSocket | ssl.SSLObject) -> str:
-    """The server name the client sent by SNI in this connection's handshake ('' for none)."""
-    name: str = getattr(sslobj, _SNI_ATTRIBUTE, "")
-    return name
 
 
 def host_context(settings: TLSSettings, materials: Materials, host: VirtualHost | None) -> HostContext:
@@ -114,7 +105,8 @@ def listener_contexts(config: ServerConfig, now: datetime.datetime | None = None
         default_host = hosts[0] if hosts else None
         default = host_context(settings, materials(settings), default_host)
         ask_ip = not listen.host and any(address.host for host in hosts for address in host.addresses)
-        default.sni_callback = sni_callback(hosts, by_host, listen, ask_ip)
+        if len(hosts) > 1:
+            default.sni_callback = sni_callback(hosts, by_host, listen, ask_ip)
         made.by_listen[listen] = default
     return made
 
@@ -129,8 +121,7 @@ def sni_callback(
 
     def callback(sslobj: Any, server_name: str | None, context: ssl.SSLContext) -> None:
         name = (server_name or "").rstrip(".").lower()
-        setattr(sslobj, _SNI_ATTRIBUTE, server_name or "")
-        if not name or len(hosts) < 2:
+        if not name:
             return
         ip = listen.host
         if ask_ip and hasattr(sslobj, "getsockname"):

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 
 from prefork_wasm.config import Listen, ServerConfig
 from prefork_wasm.generation import StartupError, tls_contexts
-from prefork_wasm.tls import HostContext, asn1_time, indicated_name, listener_contexts, server_vars
+from prefork_wasm.tls import HostContext, asn1_time, listener_contexts, server_vars
 from prefork_wasm.tlscheck import (
     CertificateError,
     chain_problems,
@@ -123,7 +123,6 @@ def test_sni_picks_the_certificate_of_the_host_it_names(ca: trustme.CA, sni: str
     assert peer_names(client_side) == [served]
     context = server_side.context
     assert isinstance(context, HostContext) and context.host is not None and context.host.server_name == served
-    assert indicated_name(server_side) == (sni or "")
 
 
 def test_protocols_ciphers_and_options_follow_the_settings(ca: trustme.CA) -> None:
