@@ -99,6 +99,8 @@ def test_a_restart_reads_the_certificates_anew_and_refuses_a_mismatched_key(
     result = run(server, "-k", "graceful")
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     assert "generation 1 configured" in server.log()
+    # Each generation says what its certificates are warned about (trustme's CA is no system CA).
+    assert server.log().count("[ssl:warn]") == 2 and "the chain is incomplete" in server.log()
     # New connections get the renewed certificate (polled: an old worker that has not yet seen
     # its signal may take one more connection).
     renewed_der = wait_for(lambda: (der := presented(port, ca)) != first and der, what="the renewed certificate")
