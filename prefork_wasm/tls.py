@@ -20,9 +20,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from .config import Listen, ServerConfig, TLSSettings, VirtualHost
+from .config import Listen, ServerConfig, TLSSettings, VirtualHost, canonical_name
 from .router import select_host
-from .tlscheck import CertificateError, Materials, certificate_warnings, located, read_materials
+from .tlscheck import CertificateError, Materials, certificate_warnings, located, names_problem, read_materials
 
 _VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -93,6 +93,11 @@ def listener_contexts(config: ServerConfig, now: datetime.datetime | None = None
             made.warnings += certificate_warnings(settings, read[key], now)
         return read[key]
 
+    def named(settings: TLSSettings, name: str, where: str) -> None:
+        problem = names_problem(materials(settings).chain[0], name) if name else None
+        if problem and located(where, problem) not in made.warnings:
+            made.warnings.append(located(where, problem))
+
     by_host: dict[int, HostContext] = {}
     for listen in config.listens:
         settings = config.tls_on(listen)
@@ -102,6 +107,9 @@ def listener_contexts(config: ServerConfig, now: datetime.datetime | None = None
         for host in hosts:
             if id(host) not in by_host:
                 by_host[id(host)] = host_context(host.tls, materials(host.tls), host)
+                named(host.tls, host.server_name, host.tls.sources.get("certificate_file", host.source))
+        if not hosts:
+            named(settings, canonical_name(config.server_name or ""), settings.sources.get("certificate_file", ""))
         default_host = hosts[0] if hosts else None
         default = host_context(settings, materials(settings), default_host)
         ask_ip = not listen.host and any(address.host for host in hosts for address in host.addresses)
