@@ -73,7 +73,7 @@ def host_context(settings: TLSSettings, materials: Materials, host: VirtualHost 
 @dataclass
 class Contexts:
     """A generation's TLS contexts: each TLS listener's default context, and the warnings about
-    the certificates (the error log's at a start, -t's)."""
+    its certificates (each generation logs them, -t prints them)."""
 
     by_listen: dict[Listen, HostContext] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -105,15 +105,15 @@ def listener_contexts(config: ServerConfig, now: datetime.datetime | None = None
             continue
         hosts = config.hosts_on(listen)
         for host in hosts:
-            if id(host) not in by_host:
-                by_host[id(host)] = host_context(host.tls, materials(host.tls), host)
-                named(host.tls, host.server_name, host.tls.sources.get("certificate_file", host.source))
+            named(host.tls, host.server_name, host.tls.sources.get("certificate_file", host.source))
         if not hosts:
             named(settings, canonical_name(config.server_name or ""), settings.sources.get("certificate_file", ""))
-        default_host = hosts[0] if hosts else None
-        default = host_context(settings, materials(settings), default_host)
-        ask_ip = not listen.host and any(address.host for host in hosts for address in host.addresses)
-        if len(hosts) > 1:
+        default = host_context(settings, materials(settings), hosts[0] if hosts else None)
+        if len(hosts) > 1:  # name-based hosts: SNI chooses among their contexts
+            for host in hosts:
+                if id(host) not in by_host:
+                    by_host[id(host)] = host_context(host.tls, materials(host.tls), host)
+            ask_ip = not listen.host and any(address.host for host in hosts for address in host.addresses)
             default.sni_callback = sni_callback(hosts, by_host, listen, ask_ip)
         made.by_listen[listen] = default
     return made
