@@ -227,12 +227,13 @@ def check(config: ServerConfig) -> int:
     host resolves, each TLS host's certificate and key (tlscheck.py), the modules compile and
     export their entry points. Reports every problem."""
     problems: list[str] = []
+    warnings = list(config.warnings)
     try:
-        tls_contexts(config)  # its warnings join the config's
+        warnings += tls_contexts(config).warnings
     except StartupError as e:
         problems.append(str(e))
     root_warning = privileges.root_warning(config.user)
-    warnings = config.warnings + ([root_warning] if root_warning else [])
+    warnings += [root_warning] if root_warning else []
     for listen in config.listens:
         try:
             resolve(listen)

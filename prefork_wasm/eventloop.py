@@ -53,7 +53,7 @@ from .logs import ErrorLog
 from .relief import Relief
 from .scoreboard import GRACEFUL, HAND_OVER, SERVE, Slot
 from .scoreboard import WAITING as IDLE_WORKER
-from .tlsio import HandshakeFailed, PlainHTTP
+from .tlsio import HandshakeFailed, PlainHTTP, record_server_names
 
 # A connection being served is in none of held.STATE_NAMES: the worker's own state shows it.
 SERVING = len(STATE_NAMES)
@@ -142,6 +142,9 @@ class EventLoop:
         self._published = [0] * SERVING
         self._own_limit = descriptors.connection_share(RESERVED_DESCRIPTORS)
         self._relief = Relief(self._relieve, error_log.error)
+        for listener in listeners:
+            if listener.tls is not None:
+                record_server_names(listener.tls)
 
     # ---------------------------------------------------------------- the loop
 

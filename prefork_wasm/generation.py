@@ -115,13 +115,11 @@ def open_logs(config: ServerConfig) -> tuple[ErrorLog, list[AccessLog]]:
 
 def tls_contexts(config: ServerConfig) -> Contexts:
     """The generation's TLS contexts, its certificates and keys read now (by the master, before
-    any worker drops privileges), with their warnings added to the config's; StartupError."""
+    any worker drops privileges); StartupError."""
     try:
-        contexts = listener_contexts(config)
+        return listener_contexts(config)
     except CertificateError as e:
         raise StartupError(str(e)) from None
-    config.warnings += contexts.warnings
-    return contexts
 
 
 def close_all(error_log: ErrorLog, access_logs: list[AccessLog], sockets: Iterable[socket.socket]) -> None:
@@ -261,7 +259,11 @@ class NextGeneration:
     requested: float = field(default_factory=time.monotonic)
 
     def announce(self, print_urls: bool) -> None:
-        """Log the listeners this generation added (all of them at start-up)."""
+        """Log what the certificates of this generation are warned about (at every start and
+        restart: a renewal that did not happen shows), and the listeners it added (all of them
+        at start-up)."""
+        for warning in self.tls.warnings:
+            self.error_log.warn(warning, "ssl")
         for listen in self.fresh:
             passed = self.adopted.get(listen)
             url = f"{'https' if listen in self.tls.by_listen else 'http'}://{listen}/"

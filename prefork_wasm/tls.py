@@ -20,13 +20,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from .config import Listen, ServerConfig, TLSSettings, VirtualHost
+from .config import Listen, ServerConfig, TLSSettings, VirtualHost, canonical_name
 from .router import select_host
-from .tlscheck import CertificateError, Materials, certificate_warnings, located, read_materials
+from .tlscheck import CertificateError, Materials, certificate_warnings, located, names_problem, read_materials
 
-# The attribute the SNI callback leaves on the connection's ssl object: the name the client
-# sent ('' for none), mod_ssl's SSL_TLS_SNI. Read it with `indicated_name`.
-_SNI_ATTRIBUTE = "prefork_wasm_sni"
 _VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 
 
@@ -39,12 +36,6 @@ class HostContext(ssl.SSLContext):
     server_vars: dict[str, str]
     settings: TLSSettings
     host: VirtualHost | None  # None: the main server
-
-
-def indicated_name(sslobj: ssl.SSLSocket | ssl.SSLObject) -> str:
-    """The server name the client sent by SNI in this connection's handshake ('' for none)."""
-    name: str = getattr(sslobj, _SNI_ATTRIBUTE, "")
-    return name
 
 
 def host_context(settings: TLSSettings, materials: Materials, host: VirtualHost | None) -> HostContext:
@@ -82,7 +73,7 @@ def host_context(settings: TLSSettings, materials: Materials, host: VirtualHost 
 @dataclass
 class Contexts:
     """A generation's TLS contexts: each TLS listener's default context, and the warnings about
-    the certificates (the error log's at a start, -t's)."""
+    its certificates (each generation logs them, -t prints them)."""
 
     by_listen: dict[Listen, HostContext] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -102,6 +93,11 @@ def listener_contexts(config: ServerConfig, now: datetime.datetime | None = None
             made.warnings += certificate_warnings(settings, read[key], now)
         return read[key]
 
+    def named(settings: TLSSettings, name: str, where: str) -> None:
+        problem = names_problem(materials(settings).chain[0], name) if name else None
+        if problem and located(where, problem) not in made.warnings:
+            made.warnings.append(located(where, problem))
+
     by_host: dict[int, HostContext] = {}
     for listen in config.listens:
         settings = config.tls_on(listen)
@@ -109,12 +105,16 @@ def listener_contexts(config: ServerConfig, now: datetime.datetime | None = None
             continue
         hosts = config.hosts_on(listen)
         for host in hosts:
-            if id(host) not in by_host:
-                by_host[id(host)] = host_context(host.tls, materials(host.tls), host)
-        default_host = hosts[0] if hosts else None
-        default = host_context(settings, materials(settings), default_host)
-        ask_ip = not listen.host and any(address.host for host in hosts for address in host.addresses)
-        default.sni_callback = sni_callback(hosts, by_host, listen, ask_ip)
+            named(host.tls, host.server_name, host.tls.sources.get("certificate_file", host.source))
+        if not hosts:
+            named(settings, canonical_name(config.server_name or ""), settings.sources.get("certificate_file", ""))
+        default = host_context(settings, materials(settings), hosts[0] if hosts else None)
+        if len(hosts) > 1:  # name-based hosts: SNI chooses among their contexts
+            for host in hosts:
+                if id(host) not in by_host:
+                    by_host[id(host)] = host_context(host.tls, materials(host.tls), host)
+            ask_ip = not listen.host and any(address.host for host in hosts for address in host.addresses)
+            default.sni_callback = sni_callback(hosts, by_host, listen, ask_ip)
         made.by_listen[listen] = default
     return made
 
@@ -129,8 +129,7 @@ def sni_callback(
 
     def callback(sslobj: Any, server_name: str | None, context: ssl.SSLContext) -> None:
         name = (server_name or "").rstrip(".").lower()
-        setattr(sslobj, _SNI_ATTRIBUTE, server_name or "")
-        if not name or len(hosts) < 2:
+        if not name:
             return
         ip = listen.host
         if ask_ip and hasattr(sslobj, "getsockname"):

@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.x509.oid import NameOID
 
 from .config import TLSSettings
 
@@ -187,6 +188,25 @@ def expiry(cert: x509.Certificate, now: datetime.datetime) -> list[str]:
             f"and reload (prefork-wasm -k graceful)"
         ]
     return []
+
+
+def names_problem(cert: x509.Certificate, server_name: str) -> str | None:
+    """Apache's AH01909: a warning when the certificate does not name the host's ServerName (its
+    DNS subject alternative names, a '*.' one covering one label; else its common name)."""
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName
+        )
+    except x509.ExtensionNotFound:
+        names = [str(attribute.value) for attribute in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    wanted = server_name.lower()
+    for name in (name.lower() for name in names):
+        if name == wanted or (name.startswith("*.") and wanted.partition(".")[2] == name[2:]):
+            return None
+    return (
+        f"the certificate does not name this host's ServerName {server_name} (it names "
+        f"{', '.join(names) or 'nothing'}): clients that check it will refuse the connection (AH01909)"
+    )
 
 
 def others_may_read(path: Path) -> str | None:

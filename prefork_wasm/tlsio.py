@@ -20,7 +20,6 @@ from typing import Any
 
 from .http1 import framed_head
 from .messages import Response, TLSInfo
-from .tls import indicated_name
 
 # A TLS record's first byte when it carries a handshake message (the ClientHello).
 HANDSHAKE_RECORD = 0x16
@@ -50,6 +49,7 @@ class TLSSocket(ssl.SSLSocket):
     """An SSLSocket that reads and writes as a non-blocking plain socket does (see above)."""
 
     wants: int = 0  # what the last would-block waits for (POLLIN, POLLOUT), 0 once waited for
+    server_name_sent: str = ""  # the SNI name, noted by record_server_names' callback
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
         try:
@@ -151,7 +151,24 @@ def info(sock: TLSSocket) -> TLSInfo:
     """What the handshake settled, for the requests of the connection."""
     cipher = sock.cipher()
     name, _, bits = cipher if cipher is not None else ("", "", 0)
-    return TLSInfo(sock.version() or "", name, bits, indicated_name(sock), bool(sock.session_reused), sock.context)
+    return TLSInfo(sock.version() or "", name, bits, sock.server_name_sent, bool(sock.session_reused), sock.context)
+
+
+def record_server_names(context: ssl.SSLContext) -> None:
+    """Make `context` note the SNI name a client sends on its socket (`server_name_sent`), for
+    SSL_TLS_SNI and the Host check: the server side of Python's ssl has no getter for it. The
+    context's own callback (tls.py's, which picks the named host's context) is still called."""
+    chosen = context.sni_callback
+    if getattr(chosen, "records_server_name", False):
+        return
+
+    def callback(sock: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> int | None:
+        if isinstance(sock, TLSSocket):
+            sock.server_name_sent = name or ""
+        return chosen(sock, name, context) if chosen is not None else None  # type: ignore[arg-type]
+
+    callback.records_server_name = True  # type: ignore[attr-defined]
+    context.sni_callback = callback
 
 
 def plain_http_answer() -> bytes:

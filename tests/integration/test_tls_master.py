@@ -6,13 +6,15 @@ old generation serves on (as a broken module is)."""
 from __future__ import annotations
 
 import shutil
+import socket
+import ssl
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import trustme
 
-from harness import HELLO, Server, free_port
+from harness import HELLO, Server, free_port, wait_for
 from tlscerts import write_leaf
 
 
@@ -32,6 +34,18 @@ Listen 127.0.0.1:{port} https
     SSLCertificateKeyFile {key}
 </VirtualHost>
 """
+
+
+def presented(port: int, ca: trustme.CA) -> bytes:
+    """The certificate a new TLS connection to `port` gets (DER), the client trusting `ca`."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, context.wrap_socket(
+        raw, server_hostname="a.test"
+    ) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
 
 
 def key_line(server: Server) -> int:
@@ -72,8 +86,10 @@ def test_a_restart_reads_the_certificates_anew_and_refuses_a_mismatched_key(
 ) -> None:
     ca = trustme.CA()
     cert, key = write_leaf(ca, tmp_path, "a.test")
-    server = make_server(HELLO + tls_host(free_port(), cert, key))
+    port = free_port()
+    server = make_server(HELLO + tls_host(port, cert, key))
     assert "listening on https://127.0.0.1:" in server.log()
+    first = presented(port, ca)
     # A renewed certificate and key: the graceful restart takes them.
     renewed = tmp_path / "renewed"
     renewed.mkdir()
@@ -83,6 +99,11 @@ def test_a_restart_reads_the_certificates_anew_and_refuses_a_mismatched_key(
     result = run(server, "-k", "graceful")
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     assert "generation 1 configured" in server.log()
+    # Each generation says what its certificates are warned about (trustme's CA is no system CA).
+    assert server.log().count("[ssl:warn]") == 2 and "the chain is incomplete" in server.log()
+    # New connections get the renewed certificate (polled: an old worker that has not yet seen
+    # its signal may take one more connection).
+    renewed_der = wait_for(lambda: (der := presented(port, ca)) != first and der, what="the renewed certificate")
     # A certificate replaced without its key: refused, generation 1 serves on.
     _, stray_key = write_leaf(ca, renewed, "b.test")
     shutil.copy(stray_key, key)
@@ -91,3 +112,4 @@ def test_a_restart_reads_the_certificates_anew_and_refuses_a_mismatched_key(
     assert "restart failed, generation 1 still serving:" in result.stderr
     assert f"{server.conf}:{key_line(server)}: SSLCertificateKeyFile: the key in {key} does not match" in result.stderr
     assert server.get("/hello")[0] == 200
+    assert presented(port, ca) == renewed_der
