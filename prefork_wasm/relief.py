@@ -147,11 +147,11 @@ class Relief:
 
     def _watch(self, run_delay: RunDelay) -> None:
         try:
-            self._look(run_delay)
+            self._loop(run_delay)
         finally:
             run_delay.close()
 
-    def _look(self, run_delay: RunDelay) -> None:
+    def _loop(self, run_delay: RunDelay) -> None:
         seen, busy_at = self._runs, time.monotonic()
         done_with = 0  # the run whose connections are all handed off
         run, delay_before = 0, 0.0  # the run last seen, and the main thread's run delay at the look before it
@@ -163,7 +163,7 @@ class Relief:
             started: float | None = None
             held_up, done = 0.0, False
             if serving is not None:
-                if serving[0] != run:  # it began after the last look: what held the thread up since counts
+                if serving[0] != run:  # first seen: its wait for a CPU counts from the look before (a bit early)
                     run, delay_before = serving[0], last_delay
                 started, held_up, done = serving[1], delay - delay_before, serving[0] == done_with
             if serving is not None and due(now, started, held_up, done):
