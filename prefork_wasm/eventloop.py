@@ -372,13 +372,12 @@ class EventLoop:
             else:
                 self._close(held, now)
 
-    def _relieve(self) -> bool:
+    def _relieve(self, idle_too: bool) -> bool:
         """In the relief thread, under its lock, while the main thread serves a long request:
-        hand the other connections that can change process to the hand-over socket, without
-        waiting for room. Each look sends every one whose request has come (waiting, or bytes
-        arrived: epoll says so), one per message so that each goes to its own idle worker, and
-        one message of idle ones, so that a request that only seemed long (a busy machine)
-        moves few; True once none is left. Not while the worker leaves or drains: the workers
+        hand the other connections whose requests have come (waiting, or bytes arrived: epoll
+        says so) to the hand-over socket, one per message so that each goes to its own idle
+        worker, without waiting for room; with `idle_too`, one message of idle ones as well.
+        True once none is left to hand off. Not while the worker leaves or drains: the workers
         that could adopt them are leaving too."""
         if self.draining or self.leaving() != SERVE:
             return True
@@ -389,13 +388,13 @@ class EventLoop:
             *(held for held in arrived if held is not None and held.state in (READING, KEEPALIVE) and held.portable),
         ]
         now = time.monotonic()
-        if self._send_away(urgent, now, 1) == len(urgent):
+        if self._send_away(urgent, now, 1) == len(urgent) and idle_too:
             rest = (held for held in conns.values() if held.state in (READING, KEEPALIVE) and held.portable)
             self._send_away(list(itertools.islice(rest, handover.PER_MESSAGE)), now, handover.PER_MESSAGE)
-        self._ready = deque(held for held in self._ready if conns.get(held.fd) is held)
-        counts = self._counts
-        self.slot.held[:] = self._published = counts[:SERVING]
-        return not any(held.portable and held.state in MOVABLE for held in conns.values())
+        if urgent or idle_too:
+            self._ready = deque(held for held in self._ready if conns.get(held.fd) is held)
+            self.slot.held[:] = self._published = self._counts[:SERVING]
+        return idle_too and not any(held.portable and held.state in MOVABLE for held in conns.values())
 
     # ---------------------------------------------------------------- accepting
 

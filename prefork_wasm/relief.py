@@ -4,11 +4,12 @@ A worker serves one request at a time, so a request that arrives on another conn
 waits for the running one; and should the worker be killed (SIGKILL: by hand, the OOM killer,
 the master for a hard memory limit or a stalled heartbeat), every connection it holds dies with
 it. Once the running request has lasted THRESHOLD (besides the time the scheduler kept it from a
-CPU), a second thread of the worker hands the other connections it holds that can change process
-to the hand-over socket (handover.py), as a leaving worker does, a look every RETRY until none is
-left (the event loop's `_relieve` says which go first): idle workers adopt them at once, and
-those no worker takes yet wait in the socket, their descriptors held by the kernel, which a
-killed sender does not take with it. The worker then loses at most the request it runs.
+CPU), a second thread of the worker looks every RETRY at the other connections it holds: those
+whose requests have come go to the hand-over socket (handover.py), as a leaving worker's do, and
+after IDLE_AFTER the idle ones too, until none is left (the event loop's `_relieve`). Idle
+workers adopt them at once; those no worker takes yet wait in the socket, their descriptors held
+by the kernel, which a killed sender does not take with it. The worker then loses at most the
+request it runs, and nothing at all once IDLE_AFTER has passed.
 
 The protocol between the two threads (the event loop's structures belong to the main thread,
 which does not touch them while `connection.serve` runs):
@@ -26,22 +27,29 @@ import threading
 import time
 from collections.abc import Callable
 
-# How long a request runs before the worker's other connections are handed off. A hand-off
-# costs the adopting worker about as much CPU as a quick request, and a moved connection does
-# not come back, so quick requests (well under a millisecond) must stay far under it; a client
-# whose request waits behind a guest this slow barely notices the wait, and a worker killed in
-# it loses nothing else. Time the main thread spent runnable but waiting for a CPU does not
-# count (`held_up`): on a busy machine the scheduler holds quick requests up longer than this,
-# and each would otherwise move every connection of its worker.
+# How long a request runs before the requests already sent on the worker's other connections are
+# handed off, and after it, at each look, those that arrive. A hand-off costs the adopting worker
+# about as much CPU as a quick request, and a moved connection does not come back, so quick
+# requests (well under a millisecond) must stay far under it; a client whose request waits
+# behind a guest this slow barely notices the wait. Time the main thread spent runnable but
+# waiting for a CPU does not count (`held_up`): on a busy machine the scheduler holds quick
+# requests up longer than this.
 THRESHOLD = 0.02
-# While connections are left to hand off (the socket full, or more than a look sends), the
-# thread looks again this often.
+# How long a request runs before the worker's idle connections go too (a message of them per
+# look), so that whatever comes later cannot be lost with the worker. Not at THRESHOLD: a worker
+# whose idle connections went away comes back holding few, and the balance then has it take
+# new connections alone until it holds as many as its peers (a burst of hundreds waits on one
+# worker); a request this long is rare, and a kill in it (a stuck guest, a memory limit) likelier.
+IDLE_AFTER = 0.5
+# While a long request runs and something is left to hand off, the thread looks this often.
 RETRY = 0.005
 # The thread blocks once no request has begun for this long: an idle worker costs nothing,
 # and a busy one does not wake it for every request.
 LINGER = 0.25
 
-HandOff = Callable[[], bool]  # hands off what it can; True once nothing is left to hand off
+# Hands off what has a request (and idle connections too when told so); True once nothing is
+# left to hand off.
+HandOff = Callable[[bool], bool]
 
 
 def next_look(now: float, started: float | None, held_up: float, done: bool) -> float:
@@ -60,6 +68,11 @@ def due(now: float, started: float | None, held_up: float, done: bool) -> bool:
     """Whether to hand off now: a request runs, has reached THRESHOLD (not counting the time it
     was `held_up` by the scheduler), and something may be left."""
     return started is not None and not done and now - started - held_up >= THRESHOLD
+
+
+def idle_too(now: float, started: float, held_up: float) -> bool:
+    """Whether the running request is long enough (IDLE_AFTER) for idle connections to go too."""
+    return now - started - held_up >= IDLE_AFTER
 
 
 class RunDelay:
@@ -125,20 +138,20 @@ class Relief:
         with self._lock:
             self._serving = None
 
-    def _try_hand_off(self) -> bool:
+    def _try_hand_off(self, idle: bool) -> bool:
         try:
-            return self._hand_off()
+            return self._hand_off(idle)
         except Exception as e:  # what is left stays with the worker; the thread goes on for the next run
             self._error(f"worker {os.getpid()}: handing its other connections off failed: {e!r}")
             return True
 
     def _watch(self, run_delay: RunDelay) -> None:
         try:
-            self._look(run_delay)
+            self._loop(run_delay)
         finally:
             run_delay.close()
 
-    def _look(self, run_delay: RunDelay) -> None:
+    def _loop(self, run_delay: RunDelay) -> None:
         seen, busy_at = self._runs, time.monotonic()
         done_with = 0  # the run whose connections are all handed off
         run, delay_before = 0, 0.0  # the run last seen, and the main thread's run delay at the look before it
@@ -150,12 +163,13 @@ class Relief:
             started: float | None = None
             held_up, done = 0.0, False
             if serving is not None:
-                if serving[0] != run:  # it began after the last look: what held the thread up since counts
+                if serving[0] != run:  # first seen: its wait for a CPU counts from the look before (a bit early)
                     run, delay_before = serving[0], last_delay
                 started, held_up, done = serving[1], delay - delay_before, serving[0] == done_with
             if serving is not None and due(now, started, held_up, done):
+                idle = idle_too(now, serving[1], held_up)
                 with self._lock:
-                    if self._serving is serving and self._try_hand_off():
+                    if self._serving is serving and self._try_hand_off(idle):
                         done_with = serving[0]
                 done = serving[0] == done_with
                 now = time.monotonic()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness import HOST, wait_for
+from prefork_wasm import relief
 from prefork_wasm.handover import PER_MESSAGE
 from prefork_wasm.http1 import Limits
 from prefork_wasm.messages import Request, Response
@@ -216,31 +217,38 @@ def test_max_connections_per_child_hands_over_and_leaves() -> None:
     assert len(site.paths) + len(replacement.paths) == 3 and replacement.paths
 
 
-def test_a_worker_in_a_slow_request_hands_its_other_connections_to_an_idle_worker() -> None:
+def test_a_worker_in_a_slow_request_hands_off_the_requests_that_come_and_keeps_idle_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """relief.py: a kept-alive connection and one with half a head, held by a worker that runs a
-    slow request, have their next requests answered by another worker meanwhile."""
+    slow request, have their next requests answered by another worker meanwhile; an idle one
+    stays (until relief.IDLE_AFTER, here never)."""
+    monkeypatch.setattr(relief, "IDLE_AFTER", float("inf"))
     busy, idle = Site(slow=3.0), Site()
     with Serving(busy, busy, LIMITS) as server:
         with Serving(idle, idle, LIMITS, hand_over=server.hand_over):
-            slow, kept, reading = connect(server.port), connect(server.port), connect(server.port)
-            kept.sendall(REQUEST)
-            assert answer(kept).startswith(b"HTTP/1.1 200 ")
+            slow, kept, reading, quiet = (connect(server.port) for _ in range(4))
+            for client in (kept, quiet):
+                client.sendall(REQUEST)
+                assert answer(client).startswith(b"HTTP/1.1 200 ")
             reading.sendall(REQUEST[:12])
-            wait_for(lambda: list(server.slot.held) == [2, 1, 0, 0, 0], what="two reading, one kept alive")
+            wait_for(lambda: list(server.slot.held) == [2, 2, 0, 0, 0], what="two reading, two kept alive")
             start = time.monotonic()
             slow.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
             wait_for(busy.slow_begun.is_set, what="the slow request running")
-            wait_for(lambda: list(server.slot.held) == [0, 0, 0, 0, 0], what="the busy worker holding no other")
             kept.sendall(REQUEST)
             reading.sendall(REQUEST[12:])
             assert answer(kept).startswith(b"HTTP/1.1 200 ")
             assert answer(reading).startswith(b"HTTP/1.1 200 ")
             assert time.monotonic() - start < busy.slow  # answered while the slow one still ran
+            wait_for(lambda: list(server.slot.held) == [0, 1, 0, 0, 0], what="the idle one still held")
+            quiet.sendall(REQUEST)  # ... and is handed off once its request comes
+            assert answer(quiet).startswith(b"HTTP/1.1 200 ")
             assert answer(slow).startswith(b"HTTP/1.1 200 ")
-            for client in (slow, kept, reading):
+            for client in (slow, kept, reading, quiet):
                 client.close()
-    assert busy.paths == ["/hello", "/slow"]
-    assert idle.paths == ["/hello", "/hello"]
+    assert busy.paths == ["/hello", "/hello", "/slow"]
+    assert idle.paths == ["/hello", "/hello", "/hello"]
 
 
 def test_a_slow_request_has_every_connection_of_its_worker_handed_off_a_message_at_a_time() -> None:

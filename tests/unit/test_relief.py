@@ -11,7 +11,7 @@ import time
 import pytest
 
 from harness import wait_for
-from prefork_wasm.relief import LINGER, RETRY, THRESHOLD, Relief, RunDelay, due, next_look
+from prefork_wasm.relief import IDLE_AFTER, LINGER, RETRY, THRESHOLD, Relief, RunDelay, due, idle_too, next_look
 
 
 def test_a_running_request_is_looked_at_when_it_reaches_the_threshold() -> None:
@@ -51,17 +51,19 @@ class Main:
 
     def __init__(self, left: int = 1) -> None:
         self.serving = False
-        self.left = left  # hand-offs needed before nothing is left (a full socket takes several)
-        self.calls: list[float] = []
+        self.left = left  # hand-offs of idle connections before none is left (a full socket takes several)
+        self.calls: list[tuple[float, bool]] = []  # when, and whether idle connections were to go too
         self.outside: list[float] = []  # hand-offs while the main thread was not serving: none allowed
         self.errors: list[str] = []
 
-    def hand_off(self) -> bool:
-        self.calls.append(time.monotonic())
+    def hand_off(self, idle: bool) -> bool:
+        now = time.monotonic()
+        self.calls.append((now, idle))
         if not self.serving:
-            self.outside.append(self.calls[-1])
+            self.outside.append(now)
         time.sleep(0.002)  # a hand-off takes a while: `end` must wait for it
-        self.left -= 1
+        if idle:
+            self.left -= 1
         return self.left <= 0
 
     def run(self, relief: Relief, seconds: float) -> float:
@@ -75,19 +77,34 @@ class Main:
         return started
 
 
-def test_a_long_request_has_the_rest_handed_off_once_and_quick_ones_never_outside_serve() -> None:
+def test_a_long_request_has_requests_handed_off_at_each_look_and_idle_connections_later() -> None:
     main = Main()
     relief = Relief(main.hand_off, main.errors.append)
     relief.start()
     try:
         for _ in range(200):
             main.run(relief, 0.0)  # quick requests, one after another
-        started = main.run(relief, 6 * THRESHOLD)
+        started = time.monotonic()
+        main.serving = True
+        relief.begin(started)
+        wait_for(lambda: main.left <= 0, what="the idle connections handed off")
+        time.sleep(3 * RETRY)  # nothing left: no more looks
+        relief.end()
+        main.serving = False
         assert main.outside == []
-        long_calls = [at for at in main.calls if at >= started]
-        assert len(long_calls) == 1 and long_calls[0] >= started + THRESHOLD
+        looks = [(at - started, idle) for at, idle in main.calls if at >= started]
+        assert looks[0][0] >= THRESHOLD
+        firsts = [idle for _, idle in looks].index(True)
+        assert firsts > 1  # before IDLE_AFTER, look after look: only what has a request
+        assert looks[firsts][0] >= IDLE_AFTER and len(looks) == firsts + 1  # then the idle ones: nothing is left
     finally:
         relief.stop()
+
+
+def test_a_quick_request_moves_nothing_and_a_long_one_only_what_has_a_request_before_idle_after() -> None:
+    assert not idle_too(100.0 + IDLE_AFTER / 2, 100.0, 0.0)
+    assert idle_too(100.0 + IDLE_AFTER + 1e-9, 100.0, 0.0)
+    assert not idle_too(100.0 + IDLE_AFTER + 0.1, 100.0, 0.2)  # held up by the scheduler
 
 
 def test_what_a_full_socket_kept_is_tried_again_until_none_is_left() -> None:
@@ -97,11 +114,11 @@ def test_what_a_full_socket_kept_is_tried_again_until_none_is_left() -> None:
     try:
         main.serving = True
         relief.begin(time.monotonic())
-        wait_for(lambda: main.left <= 0, what="three hand-offs")
+        wait_for(lambda: main.left <= 0, what="three hand-offs of idle connections")
         time.sleep(3 * RETRY)
         relief.end()
         main.serving = False
-        assert len(main.calls) == 3 and main.outside == []
+        assert [idle for _, idle in main.calls].count(True) == 3 and main.outside == []
     finally:
         relief.stop()
 
@@ -140,7 +157,7 @@ def test_the_thread_sleeps_when_the_worker_idles_and_a_request_wakes_it() -> Non
 def test_a_failing_hand_off_is_logged_once_per_run_and_the_thread_goes_on() -> None:
     main = Main()
 
-    def fails() -> bool:
+    def fails(idle: bool) -> bool:
         raise OSError("broken")
 
     relief = Relief(fails, main.errors.append)
