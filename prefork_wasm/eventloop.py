@@ -5,8 +5,10 @@ A connection costs the worker nothing until a request head is complete on it: ne
 kept-alive ones between requests and trickling ones wait in epoll, each under its deadline
 (RequestReadTimeout's header phase, KeepAliveTimeout), as Apache's event MPM holds them in its
 listener thread. A connection whose head is complete joins the ready queue and is served in
-turn (`connection.serve`: its body, the guest, the response). docs/architecture.md says why
-each worker holds its own connections rather than one process holding them for all.
+turn (`connection.serve`: its body, the guest, the response); while a request runs long, the
+relief thread (relief.py) hands the requests that come on the others to idle workers, and then
+the others themselves. docs/architecture.md says why each worker holds its own connections
+rather than one process holding them for all.
 
 Leaving (scoreboard.HAND_OVER: a restart, recycling) passes every connection not being served
 to the workers that stay or follow (handover.py); draining (scoreboard.DRAIN: a graceful stop)
