@@ -117,6 +117,11 @@ class EventLoop:
         self.error_log = error_log
         self.title = title
         self.draining = False  # serving what is left with Connection: close, accepting nothing
+        # A graceful stop (no worker follows): before it exits, a worker that holds nothing more
+        # takes what still waits in the hand-over socket (a relieved worker's connections, handed
+        # off while no worker was idle) and serves it with Connection: close, so that the last to
+        # exit leaves nothing there.
+        self._last_out = False
         self.accepted = 0
         self.recycled = False  # left for MaxConnectionsPerChild
         self._epoll = select.epoll()
@@ -156,7 +161,7 @@ class EventLoop:
                 how, self.recycled = HAND_OVER, True
             if how != SERVE and not self.draining:
                 self._leave(how)
-            if self.draining and not self._conns:
+            if self.draining and not self._conns and not (self._last_out and self._receive(time.monotonic())):
                 return
             now = time.monotonic()
             if not self._listening and not self.draining and now >= self._recheck_at:
@@ -418,7 +423,12 @@ class EventLoop:
         if self._verdict(now) not in (Accept.YES, Accept.MAKE_ROOM):
             self._listen(False)
             return
-        for parcel, sock in handover.receive(self.receive_end):
+        self._receive(now)
+
+    def _receive(self, now: float) -> bool:
+        """Hold the connections of one message in the hand-over socket; False when none waits."""
+        arrived = handover.receive(self.receive_end)
+        for parcel, sock in arrived:
             try:
                 held = Held.adopted(parcel, sock, self.limits, now)
             except Exception as e:  # a parcel this worker cannot read: a bug, but not the worker's end
@@ -426,6 +436,7 @@ class EventLoop:
                 sock.close()
                 continue
             self._hold(held)
+        return bool(arrived)
 
     def _leave(self, how: bytes) -> None:
         """Stop accepting; hand over what is not being served (HAND_OVER); serve the rest with
@@ -440,6 +451,8 @@ class EventLoop:
         self.title("graceful")
         if how == HAND_OVER:
             self._hand_over()
+        else:
+            self._last_out = True
 
     def _hand_over(self) -> None:
         leaving = [held for held in self._conns.values() if held.state in MOVABLE]
