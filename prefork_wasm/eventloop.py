@@ -5,8 +5,10 @@ A connection costs the worker nothing until a request head is complete on it: ne
 kept-alive ones between requests and trickling ones wait in epoll, each under its deadline
 (RequestReadTimeout's header phase, KeepAliveTimeout), as Apache's event MPM holds them in its
 listener thread. A connection whose head is complete joins the ready queue and is served in
-turn (`connection.serve`: its body, the guest, the response). docs/architecture.md says why
-each worker holds its own connections rather than one process holding them for all.
+turn (`connection.serve`: its body, the guest, the response); while a request runs long, the
+relief thread (relief.py) hands the requests that come on the others to idle workers, and then
+the others themselves. docs/architecture.md says why each worker holds its own connections
+rather than one process holding them for all.
 
 On a TLS port a connection is held from its accept through its handshake (HANDSHAKE), each
 step driven by an epoll event, under RequestReadTimeout's handshake phase; it waits as any
@@ -126,6 +128,11 @@ class EventLoop:
         self.error_log = error_log
         self.title = title
         self.draining = False  # serving what is left with Connection: close, accepting nothing
+        # A graceful stop (no worker follows): before it exits, a worker that holds nothing more
+        # takes what still waits in the hand-over socket (a relieved worker's connections, handed
+        # off while no worker was idle) and serves it with Connection: close, so that the last to
+        # exit leaves nothing there.
+        self._last_out = False
         self.accepted = 0
         self.recycled = False  # left for MaxConnectionsPerChild
         self._epoll = select.epoll()
@@ -168,7 +175,7 @@ class EventLoop:
                 how, self.recycled = HAND_OVER, True
             if how != SERVE and not self.draining:
                 self._leave(how)
-            if self.draining and not self._conns:
+            if self.draining and not self._conns and not (self._last_out and self._receive(time.monotonic())):
                 return
             now = time.monotonic()
             if not self._listening and not self.draining and now >= self._recheck_at:
@@ -483,7 +490,12 @@ class EventLoop:
         if self._verdict(now) not in (Accept.YES, Accept.MAKE_ROOM):
             self._listen(False)
             return
-        for parcel, sock in handover.receive(self.receive_end):
+        self._receive(now)
+
+    def _receive(self, now: float) -> bool:
+        """Hold the connections of one message in the hand-over socket; False when none waits."""
+        arrived = handover.receive(self.receive_end)
+        for parcel, sock in arrived:
             try:
                 held = Held.adopted(parcel, sock, self.limits, now)
             except Exception as e:  # a parcel this worker cannot read: a bug, but not the worker's end
@@ -491,6 +503,7 @@ class EventLoop:
                 sock.close()
                 continue
             self._hold(held)
+        return bool(arrived)
 
     def _leave(self, how: bytes) -> None:
         """Stop accepting; hand over what is not being served (HAND_OVER); serve the rest with
@@ -511,6 +524,8 @@ class EventLoop:
                 if held.until > latest:
                     held.until = latest
                     self._deadlines.set(held, latest)
+        else:
+            self._last_out = True
 
     def _hand_over(self) -> None:
         leaving = [held for held in self._conns.values() if held.state in MOVABLE and held.portable]

@@ -198,6 +198,39 @@ def test_a_draining_worker_serves_each_connections_next_request_with_close_then_
         assert not leaving.is_alive()
 
 
+def test_a_worker_that_stops_gracefully_serves_what_waits_in_the_hand_over_socket_before_it_exits() -> None:
+    """A connection a relieved worker handed off while no worker was idle, still in the socket
+    when a graceful stop begins: no worker follows to adopt it, so a stopping worker does."""
+    from prefork_wasm import handover
+    from prefork_wasm.connection import Held
+
+    site = Site()
+    with Serving(site, site, LIMITS) as server:
+        site.drains = lambda: server.loop.draining
+        kept = connect(server.port)  # keeps the stopping worker busy until its KeepAliveTimeout
+        kept.sendall(REQUEST)
+        assert answer(kept).startswith(b"HTTP/1.1 200 ")
+        leaving = threading.Thread(target=server.leave)
+        leaving.start()
+        wait_for(lambda: server.loop.draining, what="the loop draining")
+        with socket.create_server((HOST, 0)) as elsewhere:
+            stranded = connect(elsewhere.getsockname()[1])
+            accepted, peer = elsewhere.accept()
+        held = Held(accepted, peer[:2], server.port, "", LIMITS)
+        held.start(time.monotonic())
+        sent = handover.send(server.hand_over[0], [held.parcel()], [held.fd], time.monotonic() + 1)
+        held.end()
+        assert sent == 1
+        stranded.sendall(REQUEST)
+        data, _ = closed_after(stranded)
+        assert data.startswith(b"HTTP/1.1 200 ") and b"Connection: close\r\n" in data
+        leaving.join(10)
+        assert not leaving.is_alive()
+        for client in (kept, stranded):
+            client.close()
+    assert site.paths == ["/hello", "/hello"]
+
+
 def test_max_connections_per_child_hands_over_and_leaves() -> None:
     site, replacement = Site(), Site()
     with Serving(site, site, LIMITS, max_connections=2) as server:
