@@ -15,6 +15,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from harness import HOST
@@ -24,7 +25,36 @@ from prefork_wasm.eventloop import EventLoop, Listener
 from prefork_wasm.held import Peer
 from prefork_wasm.http1 import Limits
 from prefork_wasm.logs import ErrorLog, LogFile
+from prefork_wasm.messages import Request, Response
 from prefork_wasm.scoreboard import DRAIN, SERVE, Slot
+
+
+@dataclass(frozen=True)
+class Decision:
+    body_limit: int = 0
+
+
+class PathSite:
+    """A site and the worker it runs in, for event-loop tests: answers 200 with the request's
+    path; `drains` says whether the worker drains (its loop then closes connections)."""
+
+    def __init__(self) -> None:
+        self.drains: Callable[[], bool] = lambda: False
+
+    def new_request_id(self) -> str:
+        return "id"
+
+    def draining(self) -> bool:
+        return self.drains()
+
+    def route(self, request: Request) -> Decision:
+        return Decision()
+
+    def respond(self, request: Request, decision: Decision, give_up: Callable[[Response], None]) -> Response:
+        return Response(200, body=request.path.encode())
+
+    def finished(self, request: Request, decision: Decision, response: Response, sent: int) -> None:
+        pass
 
 
 class Serving:

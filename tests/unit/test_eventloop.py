@@ -22,7 +22,7 @@ from prefork_wasm.http1 import Limits
 from prefork_wasm.messages import Request, Response
 from prefork_wasm.reqtimeout import ReadTimeout
 from prefork_wasm.scoreboard import HAND_OVER
-from serving import Serving
+from serving import Decision, PathSite, Serving
 
 LIMITS = Limits(
     timeout=5, keep_alive=True, keep_alive_timeout=0.5, max_keep_alive_requests=0,
@@ -31,36 +31,22 @@ LIMITS = Limits(
 REQUEST = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-@dataclasses.dataclass(frozen=True)
-class Decision:
-    body_limit: int = 0
-
-
-class Site:
-    """A site and worker that answer 200 with the path (after `slow` seconds for /slow) and
-    record which requests they answered."""
+class Site(PathSite):
+    """Answers 200 with the path (after `slow` seconds for /slow) and records which requests
+    it answered."""
 
     def __init__(self, slow: float = 0.0) -> None:
+        super().__init__()
         self.slow = slow
         self.slow_begun = threading.Event()
         self.paths: list[str] = []
         self.lock = threading.Lock()
-        self.drains: Callable[[], bool] = lambda: False  # the worker's: its loop drains
-
-    def new_request_id(self) -> str:
-        return "id"
-
-    def draining(self) -> bool:
-        return self.drains()
-
-    def route(self, request: Request) -> Decision:
-        return Decision()
 
     def respond(self, request: Request, decision: Decision, give_up: Callable[[Response], None]) -> Response:
         if request.path == "/slow":
             self.slow_begun.set()
             time.sleep(self.slow)
-        return Response(200, body=request.path.encode())
+        return super().respond(request, decision, give_up)
 
     def finished(self, request: Request, decision: Decision, response: Response, sent: int) -> None:
         with self.lock:

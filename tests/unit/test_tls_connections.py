@@ -29,7 +29,7 @@ from prefork_wasm.reqtimeout import ReadTimeout
 from prefork_wasm.scoreboard import HAND_OVER
 from prefork_wasm.tls import HostContext, listener_contexts
 from prefork_wasm.tlsio import PLAIN_HTTP_REASON
-from serving import Serving
+from serving import Decision, PathSite, Serving
 from test_config import load, server_root  # noqa: F401 (autouse fixture "root")
 from tlscerts import write_leaf
 
@@ -41,28 +41,14 @@ LIMITS = Limits(
 BIG = 300_000
 
 
-@dataclasses.dataclass(frozen=True)
-class Decision:
-    body_limit: int = 0
-
-
-class Site:
-    """Answers with the path, records each request; /big answers BIG bytes, /file a file body,
-    /echo the request's body."""
+class Site(PathSite):
+    """Records each request; /big answers BIG bytes, /file a file body, /echo the request's
+    body, anything else its path."""
 
     def __init__(self, file: Path | None = None) -> None:
+        super().__init__()
         self.requests: list[Request] = []
         self.file = file
-        self.drains: Callable[[], bool] = lambda: False
-
-    def new_request_id(self) -> str:
-        return "id"
-
-    def draining(self) -> bool:
-        return self.drains()
-
-    def route(self, request: Request) -> Decision:
-        return Decision()
 
     def respond(self, request: Request, decision: Decision, give_up: Callable[[Response], None]) -> Response:
         self.requests.append(request)
@@ -74,10 +60,7 @@ class Site:
         if request.path == "/file" and self.file is not None:
             size = self.file.stat().st_size
             return Response(200, body=FileBody(open(self.file, "rb"), 0, size))  # noqa: SIM115 - closed when sent
-        return Response(200, body=request.path.encode())
-
-    def finished(self, request: Request, decision: Decision, response: Response, sent: int) -> None:
-        pass
+        return super().respond(request, decision, give_up)
 
 
 @dataclasses.dataclass
