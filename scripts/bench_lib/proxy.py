@@ -141,7 +141,8 @@ def run(run_dir: Path, rounds: int, seconds: float, workers: int = 4) -> dict[st
                              **measured(proc, lambda how=how, port=port: how(port))})
     for proc, _ in servers.values():
         proc.stop()
-    return {"runs": runs, "summary": summarize(runs), "module_bytes": PROXY.stat().st_size, "workers": workers}
+    return {"runs": runs, "summary": summarize(runs), "module_bytes": PROXY.stat().st_size, "workers": workers,
+            "rounds": rounds, "seconds": seconds}
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -167,7 +168,8 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [
         (f"`examples/wasm/proxy.wasm` ({res['module_bytes'] / 1048576:.1f} MiB, the Python proxy app) under "
          f"prefork-wasm ({res['workers']} workers) and under `wasmtime serve -Scli -O pooling-allocator`, "
-         "interleaved rounds, medians. CPU = the server's own CPU time per request."),
+         f"{res.get('rounds', '')} interleaved rounds of {res.get('seconds', 0):g} s, medians. CPU = the server's "
+         "own CPU time per request; other load = the share of the machine's CPU that other processes took."),
         "",
         "| case | server | req/s | p50 | CPU per request | other load |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
