@@ -103,16 +103,18 @@ class InstancePool:
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 HEAP_MMAP_FROM = 32 << 20  # glibc's largest: smaller blocks come from the heap
-HEAP_KEEP = 128 << 20  # free memory at the heap's top kept for reuse up to this size
+# Free memory at the heap's top kept for reuse, up to this much: a 16 KiB read or write takes
+# over a megabyte of values for a moment; the bound limits what a worker keeps after a guest
+# that moves much larger pieces at once.
+HEAP_KEEP = 32 << 20
 
 
 def keep_freed_heap() -> None:
     """Let the C allocator keep and reuse large freed blocks. wasmtime's C API converts a
-    list<u8> crossing a component boundary into a value per byte, megabytes of short-lived
-    allocations for a 64 KiB body; with glibc's defaults each such block is mapped and unmapped
-    (or the heap's top given back) and its pages faulted in again by the next request, which
-    cost a 64 KiB echo through a wasi:http guest about a third of its time. A no-op where the
-    C library has no mallopt."""
+    list<u8> crossing a component boundary into a value per byte: megabytes of short-lived
+    allocations per body, which glibc's defaults map and unmap (or give back from the heap's
+    top) so that the next request faults their pages in again. A no-op where the C library
+    has no mallopt."""
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is not None:
         mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_FROM)

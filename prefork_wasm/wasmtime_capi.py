@@ -327,8 +327,8 @@ def bytes_from(val: Any, ctx: Any) -> bytes:
 
 def bytes_to(data: Any, val: Any, ctx: Any) -> None:
     """bytes -> list<u8>: the payload bytes strided into a run whose kinds are set, which the
-    C API copies into a list of its own (`vallist_new`: one copy, where `vallist_new_uninit`
-    and a memmove cost three times as much per byte)."""
+    C API copies into a list of its own (`vallist_new`: one pass, where `vallist_new_uninit`
+    initialises every element before a memmove copies over them)."""
     n = len(data)
     raw = _ValList()
     if n <= _U8_RUN_LENGTH:
