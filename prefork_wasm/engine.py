@@ -8,6 +8,7 @@ private wasmtime call; this module uses wasmtime's public API only.
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 from importlib.metadata import version
 
@@ -96,6 +97,28 @@ class InstancePool:
                     f"{POOL_COMPONENT_TABLES} tables of up to {POOL_TABLE_ELEMENTS} elements")
         return (f"one instance with one memory of up to {self.memory_size >> 20} MiB and one table "
                 f"of up to {POOL_TABLE_ELEMENTS} elements")
+
+
+# glibc's mallopt parameters, and the values a worker serving wasi:http components sets.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+HEAP_MMAP_FROM = 32 << 20  # glibc's largest: smaller blocks come from the heap
+# Free memory at the heap's top kept for reuse, up to this much: a 16 KiB read or write takes
+# over a megabyte of values for a moment; the bound limits what a worker keeps after a guest
+# that moves much larger pieces at once.
+HEAP_KEEP = 32 << 20
+
+
+def keep_freed_heap() -> None:
+    """Let the C allocator keep and reuse large freed blocks. wasmtime's C API converts a
+    list<u8> crossing a component boundary into a value per byte: megabytes of short-lived
+    allocations per body, which glibc's defaults map and unmap (or give back from the heap's
+    top) so that the next request faults their pages in again. A no-op where the C library
+    has no mallopt."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_FROM)
+        mallopt(_M_TRIM_THRESHOLD, HEAP_KEEP)
 
 
 def trap_reason(message: str) -> str | None:

@@ -30,7 +30,7 @@ import wasmtime
 from wasmtime.component import Component, ExportIndex, Variant
 from wasmtime.component import Linker as ComponentLinker
 
-from .engine import InstancePool, engine_config, trap_reason
+from .engine import InstancePool, engine_config, keep_freed_heap, trap_reason
 from .wasi_http import ProxyComponent
 from .wasi_http_resources import Exchange, Stopped
 from .wasmtime_capi import call_export, instantiate, set_argv_env, set_stdin_bytes
@@ -248,6 +248,8 @@ class Runtime:
 
     def __init__(self, pool: InstancePool | None = None) -> None:
         self.pool = pool
+        if pool is not None and pool.components:  # serves wasi:http components
+            keep_freed_heap()
         self.engine = wasmtime.Engine(engine_config(parallel_compilation=False, pool=pool))
         self._stdout = _Stream("stdout")
         self._stderr = _Stream("stderr")

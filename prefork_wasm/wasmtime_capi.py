@@ -271,7 +271,7 @@ _LIST = VAL_KINDS["LIST"]
 _ResourceHostP = ctypes.POINTER(c_type("wasmtime_component_resource_host_t"))
 _ResourceAnyP = ctypes.POINTER(c_type("wasmtime_component_resource_any_t"))
 _ValList = c_type("wasmtime_component_vallist_t")
-_vallist_new_uninit = c_function("wasmtime_component_vallist_new_uninit")
+_vallist_new = c_function("wasmtime_component_vallist_new")
 _val_new = c_function("wasmtime_component_val_new")
 _any_to_host = c_function("wasmtime_component_resource_any_to_host")
 _host_rep = c_function("wasmtime_component_resource_host_rep")
@@ -286,9 +286,11 @@ _component_post_return = c_function("wasmtime_component_func_post_return")
 _linker_instance_ptr = private_method(component.LinkerInstance, "ptr")
 _resource_type_ptr = private_method(component.ResourceType, "ptr")
 # A run of u8 values as the C API lays them out, kinds already set: `bytes_to` writes the payload
-# bytes into it with one strided copy and hands it over with one memmove.
-_U8_RUN = bytearray(VAL_SIZE * (1 << 16))
-_U8_RUN[0::VAL_SIZE] = bytes([_U8]) * (1 << 16)
+# bytes into it with one strided copy, and the C API copies the run into a list of its own.
+_U8_RUN_LENGTH = 1 << 16
+_U8_RUN = bytearray(VAL_SIZE * _U8_RUN_LENGTH)
+_U8_RUN[0::VAL_SIZE] = bytes([_U8]) * _U8_RUN_LENGTH
+_U8_RUN_VALUES = ctypes.cast((ctypes.c_char * len(_U8_RUN)).from_buffer(_U8_RUN), ctypes.POINTER(ComponentVal))
 
 
 def uninit(kind: str) -> Callable[[int], Any]:
@@ -324,19 +326,20 @@ def bytes_from(val: Any, ctx: Any) -> bytes:
 
 
 def bytes_to(data: Any, val: Any, ctx: Any) -> None:
-    """bytes -> list<u8>: the payload bytes strided into a run whose kinds are set, then copied
-    into the C API's value array."""
+    """bytes -> list<u8>: the payload bytes strided into a run whose kinds are set, which the
+    C API copies into a list of its own (`vallist_new`: one pass, where `vallist_new_uninit`
+    initialises every element before a memmove copies over them)."""
     n = len(data)
     raw = _ValList()
-    _vallist_new_uninit(ctypes.byref(raw), n)
-    if n:
-        size = n * VAL_SIZE
-        run = _U8_RUN
-        if size > len(run):
-            run = bytearray(size)
-            run[0::VAL_SIZE] = bytes([_U8]) * n
-        run[_PAYLOAD:_PAYLOAD + size:VAL_SIZE] = data
-        ctypes.memmove(raw.data, (ctypes.c_char * size).from_buffer(run), size)
+    if n <= _U8_RUN_LENGTH:
+        run, values = _U8_RUN, _U8_RUN_VALUES
+    else:
+        run = bytearray(n * VAL_SIZE)
+        run[0::VAL_SIZE] = bytes([_U8]) * n
+        values = ctypes.cast((ctypes.c_char * len(run)).from_buffer(run), ctypes.POINTER(ComponentVal))
+    if n:  # (an empty extended slice assigned counts as a deletion, which the exported run refuses)
+        run[_PAYLOAD:_PAYLOAD + n * VAL_SIZE:VAL_SIZE] = data
+    _vallist_new(ctypes.byref(raw), n, values)
     val.kind = _LIST
     val.of.list = raw
 

@@ -259,6 +259,9 @@ def only_section(args: argparse.Namespace, argv: list[str]) -> int:
         return 1
     data = json.loads(path.read_text())
     quick = args.quick
+    # The results' settings describe its other sections; a section measured now takes the
+    # rounds and duration given on this command line, if any.
+    given = {k: getattr(args, k) for k in ("rounds", "duration") if any(a.startswith(f"--{k}") for a in argv)}
     for k, v in data["settings"].items():
         setattr(args, k, v)
     log(f"measuring only: {args.only}")
@@ -267,7 +270,7 @@ def only_section(args: argparse.Namespace, argv: list[str]) -> int:
             if args.only == "interpreter":
                 data["interpreter"] = measure_interpreter(args, run_dir)
             elif args.only == "proxy":
-                data["proxy"] = measure_proxy(args, run_dir)
+                data["proxy"] = measure_proxy(argparse.Namespace(**{**vars(args), **given}), run_dir)
             else:
                 measure_supervision(args.only, quick, run_dir, data)
     except KeyboardInterrupt:

