@@ -48,9 +48,9 @@ SERVERS = {
 }
 # What the keep-alive comparison requests: prefork-wasm's own work, Apache's static file.
 APP = {"prefork-wasm": ("/hello", b"Hello from WebAssembly!"), "apache": (STATIC, STATIC_BODY)}
-# wrk's threads for `Connection: close` runs. With -t2 (two threads sharing one SSL_CTX), wrk
-# made 2-4x fewer TLS connections than with -t1 against the same server while using less CPU:
-# its threads wait on each other in OpenSSL 3.0. Plain HTTP close runs use -t1 too, to compare.
+# wrk's threads for `Connection: close` runs: two threads (or two wrk processes) made 3-5x fewer
+# TLS connections than one on 2 cores, neither busy (docs/benchmark.md). Plain HTTP close runs
+# use one thread too, so that the two rates compare.
 CLOSE_THREADS = 1
 
 
