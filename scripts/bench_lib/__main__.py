@@ -58,7 +58,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--load-seconds", type=float,
                    help="seconds of wrk load per pool for --interpreter (default 4, quick 2)")
     p.add_argument("--profile", action="store_true", help="also py-spy one prefork-wasm worker under load")
-    p.add_argument("--name", help="results file stem in benchmarks/results (default latest, quick: quick)")
+    p.add_argument("--name", help="results file stem in benchmarks/results (default latest; --quick: quick; "
+                                   "--only tls: tls)")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                    help="first wait up to SECONDS for other processes to use < 10%% of the CPU")
     p.add_argument("--retry-above", type=float, default=0.15, metavar="SHARE",
