@@ -44,6 +44,7 @@ from .control import ReloadReport, read_report, report_path, write_report
 from .counters import RECYCLE_REASONS, RELOAD_RESULTS, LabelIndex, assign, bump
 from .engine import WASMTIME_VERSION
 from .generation import (
+    MPM,
     NextGeneration,
     StartupError,
     bind,
@@ -53,6 +54,7 @@ from .generation import (
     located,
     open_logs,
     resolve,
+    tls_contexts,
 )
 from .health import HealthPage
 from .logs import AccessLog, ErrorLog
@@ -64,11 +66,10 @@ from .scoreboard import DRAIN, HAND_OVER, SERVING, STARTING, STOPPING, WAITING, 
 from .site import Page
 from .spares import plan
 from .status import StatusPage
+from .tls import Contexts
 from .worker import EXIT_CHILD_FATAL, Worker
 
-# The error log's names for the modules the master's lines are about (Apache's).
-MPM = "mpm_prefork"
-WASM = "wasm"
+WASM = "wasm"  # the error log's name for the module of the master's compile lines (Apache's: MPM's)
 # Seconds between SIGTERM and SIGKILL when stopping workers now.
 STOP_GRACE = 3.0
 # Pool maintenance, memory sampling and hung-worker checks run this often (prefork's second).
@@ -130,6 +131,7 @@ class Arbiter:
         self.error_log: ErrorLog  # opened by start()
         self.access_logs: list[AccessLog] = []
         self.listeners: dict[Listen, socket.socket] = {}
+        self.tls = Contexts()  # the generation's TLS contexts, which its workers inherit
         self.artifacts: dict[Path, Artifact] = {}
         self.digests = Digests()  # an unchanged module costs a stat on restart, not a read
         self.next: NextGeneration | None = None  # a restart waiting for its compile
@@ -157,7 +159,8 @@ class Arbiter:
     def start(self) -> None:
         """What a restart does, synchronously (there is nothing to serve yet); StartupError."""
         first = self._prepare(self.config, graceful=False)
-        self.error_log, self.access_logs, self.listeners = first.error_log, first.access_logs, first.fresh
+        self.error_log, self.access_logs = first.error_log, first.access_logs
+        self.listeners, self.tls = first.fresh, first.tls
         for warning in self.config.warnings:
             self.error_log.warn(warning)
         for note in self.config.notes:
@@ -178,7 +181,7 @@ class Arbiter:
         self._set_title()
         self._configured()
         self.error_log.notice(f"AH00094: Command line: '{shlex.join(sys.argv)}'")
-        self._announce_listeners(first, self.print_urls)
+        first.announce(self.print_urls)
 
     def _configured(self) -> None:
         """Apache's notice that a generation serves, whatever LogLevel says."""
@@ -188,21 +191,12 @@ class Arbiter:
             MPM,
         )
 
-    def _announce_listeners(self, generation: NextGeneration, print_urls: bool) -> None:
-        """Log the listeners a generation added (all of them at start-up)."""
-        for listen in generation.fresh:
-            passed = generation.adopted.get(listen)
-            self.error_log.notice(
-                f"listening on http://{listen}/" + (f" (socket passed by systemd: {passed})" if passed else ""), MPM
-            )
-            if print_urls:
-                print(f"prefork-wasm: serving on http://{listen}/", flush=True)
-
     def _prepare(self, config: ServerConfig, graceful: bool) -> NextGeneration:
-        """Open the logs, bind the Listen lines not yet bound and start compiling: all or nothing."""
+        """Open the logs, read certificates and keys, bind new Listen lines, start compiling: all or nothing."""
         error_log, access_logs = open_logs(config)
         fresh: dict[Listen, socket.socket] = {}
         try:
+            tls = tls_contexts(config)
             adopted = self._match_passed(config)
             for listen in config.listens:
                 if listen in self.listeners:
@@ -216,7 +210,7 @@ class Arbiter:
             close_all(error_log, access_logs, fresh.values())
             raise StartupError(str(e)) from e
         adopted = {listen: passed for listen, passed in adopted.items() if listen in fresh}
-        return NextGeneration(config, graceful, error_log, access_logs, fresh, compile, adopted=adopted)
+        return NextGeneration(config, graceful, error_log, access_logs, fresh, compile, tls, adopted=adopted)
 
     def _match_passed(self, config: ServerConfig) -> dict[Listen, Passed]:
         """The Listen lines of `config` that a socket passed by systemd serves; StartupError for a
@@ -586,7 +580,7 @@ class Arbiter:
         Worker(
             self.config,
             self.artifacts,
-            list(self.listeners.values()),
+            [(sock, self.tls.by_listen.get(listen)) for listen, sock in self.listeners.items()],
             slot,
             self.scoreboard,
             self.handover,
@@ -713,14 +707,14 @@ class Arbiter:
                 MPM,
             )
         old_listeners, old_error_log, old_access_logs = self.listeners, self.error_log, self.access_logs
-        self.config, self.artifacts = nxt.config, artifacts
+        self.config, self.artifacts, self.tls = nxt.config, artifacts, nxt.tls
         self.listeners = {listen: nxt.fresh.get(listen) or old_listeners[listen] for listen in nxt.config.listens}
         self.error_log, self.access_logs = nxt.error_log, nxt.access_logs
         close_all(
             old_error_log, old_access_logs,
             (sock for listen, sock in old_listeners.items() if listen not in self.listeners),
         )
-        self._announce_listeners(nxt, print_urls=False)
+        nxt.announce(print_urls=False)
         for pid in list(self.children):
             # A restart (HUP) stops a request in flight after STOP_GRACE; other connections go on.
             self._retire(pid, HAND_OVER, None if nxt.graceful else STOP_GRACE)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from . import sslvars
 from .messages import FIELD_VALUE_BYTES, TCHAR, Request, Response
 
 __all__ = [
@@ -62,8 +63,8 @@ def build_environ(
     content_length: int | None,
     extra: Mapping[str, str],
     server_software: str,
-    scheme: str = "http",
     path_info: str | None = None,
+    ssl_vars: bool = False,
 ) -> dict[str, str]:
     """Build the complete CGI/1.1 environment for one request.
 
@@ -77,6 +78,9 @@ def build_environ(
     U+FFFD. `extra` (WasmEnv) is applied last and wins.
 
     A script found on disk (a DirectoryIndex file, say) gives its own `path_info`.
+
+    Over TLS, HTTPS=on and REQUEST_SCHEME=https, as mod_ssl sets them whatever SSLOptions says;
+    `ssl_vars` (SSLOptions +StdEnvVars in force) adds mod_ssl's SSL_* variables (sslvars.py).
 
     Raises ValueError if the path does not start with script_name (a caller bug).
     """
@@ -93,7 +97,7 @@ def build_environ(
         "SERVER_NAME": server_name,
         "SERVER_PORT": str(req.server_port),
         "REQUEST_METHOD": req.method,
-        "REQUEST_SCHEME": scheme,
+        "REQUEST_SCHEME": req.scheme,
         "REQUEST_URI": req.target,
         "SCRIPT_NAME": script_name,
         "SCRIPT_FILENAME": script_filename,
@@ -105,6 +109,10 @@ def build_environ(
     }
     if content_length is not None:
         env["CONTENT_LENGTH"] = str(content_length)
+    if req.tls is not None:
+        env["HTTPS"] = "on"
+        if ssl_vars:
+            env.update(sslvars.standard(req.tls))
 
     content_type: str | None = None
     cache_get = _KEY_CACHE.get

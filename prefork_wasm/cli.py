@@ -16,7 +16,7 @@ from .conffile import parse_config
 from .config import DEFAULT_BODY_LIMIT, ConfigError, LocationConfig, Locations, ServerConfig, VirtualHost
 from .directives import PROVIDED_MODULES, STATIC_MODULES
 from .engine import WASM32_MEMORY_MAX, WASMTIME_VERSION
-from .generation import StartupError, finish_compile, resolve
+from .generation import StartupError, finish_compile, resolve, tls_contexts
 from .notify import Notifier
 from .runtime import STDERR_CAP
 
@@ -224,10 +224,16 @@ def _mib(size: int) -> str:
 
 def check(config: ServerConfig) -> int:
     """-t: what a start checks short of binding and opening logs: the config, that each Listen
-    host resolves, the modules compile and export their entry points. Reports every problem."""
-    root_warning = privileges.root_warning(config.user)
-    warnings = config.warnings + ([root_warning] if root_warning else [])
+    host resolves, each TLS host's certificate and key (tlscheck.py), the modules compile and
+    export their entry points. Reports every problem."""
     problems: list[str] = []
+    warnings = list(config.warnings)
+    try:
+        warnings += tls_contexts(config).warnings
+    except StartupError as e:
+        problems.append(str(e))
+    root_warning = privileges.root_warning(config.user)
+    warnings += [root_warning] if root_warning else []
     for listen in config.listens:
         try:
             resolve(listen)

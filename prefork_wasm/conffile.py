@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import glob
-import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -37,8 +36,10 @@ from .config import (
     Locations,
     Section,
     ServerConfig,
+    TLSSettings,
     VirtualHost,
     canonical_name,
+    covers,
 )
 from .confstate import Line, OpenSection, ReadState, Scope, ServerRead
 from .directives import lookup, unknown
@@ -135,6 +136,7 @@ class Reader(ReadState):
         self.broken: list[Scope] = []  # scopes with a failed line: their checks after parsing would echo it
         self.base = 0  # sections below this belong to including files
         self.reading: list[Path] = []
+        self.told: set[tuple[str, int]] = set()  # (host, port) pairs warned about once
 
     # reading
 
@@ -290,11 +292,11 @@ class Reader(ReadState):
         if self.errors:
             raise ConfigErrors(self.errors, stopped=False)
         root = self.server_root
-        # Default paths follow the final ServerRoot.
+        # Default paths follow the final ServerRoot; mod_ssl's settings are gathered apart.
         values = {
             "pid_file": root / "logs" / "prefork-wasm.pid",
             "wasm_cache_dir": root / "cache",
-            **self.main.server.values,
+            **{attr: value for attr, value in self.main.server.values.items() if not attr.startswith("ssl_")},
         }
         config = ServerConfig(
             file=file,
@@ -309,6 +311,7 @@ class Reader(ReadState):
             warnings=self.warnings,
             notes=self.notes,
             sources={attr: str(line) for attr, line in self.main.server.sources.items()},
+            tls=_tls(self.main.server),
             **values,
         )
         for host in hosts:
@@ -316,6 +319,9 @@ class Reader(ReadState):
         self.apply_limits(config)
         self.check_server_module(config)
         self.check_addresses(config)
+        self.check_tls(config)
+        if self.errors:
+            raise ConfigErrors(self.errors, stopped=False)
         return config
 
     def custom_log(
@@ -376,6 +382,7 @@ class Reader(ReadState):
             routes=self.routes(context, main),
             error_log=context.server.values.get("error_log"),
             error_log_source=str(context.server.sources.get("error_log", "")),
+            tls=_tls(self.main.server, context.server),
         )
 
     def collect(self, make: Callable[..., _T], entries: Iterable[tuple[Any, ...]]) -> list[_T]:
@@ -493,12 +500,67 @@ class Reader(ReadState):
                 "or 'AddHandler wasm-handler .EXT' (at server level or in a <Location>)",
             )
 
+    def check_tls(self, config: ServerConfig) -> None:
+        """Each server with SSLEngine on that can answer has a certificate; the hosts of one
+        address:port agree on TLS (a port speaks it or not, before any host is chosen); a Listen
+        named https has TLS."""
+        main_answers = any(not config.hosts_on(listen) for listen in config.listens)
+        servers = [(config.tls, ""), *((host.tls, host.source) for host in config.virtual_hosts)]
+        for settings, where in servers[0 if main_answers else 1 :]:
+            if settings.engine and settings.certificate_file is None:
+                self.fail(_located(
+                    settings.sources["engine"],
+                    "SSLEngine on needs SSLCertificateFile (and SSLCertificateKeyFile unless the key is in that file)"
+                    + (f" for the <VirtualHost> at {where}" if where else ""),
+                    "SSLEngine",
+                ))
+        mixed: set[tuple[str, str]] = set()
+        for listen in config.listens:
+            hosts = config.hosts_on(listen)
+            on = [host for host in hosts if host.tls.engine]
+            off = [host for host in hosts if not host.tls.engine]
+            if on and off and (on[0].source, off[0].source) not in mixed:
+                mixed.add((on[0].source, off[0].source))
+                self.fail(_located(
+                    off[0].source,
+                    f"this host has no SSLEngine on, and the <VirtualHost> at {on[0].source} on the same address "
+                    f"({listen}) has: a port speaks TLS to all its hosts or to none; add SSLEngine on here "
+                    f"or move one of them to another port",
+                    "<VirtualHost>",
+                ))
+            self.check_handshake_settings(on, listen)
+            if listen.protocol == "https" and config.tls_on(listen) is None and not on:
+                self.warn(
+                    self.listens[listen],
+                    f"Listen {listen} https: no server answering there has SSLEngine on, so the port speaks plain "
+                    f"HTTP (the protocol argument does not turn TLS on); add SSLEngine on and a certificate",
+                )
+
+    def check_handshake_settings(self, hosts: list[VirtualHost], listen: Listen) -> None:
+        """SNI switches a handshake to the named host's certificate, key and TLS 1.2 cipher suites
+        (OpenSSL's SSL_set_SSL_CTX); Python's ssl cannot switch its protocols and options as
+        mod_ssl does, so the default host's apply on the whole address. A host that sets them
+        otherwise is told so."""
+        for host in hosts[1:]:
+            differ = [(attr, name) for attr, name in _HANDSHAKE_SETTINGS if getattr(host.tls, attr) != getattr(
+                hosts[0].tls, attr)]
+            if differ and (host.source, listen.port) not in self.told:
+                self.told.add((host.source, listen.port))
+                attr = differ[0][0]
+                self.warn(
+                    _line(host.tls.sources.get(attr) or host.source),
+                    f"{', '.join(name for _, name in differ)} of this host differ from the default host's "
+                    f"(<VirtualHost> at {hosts[0].source}) on {listen}: a handshake there uses the default host's "
+                    f"(SNI switches the certificate and cipher suites only); set them alike, or give this host "
+                    f"its own port",
+                )
+
     def check_addresses(self, config: ServerConfig) -> None:
         """A <VirtualHost> address no Listen covers never answers. Apache says nothing; a user
         who wrote it expects it to work, so it is a warning."""
         for host, vhost in zip(config.virtual_hosts, self.vhosts, strict=True):
             for address in host.addresses:
-                if not any(_covers(listen, address) for listen in config.listens):
+                if not any(covers(listen, address) for listen in config.listens):
                     assert vhost.line is not None
                     self.warn(
                         vhost.line,
@@ -507,17 +569,29 @@ class Reader(ReadState):
                     )
 
 
-def _covers(listen: Listen, address: Listen) -> bool:
-    """Whether connections accepted on `listen` can be addressed to `address` (port 0: any)."""
-    hosts = not listen.host or not address.host or _ip_text(listen.host) == address.host
-    return hosts and address.port in (0, listen.port)
+# What the default host of an address sets for every handshake there (check_handshake_settings).
+_HANDSHAKE_SETTINGS = (
+    ("protocols", "SSLProtocol"), ("session_tickets", "SSLSessionTickets"),
+    ("honor_cipher_order", "SSLHonorCipherOrder"),
+)
 
 
-def _ip_text(host: str) -> str:
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return host
+def _line(source: str) -> Line:
+    file, _, number = source.rpartition(":")
+    return Line(file, int(number), "")
+
+
+def _tls(*scopes: Scope) -> TLSSettings:
+    """mod_ssl's settings of a server from its scopes' ssl_* values, a later scope's (a
+    <VirtualHost>'s) over an earlier one's (the main server's), as Apache merges them."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for scope in scopes:
+        for attr, value in scope.values.items():
+            if attr.startswith("ssl_"):
+                values[attr.removeprefix("ssl_")] = value
+                sources[attr.removeprefix("ssl_")] = str(scope.sources[attr])
+    return TLSSettings(**values, sources=sources)
 
 
 def _address_text(address: Listen) -> str:

@@ -21,7 +21,7 @@ from .dirconfig import DEFAULT_OPTIONS, DiskSection, apply_options, wasm_overrid
 from .headers import HeaderAction
 from .outbound import Destination, Policy
 from .redirects import RedirectRule
-from .reqtimeout import BODY_DEFAULT, HEADER_DEFAULT, ReadTimeout
+from .reqtimeout import BODY_DEFAULT, HANDSHAKE_DEFAULT, HEADER_DEFAULT, ReadTimeout
 from .static import DEFAULT_ETAG
 
 PREDEFINED_LOG_FORMATS: dict[str, str] = {
@@ -77,10 +77,50 @@ class Listen:
     host: str
     port: int
     source: str = field(default="", compare=False)
+    protocol: str = field(default="", compare=False)  # Listen's optional protocol argument ('https'), lower case
 
     def __str__(self) -> str:
         host = "*" if not self.host else f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+# SSLProtocol's default here: TLS 1.2 and 1.3 (Apache's 'all' also takes TLS 1.0 and 1.1).
+DEFAULT_TLS_PROTOCOLS = frozenset({"TLSv1.2", "TLSv1.3"})
+# SSLCipherSuite's default for TLS 1.2: Mozilla's "intermediate" profile (forward secret AEAD
+# suites only); TLS 1.3 has its own suites, OpenSSL's defaults.
+DEFAULT_CIPHER_SUITE = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+)
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """mod_ssl's settings of one server (the main one or a <VirtualHost>, which inherits what it
+    does not set from the main server's, as Apache merges them). `sources`: where each was made
+    ('FILE:LINE' by attribute), for the errors the master finds reading the files."""
+
+    engine: bool = False  # SSLEngine
+    certificate_file: Path | None = None  # SSLCertificateFile: the leaf, maybe its chain and key too
+    key_file: Path | None = None  # SSLCertificateKeyFile; None: the key is in certificate_file
+    chain_file: Path | None = None  # SSLCertificateChainFile
+    protocols: frozenset[str] = DEFAULT_TLS_PROTOCOLS  # SSLProtocol: 'TLSv1.2', 'TLSv1.3'
+    cipher_suite: str = DEFAULT_CIPHER_SUITE  # SSLCipherSuite (TLS 1.2 and below)
+    tls13_cipher_suite: str = ""  # SSLCipherSuite TLSv1.3 ...: accepted, not applied (Python cannot)
+    honor_cipher_order: bool = False  # SSLHonorCipherOrder
+    session_tickets: bool = True  # SSLSessionTickets
+    strict_sni: bool = False  # SSLStrictSNIVHostCheck
+    legacy_dn: bool = False  # SSLOptions +LegacyDNStringFormat (at server level): SSL_SERVER_*_DN's form
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def compatible(self, other: TLSSettings) -> bool:
+        """Apache's ssl_server_compatible: whether a request whose Host chose a server other than
+        the one its handshake (SNI) chose may be served on that connection: the same protocols,
+        cipher suites, certificate and key. Else 421 Misdirected Request."""
+        return (self.engine, self.protocols, self.cipher_suite, self.tls13_cipher_suite, self.certificate_file,
+                self.key_file) == (other.engine, other.protocols, other.cipher_suite, other.tls13_cipher_suite,
+                                   other.certificate_file, other.key_file)
 
 
 @dataclass
@@ -342,6 +382,7 @@ class VirtualHost:
     routes: Locations
     error_log: str | None = None  # its own ErrorLog, for the errors of its requests; None: the main one
     error_log_source: str = field(default="", compare=False)
+    tls: TLSSettings = field(default_factory=TLSSettings)  # its own mod_ssl settings over the main server's
     names: re.Pattern[str] = field(init=False, compare=False, repr=False)  # ServerName and ServerAliases
 
     def __post_init__(self) -> None:
@@ -378,6 +419,7 @@ class ServerConfig:
     timeout: float = 60.0
     read_timeout_header: ReadTimeout = HEADER_DEFAULT  # RequestReadTimeout header=
     read_timeout_body: ReadTimeout = BODY_DEFAULT  # RequestReadTimeout body=
+    read_timeout_handshake: ReadTimeout = HANDSHAKE_DEFAULT  # RequestReadTimeout handshake= (TLS ports)
     keep_alive: bool = True
     keep_alive_timeout: float = 5.0
     max_keep_alive_requests: int = 100
@@ -403,6 +445,7 @@ class ServerConfig:
     server_tokens: str | None = None  # ServerTokens (messages.server_banner); None: the product only
     trace_enable: str = "on"  # TraceEnable: on (echo, no body), off (405) or extended (with a body)
     types_config: Path | None = None  # TypesConfig; None: the system's mime.types or Python's table
+    tls: TLSSettings = field(default_factory=TLSSettings)  # the main server's mod_ssl settings
     # What -S shows and -t checks: each section's merged settings (Locations.representatives).
     locations: list[LocationConfig] = field(default_factory=list)
     routes: Locations = field(default_factory=Locations)  # the main server's
@@ -416,6 +459,18 @@ class ServerConfig:
     def tables(self) -> list[Locations]:
         """The main server's Locations, then each virtual host's."""
         return [self.routes, *(host.routes for host in self.virtual_hosts)]
+
+    def hosts_on(self, listen: Listen) -> list[VirtualHost]:
+        """The virtual hosts connections accepted on `listen` may reach, in config order (the
+        first is the default of its address); none: the main server answers there."""
+        return [host for host in self.virtual_hosts if any(covers(listen, address) for address in host.addresses)]
+
+    def tls_on(self, listen: Listen) -> TLSSettings | None:
+        """The TLS settings of the default server of `listen` when its port speaks TLS (its hosts
+        have SSLEngine on: conffile refuses a mix), else None."""
+        hosts = self.hosts_on(listen)
+        settings = hosts[0].tls if hosts else self.tls
+        return settings if settings.engine else None
 
     def modules(self) -> list[Path]:
         """Every module a request can run (on the main server or a virtual host), each once, first
@@ -481,6 +536,20 @@ def _client_ip(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
+
+
+def covers(listen: Listen, address: Listen) -> bool:
+    """Whether connections accepted on `listen` can be addressed to a <VirtualHost> `address`
+    (port 0: any)."""
+    hosts = not listen.host or not address.host or _ip_text(listen.host) == address.host
+    return hosts and address.port in (0, listen.port)
+
+
+def _ip_text(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
 
 
 def _prefix_covers(prefix: str, path: str) -> bool:

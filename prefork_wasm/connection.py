@@ -8,6 +8,11 @@ request through: it asks the `Site` for one decision (before the body: it says h
 body may be) and the answer to it, reads the body under its deadlines, decides whether the
 connection is kept alive, and writes the response (sendfile for a file body). Closing lingers
 (Apache's lingering close). It knows nothing of Wasm. Read deadlines are `reqtimeout.Deadline`s.
+
+On a TLS port the socket becomes a `tlsio.TLSSocket` once the first byte shows a handshake
+(`Held.handshake`, driven by the event loop); it reads and writes as a plain socket does, so
+the code below serves both, but for waits (OpenSSL may hold decrypted bytes, or want the other
+direction) and file bodies (read and sent: the kernel cannot encrypt for sendfile).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import math
 import os
 import select
 import socket
+import ssl
 import time
 import traceback
 from collections.abc import Callable
@@ -32,8 +38,9 @@ from .http1 import (
     ResponseHeadError,
     framed_head,
 )
-from .messages import FileBody, Request, Response, SpooledBody, error_response
+from .messages import FileBody, Request, Response, SpooledBody, TLSInfo, error_response
 from .reqtimeout import Deadline
+from .tlsio import HANDSHAKE_RECORD, PlainHTTP, TLSSocket, first_byte, handshake, info, plain_http_answer, wrap
 
 RECV_SIZE = 65536
 # After the response, a closing connection reads and drops what the client still sends, so
@@ -43,6 +50,8 @@ LINGER_SECONDS = 2.0
 LINGER_BYTES = 1 << 20
 # The most one sendfile call is asked for: a file body goes out in steps this size.
 SENDFILE_CHUNK = 1 << 24
+# On TLS a file body is read and sent in pieces this size (a few TLS records each).
+FILE_PIECE = 1 << 16
 
 
 class Routed(Protocol):
@@ -108,12 +117,19 @@ class Held:
     requests and keeps its `state` (held.READING ...); `serve` has it for one request."""
 
     __slots__ = (
-        "complete", "drained", "fd", "head", "limits", "linger", "parser", "peer", "port", "refused", "registered",
-        "served", "server_addr", "sock", "state", "until",
+        "complete", "context", "drained", "fd", "head", "limits", "linger", "parser", "peer", "port", "refused",
+        "registered", "served", "server_addr", "sock", "state", "tls", "until",
     )
 
     def __init__(
-        self, sock: socket.socket, peer: tuple[str, int], port: int, server_addr: str, limits: Limits, served: int = 0
+        self,
+        sock: socket.socket,
+        peer: tuple[str, int],
+        port: int,
+        server_addr: str,
+        limits: Limits,
+        served: int = 0,
+        context: ssl.SSLContext | None = None,
     ) -> None:
         sock.setblocking(False)  # each read and write waits in `_wait` or the event loop, by its phase's deadline
         self.sock = sock
@@ -127,6 +143,10 @@ class Held:
         self.state = 0  # the event loop's
         self.registered = False  # in the event loop's epoll
         self.drained = 0
+        # A TLS port's connection: the port's context until the handshake, and what it settled
+        # after. Such a connection never leaves this process (its session lives in it).
+        self.context = context
+        self.tls: TLSInfo | None = None
         self._next(float("inf"))
 
     def _next(self, until: float) -> None:
@@ -143,8 +163,43 @@ class Held:
         return self.head.at if self.head is not None else self.until
 
     def start(self, now: float) -> None:
-        """A new connection: Timeout and RequestReadTimeout bound its first head from the accept."""
-        self.head = Deadline(now, self.limits.timeout, self.limits.header_read)
+        """A new connection: Timeout and RequestReadTimeout bound its first head from the accept
+        (on a TLS port: from the handshake's end, which RequestReadTimeout handshake= bounds)."""
+        if self.context is not None and self.tls is None:
+            self.until = Deadline(now, self.limits.timeout, self.limits.handshake_read).at
+        else:
+            self.head = Deadline(now, self.limits.timeout, self.limits.header_read)
+
+    @property
+    def portable(self) -> bool:
+        """Whether another worker can go on with it (handover.py): not a TLS connection."""
+        return self.context is None
+
+    def handshake(self) -> int:
+        """The next step of a TLS port's connection without waiting: 0 once its handshake is
+        done (`tls` set), else what to wait for (select.POLLIN, POLLOUT). Raises
+        tlsio.PlainHTTP when the client speaks plain HTTP, tlsio.HandshakeFailed else."""
+        sock = self.sock
+        if not isinstance(sock, TLSSocket):
+            assert self.context is not None
+            first = first_byte(sock)
+            if first is None:
+                return select.POLLIN
+            if first != HANDSHAKE_RECORD:
+                raise PlainHTTP()
+            self.sock = sock = wrap(sock, self.context)
+        wants = handshake(sock)
+        if not wants:
+            self.tls = info(sock)
+        return wants
+
+    def answer_plain_http(self) -> None:
+        """Apache's 400 for plain HTTP on a TLS port, if the socket takes it at once; the caller
+        closes the connection (lingering: the client's request is still unread)."""
+        try:
+            self.sock.send(plain_http_answer())
+        except OSError:
+            pass
 
     @classmethod
     def adopted(cls, parcel: Parcel, sock: socket.socket, limits: Limits, now: float) -> Held:
@@ -237,8 +292,8 @@ class Held:
         return True
 
     def end(self) -> None:
-        """Close this process's descriptor: a FIN for an idle connection, nothing for one
-        handed over (the next worker has it)."""
+        """Close this process's descriptor: a FIN for an idle connection (after close_notify
+        on TLS), nothing for one handed over (the next worker has it)."""
         self.sock.close()
 
 
@@ -259,6 +314,7 @@ def serve(held: Held, site: Site[_D], worker: Worker, limits: Limits, state: Sta
     decision: _D | None = None
     try:
         request = parser.request(worker.new_request_id())
+        request.tls = held.tls
         length = parser.check(request)
         decision = site.route(request)
         request.body = _read_body(parser, sock, length, decision.body_limit, limits, state)
@@ -341,6 +397,10 @@ def _wait(sock: socket.socket, event: int, deadline: float) -> None:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise _TimedOut()
+    if isinstance(sock, TLSSocket):
+        event = sock.wait_event(event)
+        if not event:
+            return
     poller = select.poll()
     poller.register(sock, event)
     if not poller.poll(math.ceil(remaining * 1000)):
@@ -458,6 +518,8 @@ def _sendfile(sock: socket.socket, body: FileBody, timeout: float) -> int:
     bounds each wait for the client (Apache's Timeout), not the whole transfer, so a large file
     reaches a slow client that keeps reading. A file that shrank meanwhile ends the connection
     short of its Content-Length, which the client sees."""
+    if isinstance(sock, TLSSocket):
+        return _copy_file(sock, body, timeout)
     out, fd = sock.fileno(), body.file.fileno()
     offset, end = body.offset, body.offset + body.length
     while offset < end:
@@ -471,6 +533,19 @@ def _sendfile(sock: socket.socket, body: FileBody, timeout: float) -> int:
         if not sent:
             raise ClientGone()
         offset += sent
+    return offset - body.offset
+
+
+def _copy_file(sock: TLSSocket, body: FileBody, timeout: float) -> int:
+    """sendfile for TLS: the span read and sent in pieces, `timeout` bounding each."""
+    fd = body.file.fileno()
+    offset, end = body.offset, body.offset + body.length
+    while offset < end:
+        piece = os.pread(fd, min(end - offset, FILE_PIECE), offset)
+        if not piece:
+            raise ClientGone()  # the file shrank: the connection ends short of its Content-Length
+        _sendall(sock, piece, time.monotonic() + timeout)
+        offset += len(piece)
     return offset - body.offset
 
 

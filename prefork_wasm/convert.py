@@ -96,7 +96,10 @@ def memory_per_child(soft: str, hard: str | None = None) -> tuple[int, int | Non
     return soft_bytes, hard_bytes
 
 
-def parse_listen(arg: str) -> Listen:
+def parse_listen(arg: str, protocol: str = "") -> Listen:
+    """A Listen line's address, and its protocol argument ('http' or 'https', as Apache's)."""
+    if protocol.lower() not in ("", "http", "https"):
+        raise ValueError(f"expected the protocol http or https after the address, got {protocol!r}")
     match = re.fullmatch(r"(?:\[(?P<ipv6>[^\]]+)\]:|(?P<host>[^:\[\]]+):)?(?P<port>[^:]+)", arg)
     if not match:
         raise ValueError(
@@ -111,7 +114,7 @@ def parse_listen(arg: str) -> Listen:
     if not re.fullmatch(r"[0-9]+", port) or not 1 <= int(port) <= 65535:
         raise ValueError(f"port must be 1-65535, got {port!r}")
     host = match["ipv6"] or match["host"] or ""
-    return Listen("" if host == "*" else host, int(port))
+    return Listen("" if host == "*" else host, int(port), protocol=protocol.lower())
 
 
 def location_regex(pattern: str) -> re.Pattern[str]:

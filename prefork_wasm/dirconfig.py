@@ -31,10 +31,11 @@ INERT_OPTIONS = frozenset({"ExecCGI", "Includes", "IncludesNOEXEC", "MultiViews"
 DISK_SETTINGS = (
     "require", "options", "handler", "add_handlers", "add_types", "directory_index", "fallback_resource"
 )
-# How a script's guest runs (mod_wasm takes its directives in <Directory> too): a section's
-# value replaces the inherited one, WasmEnv adds by name.
+# How a script's guest runs (mod_wasm takes its directives in <Directory> too, mod_ssl its
+# SSLOptions +StdEnvVars): a section's value replaces the inherited one, WasmEnv adds by name.
 WASM_SETTINGS = (
-    "module", "mounts", "args", "env", "enable_cgi", "map_cgi_file_names", "entry_point", "timeout", "memory_limit"
+    "module", "mounts", "args", "env", "enable_cgi", "map_cgi_file_names", "entry_point", "timeout", "memory_limit",
+    "ssl_std_env_vars",
 )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import headers
+from . import headers, tlsdirectives
 from .config import Mount, canonical_name, require_rule
 from .confstate import Line, LocationBlock, OpenSection, ReadState, Scope, ServerRead, join_path
 from .convert import (
@@ -68,6 +68,7 @@ PROVIDED_MODULES: dict[str, str] = {
     "dir_module": "mod_dir.c",  # DirectoryIndex, the trailing-slash redirect
     "alias_module": "mod_alias.c",  # Alias, Redirect, RedirectMatch
     "headers_module": "mod_headers.c",  # Header, RequestHeader
+    "ssl_module": "mod_ssl.c",  # SSLEngine, SSLCertificateFile ... (tlsdirectives.py)
 }
 STATIC_MODULES = ("core_module", "so_module", "http_module", "mpm_prefork_module")  # Apache's -M says (static)
 _OTHER_MPMS = ("mpm_event_module", "mpm_worker_module")
@@ -215,7 +216,7 @@ def _log_format(reader: ReadState, scope: Scope, args: list[str], line: Line) ->
 
 def _request_read_timeout(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
     """mod_reqtimeout's phase=value arguments; a phase not named keeps its value (default or
-    from an earlier line). handshake= is accepted for Apache configs: there is no TLS here."""
+    from an earlier line)."""
     for arg in args:
         phase, sep, value = arg.partition("=")
         phase = phase.lower()
@@ -223,15 +224,13 @@ def _request_read_timeout(reader: ReadState, scope: Scope, args: list[str], line
             raise ValueError(
                 f"expected handshake=, header= or body= followed by timeout[-maxtimeout][,MinRate=rate], got {arg!r}"
             )
-        rule = parse_phase(value)
-        if phase == "handshake":
-            reader.warn(line, "RequestReadTimeout handshake= has no effect: this server has no TLS")
-        else:
-            scope.set(f"read_timeout_{phase}", rule, line)
+        scope.set(f"read_timeout_{phase}", parse_phase(value), line)
 
 
 def _listen(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
-    listen = parse_listen(args[0])
+    """`Listen [HOST:]PORT [http|https]`: the protocol names the port's use, as in Apache; TLS is
+    on where the hosts answering there have SSLEngine on (conffile checks the two agree)."""
+    listen = parse_listen(args[0], args[1] if len(args) == 2 else "")
     if listen in reader.listens:
         raise ValueError(f"{listen} is already listed at {reader.listens[listen]}; remove one")
     reader.listens[listen] = line
@@ -489,7 +488,7 @@ def _protocols(reader: ReadState, scope: Scope, args: list[str], line: Line) -> 
         raise ValueError("prefork-wasm speaks http/1.1 only; list it (e.g. 'Protocols http/1.1')")
     others = [arg for arg in args if arg.lower() != "http/1.1"]
     if others:
-        reader.warn(line, f"Protocols {' '.join(others)}: not spoken here (no mod_http2, no TLS); only http/1.1 is")
+        reader.warn(line, f"Protocols {' '.join(others)}: not spoken here (no mod_http2); only http/1.1 is")
 
 
 def _options(reader: ReadState, scope: Scope, args: list[str], line: Line) -> None:
@@ -632,14 +631,15 @@ _TABLE = (
     ),
     _vhost("ServerName", "HOSTNAME[:PORT]", _set("server_name", str)),
     _vhost("ServerAlias", "HOSTNAME ...", _server_alias, (1, None)),
-    _server("Listen", "[HOST:]PORT", _listen),
+    _server("Listen", "[HOST:]PORT [http|https]", _listen, (1, 2)),
     _server("PidFile", "FILE", _set_path("pid_file")),
     _vhost("ErrorLog", "FILE|stderr|syslog[:FACILITY]|\"|PROGRAM\"", _error_log),
     _server("LogLevel", "[MODULE:]LEVEL ...", _log_level, (1, None)),
     _server("LogFormat", "FORMAT [NICKNAME]", _log_format, (1, 2)),
     _vhost("CustomLog", "FILE|stdout|stderr|\"|PROGRAM\" FORMAT-OR-NICKNAME [env=[!]VAR]", _custom_log, (2, 3)),
     _server("Timeout", "SECONDS", _set("timeout", seconds(positive=True))),
-    _server("RequestReadTimeout", "[header=SECONDS[-MAX][,MinRate=BYTES]] [body=...]", _request_read_timeout, (1, 3)),
+    _server("RequestReadTimeout", "[handshake=...] [header=SECONDS[-MAX][,MinRate=BYTES]] [body=...]",
+            _request_read_timeout, (1, 3)),
     _server("KeepAlive", "On|Off", _set("keep_alive", on_off)),
     _server("KeepAliveTimeout", "SECONDS", _set("keep_alive_timeout", _seconds_or_zero)),
     _server("MaxKeepAliveRequests", "COUNT", _set("max_keep_alive_requests", count(0))),
@@ -682,6 +682,9 @@ _TABLE = (
     Directive("WasmAllowOutbound", "SCHEME://HOST[:PORT] ...", _wasm_allow_outbound, (1, None)),
     Directive("WasmOutboundTimeout", "SECONDS", _set("outbound_timeout", seconds(positive=True))),
     Directive("WasmOutboundLimit", "SIZE", _set("outbound_limit", parse_size)),
+    # mod_ssl (tlsdirectives.py): server config only, also <VirtualHost>, or also per directory.
+    *({"server": _server, "vhost": _vhost, "dir": _disk}[where](name, usage, apply, nargs)
+      for name, usage, apply, nargs, where in tlsdirectives.ROWS),
 )
 _DIRECTIVES = {_key(directive.name): directive for directive in _TABLE}
 
@@ -698,6 +701,8 @@ def unknown(word: str) -> str:
         return f"Invalid command '{word}': a directive of Apache's core that prefork-wasm does not implement (yet)"
     if owner:
         hint = f"; {_APACHE_HINTS[owner]}" if owner in _APACHE_HINTS else ""
+        if owner in PROVIDED_MODULES:
+            return f"Invalid command '{word}': a directive of {owner} that prefork-wasm does not implement{hint}"
         return f"Invalid command '{word}': a directive of {owner}, which prefork-wasm has no equivalent of{hint}"
     names = {key: directive.name for key, directive in _DIRECTIVES.items()}
     close = difflib.get_close_matches(_key(word), names, n=1)
@@ -719,7 +724,7 @@ _APACHE_MODULES = {
     "setenvif_module": "SetEnvIf SetEnvIfNoCase BrowserMatch BrowserMatchNoCase",
     "cgi_module": "ScriptLog ScriptLogLength ScriptLogBuffer",
     "cgid_module": "ScriptSock CGIDScriptTimeout",
-    "ssl_module": "SSLEngine SSLCertificateFile SSLCertificateKeyFile SSLRandomSeed SSLProtocol SSLCipherSuite",
+    "ssl_module": "SSLRequire SSLRequireSSL SSLUserName SSLSRPVerifierFile SSLSRPUnknownUserSeed SSLPolicy",
     "proxy_module": "ProxyPass ProxyPassReverse ProxyRequests ProxyPreserveHost",
     "autoindex_module": "IndexOptions IndexIgnore AddIcon AddIconByType AddIconByEncoding DefaultIcon HeaderName "
     "ReadmeName AddDescription",
@@ -731,11 +736,12 @@ _APACHE_MODULES = {
 _APACHE_DIRECTIVES = {_key(name): module for module, names in _APACHE_MODULES.items() for name in names.split()}
 # Apache modules LogLevel may name that prefork-wasm lacks: those above and the common others.
 _APACHE_MODULE_NAMES = frozenset(
-    [*_APACHE_MODULES, "ssl_module", "http2_module", "deflate_module", "expires_module", "cache_module",
+    [*_APACHE_MODULES, "http2_module", "deflate_module", "expires_module", "cache_module",
      "remoteip_module", "security2_module", "php_module", "php7_module", "negotiation_module", "filter_module"]
 )
 _APACHE_HINTS = {
     "env_module": "WasmEnv NAME VALUE sets a guest's environment",
     "access_compat_module": "use Require (all granted|all denied|local|ip ...)",
     "mpm_event_module": "workers hold idle connections as the event MPM does (MaxHeldConnections bounds them)",
+    "ssl_module": "serve what needs TLS from a <VirtualHost> with SSLEngine on, and check access with Require",
 }

@@ -8,13 +8,20 @@ listener thread. A connection whose head is complete joins the ready queue and i
 turn (`connection.serve`: its body, the guest, the response). docs/architecture.md says why
 each worker holds its own connections rather than one process holding them for all.
 
+On a TLS port a connection is held from its accept through its handshake (HANDSHAKE), each
+step driven by an epoll event, under RequestReadTimeout's handshake phase; it waits as any
+connection does after that.
+
 Leaving (scoreboard.HAND_OVER: a restart, recycling) passes every connection not being served
 to the workers that stay or follow (handover.py); draining (scoreboard.DRAIN: a graceful stop)
 serves each connection's next request with `Connection: close`, or closes it at its deadline.
+A TLS connection is never passed on (its session is in this process's OpenSSL): a leaving
+worker drains its TLS connections.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import select
 import socket
@@ -28,7 +35,9 @@ from . import descriptors, handover
 from .connection import Held
 from .held import (
     CLOSING,
+    HANDSHAKE,
     KEEPALIVE,
+    MOVABLE,
     READING,
     STATE_NAMES,
     WAITING,
@@ -37,13 +46,14 @@ from .held import (
     Peer,
     Throttle,
     may_accept,
-    to_shed,
     wait_for,
 )
 from .http1 import Limits
 from .logs import ErrorLog
+from .relief import Relief
 from .scoreboard import GRACEFUL, HAND_OVER, SERVE, Slot
 from .scoreboard import WAITING as IDLE_WORKER
+from .tlsio import HandshakeFailed, PlainHTTP, record_server_names
 
 # A connection being served is in none of held.STATE_NAMES: the worker's own state shows it.
 SERVING = len(STATE_NAMES)
@@ -58,15 +68,15 @@ LISTEN_RECHECK = 0.01
 PEERS_EVERY = 0.02
 # A leaving worker waits at most this long for room in the hand-over socket.
 HANDOVER_SECONDS = 2.0
-# After a request this slow, the requests queued behind the next one go to idle workers
-# (held.to_shed): a slow guest's, not a quick one the scheduler held up on a busy machine.
-SLOW_REQUEST = 0.05
 # How often the bound's error-log line repeats while the bound holds.
 BOUND_LOG_EVERY = 60.0
 # How long a wait must last before the process title says idle (a title change is a syscall).
 REPORT_WAIT = 0.01
 # Descriptors a worker keeps for everything but connections (logs, memfds, modules, listeners).
 RESERVED_DESCRIPTORS = 64
+# A worker that leaves by handing over closes its idle TLS connections (which it cannot hand
+# over) this soon at the latest: before a restart's stop (arbiter.STOP_GRACE) would cut them.
+LEAVING_TLS_IDLE = 2.0
 
 _IN = select.EPOLLIN
 _EXCLUSIVE = select.EPOLLIN | select.EPOLLEXCLUSIVE
@@ -128,16 +138,26 @@ class EventLoop:
         self._recheck_at = 0.0
         self._peers: list[Peer] = []
         self._peers_at = 0.0
-        self._last_request = 0.0  # seconds the last request served took
         self._bound_log = Throttle(BOUND_LOG_EVERY)
         self._published = [0] * SERVING
         self._own_limit = descriptors.connection_share(RESERVED_DESCRIPTORS)
+        self._relief = Relief(self._relieve, error_log.error)
+        for listener in listeners:
+            if listener.tls is not None:
+                record_server_names(listener.tls)
 
     # ---------------------------------------------------------------- the loop
 
     def run(self) -> None:
         """Serve until the worker leaves; returns once every connection it held is handed over
         or closed."""
+        self._relief.start()
+        try:
+            self._run()
+        finally:
+            self._relief.stop()
+
+    def _run(self) -> None:
         epoll = self._epoll
         epoll.register(self.wake_fd, _IN)
         self._listen(True)
@@ -253,13 +273,60 @@ class EventLoop:
                 if state == KEEPALIVE:
                     self._move(held, READING)
                 self._deadlines.set(held, held.deadline)
+        elif state == HANDSHAKE:
+            self._shake(held, now)
         # WAITING: its head is complete, what follows is read when it is served
+
+    def _greet(self, held: Held, now: float) -> None:
+        """A connection accepted on a TLS port: held through its handshake."""
+        self._conns[held.fd] = held
+        held.state = SERVING
+        self._counts[SERVING] += 1
+        self._move(held, HANDSHAKE)
+        self._deadlines.set(held, held.deadline)
+        self._shake(held, now)
+
+    def _shake(self, held: Held, now: float) -> None:
+        """The handshake as far as it goes without waiting; once done, the connection waits for
+        its first request as any does. Plain HTTP gets Apache's 400; a failed handshake is closed
+        with an info line (scanners and port checks fail many)."""
+        peer = f"{held.peer[0]}:{held.peer[1]}"
+        try:
+            wants = held.handshake()
+        except PlainHTTP:
+            self.error_log.info(f"{peer}: SSL handshake failed: HTTP spoken on HTTPS port; answered 400", "ssl")
+            held.answer_plain_http()
+            self._close(held, now)
+            return
+        except HandshakeFailed as e:
+            self.error_log.info(f"{peer}: SSL handshake failed: {e}", "ssl")
+            held.end()
+            self._forget(held)
+            return
+        self._watch(held, wants or _IN)
+        if wants:
+            return
+        held.start(now)
+        if held.receive(now):
+            self._to_ready(held)
+        else:
+            self._wait(held)
+
+    def _watch(self, held: Held, events: int) -> None:
+        """Wait for `events` (a handshake may wait to write) in epoll."""
+        if held.registered:
+            self._epoll.modify(held.fd, events)
+        else:
+            self._epoll.register(held.fd, events)
+            held.registered = True
 
     def _expire(self, held: Held) -> None:
         """Its deadline passed: a partial head is answered 408, an idle connection closed
         silently (as Apache does); a lingering close ends."""
         if held.state == READING:
             held.expire()
+        elif held.state == HANDSHAKE:
+            self.error_log.info(f"{held.peer[0]}:{held.peer[1]}: SSL handshake timed out", "ssl")
         held.end()
         self._forget(held)
 
@@ -278,25 +345,25 @@ class EventLoop:
 
     def _serve_ready(self) -> None:
         """Serve the connections whose heads are complete, oldest first; one made ready by
-        serving (a pipelined request) waits for the next round, after a look at epoll."""
+        serving (a pipelined request) waits for the next round, after a look at epoll. While a
+        request runs, relief.py may hand the others off (`_relieve`)."""
         remaining = len(self._ready)
         while remaining > 0 and self._ready:
             remaining -= 1
             if self.leaving() != SERVE and not self.draining:
                 return  # leave now: what is still waiting goes to another worker
             held = self._ready.popleft()
-            if self._ready and not self.draining and self._last_request >= SLOW_REQUEST:
-                self._shed(time.monotonic())
             self._move(held, SERVING)
-            started = time.monotonic()
+            self._relief.begin(time.monotonic())
             try:
                 keep = self.serve(held)
             except Exception as e:  # connection.serve answers every failure: a bug, but not the worker's end
                 self.error_log.error(f"serving a connection from {held.peer[0]} failed: {e!r}")
                 keep = False
                 held.linger = None
+            finally:
+                self._relief.end()
             now = time.monotonic()
-            self._last_request = now - started
             if keep and not self.draining:
                 if held.idle(now):
                     self._to_ready(held)
@@ -305,23 +372,29 @@ class EventLoop:
             else:
                 self._close(held, now)
 
-    def _shed(self, now: float) -> None:
-        """Hand the requests queued behind a slow one to idle workers, one each (held.to_shed)."""
-        count = to_shed(len(self._ready), len(self._conns), self._peer_view(now), self._last_request, SLOW_REQUEST)
-        if not count:
-            return
-        going = [self._ready.popleft() for _ in range(count)]
-        for held in going:
-            if held.registered:
-                self._epoll.unregister(held.fd)
-                held.registered = False
-        sent = handover.send(
-            self.send_end, [held.parcel() for held in going], [held.fd for held in going], now, per_message=1
-        )
-        for held in going[:sent]:
-            held.end()
-            self._forget(held)
-        self._ready.extendleft(reversed(going[sent:]))  # the socket was full: served here after all
+    def _relieve(self, idle_too: bool) -> bool:
+        """In the relief thread, under its lock, while the main thread serves a long request:
+        hand the other connections whose requests have come (waiting, or bytes arrived: epoll
+        says so) to the hand-over socket, one per message so that each goes to its own idle
+        worker, without waiting for room; with `idle_too`, one message of idle ones as well.
+        True once none is left to hand off. Not while the worker leaves or drains: the workers
+        that could adopt them are leaving too."""
+        if self.draining or self.leaving() != SERVE:
+            return True
+        conns = self._conns
+        arrived = [conns.get(fd) for fd, _ in self._epoll.poll(0)]
+        urgent = [
+            *(held for held in self._ready if held.portable),
+            *(held for held in arrived if held is not None and held.state in (READING, KEEPALIVE) and held.portable),
+        ]
+        now = time.monotonic()
+        if self._send_away(urgent, now, 1) == len(urgent) and idle_too:
+            rest = (held for held in conns.values() if held.state in (READING, KEEPALIVE) and held.portable)
+            self._send_away(list(itertools.islice(rest, handover.PER_MESSAGE)), now, handover.PER_MESSAGE)
+        if urgent or idle_too:
+            self._ready = deque(held for held in self._ready if conns.get(held.fd) is held)
+            self.slot.held[:] = self._published = self._counts[:SERVING]
+        return idle_too and not any(held.portable and held.state in MOVABLE for held in conns.values())
 
     # ---------------------------------------------------------------- accepting
 
@@ -384,14 +457,18 @@ class EventLoop:
             self.accepted += 1
             self.slot.connections += 1
             ip = sock.getsockname()[0] if listener.ask_ip else listener.ip
-            held = Held(sock, peer[:2], listener.port, ip, self.limits)
+            held = Held(sock, peer[:2], listener.port, ip, self.limits, context=listener.tls)
             held.start(now)
-            # A new connection's request is there by the accept, or a moment later: waiting that
-            # moment here keeps an idle worker from taking the next connection meanwhile (another
-            # idle worker takes it), as a prefork worker reads the connection it accepted.
-            if not held.receive(now) and idle and _readable_within(sock, ACCEPT_WAIT):
-                held.receive(time.monotonic())
-            self._hold(held)
+            if listener.tls is not None:
+                self._greet(held, now)
+            else:
+                # A new connection's request is there by the accept, or a moment later: waiting
+                # that moment here keeps an idle worker from taking the next connection meanwhile
+                # (another idle worker takes it), as a prefork worker reads the connection it
+                # accepted.
+                if not held.receive(now) and idle and _readable_within(sock, ACCEPT_WAIT):
+                    held.receive(time.monotonic())
+                self._hold(held)
             if self.accepted == self.max_connections:
                 self._listen(False)  # the last one: the loop leaves once it is served
                 return
@@ -418,7 +495,8 @@ class EventLoop:
     def _leave(self, how: bytes) -> None:
         """Stop accepting; hand over what is not being served (HAND_OVER); serve the rest with
         Connection: close, each idle one's next request or its end at KeepAliveTimeout, as a
-        prefork worker drains its connection (DRAIN, or what no worker took in time)."""
+        prefork worker drains its connection (DRAIN, TLS connections, or what no worker took in
+        time). Leaving by hand-over, idle ones wait LEAVING_TLS_IDLE at most."""
         self._listen(False)
         for listener in self.listeners.values():
             listener.sock.close()  # this worker's copy: it never accepts again
@@ -428,32 +506,38 @@ class EventLoop:
         self.title("graceful")
         if how == HAND_OVER:
             self._hand_over()
+            latest = time.monotonic() + LEAVING_TLS_IDLE
+            for held in self._idle:  # TLS ones, and any the hand-over could not take
+                if held.until > latest:
+                    held.until = latest
+                    self._deadlines.set(held, latest)
 
     def _hand_over(self) -> None:
-        leaving = [held for held in self._conns.values() if held.state in (READING, KEEPALIVE, WAITING)]
-        for held in leaving:
-            if held.registered:
-                self._epoll.unregister(held.fd)
-                held.registered = False
-        sent = handover.send(
-            self.send_end,
-            [held.parcel() for held in leaving],
-            [held.fd for held in leaving],
-            time.monotonic() + HANDOVER_SECONDS,
-        )
-        for held in leaving[:sent]:
-            held.end()
-            self._forget(held)
-        self._ready = deque(held for held in self._ready if held.fd in self._conns)
-        for held in leaving[sent:]:  # no worker read them in time: this one finishes them
-            if held.state != WAITING:
-                self._epoll.register(held.fd, _IN)
-                held.registered = True
-        if sent < len(leaving):
+        leaving = [held for held in self._conns.values() if held.state in MOVABLE and held.portable]
+        sent = self._send_away(leaving, time.monotonic() + HANDOVER_SECONDS, handover.PER_MESSAGE)
+        self._ready = deque(held for held in self._ready if self._conns.get(held.fd) is held)
+        if sent < len(leaving):  # no worker read them in time: this one finishes them
             self.error_log.warn(
                 f"worker {os.getpid()}: {len(leaving) - sent} of {len(leaving)} connections could not be "
                 f"handed over within {HANDOVER_SECONDS:g} s; serving them before exiting"
             )
+
+    def _send_away(self, going: list[Held], deadline: float, per_message: int) -> int:
+        """Send `going` to the hand-over socket in order, by `deadline`; returns how many went.
+        Those are another worker's now: each leaves this worker's epoll before its descriptor is
+        closed (an epoll entry lives as long as the connection's file, which the receiver holds)."""
+        if not going:
+            return 0
+        sent = handover.send(
+            self.send_end, [held.parcel() for held in going], [held.fd for held in going], deadline, per_message
+        )
+        for held in going[:sent]:
+            if held.registered:
+                self._epoll.unregister(held.fd)
+                held.registered = False
+            held.end()
+            self._forget(held)
+        return sent
 
 
 def _readable_within(sock: socket.socket, seconds: float) -> bool:

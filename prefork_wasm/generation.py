@@ -19,7 +19,10 @@ from .config import Listen, ServerConfig
 from .engine import POOL_TABLE_ELEMENTS, WASM32_MEMORY_MAX, InstancePool
 from .logs import AccessLog, ErrorLog
 from .logtargets import LogFile, open_target
+from .tls import Contexts, listener_contexts
+from .tlscheck import CertificateError
 
+MPM = "mpm_prefork"  # the error log's name for the module of the master's lines (Apache's)
 # What to check when binding fails with this errno.
 BIND_HINTS = {
     errno.EADDRINUSE: "another server on that port? stop it, or choose another port",
@@ -108,6 +111,15 @@ def open_logs(config: ServerConfig) -> tuple[ErrorLog, list[AccessLog]]:
         index: ErrorLog(file, levels[0], modules=levels[1]) for (index, _), file in zip(own, host_files, strict=True)
     }
     return ErrorLog(error_file, levels[0], hosts, levels[1]), access_logs
+
+
+def tls_contexts(config: ServerConfig) -> Contexts:
+    """The generation's TLS contexts, its certificates and keys read now (by the master, before
+    any worker drops privileges); StartupError."""
+    try:
+        return listener_contexts(config)
+    except CertificateError as e:
+        raise StartupError(str(e)) from None
 
 
 def close_all(error_log: ErrorLog, access_logs: list[AccessLog], sockets: Iterable[socket.socket]) -> None:
@@ -242,8 +254,23 @@ class NextGeneration:
     access_logs: list[AccessLog]
     fresh: dict[Listen, socket.socket]  # bound (or passed by systemd) for it; it shares the others
     compile: Compile
+    tls: Contexts  # each TLS listener's context: new certificates for every generation
     adopted: dict[Listen, Passed] = field(default_factory=dict)  # which of `fresh` systemd passed
     requested: float = field(default_factory=time.monotonic)
+
+    def announce(self, print_urls: bool) -> None:
+        """Log what the certificates of this generation are warned about (at every start and
+        restart: a renewal that did not happen shows), and the listeners it added (all of them
+        at start-up)."""
+        for warning in self.tls.warnings:
+            self.error_log.warn(warning, "ssl")
+        for listen in self.fresh:
+            passed = self.adopted.get(listen)
+            url = f"{'https' if listen in self.tls.by_listen else 'http'}://{listen}/"
+            by_systemd = f" (socket passed by systemd: {passed})" if passed else ""
+            self.error_log.notice(f"listening on {url}{by_systemd}", MPM)
+            if print_urls:
+                print(f"prefork-wasm: serving on {url}", flush=True)
 
     def close(self) -> None:
         """Release what this process holds for it (after it failed, or in a forked worker)."""

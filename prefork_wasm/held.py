@@ -2,12 +2,12 @@
 
 A worker multiplexes its connections (docs/architecture.md says why): those with no complete
 request head yet (reading), those idle between kept-alive requests (keep-alive), those whose
-head is complete and that wait for the worker to finish another request (waiting) and those
-being closed after their last response (closing) cost it an epoll entry and a deadline each,
-never the worker itself. This module is the arithmetic of that: the per-connection deadlines,
-whether to accept one more connection (the balance between workers and the server-wide
-MaxHeldConnections bound) and how often the bound is logged. Times are time.monotonic()
-seconds, given by the caller.
+head is complete and that wait for the worker to finish another request (waiting), those
+being closed after their last response (closing) and those in a TLS handshake (handshake)
+cost it an epoll entry and a deadline each, never the worker itself. This module is the
+arithmetic of that: the per-connection deadlines, whether to accept one more connection (the
+balance between workers and the server-wide MaxHeldConnections bound) and how often the bound
+is logged. Times are time.monotonic() seconds, given by the caller.
 """
 
 from __future__ import annotations
@@ -19,9 +19,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Generic, TypeVar
 
-# A held connection's state; the scoreboard counts each (STATE_NAMES, in this order).
-READING, KEEPALIVE, WAITING, CLOSING = range(4)
-STATE_NAMES = ("reading", "keepalive", "waiting", "closing")
+# A held connection's state; the scoreboard counts each (STATE_NAMES, in this order). HANDSHAKE:
+# on a TLS port, from the accept to the handshake's end (the first byte's wait included).
+READING, KEEPALIVE, WAITING, CLOSING, HANDSHAKE = range(5)
+STATE_NAMES = ("reading", "keepalive", "waiting", "closing", "handshake")
+# The states in which a connection can go to another worker (handover.py): all but closing,
+# whose response is sent and whose client's last bytes are being drained here, and a TLS
+# handshake's (a TLS connection's state is in this process's OpenSSL objects).
+MOVABLE = frozenset({READING, KEEPALIVE, WAITING})
 
 K = TypeVar("K", bound=Hashable)
 
@@ -97,7 +102,6 @@ class Peer:
 
     held: int
     available: bool  # in its event loop lately: a worker stuck in one long request is not
-    idle: bool = False  # waiting in its event loop right now, nothing to serve
 
 
 def balance_margin(least: int) -> int:
@@ -125,19 +129,6 @@ def may_accept(held: int, idle: int, peers: Iterable[Peer], bound: int, own_limi
         if held > least + balance_margin(least):
             return Accept.BALANCE
     return Accept.YES
-
-
-def to_shed(queued: int, held: int, peers: Iterable[Peer], last_request: float, slow: float) -> int:
-    """How many of the `queued` connections whose requests wait behind the one this worker
-    (holding `held` connections) is about to serve it hands to idle peers: one per idle peer that
-    holds fewer than it would after, once a request took `slow` seconds or more (`last_request`,
-    the one it served last). Kept-alive connections stay with the worker that accepted them;
-    when its requests are slow, their next requests queue behind each other while other workers
-    idle, unless it sheds them. Quick requests never shed: a hand-over costs more than waiting
-    behind one of them, and a moved connection does not come back."""
-    if not queued or last_request < slow:
-        return 0
-    return min(queued, sum(1 for p in peers if p.idle and p.held + 1 < held))
 
 
 class Throttle:

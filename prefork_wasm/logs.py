@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from . import sslvars
 from .logtargets import LogFile
+from .messages import TLSInfo
 
 LEVELS = {
     name: rank
@@ -106,6 +108,7 @@ class AccessRecord:
     filename: str = ""  # %f: the file the request mapped to ('' for none)
     handler: str = ""  # %R: the handler that made the response ('' for none: a file from disk)
     env: Mapping[str, str] = field(default_factory=dict)  # %{VAR}e, env=: the request's environment
+    tls: TLSInfo | None = None  # %{VAR}x: the handshake of a request over TLS, None on plain HTTP
 
 
 Piece = Callable[[AccessRecord], str]
@@ -204,6 +207,17 @@ class _Env:
         return _escape(r.env.get(self.name, "-"))
 
 
+class _SSLVar:
+    """%{VAR}x: one of mod_ssl's variables (sslvars.py), whatever SSLOptions says; '-' on plain
+    HTTP (but HTTPS, which is 'off' there) and for a name mod_ssl would not know."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, r: AccessRecord) -> str:
+        return _escape(sslvars.lookup(r.tls, self.name) or "-")
+
+
 _EPOCH = {
     "sec": lambda t: str(int(t)),
     "msec": lambda t: str(int(t * 1_000)),
@@ -236,7 +250,7 @@ class FormatError(ValueError):
 
 SUPPORTED = (
     " ".join(f"%{letter}" for letter in sorted(_SIMPLE, key=str.lower))
-    + " %{Header}i %{Header}o %{VAR}e %{format}t %{ms}T %{us}T %{c}a %{remote}p %{local}p"
+    + " %{Header}i %{Header}o %{VAR}e %{VAR}x %{format}t %{ms}T %{us}T %{c}a %{remote}p %{local}p"
 )
 
 
@@ -246,6 +260,8 @@ def _with_argument(name: str, letter: str, fmt: str) -> Piece:
         return _Header(letter, name)
     if letter == "e":
         return _Env(name)
+    if letter == "x":
+        return _SSLVar(name)
     if letter == "t":
         return _Time(name)
     choices = {"T": _DURATIONS, "p": _PORTS, "a": _PEERS, "h": _PEERS}.get(letter)

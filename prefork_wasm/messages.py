@@ -94,6 +94,12 @@ class Request:
     tls: TLSInfo | None = None  # None: plain HTTP
 
     @property
+    def scheme(self) -> str:
+        """What the request came over: 'https' on a TLS connection (REQUEST_SCHEME, the URLs the
+        server makes itself), else 'http'."""
+        return "http" if self.tls is None else "https"
+
+    @property
     def query(self) -> str:
         return self.target.partition("?")[2]
 

@@ -48,6 +48,15 @@ ROUTE_MEMORY = 4096
 
 NOT_FOUND_TEXT = "The requested URL was not found on this server."
 FORBIDDEN_TEXT = "You don't have permission to access this resource."
+BAD_REQUEST_TEXT = "Your browser sent a request that this server could not understand."
+MISDIRECTED_TEXT = (  # Apache's page for 421
+    "The client needs a new connection for this request as the requested host name does not match "
+    "the Server Name Indication (SNI) in use for this connection."
+)
+NO_SNI_TEXT = (  # mod_ssl's error-notes beside the 403's text (SSLStrictSNIVHostCheck)
+    f"{FORBIDDEN_TEXT} Reason: The client software did not provide a hostname using Server Name "
+    f"Indication (SNI), which is required to access this server."
+)
 GONE_TEXT = (
     "The requested resource is no longer available on this server and there is no forwarding address. "
     "Please remove all references to this resource."
@@ -234,11 +243,42 @@ class Router:
         """Decide `request` (its head read, its path normalised; '' matches no Location). Any
         failure on the way is a Fault: the request's answer, not the worker's end."""
         server = self.select_server(request)
+        if request.tls is not None:
+            misdirected = self.check_sni(request, server)
+            if misdirected is not None:
+                return Decision(server, None, None, misdirected, 0)
         if request.method == "TRACE":  # answered by core, whatever the URL (TraceEnable)
             if self.config.trace_enable == "off":
                 return Decision(server, None, None, TRACE_OFF, 0)
             return Decision(server, None, None, TRACE, TRACE_BODY_LIMIT)
         return self.decide(request, server, request.path, fallback=True)
+
+    def check_sni(self, request: Request, server: Server) -> Refusal | None:
+        """mod_ssl's rule for a request on a TLS connection (ssl_hook_ReadReq, Apache 2.4): with
+        SNI, a request without a host name is 400, and one whose Host chose another server than
+        SNI did is 421 Misdirected Request unless the two servers' TLS settings are compatible
+        (TLSSettings.compatible); without SNI, a request to a <VirtualHost> is 403 when that host
+        or the one that made the handshake (the address's default) has SSLStrictSNIVHostCheck on."""
+        tls = request.tls
+        assert tls is not None
+        handshake = getattr(tls.context, "settings", None)
+        settings = server.host.tls if server.host is not None else self.config.tls
+        if tls.server_name:
+            if not request_host(request.target, request.header(b"host")):
+                server.error_log.error(f"AH02031: Hostname {tls.server_name} provided via SNI, but no hostname "
+                                       f"provided in HTTP request", "ssl")
+                return Refusal(400, BAD_REQUEST_TEXT)
+            if getattr(tls.context, "host", server.host) is not server.host and not (
+                handshake is not None and handshake.compatible(settings)
+            ):
+                server.error_log.error(f"AH02032: Hostname {tls.server_name} provided via SNI and hostname "
+                                       f"{request_host(request.target, request.header(b'host'))} provided via HTTP "
+                                       f"have no compatible SSL setup", "ssl")
+                return Refusal(421, MISDIRECTED_TEXT)
+        elif server.host is not None and (settings.strict_sni or (handshake is not None and handshake.strict_sni)):
+            server.error_log.info("AH02033: No hostname was provided via SNI for a name based virtual host", "ssl")
+            return Refusal(403, NO_SNI_TEXT)
+        return None
 
     def decide(self, request: Request, server: Server, path: str, fallback: bool) -> Decision:
         """The phases for `path` on `server`: `request`'s own, or the local URL that answers for
@@ -303,7 +343,7 @@ class Router:
         if target.startswith("/"):
             host = request.header(b"host")
             name = host.decode("latin-1") if host else self.config.server_name or request.server_addr
-            target = f"http://{name}{target}"
+            target = f"{request.scheme}://{name}{target}"
         return Redirect(target.encode("utf-8"), rule.status)
 
     def select_server(self, request: Request) -> Server:

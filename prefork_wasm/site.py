@@ -351,6 +351,7 @@ class Site:
                 extra=extra,
                 server_software=self.server_software,
                 path_info=path_info,
+                ssl_vars=loc.ssl_std_env_vars,
             )
         else:
             env = loc.env
@@ -379,7 +380,7 @@ class Site:
         guest's outgoing-response comes back; failures are answered as for the other kinds."""
         loc = guest.location
         exchange = wasi_http_resources.Exchange(
-            wasi_http_resources.incoming_request(request),
+            wasi_http_resources.incoming_request(request, request.scheme),
             body_limit=self.config.limit_response_body,
             policy=loc.outbound,
             log=lambda text: self._log(request, decision, guest.module_name, text),
@@ -511,6 +512,7 @@ class Site:
             filename=filename,
             handler=handler,
             env=request.env,
+            tls=request.tls,
         )
 
 

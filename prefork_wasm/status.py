@@ -16,7 +16,10 @@ from .messages import Request, Response
 from .scoreboard import BUSY_STATES, LOGGING, OPEN, READING, SENDING, STARTING, WAITING, Scoreboard
 
 # Apache event MPM's names for its asynchronous connections, by held state.
-HELD_FIELDS = ("ConnsAsyncReading", "ConnsAsyncKeepAlive", "ConnsAsyncWaiting", "ConnsAsyncClosing")
+# ConnsAsyncHandshake is this server's own: Apache's event MPM does a TLS handshake in a worker.
+HELD_FIELDS = (
+    "ConnsAsyncReading", "ConnsAsyncKeepAlive", "ConnsAsyncWaiting", "ConnsAsyncClosing", "ConnsAsyncHandshake"
+)
 IN_FLIGHT = frozenset({READING, SENDING, LOGGING})
 
 STATE_NAMES = {

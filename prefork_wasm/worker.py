@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import sys
 import time
 import traceback
@@ -67,7 +68,7 @@ class Worker:
         self,
         config: ServerConfig,
         artifacts: dict[Path, Artifact],
-        listeners: list[socket.socket],
+        listeners: list[tuple[socket.socket, ssl.SSLContext | None]],  # with its TLS context on a TLS port
         slot: Slot,
         scoreboard: Scoreboard,
         hand_over: tuple[socket.socket, socket.socket],
@@ -181,15 +182,16 @@ class Worker:
 
     def _peers(self) -> list[Peer]:
         """The other serving workers of this generation, as the scoreboard shows them: their held
-        connections, whether they are in their event loop lately, whether they idle now."""
+        connections, and whether they are in their event loop lately (waiting there now, or
+        in a request that began less than AVAILABLE_WINDOW ago)."""
         me, generation, slots = self.slot, self.slot.generation, self.scoreboard.slots
         now = time.monotonic()
         peers = []
         for found in _SERVING.finditer(self.scoreboard.states()):
             slot = slots[found.start()]
             if slot.quit == SERVE and slot.generation == generation and slot.pid != me.pid:
-                idle = found[0] == WAITING
-                peers.append(Peer(sum(slot.held), idle or now - slot.heartbeat < AVAILABLE_WINDOW, idle))
+                available = found[0] == WAITING or now - slot.heartbeat < AVAILABLE_WINDOW
+                peers.append(Peer(sum(slot.held), available))
         return peers
 
     def _loop(self, site: Site) -> None:
@@ -205,19 +207,20 @@ class Worker:
             encoded_slashes=config.allow_encoded_slashes,
             header_read=config.read_timeout_header,
             body_read=config.read_timeout_body,
+            handshake_read=config.read_timeout_handshake,
         )
         # The local IP matters only to a <VirtualHost> on a given IP; a listener on one IP knows
         # it, one on all interfaces asks each connection (one getsockname).
         by_ip = any(address.host for host in config.virtual_hosts for address in host.addresses)
         listeners = []
-        for sock in self.listeners:
+        for sock, tls in self.listeners:
             sock.setblocking(False)
             # Responses go out whole (MSG_MORE holds a part that more follows at once), so Nagle
             # would only delay them. An accepted connection inherits this from its listener
             # (Linux): one setsockopt per listener, none per connection.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             ip = _bound_ip(sock) if by_ip else ""
-            listeners.append(Listener(sock, sock.getsockname()[1], ip, by_ip and not ip))
+            listeners.append(Listener(sock, sock.getsockname()[1], ip, by_ip and not ip, tls))
         title = _Title()
         title.set("idle")
         state = self._state_hook(title)

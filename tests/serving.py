@@ -1,6 +1,7 @@
 """A worker's event loop (prefork_wasm.eventloop) in a thread of the test process, on a
-127.0.0.1 listener of its own, serving a site and a worker the test gives: the connection layer
-and the event loop as a worker runs them, without a process, a scoreboard or Wasm.
+127.0.0.1 listener of its own (a TLS port when given a context), serving a site and a worker the
+test gives: the connection layer and the event loop as a worker runs them, without a process, a
+scoreboard or Wasm.
 
     with Serving(site, worker, limits) as server:
         socket.create_connection((HOST, server.port))...
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +43,7 @@ class Serving:
         hand_over: tuple[socket.socket, socket.socket] | None = None,
         error_log: str = os.devnull,
         peers: Callable[[], list[Peer]] = list,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.listener = socket.create_server((HOST, 0), backlog=128)
         self.listener.setblocking(False)
@@ -54,7 +57,7 @@ class Serving:
             return serve(held, site, worker, limits, state)
 
         self.loop = EventLoop(
-            [Listener(self.listener, self.port, "", False)], self.hand_over, self._wake_r, limits, serve_one,
+            [Listener(self.listener, self.port, "", False, tls)], self.hand_over, self._wake_r, limits, serve_one,
             self.slot, peers, lambda: self.how, bound, max_connections, ErrorLog(LogFile(error_log), "debug"),
             lambda title: None,
         )

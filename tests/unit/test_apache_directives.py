@@ -38,9 +38,9 @@ def test_log_level(lines: list[str], level: str, modules: dict[str, str], apache
 
 
 def test_log_level_of_an_apache_module_prefork_wasm_lacks_is_noted_not_refused() -> None:
-    config = config_with("LogLevel warn ssl:info")
+    config = config_with("LogLevel warn http2:info")
     assert config.module_log_levels == {}
-    assert any("LogLevel ssl:info: prefork-wasm has no ssl; no effect" in note for note in config.notes)
+    assert any("LogLevel http2:info: prefork-wasm has no http2; no effect" in note for note in config.notes)
 
 
 # --- ErrorLog and CustomLog targets (core, mod_log_config) -----------------------------------------

@@ -40,7 +40,7 @@ def make_req(target: str = "/app/x/y?a=1&b=%20", headers=(), **kw) -> Request:
 
 def env_for(req: Request | None = None, script_name: str = "/app", *,
             content_length: int | None = None, extra=None, server_name: str = "example.test",
-            scheme: str = "http") -> dict[str, str]:
+            ssl_vars: bool = False) -> dict[str, str]:
     return build_environ(
         req if req is not None else make_req(),
         server_name=server_name,
@@ -49,7 +49,7 @@ def env_for(req: Request | None = None, script_name: str = "/app", *,
         content_length=content_length,
         extra=extra or {},
         server_software="prefork-wasm/0.1.0",
-        scheme=scheme,
+        ssl_vars=ssl_vars,
     )
 
 

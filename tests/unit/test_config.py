@@ -81,7 +81,7 @@ def test_comments_and_blank_lines_are_ignored() -> None:
 def test_hash_inside_a_line_is_not_a_comment() -> None:
     assert load("Listen 8080\nServerName a#b\n").server_name == "a#b"
     err = fails("Listen 8080 # the port\n")
-    assert str(err).startswith("server.conf:1: Listen: expected 1 argument, got 4")
+    assert str(err).startswith("server.conf:1: Listen: expected 1 to 2 arguments, got 4")
 
 
 def test_backslash_continues_a_line_joined_with_a_space() -> None:
@@ -469,7 +469,7 @@ def test_define_and_include_are_fine_inside_location() -> None:
         ("LogLevel warn wasm:verbose", "LogLevel: expected one of emerg, alert, crit, error, warn, notice, info"),
         ("LogLevel warn nosuch:debug", "LogLevel: no module 'nosuch'; LogLevel MODULE:LEVEL takes one of"),
         ("Timeout 1 2", "Timeout: expected 1 argument, got 2 (usage: Timeout SECONDS)"),
-        ("Listen", "Listen: expected 1 argument, got 0 (usage: Listen [HOST:]PORT)"),
+        ("Listen", "Listen: expected 1 to 2 arguments, got 0 (usage: Listen [HOST:]PORT [http|https])"),
         ("Define", "Define: expected 1 to 2 arguments, got 0 (usage: Define NAME [VALUE])"),
         ("CustomLog access.log", "CustomLog: expected 2 to 3 arguments, got 1"),
         (
@@ -1175,10 +1175,11 @@ def test_request_read_timeout_sets_each_named_phase_and_keeps_the_others() -> No
     assert (config.read_timeout_header, config.read_timeout_body) == (ReadTimeout(0, 0, 0), ReadTimeout(5, 0, 1000))
 
 
-def test_request_read_timeout_handshake_is_accepted_with_a_warning() -> None:
+def test_request_read_timeout_handshake_bounds_a_tls_handshake_and_is_on_by_default() -> None:
+    assert load(HELLO).read_timeout_handshake == ReadTimeout(20)  # Apache leaves it off; on here
     config = load(HELLO + "RequestReadTimeout handshake=5 header=10\n")
-    assert config.read_timeout_header == ReadTimeout(10)
-    assert any("handshake= has no effect" in warning for warning in config.warnings)
+    assert (config.read_timeout_handshake, config.read_timeout_header) == (ReadTimeout(5), ReadTimeout(10))
+    assert config.warnings == []
 
 
 @pytest.mark.parametrize(

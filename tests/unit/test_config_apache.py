@@ -104,8 +104,8 @@ def test_a_skipped_ifmodule_does_not_read_its_include() -> None:
     Path("broken.conf").write_text("Bogus directive\n")
     config = load(
         HELLO
-        + "<IfModule ssl_module>\n    Include missing/extra.conf\n    Include broken.conf\n"
-        "    SSLEngine on\n</IfModule>\n"
+        + "<IfModule mod_gnutls.c>\n    Include missing/extra.conf\n    Include broken.conf\n"
+        "    GnuTLSEnable on\n</IfModule>\n"
         + "<IfModule !wasm_module>\n    Include broken.conf\n</IfModule>\n"
     )
     assert config.warnings == []

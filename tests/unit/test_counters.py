@@ -138,19 +138,19 @@ def test_the_page_shows_workers_by_state_generation_and_master_counts() -> None:
 
 def test_held_connections_are_shown_by_state_in_the_metrics_and_server_status() -> None:
     board = Scoreboard(3)
-    for index, held in enumerate(([3, 100, 1, 0], [2, 50, 0, 1])):
+    for index, held in enumerate(([3, 100, 1, 0, 2], [2, 50, 0, 1, 0])):
         board.slots[index].claim(10 + index, 0)
         board.slots[index].held[:] = held
     board.slots[0].state = b"W"  # serving a request besides the connections it holds
     found = samples(MetricsPage(board, 0.0).text())
     by_state = {state: found[("prefork_wasm_held_connections", frozenset({("state", state)}))] for state in STATE_NAMES}
-    assert by_state == {"reading": 5, "keepalive": 150, "waiting": 1, "closing": 1}
+    assert by_state == {"reading": 5, "keepalive": 150, "waiting": 1, "closing": 1, "handshake": 2}
     fields = dict(line.split(": ", 1) for line in StatusPage(board, 0.0, 0, "x").auto().splitlines()[1:])
-    assert (fields["ConnsTotal"], fields["ConnsAsyncReading"], fields["ConnsAsyncKeepAlive"]) == ("158", "5", "150")
-    assert (fields["ConnsAsyncWaiting"], fields["ConnsAsyncClosing"]) == ("1", "1")
+    assert (fields["ConnsTotal"], fields["ConnsAsyncReading"], fields["ConnsAsyncKeepAlive"]) == ("160", "5", "150")
+    assert (fields["ConnsAsyncWaiting"], fields["ConnsAsyncClosing"], fields["ConnsAsyncHandshake"]) == ("1", "1", "2")
     page = StatusPage(board, 0.0, 0, "x").html()
-    assert "157 connections held: 5 reading, 150 keepalive, 1 waiting, 1 closing" in page
-    assert "<td>3/100/1/0</td>" in page
+    assert "159 connections held: 5 reading, 150 keepalive, 1 waiting, 1 closing, 2 handshake" in page
+    assert "<td>3/100/1/0/2</td>" in page
 
 
 def test_health_is_ready_only_while_serving_and_live_whenever_it_answers() -> None:

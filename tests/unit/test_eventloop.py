@@ -1,7 +1,8 @@
 """prefork_wasm.eventloop in this process (serving.py): held connections under their deadlines,
 the MaxHeldConnections bound, leaving by hand-over or by draining, MaxConnectionsPerChild, and
-requests queued behind a slow one going to an idle worker. The arithmetic is test_held.py's;
-the whole server under a flood is tests/integration/test_held_connections.py."""
+a worker in a slow request handing its other connections to an idle worker (relief.py). The
+arithmetic is test_held.py's; the whole server under a flood is
+tests/integration/test_held_connections.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from harness import HOST, wait_for
-from prefork_wasm.held import Peer
+from prefork_wasm import relief
+from prefork_wasm.handover import PER_MESSAGE
 from prefork_wasm.http1 import Limits
 from prefork_wasm.messages import Request, Response
 from prefork_wasm.reqtimeout import ReadTimeout
@@ -40,6 +42,7 @@ class Site:
 
     def __init__(self, slow: float = 0.0) -> None:
         self.slow = slow
+        self.slow_begun = threading.Event()
         self.paths: list[str] = []
         self.lock = threading.Lock()
         self.drains: Callable[[], bool] = lambda: False  # the worker's: its loop drains
@@ -55,6 +58,7 @@ class Site:
 
     def respond(self, request: Request, decision: Decision, give_up: Callable[[Response], None]) -> Response:
         if request.path == "/slow":
+            self.slow_begun.set()
             time.sleep(self.slow)
         return Response(200, body=request.path.encode())
 
@@ -156,7 +160,7 @@ def test_a_leaving_worker_hands_its_connections_to_the_next_as_they_were() -> No
             kept.sendall(REQUEST)
             assert answer(kept).startswith(b"HTTP/1.1 200 ")
             partial.sendall(REQUEST[:12])
-            wait_for(lambda: list(leaving.slot.held) == [1, 1, 0, 0], what="one reading, one kept alive")
+            wait_for(lambda: list(leaving.slot.held) == [1, 1, 0, 0, 0], what="one reading, one kept alive")
             leaving.leave(HAND_OVER)
             kept.sendall(REQUEST)  # on the connection the first worker answered
             assert answer(kept).startswith(b"HTTP/1.1 200 ")
@@ -177,7 +181,7 @@ def test_a_draining_worker_serves_each_connections_next_request_with_close_then_
             client.sendall(REQUEST)
             assert answer(client).startswith(b"HTTP/1.1 200 ")
         reading.sendall(REQUEST[:12])
-        wait_for(lambda: list(server.slot.held) == [1, 2, 0, 0], what="one reading, two kept alive")
+        wait_for(lambda: list(server.slot.held) == [1, 2, 0, 0, 0], what="one reading, two kept alive")
         leaving = threading.Thread(target=server.leave)
         leaving.start()
         wait_for(lambda: server.loop.draining, what="the loop draining")
@@ -213,29 +217,68 @@ def test_max_connections_per_child_hands_over_and_leaves() -> None:
     assert len(site.paths) + len(replacement.paths) == 3 and replacement.paths
 
 
-def test_requests_queued_behind_a_slow_one_are_served_by_an_idle_worker() -> None:
-    busy, idle = Site(slow=1.0), Site(slow=1.0)
-    peers: list[Peer] = []  # none at first, so that the balance lets this worker take all three
-    with Serving(busy, busy, LIMITS, peers=lambda: peers) as server:
+def test_a_worker_in_a_slow_request_hands_off_the_requests_that_come_and_keeps_idle_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """relief.py: a kept-alive connection and one with half a head, held by a worker that runs a
+    slow request, have their next requests answered by another worker meanwhile; an idle one
+    stays (until relief.IDLE_AFTER, here never)."""
+    monkeypatch.setattr(relief, "IDLE_AFTER", float("inf"))
+    busy, idle = Site(slow=3.0), Site()
+    with Serving(busy, busy, LIMITS) as server:
         with Serving(idle, idle, LIMITS, hand_over=server.hand_over):
-            clients = [connect(server.port) for _ in range(3)]
-            wait_for(lambda: server.loop.accepted == 3, what="the three connections accepted")
-            peers.append(Peer(0, True, idle=True))
-            time.sleep(0.05)  # the loop's view of its peers is renewed every 20 ms
+            slow, kept, reading, quiet = (connect(server.port) for _ in range(4))
+            for client in (kept, quiet):
+                client.sendall(REQUEST)
+                assert answer(client).startswith(b"HTTP/1.1 200 ")
+            reading.sendall(REQUEST[:12])
+            wait_for(lambda: list(server.slot.held) == [2, 2, 0, 0, 0], what="two reading, two kept alive")
             start = time.monotonic()
+            slow.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            wait_for(busy.slow_begun.is_set, what="the slow request running")
+            kept.sendall(REQUEST)
+            reading.sendall(REQUEST[12:])
+            assert answer(kept).startswith(b"HTTP/1.1 200 ")
+            assert answer(reading).startswith(b"HTTP/1.1 200 ")
+            assert time.monotonic() - start < busy.slow  # answered while the slow one still ran
+            wait_for(lambda: list(server.slot.held) == [0, 1, 0, 0, 0], what="the idle one still held")
+            quiet.sendall(REQUEST)  # ... and is handed off once its request comes
+            assert answer(quiet).startswith(b"HTTP/1.1 200 ")
+            assert answer(slow).startswith(b"HTTP/1.1 200 ")
+            for client in (slow, kept, reading, quiet):
+                client.close()
+    assert busy.paths == ["/hello", "/hello", "/slow"]
+    assert idle.paths == ["/hello", "/hello", "/hello"]
+
+
+def test_a_slow_request_has_every_connection_of_its_worker_handed_off_a_message_at_a_time() -> None:
+    """More idle connections than one message holds: each look of the relief thread sends one
+    message of them, until the busy worker holds none; every one is then answered by the other."""
+    limits = dataclasses.replace(LIMITS, keep_alive_timeout=30)
+    busy, idle = Site(slow=3.0), Site()
+    with Serving(busy, busy, limits) as server:
+        with Serving(idle, idle, limits, hand_over=server.hand_over):
+            clients = [connect(server.port) for _ in range(3 * PER_MESSAGE + 1)]
             for client in clients:
-                client.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+                client.sendall(REQUEST)
+                assert answer(client).startswith(b"HTTP/1.1 200 ")
+            slow = connect(server.port)
+            slow.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            wait_for(busy.slow_begun.is_set, what="the slow request running")
+            wait_for(lambda: list(server.slot.held) == [0, 0, 0, 0, 0], what="the busy worker holding no other")
+            for client in clients:
+                client.sendall(REQUEST)
             for client in clients:
                 assert answer(client).startswith(b"HTTP/1.1 200 ")
-            took = time.monotonic() - start
-            for client in clients:
+            assert "/slow" not in busy.paths  # all answered while the slow one ran
+            assert answer(slow).startswith(b"HTTP/1.1 200 ")
+            for client in (slow, *clients):
                 client.close()
-    assert took < 2.6  # not 3 x 1 s one after the other
-    assert len(busy.paths) + len(idle.paths) == 3 and idle.paths
+    assert len(idle.paths) == len(clients)
 
 
 def test_a_connection_in_any_state_is_adopted_as_it_was() -> None:
-    """Held.parcel then Held.adopted, for each state a leaving or shedding worker hands over."""
+    """Held.parcel then Held.adopted, for each state a leaving or relieved worker hands over."""
     from prefork_wasm.connection import Held
 
     def held(*feeds: tuple[bytes, bool], served: int = 0) -> Held:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -69,6 +71,32 @@ def test_messages_wait_in_the_socket_while_no_worker_reads(listener: socket.sock
     for client, (_, sock) in zip(clients, received, strict=True):
         sock.close()
         client.close()
+
+
+def test_connections_in_the_socket_outlive_a_sender_killed_by_sigkill(listener: socket.socket) -> None:
+    """What relief.py rests on: a worker killed after sending takes none of its parcels with it
+    (the kernel holds their descriptors in the message); the next reader gets working sockets."""
+    send_end, receive_end = handover.pair()
+    client, server = connection(listener)
+    pid = os.fork()
+    if pid == 0:  # the worker: send, then die at once, as a SIGKILL takes it
+        try:
+            sent = handover.send(send_end, [parcel(0)], [server.fileno()], time.monotonic() + 1)
+            os.kill(os.getpid(), signal.SIGKILL if sent == 1 else signal.SIGTERM)
+        finally:
+            os._exit(1)  # never back into the test runner
+    server.close()  # the test's copy: only the message holds the connection now
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    ((arrived, sock),) = handover.receive(receive_end)
+    assert arrived == parcel(0)
+    client.sendall(b"ping")
+    sock.setblocking(True)
+    assert sock.recv(16) == b"ping"
+    sock.sendall(b"pong")
+    assert client.recv(16) == b"pong"
+    sock.close()
+    client.close()
 
 
 def test_a_full_socket_and_no_reader_give_up_at_the_deadline(listener: socket.socket) -> None:

@@ -13,7 +13,6 @@ from prefork_wasm.held import (
     Throttle,
     balance_margin,
     may_accept,
-    to_shed,
     wait_for,
 )
 
@@ -122,13 +121,3 @@ def test_a_worker_out_of_descriptors_makes_room_or_leaves_new_connections_waitin
 def test_the_throttle_says_yes_once_per_period() -> None:
     throttle = Throttle(60.0)
     assert [throttle.due(t) for t in (100.0, 101.0, 159.9, 160.0, 161.0)] == [True, False, False, True, False]
-
-
-def test_requests_queued_behind_a_slow_one_go_to_idle_peers_one_each() -> None:
-    idle_two = [Peer(1, True, idle=True), Peer(0, True, idle=True), Peer(0, False)]
-    assert to_shed(4, 5, idle_two, last_request=0.3, slow=0.05) == 2
-    assert to_shed(1, 5, idle_two, last_request=0.3, slow=0.05) == 1
-    assert to_shed(4, 5, idle_two, last_request=0.01, slow=0.05) == 0  # quick requests: wait, do not move
-    assert to_shed(0, 5, idle_two, last_request=0.3, slow=0.05) == 0
-    assert to_shed(4, 5, [Peer(0, True)], last_request=0.3, slow=0.05) == 0  # nobody idle
-    assert to_shed(4, 2, idle_two, last_request=0.3, slow=0.05) == 1  # not to one that would hold as many

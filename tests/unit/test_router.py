@@ -4,6 +4,7 @@ and the one decision it makes per request."""
 
 from __future__ import annotations
 
+import ssl
 import textwrap
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from prefork_wasm.conffile import parse_config
 from prefork_wasm.config import LocationConfig, ServerConfig
 from prefork_wasm.logs import AccessLog, ErrorLog, LogFile
-from prefork_wasm.messages import Request
+from prefork_wasm.messages import Request, TLSInfo
 from prefork_wasm.paths import request_path
 from prefork_wasm.router import (
     FORBIDDEN,
@@ -23,11 +24,13 @@ from prefork_wasm.router import (
     ListDirectory,
     LocationIndex,
     Redirect,
+    Refusal,
     Router,
     RunScript,
     SendFile,
     ServerPage,
 )
+from prefork_wasm.tls import HostContext
 
 
 @pytest.fixture(autouse=True)
@@ -422,3 +425,113 @@ def test_a_virtual_host_brings_its_own_locations_and_logs(root: Path) -> None:
     assert (b.server.name, b.server.access_logs, b.target) == ("b.example", (main_log,), NOT_FOUND)
     main = routing.route(request("/x", port=8081))
     assert (main.server.host, main.server.name, main.server.access_logs) == (None, "main.example", (main_log,))
+
+
+# --- a request on a TLS connection: mod_ssl's Host-versus-SNI rule -------------------------------
+
+TLS_SITE = """\
+    <VirtualHost *:8080>
+        ServerName a.example
+        SSLEngine on
+        SSLCertificateFile a.pem
+        SSLCertificateKeyFile a.key
+        {a}
+        Redirect /old /new
+        SetHandler wasm-handler
+        WasmModule app.wasm
+    </VirtualHost>
+    <VirtualHost *:8080>
+        ServerName b.example
+        SSLEngine on
+        SSLCertificateFile {b_cert}.pem
+        SSLCertificateKeyFile {b_cert}.key
+        {b}
+        SetHandler wasm-handler
+        WasmModule app.wasm
+    </VirtualHost>
+"""
+
+
+def tls_router(a: str = "", b: str = "", b_cert: str = "b") -> Router:
+    for name in ("a", "b"):
+        Path(f"{name}.pem").write_text("a certificate (the router does not read it)\n")
+        Path(f"{name}.key").write_text("a key\n")
+    return router(load(TLS_SITE.format(a=a, b=b, b_cert=b_cert)))
+
+
+def tls_request(routing: Router, target: str, sni: str, host: bytes | None) -> Request:
+    """A request whose handshake was made by the host `sni` chose (the default host without SNI),
+    as the listener's SNI callback leaves it in Request.tls."""
+    hosts = routing.config.virtual_hosts
+    chosen = next((h for h in hosts if h.answers(sni)), hosts[0])
+    context = HostContext(ssl.PROTOCOL_TLS_SERVER)
+    context.settings, context.host = chosen.tls, chosen
+    headers = [(b"host", host)] if host is not None else []
+    req = Request("GET", target, "1.1" if host else "1.0", headers, "192.0.2.1", 1, 8080, "id", 0.0,
+                  path=request_path(target))
+    req.tls = TLSInfo("TLSv1.3", "TLS_AES_128_GCM_SHA256", 128, sni, False, context)
+    return req
+
+
+@pytest.mark.parametrize(
+    "sni, host, status, apache_says",
+    [
+        ("a.example", b"a.example", None, "SNI and Host name the same host"),
+        ("a.example", b"b.example", 421, "AH02032: another host, TLS settings not compatible: 421"),
+        ("b.example", b"a.example:8080", 421, "the same the other way round"),
+        ("a.example", b"unknown.example", None, "an unknown Host is the default host, which SNI chose too"),
+        ("a.example", None, 400, "AH02031: SNI, but no host name in the request"),
+        ("", b"b.example", None, "no SNI and no SSLStrictSNIVHostCheck: any host"),
+    ],
+)
+def test_a_host_that_differs_from_sni_is_misdirected(sni: str, host: bytes | None, status: int | None,
+                                                      apache_says: str) -> None:
+    routing = tls_router()
+    decision = routing.route(tls_request(routing, "/x", sni, host))
+    if status is None:
+        assert decision.target is RUN_GUEST, apache_says
+    else:
+        assert isinstance(decision.target, Refusal) and decision.target.status == status, apache_says
+    if status == 421:
+        assert "does not match the Server Name Indication (SNI) in use" in decision.target.text
+
+
+def test_hosts_with_compatible_tls_settings_share_a_connection() -> None:
+    """ssl_server_compatible: the same protocols, cipher suites, certificate and key files; then
+    a request for the other host is served on the connection SNI made for the first."""
+    routing = tls_router(b_cert="a")
+    decision = routing.route(tls_request(routing, "/x", "a.example", b"b.example"))
+    assert decision.target is RUN_GUEST and decision.server.name == "b.example"
+    routing = tls_router(b_cert="a", b="SSLProtocol TLSv1.3")
+    assert routing.route(tls_request(routing, "/x", "a.example", b"b.example")).target.status == 421
+
+
+@pytest.mark.parametrize(
+    "a, b, sni, host, status",
+    [
+        ("", "SSLStrictSNIVHostCheck on", "", b"b.example", 403),  # on in the host asked for
+        ("", "SSLStrictSNIVHostCheck on", "", b"a.example", None),  # another host of the address: served
+        ("SSLStrictSNIVHostCheck on", "", "", b"b.example", 403),  # on in the default (handshake) host: every host
+        ("SSLStrictSNIVHostCheck on", "", "", b"a.example", 403),
+        ("SSLStrictSNIVHostCheck on", "", "b.example", b"b.example", None),  # with SNI: served
+    ],
+)
+def test_strict_sni_refuses_a_client_without_sni(a: str, b: str, sni: str, host: bytes, status: int | None) -> None:
+    """SSLStrictSNIVHostCheck: 'If set to on in the default name-based virtual host, clients that
+    are SNI unaware will not be allowed to access any virtual host, belonging to this particular
+    IP / port combination. If set to on in any other virtual host, SNI unaware clients are not
+    allowed to access this particular virtual host.'"""
+    routing = tls_router(a, b)
+    target = routing.route(tls_request(routing, "/x", sni, host)).target
+    if status is None:
+        assert target is RUN_GUEST
+    else:
+        assert isinstance(target, Refusal) and target.status == 403 and "Server Name Indication" in target.text
+
+
+def test_a_redirect_the_server_makes_absolute_keeps_the_https_scheme() -> None:
+    routing = tls_router()
+    decision = routing.route(tls_request(routing, "/old", "a.example", b"a.example"))
+    assert decision.target == Redirect(b"https://a.example/new", 302)
+    plain = routing.route(request("/old", host=b"a.example"))
+    assert plain.target == Redirect(b"http://a.example/new", 302)

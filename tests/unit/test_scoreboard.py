@@ -27,11 +27,11 @@ def test_held_connections_are_summed_by_state_over_live_slots() -> None:
     a, b, _ = board.slots
     a.claim(100, 0)
     b.claim(101, 0)
-    a.held[:] = [1, 2, 3, 4]
-    b.held[:] = [10, 0, 0, 1]
-    assert board.held() == [11, 2, 3, 5]
+    a.held[:] = [1, 2, 3, 4, 5]
+    b.held[:] = [10, 0, 0, 1, 2]
+    assert board.held() == [11, 2, 3, 5, 7]
     board.release(1)
-    assert board.held() == [1, 2, 3, 4]  # a worker gone holds nothing: its connections went with it
+    assert board.held() == [1, 2, 3, 4, 5]  # a worker gone holds nothing: its connections went with it
 
 
 def test_the_states_of_every_slot_are_read_in_one_step() -> None:

@@ -230,7 +230,7 @@ def test_a_connection_the_client_closes_is_not_held_for_its_fin() -> None:
         # The client's end is still open: a lingering close would hold the connection for
         # LINGER_SECONDS; without one the loop holds nothing well before half of that.
         wait_for(
-            lambda: list(server.slot.held) == [0, 0, 0, 0], timeout=LINGER_SECONDS / 2,
+            lambda: list(server.slot.held) == [0, 0, 0, 0, 0], timeout=LINGER_SECONDS / 2,
             what="the connection let go without a lingering close",
         )
     assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"fine")
