@@ -7,14 +7,16 @@ for the run with `openssl req` and both servers load the same files. In interlea
 
 - new connections per second with `Connection: close` on the 13-byte static file (the same file
   on both, so the figure is the cost of TCP + TLS + one HTTP exchange): a full handshake per
-  connection on each key type (wrk with benchmarks/wrk/full_handshake.c preloaded: plain wrk
-  resumes the last session), then wrk as it is (resumed handshakes, ECDSA), then plain HTTP;
+  connection on each key type, resumed handshakes (ECDSA), and plain HTTP;
 - keep-alive req/s over HTTPS (ECDSA) and over plain HTTP on the same server: prefork-wasm's
   hello.wasm, Apache's static file (context).
 
 Targets: new TLS connections per second >= 0.7x Apache's for each key type, and prefork-wasm's
 HTTPS keep-alive req/s >= 0.7x its plain HTTP keep-alive, each the median over rounds of the
 ratio within a round.
+
+Every HTTPS run preloads benchmarks/wrk/tls_shim.c into wrk: without it wrk spins while a
+handshake waits for the server, and resumes the last session on every new connection.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from harness import HOST, Process, free_port
 from . import procs, wrk
 from .peers import HELLO_WASM, ROOT, STATIC_BODY, fill
 
-SHIM = ROOT / "benchmarks" / "wrk" / "full_handshake.c"
+SHIM = ROOT / "benchmarks" / "wrk" / "tls_shim.c"
 STATIC = "/hello.txt"
 TARGET_CONNECTIONS = 0.7  # prefork-wasm's new TLS connections per second over Apache's, each key type
 TARGET_KEEP_ALIVE = 0.7  # prefork-wasm's HTTPS keep-alive req/s over its plain HTTP keep-alive
@@ -48,10 +50,6 @@ SERVERS = {
 }
 # What the keep-alive comparison requests: prefork-wasm's own work, Apache's static file.
 APP = {"prefork-wasm": ("/hello", b"Hello from WebAssembly!"), "apache": (STATIC, STATIC_BODY)}
-# wrk's threads for `Connection: close` runs: two threads (or two wrk processes) made 3-5x fewer
-# TLS connections than one on 2 cores, neither busy (docs/benchmark.md). Plain HTTP close runs
-# use one thread too, so that the two rates compare.
-CLOSE_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ class Case:
     name: str
     listener: str  # "http" or a key type
     close: bool  # `Connection: close`: a new connection per request
-    full_handshake: bool = False  # wrk with the shim preloaded
+    full_handshake: bool = False  # the shim drops wrk's last session before each handshake
     app: bool = False  # APP's path, else the static file
 
 
@@ -110,7 +108,7 @@ def make_certificates(folder: Path) -> dict[str, Path]:
 
 
 def build_shim(run_dir: Path) -> Path:
-    out = run_dir / "full_handshake.so"
+    out = run_dir / "tls_shim.so"
     subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(out), str(SHIM)], check=True, timeout=60)
     return out
 
@@ -182,15 +180,16 @@ def run(run_dir: Path, rounds: int, seconds: float, workers: int, connections: i
         retry_above: float, retries: int, warm: float = 2.0) -> dict[str, Any]:
     tls_dir = run_dir / "tls"
     certs = make_certificates(tls_dir)
-    shim = {"LD_PRELOAD": str(build_shim(run_dir))}
+    shim = str(build_shim(run_dir))
     servers = start(run_dir, workers, max_keepalive)
     negotiated = {s.key: probe(s, certs) for s in servers}
 
     def measure(server: Server, case: Case, duration: float, again: int) -> dict[str, Any]:
         every = [p for s in servers for p in s.pids()]
+        env = None if case.listener == "http" else {"LD_PRELOAD": shim,
+                                                    "WRK_FULL_HANDSHAKE": "1" if case.full_handshake else "0"}
         return wrk.least_disturbed(server.url(case), connections, duration, case.close, every, retry_above, again,
-                                   threads=CLOSE_THREADS if case.close else 2,
-                                   env=shim if case.full_handshake else None, server_pids=server.pids())
+                                   env=env, server_pids=server.pids())
 
     for case in CASES:  # warm-up: every worker has served every kind of request
         for server in servers:
@@ -292,14 +291,15 @@ def targets_text(checks: list[dict[str, Any]]) -> str:
 def markdown(res: dict[str, Any]) -> str:
     handshake = {s: _cpu(res, NEW["ecdsa"], s) - _cpu(res, PLAIN_NEW, s) for s in SERVERS}
     lines = [
-        (f"{res['workers']} worker processes each, wrk -c{res['connections']} -d{res['seconds']:g}s, "
+        (f"{res['workers']} worker processes each, wrk -t2 -c{res['connections']} -d{res['seconds']:g}s, "
          f"{res['rounds']} interleaved rounds (medians), MaxKeepAliveRequests {res['max_keepalive']} "
          "(0 = unlimited); both servers load the same certificate and key files, made for the run "
          "(self-signed, CN=localhost), and both write a combined-format access log. New connections: "
-         "the 13-byte static file with `Connection: close` (wrk -t1), a full handshake per connection "
-         "(wrk with `benchmarks/wrk/full_handshake.c` preloaded) unless the case says resumed (wrk as it "
-         f"is). Keep-alive (wrk -t2): prefork-wasm runs {res['wasm']} at /hello, Apache serves the static "
-         "file. CPU per request = the server's own processes' CPU time divided by its requests."),
+         "the 13-byte static file with `Connection: close`, a full handshake per connection unless the "
+         f"case says resumed. Keep-alive: prefork-wasm runs {res['wasm']} at /hello, Apache serves the "
+         "static file. Over HTTPS wrk runs with `benchmarks/wrk/tls_shim.c` preloaded (no spinning while "
+         "a handshake waits; full handshakes when asked). CPU per request = the server's own processes' "
+         "CPU time divided by its requests."),
         "",
         "| case | server | req/s | spread | p50 ms | p99 ms | server CPU per request | errors | stalled | other load |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
