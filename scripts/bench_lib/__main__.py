@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from . import interpreter, peers, procs, profile, proxy, report, supervision, wrk
+from . import interpreter, peers, procs, profile, proxy, report, supervision, tls, wrk
 
 RESULTS = peers.ROOT / "benchmarks" / "results"
 
@@ -46,14 +46,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--proxy", action="store_true",
                    help="also serve the wasi:http proxy app (examples/wasm/proxy.wasm) under prefork-wasm and "
                         "under `wasmtime serve`: hello at -c16 and -c1, a 64 KiB POST echo at -c1")
-    p.add_argument("--only", choices=["supervision", "idle", "interpreter", "proxy"],
+    p.add_argument("--tls", action="store_true",
+                   help="also measure HTTPS against Apache prefork + mod_ssl (same certificates, ECDSA "
+                        "P-256 and RSA 2048): new TLS connections per second, HTTPS against plain HTTP "
+                        "keep-alive")
+    p.add_argument("--only", choices=["supervision", "idle", "interpreter", "proxy", "tls"],
                    help="measure only this section and merge it into the existing results .json/.md "
                         "(benchmarks/results/NAME.json must exist; the peer results are kept); "
-                        "idle: just the idle cost of 32 workers (CPU, wake-ups per connection)")
+                        "idle: just the idle cost of 32 workers (CPU, wake-ups per connection); "
+                        "tls: written to results/tls.json/.md of its own unless --name is given")
     p.add_argument("--load-seconds", type=float,
                    help="seconds of wrk load per pool for --interpreter (default 4, quick 2)")
     p.add_argument("--profile", action="store_true", help="also py-spy one prefork-wasm worker under load")
-    p.add_argument("--name", help="results file stem in benchmarks/results (default latest, quick: quick)")
+    p.add_argument("--name", help="results file stem in benchmarks/results (default latest; --quick: quick; "
+                                   "--only tls: tls)")
     p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                    help="first wait up to SECONDS for other processes to use < 10%% of the CPU")
     p.add_argument("--retry-above", type=float, default=0.15, metavar="SHARE",
@@ -67,7 +73,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a.rounds = a.rounds or (2 if a.quick else 6)
     a.duration = a.duration or (3.0 if a.quick else 10.0)
     a.sweep_duration = a.sweep_duration or (2.0 if a.quick else 3.0)
-    a.name = a.name or ("quick" if a.quick else "latest")
+    a.name = a.name or ("tls" if a.only == "tls" else "quick" if a.quick else "latest")
     a.load_seconds = a.load_seconds or (2.0 if a.quick else 4.0)
     a.system_keys = [k.strip() for k in a.systems.split(",") if k.strip()]
     unknown = set(a.system_keys) - set(peers.SYSTEMS)
@@ -194,6 +200,9 @@ def measure_peers(args: argparse.Namespace, systems: list[peers.System], run_dir
     if args.proxy:
         log("proxy section (wasi:http: prefork-wasm and wasmtime serve)")
         data["proxy"] = measure_proxy(args, run_dir)
+    if args.tls:
+        log("TLS section (prefork-wasm and Apache + mod_ssl over HTTPS)")
+        data["tls"] = measure_tls(args, run_dir)
     if args.supervision:
         log("supervision section (worker start, master CPU, graceful restart)")
         data["supervision"] = supervision.run(run_dir, quick=args.quick)
@@ -212,6 +221,45 @@ def measure_proxy(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     return measured | {"machine": report.machine(), "prefork_wasm_source": source}
 
 
+def measure_tls(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
+    source = peers.versions()["prefork-wasm source"]
+    measured = tls.run(run_dir, args.rounds, args.duration, args.workers, args.connections, args.max_keepalive,
+                       args.retry_above, args.retries, warm=1.0 if args.quick else 2.0)
+    return measured | {"machine": report.machine(), "prefork_wasm_source": source}
+
+
+def tls_alone(args: argparse.Namespace) -> int:
+    """`--only tls` without --name: a results file of its own (results/tls.json/.md), measured
+    with this command line's settings."""
+    log("measuring only: tls")
+    cpu_start = report.cpu_snapshot()
+    try:
+        with procs.run_folder(args.keep_dir, log) as run_dir:
+            section = measure_tls(args, run_dir)
+    except KeyboardInterrupt:
+        log("interrupted, stopping the servers")
+        return 130
+    load = report.foreign_load(cpu_start, report.cpu_snapshot())
+    data = {"machine": section["machine"], "versions": peers.versions(), "load": load, "tls": section}
+    stem = RESULTS / args.name
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+    m = data["machine"]
+    md = [f"# Benchmark: HTTPS, prefork-wasm and Apache prefork + mod_ssl ({args.name})", "",
+          f"- date: {m['date']}",
+          f"- machine: {m['nproc']} CPUs, {m['cpu']}, {m['memory_gib']} GiB, Linux {m['kernel']}, {m['os']}",
+          "- versions: " + "; ".join(f"{k} {val}" for k, val in data["versions"].items()),
+          f"- other load on the machine during the section: {load['foreign_cpu_share']:.0%} of all CPU time "
+          f"used by processes not started by the benchmark; steal {load['steal_share']:.0%}; load average "
+          f"{load['loadavg_start']:.2f} at start, {load['loadavg_end']:.2f} at end (each row gives its own)",
+          "", "## Results", "", tls.markdown(section)]
+    stem.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print()
+    print(tls.targets_text(section["targets"]))
+    print(f"bench: wrote {stem.with_suffix('.md')}, {stem.with_suffix('.json')}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.from_json:
@@ -226,6 +274,8 @@ def main(argv: list[str]) -> int:
     if args.wait_quiet:
         share = report.wait_quiet(args.wait_quiet, log)
         log(f"other processes use {share:.0%} of the CPU; starting")
+    if args.only == "tls" and "--name" not in " ".join(argv):
+        return tls_alone(args)
     if args.only:
         return only_section(args, argv)
     systems = peers.make(args.system_keys)
@@ -251,7 +301,7 @@ def main(argv: list[str]) -> int:
 
 
 def only_section(args: argparse.Namespace, argv: list[str]) -> int:
-    """`--only supervision|idle|interpreter`: measure that section alone, merge it into NAME.json,
+    """`--only SECTION`: measure that section alone, merge it into NAME.json,
     re-render (`idle` replaces only the idle figures of the supervision section)."""
     path = RESULTS / f"{args.name}.json"
     if not path.exists():
@@ -271,6 +321,8 @@ def only_section(args: argparse.Namespace, argv: list[str]) -> int:
                 data["interpreter"] = measure_interpreter(args, run_dir)
             elif args.only == "proxy":
                 data["proxy"] = measure_proxy(argparse.Namespace(**{**vars(args), **given}), run_dir)
+            elif args.only == "tls":
+                data["tls"] = measure_tls(argparse.Namespace(**{**vars(args), **given}), run_dir)
             else:
                 measure_supervision(args.only, quick, run_dir, data)
     except KeyboardInterrupt:
@@ -368,6 +420,10 @@ def write_results(args: argparse.Namespace, data: dict[str, Any], labels: dict[s
         px = data["proxy"]
         md += ["", f"## wasi:http: prefork-wasm and wasmtime serve (measured {px['machine']['date']}, "
                f"source {px['prefork_wasm_source']})", "", proxy.markdown(px)]
+    if "tls" in data:
+        sec = data["tls"]
+        md += ["", f"## HTTPS: prefork-wasm and Apache prefork + mod_ssl (measured {sec['machine']['date']}, "
+               f"source {sec['prefork_wasm_source']})", "", tls.markdown(sec)]
     if "supervision" in data:
         sup = data["supervision"]
         when = f" (measured {sup['machine']['date']}, source {sup['prefork_wasm_source']})" if "machine" in sup else ""

@@ -62,13 +62,7 @@ def cpu_snapshot(live_pids: list[int] | None = None) -> dict[str, float]:
     hz = os.sysconf("SC_CLK_TCK")
     user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    live = 0.0
-    for pid in live_pids or []:
-        try:
-            t = psutil.Process(pid).cpu_times()
-            live += t.user + t.system + t.children_user + t.children_system
-        except psutil.NoSuchProcess:
-            pass
+    live = cpu_of(live_pids or [])
     return {
         "wall": time.monotonic(),
         "busy": (user + nice + system + irq + softirq) / hz,
@@ -76,6 +70,18 @@ def cpu_snapshot(live_pids: list[int] | None = None) -> dict[str, float]:
         "ours": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + live,
         "loadavg": os.getloadavg()[0],
     }
+
+
+def cpu_of(pids: list[int]) -> float:
+    """CPU seconds that the running processes `pids` used so far, with their reaped children's."""
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def foreign_load(start: dict[str, float], end: dict[str, float]) -> dict[str, float]:

@@ -9,6 +9,7 @@ sockets that have received nothing for STALL_SECONDS or more, and report them as
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -38,8 +39,9 @@ def stalled_connections(port: int, min_age: float = STALL_SECONDS) -> int:
 
 
 def run(url: str, connections: int, seconds: float, close: bool, threads: int = 2,
-        timeout_s: float = STALL_SECONDS) -> dict[str, float]:
-    """One wrk run; returns req/s, latency percentiles (ms) and error counts."""
+        timeout_s: float = STALL_SECONDS, env: dict[str, str] | None = None) -> dict[str, float]:
+    """One wrk run; returns req/s, latency percentiles (ms) and error counts. `env` is added
+    to wrk's environment (the TLS section's LD_PRELOAD)."""
     argv = [
         "wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds:g}s",
         f"--timeout={timeout_s:g}s", "-s", str(LUA),
@@ -48,7 +50,8 @@ def run(url: str, connections: int, seconds: float, close: bool, threads: int = 
         argv += ["-H", "Connection: close"]
     argv.append(url)
     port = int(url.split(":")[2].split("/")[0])
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **env} if env else None)
     try:
         stalled = 0
         if seconds > STALL_SECONDS + 0.5:
@@ -83,18 +86,23 @@ def run(url: str, connections: int, seconds: float, close: bool, threads: int = 
 
 
 def least_disturbed(url: str, connections: int, seconds: float, close: bool, pids: list[int],
-                    retry_above: float, retries: int) -> dict[str, Any]:
+                    retry_above: float, retries: int, threads: int = 2, env: dict[str, str] | None = None,
+                    server_pids: list[int] | None = None) -> dict[str, Any]:
     """A wrk run plus the share of CPU that processes other than ours (this one with its reaped
-    children, and the running servers' `pids`) took meanwhile.
+    children, and the running servers' `pids`) took meanwhile; with `server_pids`, also the CPU
+    time those processes (the server under test) used per request.
 
     If that share is above `retry_above`, run again (at most `retries` times) and keep the
     attempt with the least interference: chosen by the machine's load, not by the result.
     """
     best: dict[str, Any] | None = None
     for attempt in range(retries + 1):
-        before = report.cpu_snapshot(pids)
-        r: dict[str, Any] = dict(run(url, connections, seconds, close))
+        before, server_before = report.cpu_snapshot(pids), report.cpu_of(server_pids or [])
+        r: dict[str, Any] = dict(run(url, connections, seconds, close, threads=threads, env=env))
         r["foreign_cpu"] = report.foreign_load(before, report.cpu_snapshot(pids))["foreign_cpu_share"]
+        if server_pids is not None:
+            used = report.cpu_of(server_pids) - server_before
+            r["cpu_ms_per_request"] = used * 1000 / max(r["requests"], 1)
         if best is None or r["foreign_cpu"] < best["foreign_cpu"]:
             best = r
         if r["foreign_cpu"] <= retry_above:
