@@ -40,11 +40,14 @@ class HostContext(ssl.SSLContext):
 
 def host_context(settings: TLSSettings, materials: Materials, host: VirtualHost | None) -> HostContext:
     """A server context with the host's protocols (TLS 1.2 and 1.3 at most), its TLS 1.2 cipher
-    suites, compression off, tickets and server cipher order as set, and its chain and key."""
+    suites, compression and renegotiation off, tickets and server cipher order as set, and its chain and key."""
     context = HostContext(ssl.PROTOCOL_TLS_SERVER)
     versions = sorted(_VERSIONS[name] for name in settings.protocols)
     context.minimum_version, context.maximum_version = versions[0], versions[-1]
     context.options |= ssl.OP_NO_COMPRESSION
+    # mod_ssl refuses a client's renegotiation (AH02042); here it would also have a held
+    # connection's read wait to write, which the event loop does not wait for.
+    context.options |= ssl.OP_NO_RENEGOTIATION
     if not settings.session_tickets:
         context.options |= ssl.OP_NO_TICKET
     if settings.honor_cipher_order:

@@ -129,7 +129,7 @@ def test_sni_picks_the_certificate_of_the_host_it_names(ca: trustme.CA, sni: str
 def test_protocols_ciphers_and_options_follow_the_settings(ca: trustme.CA) -> None:
     plain = listener_contexts(two_hosts(), NOW).by_listen[Listen("127.0.0.1", 8443)]
     assert (plain.minimum_version, plain.maximum_version) == (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3)
-    assert plain.options & ssl.OP_NO_COMPRESSION
+    assert plain.options & ssl.OP_NO_COMPRESSION and plain.options & ssl.OP_NO_RENEGOTIATION
     assert not plain.options & (ssl.OP_NO_TICKET | ssl.OP_CIPHER_SERVER_PREFERENCE)  # Apache's defaults
     assert handshake(plain, client(ca), "a.test")[0].version() == "TLSv1.3"
     config = two_hosts("SSLProtocol -all +TLSv1.2", "SSLSessionTickets off", "SSLHonorCipherOrder on",
