@@ -53,44 +53,37 @@ C_CONSTANTS: set[str] = set()
 PRIVATE_METHODS: set[tuple[type, str]] = set()
 
 
+def _bound(owner: object, name: str, registry: set[Any], key: object, shown: str) -> Any:
+    """`owner.name`, noted in `registry` under `key` (what the tests bind and check), or
+    UnsupportedWasmtime naming `shown` when this wasmtime-py has no such thing."""
+    try:
+        found = getattr(owner, name)
+    except AttributeError:
+        raise UnsupportedWasmtime(shown) from None
+    registry.add(key)
+    return found
+
+
 def c_function(name: str) -> Callable[..., Any]:
     """wasmtime-py's binding of the C API function `name`."""
-    try:
-        function: Callable[..., Any] = getattr(_ffi, name)
-    except AttributeError:
-        raise UnsupportedWasmtime(name) from None
-    C_FUNCTIONS.add(name)
+    function: Callable[..., Any] = _bound(_ffi, name, C_FUNCTIONS, name, name)
     return function
 
 
 def c_type(name: str) -> Any:
     """wasmtime-py's ctypes definition of the C API type `name` (its layout follows the version)."""
-    try:
-        kind = getattr(_ffi, name)
-    except AttributeError:
-        raise UnsupportedWasmtime(name) from None
-    C_TYPES.add(name)
-    return kind
+    return _bound(_ffi, name, C_TYPES, name, name)
 
 
 def c_constant(name: str) -> int:
     """The value of the C API's enumerator `name`, as wasmtime-py defines it."""
-    try:
-        value = getattr(_ffi, name).value
-    except AttributeError:
-        raise UnsupportedWasmtime(name) from None
-    C_CONSTANTS.add(name)
-    return int(value)
+    return int(_bound(_ffi, name, C_CONSTANTS, name, name).value)
 
 
 def private_method(owner: type, name: str) -> Callable[..., Any]:
     """A method of a wasmtime-py class that its public API does not document, as a function
     (`owner.name`, unbound; a classmethod comes bound to `owner`)."""
-    try:
-        method: Callable[..., Any] = getattr(owner, name)
-    except AttributeError:
-        raise UnsupportedWasmtime(f"{owner.__name__}.{name}") from None
-    PRIVATE_METHODS.add((owner, name))
+    method: Callable[..., Any] = _bound(owner, name, PRIVATE_METHODS, (owner, name), f"{owner.__name__}.{name}")
     return method
 
 
