@@ -25,13 +25,14 @@ from .messages import Response, TLSInfo
 HANDSHAKE_RECORD = 0x16
 
 # Apache's answer to plain HTTP on a TLS port (mod_ssl, ssl_engine_io.c: HTTP_BAD_REQUEST with
-# this reason), sent in plain text.
+# this reason), sent in plain text: the page Apache 2.4 sends, byte for byte.
 PLAIN_HTTP_REASON = (
     "You're speaking plain HTTP to an SSL-enabled server port.<br />\n"
     " Instead use the HTTPS scheme to access this URL, please.<br />"
 )
 _PLAIN_HTTP_PAGE = (
-    '<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n<title>400 Bad Request</title>\n'
+    '<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01//EN" "http://www.w3.org/TR/html4/strict.dtd">\n'
+    "<html><head>\n<title>400 Bad Request</title>\n"
     "</head><body>\n<h1>Bad Request</h1>\n<p>Your browser sent a request that this server could not "
     f"understand.<br />\nReason: {PLAIN_HTTP_REASON}\n</p>\n</body></html>\n"
 ).encode()

@@ -169,6 +169,17 @@ def test_plain_http_on_the_tls_port_gets_apache_s_400_in_plain_text(serving: tup
     assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"Connection: close\r\n" in data
     assert PLAIN_HTTP_REASON.encode() in data
     assert site.requests == []
+    assert data.endswith(b"\r\n\r\n" + APACHE_PLAIN_HTTP_PAGE)
+
+
+# What Apache 2.4.71 (Debian 12, mod_ssl) sent for the same request, read from a real apache2.
+APACHE_PLAIN_HTTP_PAGE = (
+    b'<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01//EN" "http://www.w3.org/TR/html4/strict.dtd">\n'
+    b"<html><head>\n<title>400 Bad Request</title>\n</head><body>\n<h1>Bad Request</h1>\n"
+    b"<p>Your browser sent a request that this server could not understand.<br />\n"
+    b"Reason: You're speaking plain HTTP to an SSL-enabled server port.<br />\n"
+    b" Instead use the HTTPS scheme to access this URL, please.<br />\n</p>\n</body></html>\n"
+)
 
 
 def test_silent_and_half_hello_connections_are_held_as_handshakes_and_cut_at_the_deadline(
