@@ -3,7 +3,7 @@
 Everything that can be done once per worker is: the Engine and its watcher thread, each
 core module's `InstancePre` (imports resolved), the component Linker (WASI 0.2) and each
 component's export indexes, the memfds that carry stdout and stderr.
-Per request there is only a WasiConfig, a Store, an instantiation (copy-on-write for a core
+Per request there is only a WASI context, a store, an instantiation (copy-on-write for a core
 module; a component has no pre-instantiation in wasmtime-py 50, so its imports are resolved
 again each time) and the guest's own run (costs: docs/benchmark.md).
 
@@ -33,7 +33,7 @@ from wasmtime.component import Linker as ComponentLinker
 from .engine import InstancePool, engine_config, keep_freed_heap, trap_reason
 from .wasi_http import ProxyComponent
 from .wasi_http_resources import Exchange, Stopped
-from .wasmtime_capi import call_export, instantiate, set_argv_env, set_stdin_bytes
+from .wasmtime_capi import CoreStore, Wasi, component_store
 
 
 class Outcome(enum.Enum):
@@ -314,40 +314,37 @@ class Runtime:
         to stop, `abandon` is called from the watcher thread (once) to answer the request and
         end the process; this thread stays in the guest until the host call returns.
         """
-        wasi = wasmtime.WasiConfig()
-        set_argv_env(wasi, argv, env)
-        if isinstance(stdin, str):  # a large body, in a memfd: wasmtime reads it as the guest does
-            wasi.stdin_file = stdin
-        elif stdin:  # without a body the guest's stdin is empty, which costs nothing to set up
-            set_stdin_bytes(wasi, stdin)
-        if self._inherit:
-            wasi.inherit_stdout()
-            wasi.inherit_stderr()
-        else:
-            wasi.stdout_file = self._stdout.path
-            wasi.stderr_file = self._stderr.path
-        for host, guest, writable in spec.preopens:
-            try:
-                wasi.preopen_dir(host, guest, writable)
-            except wasmtime.WasmtimeError as e:  # says neither which directory nor why
-                return RunResult(Outcome.ERROR, b"", b"", 0, _preopen_failure(host, guest, e))
+        wasi = Wasi(argv, env)
+        try:
+            if isinstance(stdin, str):  # a large body, in a memfd: wasmtime reads it as the guest does
+                wasi.stdin_file(stdin)
+            elif stdin:  # without a body the guest's stdin is empty, which costs nothing to set up
+                wasi.stdin_bytes(stdin)
+            if self._inherit:
+                wasi.inherit_output()
+            else:
+                wasi.output_files(self._stdout.path, self._stderr.path)
+            for host, guest, writable in spec.preopens:
+                try:
+                    wasi.preopen_dir(host, guest, writable)
+                except wasmtime.WasmtimeError as e:  # says neither which directory nor why
+                    wasi.discard()
+                    return RunResult(Outcome.ERROR, b"", b"", 0, _preopen_failure(host, guest, e))
+        except BaseException:
+            wasi.discard()
+            raise
 
         with self._watcher.output_lock:  # the watcher empties the streams only between runs
-            store = wasmtime.Store(self.engine)
+            if isinstance(module, LoadedModule):
+                core = CoreStore(self.engine, wasi, spec.memory_limit)
+                close, call = core.close, lambda: module.call(core, spec.entry_point)
+            else:
+                store = component_store(self.engine, wasi, spec.memory_limit)
+                close, call = store.close, lambda: module.call(store, spec.entry_point)
             try:
-                store.set_wasi(wasi)
-                if spec.memory_limit is not None:
-                    store.set_limits(memory_size=spec.memory_limit)
-                store.set_epoch_deadline(1)  # the watcher advances the epoch only to stop the guest
-                self._watcher.begin(spec.timeout, spec.output_limit, abandon)
-                try:
-                    outcome, code, detail = module.call(store, spec.entry_point)
-                finally:
-                    stopped = self._watcher.end()
+                outcome, code, detail = self._watched(spec.timeout, spec.output_limit, abandon, call)
             finally:
-                store.close()
-            if stopped is not None and outcome is Outcome.TIMEOUT:
-                outcome, detail = stopped  # interrupted: the watcher's cause
+                close()
 
             # Past LimitResponseBody (written faster than the watcher looks) only its size matters.
             cap = 0 if outcome is Outcome.TOO_LARGE else spec.output_limit + 1 if spec.output_limit else sys.maxsize
@@ -372,26 +369,30 @@ class Runtime:
         mounts (wasi_filesystem.py); the guest's response is left in `exchange`, its stdout and
         stderr come back as stderr. The host enforces LimitResponseBody as the body is written,
         and WasmTimeout while the guest waits in a host call; the watcher does so while it runs."""
-        wasi = wasmtime.WasiConfig()
-        set_argv_env(wasi, argv, env)
         exchange.deadline = time.monotonic() + spec.timeout
         exchange.mounts = spec.preopens
-        store = wasmtime.Store(self.engine)
+        store = component_store(self.engine, Wasi(argv, env), spec.memory_limit)
         try:
-            store.set_wasi(wasi)
-            if spec.memory_limit is not None:
-                store.set_limits(memory_size=spec.memory_limit)
-            store.set_epoch_deadline(1)
-            self._watcher.begin(spec.timeout, 0, abandon)
-            try:
-                outcome, code, detail = _serve_proxy(proxy, store, exchange)
-            finally:
-                stopped = self._watcher.end()
+            outcome, code, detail = self._watched(
+                spec.timeout, 0, abandon, lambda: _serve_proxy(proxy, store, exchange)
+            )
         finally:
             store.close()
+        return RunResult(outcome, b"", exchange.stderr_text(), code, detail)
+
+    def _watched(
+        self, timeout: float, output_limit: int, abandon: Abandon | None, call: Callable[[], tuple[Outcome, int, str]]
+    ) -> tuple[Outcome, int, str]:
+        """`call` runs the guest while the watcher bounds it; a guest it interrupted ends with
+        the watcher's cause."""
+        self._watcher.begin(timeout, output_limit, abandon)
+        try:
+            outcome, code, detail = call()
+        finally:
+            stopped = self._watcher.end()
         if stopped is not None and outcome is Outcome.TIMEOUT:
             outcome, detail = stopped
-        return RunResult(outcome, b"", exchange.stderr_text(), code, detail)
+        return outcome, code, detail
 
     def _take_stderr(self) -> bytes:
         """At most STDERR_LIMIT bytes: it goes to the error log line by line."""
@@ -451,17 +452,17 @@ class LoadedModule:
     module: wasmtime.Module
     entries: dict[str, _Entry | str] = field(default_factory=dict)  # or why it cannot be called
 
-    def call(self, store: wasmtime.Store, entry_point: str) -> tuple[Outcome, int, str]:
+    def call(self, store: CoreStore, entry_point: str) -> tuple[Outcome, int, str]:
         entry = self.entries.get(entry_point)
         if entry is None:
             entry = self.entries[entry_point] = _find_entry(self.module, entry_point)
         if isinstance(entry, str):
             return Outcome.ERROR, 0, entry
         try:
-            instance = instantiate(store, self.pre)
+            instance = store.instantiate(self.pre)
             if entry.initialize:  # a WASI reactor: its set-up runs first
-                call_export(store, instance, b"_initialize", 0)
-            call_export(store, instance, entry.name, entry.results)
+                store.call(instance, b"_initialize", 0)
+            store.call(instance, entry.name, entry.results)
         except wasmtime.ExitTrap as e:
             return _exited(e.code)
         except wasmtime.Trap as e:

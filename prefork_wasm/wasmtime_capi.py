@@ -2,10 +2,10 @@
 
 wasmtime-py 50 binds the whole C API in `wasmtime._ffi` but its classes leave out what a
 worker needs for speed: the pooling allocator, stdin from bytes, argv and environment in one
-pass, and instantiating and calling a core module without building Python objects per request.
-This module binds each of those once, at import, and offers them as small typed functions
-over wasmtime-py's public objects; nothing else in prefork-wasm touches `_ffi`, a `.ptr()` or
-a private method.
+pass, and a request's WASI context, store, instance and call for a core module without
+building Python objects per request. This module binds each of those once, at import, and
+offers them as small typed functions and classes (`Wasi`, `CoreStore`) over wasmtime-py's
+public objects; nothing else in prefork-wasm touches `_ffi`, a `.ptr()` or a private method.
 
 A wasmtime-py that lacks one of them fails at import (the master's start), naming the version
 and the fix, not at a request. The wasi:http host's component calls (C-level values, host
@@ -101,7 +101,8 @@ def c_function_with(name: str, restype: Any, *argtypes: Any) -> Callable[..., An
 
 
 _config_ptr = private_method(wasmtime.Config, "ptr")
-_wasi_ptr = private_method(wasmtime.WasiConfig, "ptr")
+_engine_ptr = private_method(wasmtime.Engine, "ptr")
+_store_ptr = private_method(wasmtime.Store, "ptr")
 _instance_pre_ptr = private_method(wasmtime.InstancePre, "ptr")
 _store_context = private_method(wasmtime.Store, "_context")
 _error_from_ptr = private_method(wasmtime.WasmtimeError, "_from_ptr")
@@ -153,34 +154,108 @@ def set_pooling_allocation(config: wasmtime.Config, limits: PoolingLimits) -> No
         _pooling_config_delete(pool)
 
 
-# WASI configuration, per request.
+# A request's WASI context and a core module's store, instance and call: C calls only. wasmtime-py's
+# WasiConfig, Store and InstancePre.instantiate make Python objects for each (a finalizer, a
+# context wrapper, the Instance), which cost a hello request about as much as its guest's run.
 
-
+_VOID = ctypes.c_void_p
 _STRINGS = ctypes.POINTER(ctypes.c_char_p)
-# Own bindings taking `char **`, so that a c_char_p array passes without a cast per array.
-_wasi_set_argv = c_function_with("wasi_config_set_argv", ctypes.c_bool, ctypes.c_void_p, ctypes.c_size_t, _STRINGS)
-_wasi_set_env = c_function_with(
-    "wasi_config_set_env", ctypes.c_bool, ctypes.c_void_p, ctypes.c_size_t, _STRINGS, _STRINGS
-)
+_ERROR_P = ctypes.POINTER(c_type("wasmtime_error_t"))  # what _error_from_ptr takes
+_wasi_new = c_function_with("wasi_config_new", _VOID)
+_wasi_delete = c_function_with("wasi_config_delete", None, _VOID)
+# Taking `char **`, so that a c_char_p array passes without a cast per array.
+_wasi_set_argv = c_function_with("wasi_config_set_argv", ctypes.c_bool, _VOID, ctypes.c_size_t, _STRINGS)
+_wasi_set_env = c_function_with("wasi_config_set_env", ctypes.c_bool, _VOID, ctypes.c_size_t, _STRINGS, _STRINGS)
 _ByteVec = c_type("wasm_byte_vec_t")
 _BYTE_P = ctypes.POINTER(c_type("wasm_byte_t"))
 _byte_vec_new = c_function("wasm_byte_vec_new")
-_wasi_set_stdin_bytes = c_function("wasi_config_set_stdin_bytes")
+_wasi_set_stdin_bytes = c_function_with("wasi_config_set_stdin_bytes", None, _VOID, _VOID)
+_wasi_set_stdin_file = c_function_with("wasi_config_set_stdin_file", ctypes.c_bool, _VOID, ctypes.c_char_p)
+_wasi_set_stdout_file = c_function_with("wasi_config_set_stdout_file", ctypes.c_bool, _VOID, ctypes.c_char_p)
+_wasi_set_stderr_file = c_function_with("wasi_config_set_stderr_file", ctypes.c_bool, _VOID, ctypes.c_char_p)
+_wasi_inherit_stdout = c_function_with("wasi_config_inherit_stdout", None, _VOID)
+_wasi_inherit_stderr = c_function_with("wasi_config_inherit_stderr", None, _VOID)
+_wasi_preopen_dir = c_function_with(
+    "wasi_config_preopen_dir", ctypes.c_bool, _VOID, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_bool
+)
+_store_new = c_function_with("wasmtime_store_new", _VOID, _VOID, _VOID, _VOID)
+_store_delete = c_function_with("wasmtime_store_delete", None, _VOID)
+_store_context_of = c_function_with("wasmtime_store_context", _VOID, _VOID)
+_store_limiter = c_function_with(
+    "wasmtime_store_limiter", None, _VOID, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+    ctypes.c_int64,
+)
+_context_set_wasi = c_function_with("wasmtime_context_set_wasi", _ERROR_P, _VOID, _VOID)
+_context_set_epoch_deadline = c_function_with("wasmtime_context_set_epoch_deadline", None, _VOID, ctypes.c_uint64)
+_instance_pre_instantiate = c_function_with("wasmtime_instance_pre_instantiate", _ERROR_P, _VOID, _VOID, _VOID, _VOID)
+_instance_export_get = c_function_with(
+    "wasmtime_instance_export_get", ctypes.c_bool, _VOID, _VOID, ctypes.c_char_p, ctypes.c_size_t, _VOID
+)
+_func_call = c_function_with(
+    "wasmtime_func_call", _ERROR_P, _VOID, _VOID, _VOID, ctypes.c_size_t, _VOID, ctypes.c_size_t, _VOID
+)
+_Instance = c_type("wasmtime_instance_t")
+_Extern = c_type("wasmtime_extern_t")
+_Val = c_type("wasmtime_val_t")
+_TRAP_P = ctypes.POINTER(c_type("wasm_trap_t"))
 
 
-def set_argv_env(wasi: wasmtime.WasiConfig, argv: list[str], env: dict[str, str]) -> None:
-    """argv and environment in one pass of encoding (WasiConfig's setters build each string
-    array element by element, several times slower for a CGI environment). The argv and the
-    environment's names repeat from request to request: their arrays are made once (wasmtime
-    copies the strings)."""
-    args = _strings(tuple(argv))
-    names = _strings(tuple(env))
-    values = [v.encode() for v in env.values()]
-    ptr = _wasi_ptr(wasi)
-    if not _wasi_set_argv(ptr, len(args), args) or not _wasi_set_env(
-        ptr, len(names), names, (ctypes.c_char_p * len(values))(*values)
-    ):
-        raise wasmtime.WasmtimeError("failed to configure argv or environment")
+class Wasi:
+    """One request's WASI context while it is set up (the C API's wasi_config_t). A store takes
+    it over (`CoreStore`, `component_store`); one that never reaches a store is `discard`ed."""
+
+    __slots__ = ("_ptr",)
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        """argv and environment in one pass of encoding. The argv and the environment's names
+        repeat from request to request: their arrays are made once (wasmtime copies the strings)."""
+        self._ptr: int | None = _wasi_new()
+        args = _strings(tuple(argv))
+        names = _strings(tuple(env))
+        values = [v.encode() for v in env.values()]
+        if not _wasi_set_argv(self._ptr, len(args), args) or not _wasi_set_env(
+            self._ptr, len(names), names, (ctypes.c_char_p * len(values))(*values)
+        ):
+            self.discard()
+            raise wasmtime.WasmtimeError("failed to configure argv or environment")
+
+    def stdin_bytes(self, data: bytes) -> None:
+        """`data` as stdin: cheaper than `stdin_file`, which sets up a file-backed stream."""
+        vec = _ByteVec()
+        _byte_vec_new(ctypes.byref(vec), len(data), ctypes.cast(ctypes.c_char_p(data), _BYTE_P))
+        _wasi_set_stdin_bytes(self._ptr, ctypes.byref(vec))  # takes ownership of vec
+
+    def stdin_file(self, path: str) -> None:
+        if not _wasi_set_stdin_file(self._ptr, path.encode()):
+            raise wasmtime.WasmtimeError(f"failed to open {path} as stdin")
+
+    def inherit_output(self) -> None:
+        """stdout and stderr are the process's fds 1 and 2."""
+        _wasi_inherit_stdout(self._ptr)
+        _wasi_inherit_stderr(self._ptr)
+
+    def output_files(self, stdout: str, stderr: str) -> None:
+        """stdout and stderr written to these paths (wasmtime opens them, truncating)."""
+        if not _wasi_set_stdout_file(self._ptr, stdout.encode()) or not _wasi_set_stderr_file(
+            self._ptr, stderr.encode()
+        ):
+            raise wasmtime.WasmtimeError(f"failed to open {stdout} or {stderr} for output")
+
+    def preopen_dir(self, host: str, guest: str, writable: bool) -> None:
+        if not _wasi_preopen_dir(self._ptr, host.encode(), guest.encode(), writable):
+            raise wasmtime.WasmtimeError("failed to add preopen dir")
+
+    def discard(self) -> None:
+        if self._ptr is not None:
+            _wasi_delete(self._ptr)
+            self._ptr = None
+
+    def give_to(self, context: Any) -> None:
+        """Make this the WASI context of the store whose context is `context` (which owns it now)."""
+        ptr, self._ptr = self._ptr, None
+        error = _context_set_wasi(context, ptr)
+        if error:
+            raise _error_from_ptr(error)
 
 
 @functools.lru_cache(maxsize=256)  # a few per Location and set of request headers
@@ -188,58 +263,73 @@ def _strings(strings: tuple[str, ...]) -> ctypes.Array[ctypes.c_char_p]:
     return (ctypes.c_char_p * len(strings))(*[s.encode() for s in strings])
 
 
-def set_stdin_bytes(wasi: wasmtime.WasiConfig, data: bytes) -> None:
-    """Give the guest `data` as stdin: cheaper than `stdin_file`, which sets up a file-backed
-    stream per request."""
-    vec = _ByteVec()
-    _byte_vec_new(ctypes.byref(vec), len(data), ctypes.cast(ctypes.c_char_p(data), _BYTE_P))
-    _wasi_set_stdin_bytes(_wasi_ptr(wasi), ctypes.byref(vec))  # takes ownership of vec
+def _prepare(context: Any, store: Any, wasi: Wasi, memory_limit: int | None) -> None:
+    """A new store's WASI context, memory limit and epoch deadline (1: the watcher advances the
+    epoch only to stop the guest)."""
+    wasi.give_to(context)
+    if memory_limit is not None:
+        _store_limiter(store, memory_limit, -1, -1, -1, -1)
+    _context_set_epoch_deadline(context, 1)
 
 
-# Core modules: instantiate and call, per request.
+class CoreStore:
+    """A core module's store for one request: instantiated from an InstancePre, one export
+    called, closed. Raises what wasmtime-py's would (WasmtimeError, ExitTrap, Trap)."""
+
+    __slots__ = ("_context", "_store")
+
+    def __init__(self, engine: wasmtime.Engine, wasi: Wasi, memory_limit: int | None) -> None:
+        self._store: int | None = _store_new(_engine_ptr(engine), None, None)
+        self._context = _store_context_of(self._store)
+        try:
+            _prepare(self._context, self._store, wasi, memory_limit)
+        except BaseException:
+            self.close()
+            raise
+
+    def instantiate(self, pre: wasmtime.InstancePre) -> Any:
+        """The C API's instance handle, for `call`."""
+        instance = _Instance()
+        trap = _TRAP_P()
+        error = _instance_pre_instantiate(
+            _instance_pre_ptr(pre), self._context, ctypes.byref(instance), ctypes.byref(trap)
+        )
+        if error:
+            raise _error_from_ptr(error)
+        if trap:
+            raise _trap_from_ptr(trap)
+        return instance
+
+    def call(self, instance: Any, name: bytes, results: int) -> None:
+        """Call the parameterless export `name`, whose type the caller checked, without
+        `Instance.exports` (a dict of every export) and `Func.__call__`'s type checks; its
+        `results` values are dropped."""
+        item = _Extern()
+        if not _instance_export_get(self._context, ctypes.byref(instance), name, len(name), ctypes.byref(item)):
+            raise wasmtime.WasmtimeError(f"no export named '{name.decode()}'")
+        values = (_Val * results)() if results else None
+        trap = _TRAP_P()
+        error = _func_call(self._context, ctypes.byref(item.of.func), None, 0, values, results, ctypes.byref(trap))
+        if error:
+            raise _error_from_ptr(error)
+        if trap:
+            raise _trap_from_ptr(trap)
+
+    def close(self) -> None:
+        if self._store is not None:
+            _store_delete(self._store)
+            self._store = None
 
 
-_Instance = c_type("wasmtime_instance_t")
-_Extern = c_type("wasmtime_extern_t")
-_Val = c_type("wasmtime_val_t")
-_TRAP_P = ctypes.POINTER(c_type("wasm_trap_t"))
-_instance_pre_instantiate = c_function("wasmtime_instance_pre_instantiate")
-_instance_export_get = c_function("wasmtime_instance_export_get")
-_func_call = c_function("wasmtime_func_call")
-
-
-def instantiate(store: wasmtime.Store, pre: wasmtime.InstancePre) -> Any:
-    """`InstancePre.instantiate` without its context manager (there to pass on exceptions of
-    Python host functions, which a WASI module has none of) and the Instance object. Returns
-    the C API's instance handle for `call_export`; raises WasmtimeError or Trap as it does."""
-    instance = _Instance()
-    trap = _TRAP_P()
-    error = _instance_pre_instantiate(
-        _instance_pre_ptr(pre), _store_context(store), ctypes.byref(instance), ctypes.byref(trap)
-    )
-    if error:
-        raise _error_from_ptr(error)
-    if trap:
-        raise _trap_from_ptr(trap)
-    return instance
-
-
-def call_export(store: wasmtime.Store, instance: Any, name: bytes, results: int) -> None:
-    """Call the parameterless export `name` of `instance` (from `instantiate`), whose type the
-    caller checked, without `Instance.exports` (a dict of every export) and `Func.__call__`'s
-    type checks; its `results` values are dropped. Raises what `Func.__call__` raises
-    (WasmtimeError, ExitTrap, Trap)."""
-    context = _store_context(store)
-    item = _Extern()
-    if not _instance_export_get(context, ctypes.byref(instance), name, len(name), ctypes.byref(item)):
-        raise wasmtime.WasmtimeError(f"no export named '{name.decode()}'")
-    values = (_Val * results)()
-    trap = _TRAP_P()
-    error = _func_call(context, ctypes.byref(item.of.func), None, 0, values, results, ctypes.byref(trap))
-    if error:
-        raise _error_from_ptr(error)
-    if trap:
-        raise _trap_from_ptr(trap)
+def component_store(engine: wasmtime.Engine, wasi: Wasi, memory_limit: int | None) -> wasmtime.Store:
+    """A wasmtime-py Store (what the component API takes) with `wasi` and the limits set."""
+    store = wasmtime.Store(engine)
+    try:
+        _prepare(_store_context(store), _store_ptr(store), wasi, memory_limit)
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 # Components: values, host resources and host functions (the wasi:http host, component_host.py).
