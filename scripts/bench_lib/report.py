@@ -191,6 +191,8 @@ def paired_ratio(runs: list[dict[str, Any]], mode: str, peer: str) -> float | No
 # The competent gunicorn + wasmtime-py peers (benchmarks/apps/wasm_hello.py), sync and gthread.
 WASM_PEERS = {"gunicorn-wasm": "gunicorn sync+wasmtime", "gunicorn-wasm-gthread": "gunicorn gthread+wasmtime"}
 PEER_GOAL_C16 = 1.5
+# Held connections' goals (issue 18), stricter, against the sync peer at -c16.
+HELD_GOALS = {"keep-alive": 2.0, "close": 1.7}
 PEER_GOAL_C1 = 1.3
 P99_OVER_P50 = 3.0
 
@@ -200,6 +202,12 @@ def _c1_ratio(sweep: list[dict[str, Any]], mode: str, peer: str) -> float | None
     rps = {s["system"]: s["rps"] for s in sweep if s["connections"] == 1 and s.get("mode", "keep-alive") == mode}
     mine, theirs = rps.get(REFERENCE), rps.get(peer)
     return mine / theirs if mine and theirs else None
+
+
+def _scaling(sweep: list[dict[str, Any]], more: int, fewer: int) -> float | None:
+    """prefork-wasm's keep-alive req/s at `more` connections over `fewer` (the sweep's runs)."""
+    rps = {s["connections"]: s["rps"] for s in keep_alive_sweep(sweep) if s["system"] == REFERENCE}
+    return rps[more] / rps[fewer] if rps.get(more) and rps.get(fewer) else None
 
 
 def targets(rows: list[Row], runs: list[dict[str, Any]],
@@ -225,9 +233,13 @@ def targets(rows: list[Row], runs: list[dict[str, Any]],
     for peer, name in WASM_PEERS.items():
         ratio(f"keep-alive req/s vs {name} (-c16)", "keep-alive", peer, PEER_GOAL_C16)
         ratio(f"Connection: close req/s vs {name} (-c16)", "close", peer, PEER_GOAL_C16)
+    for mode, goal in HELD_GOALS.items():
+        ratio(f"{mode} req/s vs {WASM_PEERS['gunicorn-wasm']} (-c16), held connections' goal", mode,
+              "gunicorn-wasm", goal)
     for peer, name in WASM_PEERS.items():
         for mode in MODES:
             check(f"{mode} req/s vs {name} (-c1)", _c1_ratio(sweep or [], mode, peer), PEER_GOAL_C1, ">=")
+    check("keep-alive req/s at -c16 over -c4 (the sweep)", _scaling(sweep or [], 16, 4), 1.0, ">=")
     ratio("keep-alive req/s vs Apache+mod_cgi", "keep-alive", "apache-cgi", 5.0)
     ratio("keep-alive req/s vs Apache+mod_cgid (same goal, no mod_cgi stall)", "keep-alive", "apache-cgid", 5.0)
     ratio("keep-alive req/s vs Apache static (goal)", "keep-alive", "apache-static", 0.25)
