@@ -57,6 +57,7 @@ from .generation import (
     tls_contexts,
 )
 from .health import HealthPage
+from .keeper import adopt_orphans
 from .logs import AccessLog, ErrorLog
 from .logtargets import PipedLog, make_parent
 from .metrics import MetricsPage
@@ -287,6 +288,7 @@ class Arbiter:
             ready()
         try:
             self.scoreboard.cumulative.phase = SERVING
+            adopt_orphans()  # workers' keepers, once their worker is gone (keeper.py)
             self._start_generation()
             self._notify_ready()
             while not self._finished():

@@ -38,6 +38,7 @@ from .http1 import (
     ResponseHeadError,
     framed_head,
 )
+from .keeper import Board
 from .messages import FileBody, Request, Response, SpooledBody, TLSInfo, error_response
 from .reqtimeout import Deadline
 from .tlsio import HANDSHAKE_RECORD, PlainHTTP, TLSSocket, first_byte, handshake, info, plain_http_answer, wrap
@@ -117,7 +118,8 @@ class Held:
     requests and keeps its `state` (held.READING ...); `serve` has it for one request."""
 
     __slots__ = (
-        "complete", "context", "drained", "fd", "head", "limits", "linger", "parser", "peer", "port", "refused",
+        "board", "complete", "context", "drained", "fd", "head", "limits", "linger", "parser", "peer", "port",
+        "refused",
         "registered", "served", "server_addr", "sock", "state", "tls", "until",
     )
 
@@ -147,6 +149,7 @@ class Held:
         # after. Such a connection never leaves this process (its session lives in it).
         self.context = context
         self.tls: TLSInfo | None = None
+        self.board: Board | None = None  # the worker's keeper's, set by the event loop (keeper.py)
         self._next(float("inf"))
 
     def _next(self, until: float) -> None:
@@ -169,6 +172,18 @@ class Held:
             self.until = Deadline(now, self.limits.timeout, self.limits.handshake_read).at
         else:
             self.head = Deadline(now, self.limits.timeout, self.limits.header_read)
+
+    def answered(self, keeps: bool) -> None:
+        """Its response is out: a kept-alive connection with nothing of the next request read is
+        one the keeper may pass on from now, before the access log is written."""
+        if keeps and self.board is not None and self.portable and not self.parser.trailing[0]:
+            self.board.mark(self.fd, True)
+
+    @property
+    def untouched(self) -> bool:
+        """Nothing of its next request has been read: what the client sent is all in the socket,
+        so another worker (or a keeper, keeper.py) can take it on as it is."""
+        return not self.complete and not self.parser.scanner.raw
 
     @property
     def portable(self) -> bool:
@@ -322,7 +337,7 @@ def serve(held: Held, site: Site[_D], worker: Worker, limits: Limits, state: Sta
         exchange = _Exchange()
         response = _respond(exchange, sock, site, state, request, decision, limits.timeout)
         close = _closes(parser, worker, limits, held.served)
-        close = _send(exchange, sock, site, request, decision, response, close, limits.timeout)
+        close = _send(exchange, sock, site, request, decision, response, close, limits.timeout, held.answered)
     except Refused as e:
         _refuse(sock, site, state, request, decision, e, limits.timeout)
         if e.status == 408:
@@ -455,9 +470,11 @@ def _send(
     response: Response,
     close: bool,
     timeout: float,
+    answered: Callable[[bool], None],
 ) -> bool:
-    """Send the response, then tell the site; returns whether the connection ends. A head
-    that must not be sent is a server fault found before anything is sent: a 500 goes instead."""
+    """Send the response, say so (`answered`: whether the connection stays), then tell the site;
+    returns whether the connection ends. A head that must not be sent is a server fault found
+    before anything is sent: a 500 goes instead."""
     head_only = request.method == "HEAD"
     try:
         sent = _send_response(exchange, sock, head_only, response, close, timeout)
@@ -465,6 +482,7 @@ def _send(
         traceback.print_exc()
         close, response = True, error_response(500, _SERVER_FAULT)
         sent = _send_response(exchange, sock, head_only, response, True, timeout)
+    answered(not close)
     site.finished(request, decision, response, sent)
     return close
 

@@ -51,6 +51,7 @@ from .held import (
     wait_for,
 )
 from .http1 import Limits
+from .keeper import Board
 from .logs import ErrorLog
 from .relief import Relief
 from .scoreboard import GRACEFUL, HAND_OVER, SERVE, Slot
@@ -114,6 +115,7 @@ class EventLoop:
         max_connections: int,
         error_log: ErrorLog,
         title: Callable[[str], None],
+        board: Board | None = None,
     ) -> None:
         self.listeners = {listener.sock.fileno(): listener for listener in listeners}
         self.send_end, self.receive_end = hand_over
@@ -127,6 +129,9 @@ class EventLoop:
         self.max_connections = max_connections
         self.error_log = error_log
         self.title = title
+        # With a keeper (keeper.py): the connections it may pass on should this worker be killed,
+        # marked as they change state; a request is then read only when it is served.
+        self._board = board
         self.draining = False  # serving what is left with Connection: close, accepting nothing
         # A graceful stop (no worker follows): before it exits, a worker that holds nothing more
         # takes what still waits in the hand-over socket (a relieved worker's connections, handed
@@ -235,9 +240,12 @@ class EventLoop:
         elif state == KEEPALIVE:
             self._idle[held] = None
         held.state = state
+        if self._board is not None:
+            self._board.mark(held.fd, state in MOVABLE and held.portable and held.untouched)
 
     def _hold(self, held: Held) -> None:
         """A connection the worker now owns: wait for its head, or serve it at once."""
+        held.board = self._board
         self._conns[held.fd] = held
         held.state = SERVING
         self._counts[SERVING] += 1
@@ -274,7 +282,9 @@ class EventLoop:
             if held.drain():
                 self._forget(held)
         elif state == READING or state == KEEPALIVE:
-            if held.receive(now):
+            if self._board is not None and held.untouched and held.portable:
+                self._to_ready(held)  # read when served: till then its request stays in the socket
+            elif held.receive(now):
                 self._to_ready(held)
             elif held.head is not None:
                 if state == KEEPALIVE:
@@ -361,6 +371,9 @@ class EventLoop:
                 return  # leave now: what is still waiting goes to another worker
             held = self._ready.popleft()
             self._move(held, SERVING)
+            if not held.complete and not held.receive(time.monotonic()):  # queued unread (`_readable`)
+                self._wait(held)  # only part of a head had come: wait for the rest
+                continue
             self._relief.begin(time.monotonic())
             try:
                 keep = self.serve(held)
@@ -473,7 +486,9 @@ class EventLoop:
                 # that moment here keeps an idle worker from taking the next connection meanwhile
                 # (another idle worker takes it), as a prefork worker reads the connection it
                 # accepted.
-                if not held.receive(now) and idle and _readable_within(sock, ACCEPT_WAIT):
+                if (idle or self._board is None) and not held.receive(now) and idle and _readable_within(
+                    sock, ACCEPT_WAIT
+                ):
                     held.receive(time.monotonic())
                 self._hold(held)
             if self.accepted == self.max_connections:

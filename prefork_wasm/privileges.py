@@ -33,15 +33,23 @@ def root_warning(user: str | None) -> str | None:
     )
 
 
-def drop(user: str, group: str | None) -> None:
-    """setgid, initgroups, setuid — in that order, while we still may; no-op unless root."""
-    if os.geteuid() != 0:
-        return
+def credentials(user: str, group: str | None) -> tuple[int, int, list[int]]:
+    """The uid, gid and supplementary groups `User` and `Group` stand for (initgroups' list for
+    a user by name, the gid alone for '#uid')."""
     uid = user_id(user)
     gid = group_id(group) if group else pwd.getpwuid(uid).pw_gid
-    name = pwd.getpwuid(uid).pw_name if not user.startswith("#") else user
+    if user.startswith("#"):
+        return uid, gid, [gid]
+    return uid, gid, os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
+
+
+def drop(user: str, group: str | None) -> None:
+    """setgid, setgroups, setuid — in that order, while we still may; no-op unless root."""
+    if os.geteuid() != 0:
+        return
+    uid, gid, groups = credentials(user, group)
     os.setgid(gid)
-    os.initgroups(name, gid) if not user.startswith("#") else os.setgroups([gid])
+    os.setgroups(groups)
     os.setuid(uid)
     if os.getuid() == 0 or os.geteuid() == 0:
         raise PermissionError(f"still root after setuid({uid})")

@@ -1,15 +1,13 @@
 """Relief: while a worker runs a long request, its other held connections go to idle workers.
 
 A worker serves one request at a time, so a request that arrives on another connection it holds
-waits for the running one; and should the worker be killed (SIGKILL: by hand, the OOM killer,
-the master for a hard memory limit or a stalled heartbeat), every connection it holds dies with
-it. Once the running request has lasted THRESHOLD (besides the time the scheduler kept it from a
-CPU), a second thread of the worker looks every RETRY at the other connections it holds: those
-whose requests have come go to the hand-over socket (handover.py), as a leaving worker's do, and
-after IDLE_AFTER the idle ones too, until none is left (the event loop's `_relieve`). Idle
-workers adopt them at once; those no worker takes yet wait in the socket, their descriptors held
-by the kernel, which a killed sender does not take with it. The worker then loses at most the
-request it runs, and nothing at all once IDLE_AFTER has passed.
+waits for the running one. Once the running request has lasted THRESHOLD (besides the time the
+scheduler kept it from a CPU), a second thread of the worker looks every RETRY at the other
+connections it holds: those whose requests have come go to the hand-over socket (handover.py),
+as a leaving worker's do, and after IDLE_AFTER the idle ones too, until none is left (the event
+loop's `_relieve`). Idle workers adopt them at once; those no worker takes yet wait in the
+socket, their descriptors held by the kernel. (Should the worker be killed meanwhile, its
+keeper passes on what is still with it: keeper.py.)
 
 The protocol between the two threads (the event loop's structures belong to the main thread,
 which does not touch them while `connection.serve` runs):

@@ -18,6 +18,7 @@ import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NoReturn
 
 import setproctitle
 
@@ -30,6 +31,7 @@ from .eventloop import EventLoop, Listener
 from .generation import pool_for
 from .held import Peer
 from .http1 import Limits
+from .keeper import Board, Keeper
 from .logs import AccessLog, ErrorLog
 from .messages import Request
 from .router import Router
@@ -43,6 +45,7 @@ from .scoreboard import (
     REQUEST_CHARS,
     SERVE,
     STARTING,
+    STOPPING,
     WAITING,
     Scoreboard,
     Slot,
@@ -91,6 +94,8 @@ class Worker:
         self.pages = pages
         self.stopping = False  # SIGUSR1: leave as the slot's quit flag says
         self.loop: EventLoop | None = None
+        self.board = Board()  # the connections the keeper may pass on (eventloop marks them)
+        self.keeper: Keeper | None = None
         self._requests = 0
         self._request_prefix = ""  # random, drawn after the fork (see new_request_id)
 
@@ -100,18 +105,39 @@ class Worker:
         try:
             self._install_signals()
             try:
+                self._start_keeper()
                 site = self._start()
                 if self.config.user:
                     privileges.drop(self.config.user, self.config.group)
             except Exception as e:  # the same config would fail the same way in every worker
                 self.error_log.log("emerg", f"worker could not start: {e}")
-                os._exit(EXIT_CHILD_FATAL)
+                self._exit(EXIT_CHILD_FATAL)
             self._loop(site)
         except BaseException:  # pragma: no cover - last resort, keep the master informed
             self.error_log.error("worker crashed: " + traceback.format_exc().replace("\n", " | "))
             status = 1
         finally:
             self.slot.state = CLEANUP
+        self._exit(status)
+
+    def _start_keeper(self) -> None:
+        """Before any thread (keeper.py): the twin that keeps this worker's waiting connections
+        should it be killed."""
+        user = self.config.user if os.geteuid() == 0 else None
+        run_as = privileges.credentials(user, self.config.group) if user else None
+        self.keeper = Keeper.start(
+            self.board, self.hand_over[0], self.config.keep_alive_timeout, self._adopters_remain, run_as
+        )
+
+    def _adopters_remain(self) -> bool:
+        """In the keeper, once this worker is dead: whether a worker will adopt its connections
+        (not while the server stops or drains)."""
+        return bool(self.slot.quit != DRAIN and self.scoreboard.cumulative.phase != STOPPING)
+
+    def _exit(self, status: int) -> NoReturn:
+        """Leave as asked: the keeper first, so that it passes nothing on."""
+        if self.keeper is not None:
+            self.keeper.stop()
         os._exit(status)
 
     def _install_signals(self) -> None:
@@ -231,6 +257,7 @@ class Worker:
         self.loop = loop = EventLoop(
             listeners, self.hand_over, self._wake_r, limits, serve_one, self.slot, self._peers, self._leaving,
             config.max_held_connections, config.max_connections_per_child, self.error_log, title.set,
+            board=self.board if self.keeper is not None else None,
         )
         loop.run()
         if loop.recycled:

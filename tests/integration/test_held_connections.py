@@ -349,3 +349,72 @@ def test_a_worker_killed_by_sigkill_loses_only_its_request_in_flight(
     for sock in (in_flight, queued, *idle):
         sock.close()
     assert worker not in server.worker_pids()
+
+
+def test_a_worker_killed_between_requests_keeps_its_idle_connections(make_server: Callable[..., Server]) -> None:
+    """keeper.py: the worker's keeper shares its descriptor table, so its kept-alive connections
+    outlive a SIGKILL (no request runs, so relief has handed nothing off); the worker that
+    replaces it adopts them and answers the next request on each."""
+    server = make_server(HELLO + "KeepAliveTimeout 60\n", start_servers=1)
+    (worker,) = server.worker_pids()
+    idle = kept_alive(server.port, 3)
+    os.kill(worker, signal.SIGKILL)
+    server.wait_for_workers(lambda pids: len(pids) == 1 and worker not in pids, what="the replacement")
+    for sock in idle:
+        sock.sendall(REQUEST)
+        got = answered(sock)
+        assert got.startswith(b"HTTP/1.1 200 "), (got, server.log())
+        sock.close()
+
+
+KILLS = 4
+
+
+def test_workers_killed_under_load_lose_only_the_requests_they_were_running(
+    make_server: Callable[..., Server],
+) -> None:
+    """Issue 18, item 4: 16 keep-alive clients keep 4 workers busy while a worker is killed by
+    SIGKILL, 4 times; each kill may fail one request (the one that worker was running), no
+    more. A worker reads a request only when it serves it, so the requests sent on its other
+    connections are still in their sockets, which its keeper passes on (keeper.py)."""
+    server = make_server(HELLO + "KeepAliveTimeout 60\nMaxKeepAliveRequests 0\n", start_servers=4)
+    stop = threading.Event()
+    failed, answered_ok = [0], [0]
+    lock = threading.Lock()
+
+    def client() -> None:
+        sock = socket.create_connection((HOST, server.port), timeout=10)
+        while not stop.is_set():
+            try:
+                sock.sendall(REQUEST)
+                ok = answered(sock).startswith(b"HTTP/1.1 200 ")
+            except OSError:
+                ok = False
+            with lock:
+                if ok:
+                    answered_ok[0] += 1
+                else:
+                    failed[0] += 1
+            if not ok:
+                sock.close()
+                sock = socket.create_connection((HOST, server.port), timeout=10)
+        sock.close()
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(KILLS):
+            wait_for(lambda: answered_ok[0] > 200, what="requests answered")
+            before = answered_ok[0]
+            wait_for(lambda: answered_ok[0] > before + 200, what="requests answered")  # noqa: B023
+            pids = server.wait_for_workers(lambda pids: len(pids) == 4, what="4 workers")
+            victim = min(pids)
+            os.kill(victim, signal.SIGKILL)
+            server.wait_for_workers(lambda pids: len(pids) == 4 and victim not in pids, what="the replacement")  # noqa: B023
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert answered_ok[0] > 1000
+    assert failed[0] <= KILLS, f"{failed[0]} requests failed in {KILLS} kills"

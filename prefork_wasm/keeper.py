@@ -1,0 +1,171 @@
+"""A worker's keeper: a twin process that shares the worker's descriptor table, so that a worker
+killed by a signal (SIGKILL by hand or by the OOM killer, the master's hard memory limit or
+hung-worker check, a crash) does not take with it the connections it holds but is not serving.
+
+A descriptor table lives as long as a process uses it. The keeper is made with
+clone(CLONE_FILES) and sleeps in sigwait; when the worker dies the kernel wakes it
+(PR_SET_PDEATHSIG) and the connections are still open. It passes each one the worker marked in
+the `Board` to the hand-over socket (handover.py), as a leaving worker passes its own: the
+workers that stay, or the one that replaces the dead worker, adopt them. A connection is marked
+while nothing of its next request has been read: the event loop reads a request only when it
+serves it (eventloop.py), so requests sent meanwhile are still in the kernel's socket buffer and
+the adopter reads them. The request the worker was serving, and a head read in part, die with
+the keeper's exit.
+
+A worker that leaves as asked ends its keeper first (`Keeper.stop`); a dead worker's keeper
+passes nothing on once the server stops or drains (no worker would adopt).
+
+Between its birth and the worker's death the keeper runs nothing but sigwait: a descriptor it
+closed would be closed for the worker too. It is born before the worker starts a thread, a
+copy-on-write twin of a young process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import platform
+import resource
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+import setproctitle
+
+from . import handover
+from .handover import Parcel
+from .held import KEEPALIVE
+
+# clone(2)'s number and flag; the other arguments are 0 (a fork-like child: its own stack copy).
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(platform.machine())
+_CLONE_FILES = 0x400
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+# The keeper is woken by this (its parent's death) and ended by SIGKILL.
+WAKE = signal.SIGUSR2
+# Descriptors above this are never passed on (a board byte each).
+MAX_DESCRIPTORS = 1 << 20
+# How long a keeper waits for room in the hand-over socket.
+SEND_SECONDS = 2.0
+
+
+# The User's uid, gid and groups (privileges.credentials).
+Credentials = tuple[int, int, list[int]]
+
+
+class Board:
+    """One byte per descriptor number in memory the keeper shares (MAP_SHARED): 1 for a
+    connection it may pass on. Only the worker's event loop writes it."""
+
+    def __init__(self) -> None:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        size = MAX_DESCRIPTORS if soft == resource.RLIM_INFINITY else min(soft, MAX_DESCRIPTORS)
+        self._map = mmap.mmap(-1, max(size, 1))  # anonymous, shared: untouched pages cost nothing
+
+    def mark(self, fd: int, movable: bool) -> None:
+        if fd < len(self._map):
+            self._map[fd] = movable
+
+    def movable(self) -> list[int]:
+        found, start, data = [], 0, self._map
+        while (fd := data.find(b"\x01", start)) >= 0:
+            found.append(fd)
+            start = fd + 1
+        return found
+
+
+def adopt_orphans() -> None:
+    """For the master: a keeper outlives its worker, and comes to the master (a child
+    subreaper) to be reaped, not to init."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+class Keeper:
+    """The worker's side: its keeper's pid, and how to end it."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    @classmethod
+    def start(
+        cls,
+        board: Board,
+        send_end: socket.socket,
+        keep_alive_timeout: float,
+        may_pass: Callable[[], bool],
+        credentials: Credentials | None,
+    ) -> Keeper | None:
+        """Fork the keeper (None where clone's number is not known here). Call it before the
+        process starts a thread. `may_pass` says, once the worker is dead, whether anyone will
+        adopt its connections; `credentials` are the User's, which the keeper takes at once."""
+        if _SYS_CLONE is None:
+            return None
+        libc = ctypes.CDLL(None, use_errno=True)
+        parent = os.getpid()
+        title = f"prefork-wasm: keeper of worker {parent}"
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {WAKE})  # the keeper's from birth
+        pid = libc.syscall(_SYS_CLONE, _CLONE_FILES | signal.SIGCHLD, 0, 0, 0, 0)
+        if pid == 0:
+            _keep(libc, parent, title, credentials, board, send_end, keep_alive_timeout, may_pass)  # never returns
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if pid < 0:
+            return None
+        return cls(pid)
+
+    def stop(self) -> None:
+        """The worker leaves as asked: its keeper goes first, passing nothing on."""
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+def _keep(
+    libc: ctypes.CDLL,
+    parent: int,
+    title: str,
+    credentials: Credentials | None,
+    board: Board,
+    send_end: socket.socket,
+    keep_alive_timeout: float,
+    may_pass: Callable[[], bool],
+) -> None:
+    """The keeper's life: wait for the worker's death, pass its connections on, exit. Only
+    system calls that open no descriptor run before the worker is dead."""
+    try:
+        if credentials is not None:  # what privileges.drop does, with the ids found before the fork
+            uid, gid, groups = credentials
+            os.setgid(gid)
+            os.setgroups(groups)
+            os.setuid(uid)
+        setproctitle.setproctitle(title)
+        libc.prctl(_PR_SET_PDEATHSIG, WAKE, 0, 0, 0)
+        if os.getppid() == parent:  # else it died before PDEATHSIG was set
+            signal.sigwait({WAKE})
+        if may_pass():
+            pass_on(board, send_end, keep_alive_timeout)
+    finally:
+        os._exit(0)  # no finalizer: they would close what the worker's objects held
+
+
+def pass_on(board: Board, send_end: socket.socket, keep_alive_timeout: float) -> int:
+    """Send the marked connections to the hand-over socket; returns how many went."""
+    now = time.monotonic()
+    parcels, fds = [], []
+    for fd in board.movable():
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            continue
+        try:
+            local, peer = sock.getsockname(), sock.getpeername()
+        except OSError:
+            continue  # reset by the client meanwhile: nothing to pass on
+        finally:
+            sock.detach()
+        parcels.append(Parcel(peer[:2], local[1], local[0], 0, KEEPALIVE, b"", (now + keep_alive_timeout,)))
+        fds.append(fd)
+    return handover.send(send_end, parcels, fds, now + SEND_SECONDS, handover.PER_MESSAGE)
