@@ -102,6 +102,10 @@ Group nogroup
     wait_for(lambda: all(psutil.Process(p).uids() == (nobody, nobody, nobody) for p in server.worker_pids()),
              what="workers running as nobody")
     assert all(psutil.Process(p).username() == "nobody" for p in server.worker_pids())
+    # Each worker's keeper (keeper.py) takes the same ids at its birth: none keeps root.
+    keepers = [child for p in server.worker_pids() for child in psutil.Process(p).children()]
+    assert len(keepers) == len(server.worker_pids())
+    assert all(keeper.uids() == (nobody, nobody, nobody) for keeper in keepers)
     status, _, body_bytes, _ = server.get("/cat?/data/greeting.txt")
     assert (status, body_bytes) == (200, b"readable by nobody\n")
     assert "running as root without User" not in server.log()
