@@ -181,9 +181,9 @@ class Held:
 
     @property
     def untouched(self) -> bool:
-        """Nothing of its next request has been read: what the client sent is all in the socket,
-        so another worker (or a keeper, keeper.py) can take it on as it is."""
-        return not self.complete and not self.parser.scanner.raw
+        """A plain-HTTP connection with nothing of its next request read: what the client sent is
+        all in the socket, so another worker (or a keeper, keeper.py) can take it on as it is."""
+        return self.context is None and not self.complete and not self.parser.scanner.raw
 
     @property
     def portable(self) -> bool:

@@ -241,7 +241,7 @@ class EventLoop:
             self._idle[held] = None
         held.state = state
         if self._board is not None:
-            self._board.mark(held.fd, state in MOVABLE and held.portable and held.untouched)
+            self._board.mark(held.fd, state in MOVABLE and held.untouched)
 
     def _hold(self, held: Held) -> None:
         """A connection the worker now owns: wait for its head, or serve it at once."""
@@ -282,7 +282,7 @@ class EventLoop:
             if held.drain():
                 self._forget(held)
         elif state == READING or state == KEEPALIVE:
-            if self._board is not None and held.untouched and held.portable:
+            if self._board is not None and held.untouched:
                 self._to_ready(held)  # read when served: till then its request stays in the socket
             elif held.receive(now):
                 self._to_ready(held)
@@ -486,10 +486,10 @@ class EventLoop:
                 # that moment here keeps an idle worker from taking the next connection meanwhile
                 # (another idle worker takes it), as a prefork worker reads the connection it
                 # accepted.
-                if (idle or self._board is None) and not held.receive(now) and idle and _readable_within(
-                    sock, ACCEPT_WAIT
-                ):
-                    held.receive(time.monotonic())
+                # With a keeper, a request that must wait for its turn stays unread (`_readable`).
+                if idle or self._board is None:
+                    if not held.receive(now) and idle and _readable_within(sock, ACCEPT_WAIT):
+                        held.receive(time.monotonic())
                 self._hold(held)
             if self.accepted == self.max_connections:
                 self._listen(False)  # the last one: the loop leaves once it is served
