@@ -354,10 +354,13 @@ def test_a_worker_killed_by_sigkill_loses_only_its_request_in_flight(
 def test_a_worker_killed_between_requests_keeps_its_idle_connections(make_server: Callable[..., Server]) -> None:
     """keeper.py: the worker's keeper shares its descriptor table, so its kept-alive connections
     outlive a SIGKILL (no request runs, so relief has handed nothing off); the worker that
-    replaces it adopts them and answers the next request on each."""
+    replaces it adopts them and answers the next request on each. The kill waits for the
+    access log: a worker marks a connection movable once its response is out, just before
+    it logs, so until then the request still counts as in flight."""
     server = make_server(HELLO + "KeepAliveTimeout 60\n", start_servers=1)
     (worker,) = server.worker_pids()
     idle = kept_alive(server.port, 3)
+    wait_for(lambda: server.access_log.read_text().count('"GET /hello') == 3, what="three logged requests")
     os.kill(worker, signal.SIGKILL)
     server.wait_for_workers(lambda pids: len(pids) == 1 and worker not in pids, what="the replacement")
     for sock in idle:
