@@ -57,11 +57,11 @@ from .generation import (
     tls_contexts,
 )
 from .health import HealthPage
-from .keeper import adopt_orphans
 from .logs import AccessLog, ErrorLog
 from .logtargets import PipedLog, make_parent
 from .metrics import MetricsPage
 from .notify import Notifier
+from .prctl import adopt_orphans
 from .runtime import EXIT_GUEST_STUCK
 from .scoreboard import DRAIN, HAND_OVER, SERVING, STARTING, STOPPING, WAITING, Scoreboard, words
 from .site import Page

@@ -34,15 +34,13 @@ from collections.abc import Callable
 
 import setproctitle
 
-from . import handover
+from . import handover, prctl
 from .handover import Parcel
 from .held import KEEPALIVE
 
 # clone(2)'s number and flag; the other arguments are 0 (a fork-like child: its own stack copy).
 _SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(platform.machine())
 _CLONE_FILES = 0x400
-_PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
 # The keeper is woken by this (its parent's death) and ended by SIGKILL.
 WAKE = signal.SIGUSR2
 # Descriptors above this are never passed on (a board byte each).
@@ -76,12 +74,6 @@ class Board:
         return found
 
 
-def adopt_orphans() -> None:
-    """For the master: a keeper outlives its worker, and comes to the master (a child
-    subreaper) to be reaped, not to init."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
 class Keeper:
     """The worker's side: its keeper's pid, and how to end it."""
 
@@ -108,7 +100,7 @@ class Keeper:
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {WAKE})  # the keeper's from birth
         pid = libc.syscall(_SYS_CLONE, _CLONE_FILES | signal.SIGCHLD, 0, 0, 0, 0)
         if pid == 0:
-            _keep(libc, parent, title, credentials, board, send_end, keep_alive_timeout, may_pass)  # never returns
+            _keep(parent, title, credentials, board, send_end, keep_alive_timeout, may_pass)  # never returns
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
         if pid < 0:
             return None
@@ -124,7 +116,6 @@ class Keeper:
 
 
 def _keep(
-    libc: ctypes.CDLL,
     parent: int,
     title: str,
     credentials: Credentials | None,
@@ -142,7 +133,7 @@ def _keep(
             os.setgroups(groups)
             os.setuid(uid)
         setproctitle.setproctitle(title)
-        libc.prctl(_PR_SET_PDEATHSIG, WAKE, 0, 0, 0)
+        prctl.die_with_parent(WAKE)
         if os.getppid() == parent:  # else it died before PDEATHSIG was set
             signal.sigwait({WAKE})
         if may_pass():

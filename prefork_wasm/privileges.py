@@ -6,12 +6,11 @@ signal workers); everything that touches a client runs as the unprivileged user.
 
 from __future__ import annotations
 
-import ctypes
 import grp
 import os
 import pwd
 
-_PR_SET_DUMPABLE = 4
+from . import prctl
 
 
 def user_id(name: str) -> int:
@@ -55,4 +54,4 @@ def drop(user: str, group: str | None) -> None:
         raise PermissionError(f"still root after setuid({uid})")
     # A credential change makes the process non-dumpable, which makes /proc/self/fd/N (how
     # wasmtime opens the stdio memfds) root-owned and unreadable; undo that.
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
+    prctl.make_dumpable()

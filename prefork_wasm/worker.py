@@ -7,7 +7,6 @@ Runs in the child right after fork. It never returns to the master's code: `run`
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import signal
@@ -22,7 +21,7 @@ from typing import NoReturn
 
 import setproctitle
 
-from . import privileges
+from . import prctl, privileges
 from .compiler import Artifact
 from .config import ServerConfig
 from .connection import Held, StateHook, serve
@@ -57,7 +56,6 @@ from .site import Page, Site, prepare_guests
 # instead of forking replacements that would fail the same way.
 EXIT_CHILD_FATAL = 15
 
-_PR_SET_PDEATHSIG = 1
 
 # A peer that has been in one request for longer than this does not count in the balance of
 # held connections: a worker stuck in a long guest must not keep the others from accepting.
@@ -152,8 +150,7 @@ class Worker:
         self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         # Die with the master, even from SIGKILL (it forks single-threaded, so this holds).
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        prctl.die_with_parent(signal.SIGTERM)
         if os.getppid() != self.master_pid:
             os._exit(0)
 
