@@ -106,6 +106,14 @@ class Keeper:
             return None
         return cls(pid)
 
+    def exited(self) -> int | None:
+        """Its exit code (negative: the signal that ended it), reaped here; None while it lives."""
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return 0  # reaped already
+        return os.waitstatus_to_exitcode(status) if pid else None
+
     def stop(self) -> None:
         """The worker leaves as asked: its keeper goes first, passing nothing on."""
         try:

@@ -91,6 +91,7 @@ class Worker:
         self.labels = labels
         self.pages = pages
         self.stopping = False  # SIGUSR1: leave as the slot's quit flag says
+        self._child_exited = False  # SIGCHLD: its keeper, the one child a worker has, may be gone
         self.loop: EventLoop | None = None
         self.board = Board()  # the connections the keeper may pass on (eventloop marks them)
         self.keeper: Keeper | None = None
@@ -145,7 +146,7 @@ class Worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGWINCH, signal.SIG_IGN)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, self._sigchld)
         signal.signal(signal.SIGUSR1, self._graceful)
         self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
@@ -156,6 +157,9 @@ class Worker:
 
     def _graceful(self, signum: int, frame: object) -> None:
         self.stopping = True
+
+    def _sigchld(self, signum: int, frame: object) -> None:
+        self._child_exited = True
 
     def _start(self) -> Site:
         self._request_prefix = os.urandom(5).hex()
@@ -198,10 +202,31 @@ class Worker:
         """How the worker leaves once the request in flight is answered; SERVE while it stays.
         The quit flag counts without the signal: one that came before this process installed its
         handler went to the master's (inherited at the fork) and was lost."""
+        if self._child_exited:
+            self._check_keeper()
         how: bytes = self.slot.quit
         if how == SERVE:
             return HAND_OVER if self.stopping else SERVE
         return how
+
+    def _check_keeper(self) -> None:
+        """Without its keeper a killed worker would lose the connections it holds, and a keeper
+        cannot be made again once threads run (keeper.py): the worker hands its connections over
+        and leaves, and the master forks a replacement, which has a keeper of its own."""
+        self._child_exited = False
+        keeper = self.keeper
+        if keeper is None:
+            return
+        code = keeper.exited()
+        if code is None:
+            return
+        self.keeper = None
+        self.stopping = True
+        how = f"on signal {signal.Signals(-code).name}" if code < 0 else f"with status {code}"
+        self.error_log.error(
+            f"worker {os.getpid()}: its keeper {keeper.pid} exited {how}; the worker hands its connections "
+            "over and a new one replaces it"
+        )
 
     def _peers(self) -> list[Peer]:
         """The other serving workers of this generation, as the scoreboard shows them: their held

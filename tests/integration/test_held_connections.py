@@ -370,6 +370,38 @@ def test_a_worker_killed_between_requests_keeps_its_idle_connections(make_server
         sock.close()
 
 
+
+def keeper_of(worker: int) -> int | None:
+    """The pid of a worker's keeper (its one child), None while it has none."""
+    try:
+        children = psutil.Process(worker).children()
+    except psutil.NoSuchProcess:
+        return None
+    return children[0].pid if children else None
+
+
+def test_a_worker_that_loses_its_keeper_hands_its_connections_to_its_replacement(
+    make_server: Callable[..., Server],
+) -> None:
+    """keeper.py: a keeper cannot be made again once a worker runs threads, so a worker whose
+    keeper is killed leaves as a recycled one does: its idle connections go on with the worker
+    that replaces it (no close), which has a keeper of its own."""
+    server = make_server(HELLO + "KeepAliveTimeout 60\n", start_servers=1)
+    (worker,) = server.worker_pids()
+    idle = kept_alive(server.port, 2)
+    keeper = wait_for(lambda: keeper_of(worker), what="the worker's keeper")
+    os.kill(keeper, signal.SIGKILL)
+    (replacement,) = server.wait_for_workers(
+        lambda pids: len(pids) == 1 and worker not in pids and keeper not in pids, what="the replacement"
+    )
+    wait_for(lambda: keeper_of(replacement), what="the replacement's keeper")
+    for sock in idle:
+        sock.sendall(REQUEST)
+        assert answered(sock).startswith(b"HTTP/1.1 200 ")
+        sock.close()
+    assert f"worker {worker}: its keeper {keeper} exited on signal SIGKILL" in server.log()
+
+
 KILLS = 4
 
 
