@@ -265,17 +265,20 @@ class Held:
             self.head.received(len(data))
         return self.complete
 
-    def expire(self) -> None:
+    def expire(self) -> bool:
         """Its head's deadline passed: a client that sent part of one gets 408, if its socket
-        takes it at once (the worker waits for no one here). The caller closes it."""
-        if self.head is not None and self.parser.scanner.raw:
-            error = error_response(408, f"The request head was not received within {self.head.limit}.")
-            head, _ = framed_head(error, False, True)
-            assert isinstance(error.body, bytes)
-            try:
-                self.sock.send(head + error.body)
-            except OSError:
-                pass
+        takes it at once (the worker waits for no one here); whether it was sent. The caller
+        closes it."""
+        if self.head is None or not self.parser.scanner.raw:
+            return False
+        error = error_response(408, f"The request head was not received within {self.head.limit}.")
+        head, _ = framed_head(error, False, True)
+        assert isinstance(error.body, bytes)
+        try:
+            self.sock.send(head + error.body)
+        except OSError:
+            return False
+        return True
 
     def close(self, now: float) -> bool:
         """End the connection after its last response: at once, or (lingering close) half-close

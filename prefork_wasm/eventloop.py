@@ -200,7 +200,7 @@ class EventLoop:
             for fd, _ in events:
                 self._event(fd, now)
             for held in self._deadlines.expired(now):
-                self._expire(held)
+                self._expire(held, now)
             self._serve_ready()
 
     def _longest_wait(self, now: float) -> float:
@@ -337,12 +337,15 @@ class EventLoop:
             self._epoll.register(held.fd, events)
             held.registered = True
 
-    def _expire(self, held: Held) -> None:
-        """Its deadline passed: a partial head is answered 408, an idle connection closed
-        silently (as Apache does); a lingering close ends."""
-        if held.state == READING:
-            held.expire()
-        elif held.state == HANDSHAKE:
+    def _expire(self, held: Held, now: float) -> None:
+        """Its deadline passed: a partial head is answered 408, then closed lingering (the
+        client may still be sending it: closed at once, the socket would answer that with a
+        reset, which can destroy the 408 before the client reads it); an idle connection is
+        closed silently (as Apache does); a lingering close ends."""
+        if held.state == READING and held.expire():
+            self._close(held, now)
+            return
+        if held.state == HANDSHAKE:
             self.error_log.info(f"{held.peer[0]}:{held.peer[1]}: SSL handshake timed out", "ssl")
         held.end()
         self._forget(held)
