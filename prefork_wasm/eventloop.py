@@ -184,7 +184,10 @@ class EventLoop:
                 return
             now = time.monotonic()
             if not self._listening and not self.draining and now >= self._recheck_at:
-                self._listen(self._verdict(now) in (Accept.YES, Accept.MAKE_ROOM))
+                verdict = self._verdict(now)
+                self._listen(verdict in (Accept.YES, Accept.MAKE_ROOM))
+                if verdict is Accept.BALANCE:
+                    self._pass_on_left(now)
             timeout = 0.0 if self._ready else wait_for(self._deadlines.next(), now, self._longest_wait(now))
             counts = self._counts[:SERVING]
             if counts != self._published:
@@ -479,9 +482,7 @@ class EventLoop:
                 return
             self.accepted += 1
             self.slot.connections += 1
-            ip = sock.getsockname()[0] if listener.ask_ip else listener.ip
-            held = Held(sock, peer[:2], listener.port, ip, self.limits, context=listener.tls)
-            held.start(now)
+            held = self._new_held(listener, sock, peer, now)
             if listener.tls is not None:
                 self._greet(held, now)
             else:
@@ -500,6 +501,37 @@ class EventLoop:
             if idle and held.complete:
                 return
 
+    def _new_held(self, listener: Listener, sock: socket.socket, peer: tuple[str, int], now: float) -> Held:
+        ip = sock.getsockname()[0] if listener.ask_ip else listener.ip
+        held = Held(sock, peer[:2], listener.port, ip, self.limits, context=listener.tls)
+        held.start(now)
+        return held
+
+    def _pass_on_left(self, now: float) -> None:
+        """What this worker left to one that holds fewer (Accept.BALANCE) and still waits a
+        LISTEN_RECHECK later. EPOLLEXCLUSIVE woke only this worker for it, so a sleeping one would
+        hear of it only with the next connection, or never: sent to the hand-over socket, one per
+        message, each wakes one. A TLS port's connection, which cannot move, is greeted here, as
+        is what the hand-over socket has no room for."""
+        going: list[Held] = []
+        for listener in self.listeners.values():
+            for _ in range(ACCEPT_BATCH):
+                try:
+                    sock, peer = listener.sock.accept()
+                except OSError:  # none waits (BlockingIOError), or not now: the backlog keeps it
+                    break
+                held = self._new_held(listener, sock, peer, now)
+                if listener.tls is not None:
+                    self._greet(held, now)
+                else:
+                    going.append(held)
+        going += self._adopted(now)
+        sent = handover.send(self.send_end, [held.parcel() for held in going], [held.fd for held in going], now, 1)
+        for held in going[:sent]:
+            held.end()
+        for held in going[sent:]:
+            self._hold(held)
+
     # ---------------------------------------------------------------- hand-over
 
     def _adopt(self, now: float) -> None:
@@ -512,16 +544,21 @@ class EventLoop:
 
     def _receive(self, now: float) -> bool:
         """Hold the connections of one message in the hand-over socket; False when none waits."""
-        arrived = handover.receive(self.receive_end)
-        for parcel, sock in arrived:
+        arrived = self._adopted(now)
+        for held in arrived:
+            self._hold(held)
+        return bool(arrived)
+
+    def _adopted(self, now: float) -> list[Held]:
+        """The connections of one message in the hand-over socket, not held yet."""
+        adopted = []
+        for parcel, sock in handover.receive(self.receive_end):
             try:
-                held = Held.adopted(parcel, sock, self.limits, now)
+                adopted.append(Held.adopted(parcel, sock, self.limits, now))
             except Exception as e:  # a parcel this worker cannot read: a bug, but not the worker's end
                 self.error_log.error(f"a connection from {parcel.peer[0]} handed over could not be adopted: {e!r}")
                 sock.close()
-                continue
-            self._hold(held)
-        return bool(arrived)
+        return adopted
 
     def _leave(self, how: bytes) -> None:
         """Stop accepting; hand over what is not being served (HAND_OVER); serve the rest with

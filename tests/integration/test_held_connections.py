@@ -453,3 +453,30 @@ def test_workers_killed_under_load_lose_only_the_requests_they_were_running(
             thread.join(timeout=30)
     assert answered_ok[0] > 1000
     assert failed[0] <= KILLS, f"{failed[0]} requests failed in {KILLS} kills"
+
+
+ONE_AT_A_TIME = 200
+
+
+def test_connections_opened_one_at_a_time_while_others_idle_are_each_answered_at_once(
+    make_server: Callable[..., Server],
+) -> None:
+    """held.py's balance: a worker woken for a new connection leaves it to one that holds fewer.
+    Only one worker is woken per connection (EPOLLEXCLUSIVE), so when the others sleep, what it
+    left must be passed on to wake one (eventloop.py), or it waits until a KeepAliveTimeout
+    frees a place. A client opening connections one after another while the earlier ones idle
+    gets each answered long before that (here 30 s; the socket's timeout is 5 s), and the
+    connections end up spread over the workers."""
+    server = make_server(HELLO + "KeepAliveTimeout 30\n", start_servers=4)
+    server.wait_for_workers(lambda pids: len(pids) == 4, what="four workers")
+    socks = []
+    for _ in range(ONE_AT_A_TIME):
+        sock = socket.create_connection((HOST, server.port), timeout=5)
+        socks.append(sock)
+        sock.sendall(REQUEST)
+        assert answered(sock).startswith(b"HTTP/1.1 200 ")
+    held = holders(server)
+    per_worker = [list(held.values()).count(pid) for pid in server.worker_pids()]
+    assert len(held) == ONE_AT_A_TIME and max(per_worker) <= 2 * min(per_worker) + 2, per_worker
+    for sock in socks:
+        sock.close()
