@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from . import interpreter, peers, procs, profile, proxy, report, supervision, tls, wrk
+from . import held, interpreter, peers, procs, profile, proxy, report, supervision, tls, wrk
 
 RESULTS = peers.ROOT / "benchmarks" / "results"
 
@@ -36,6 +36,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sweep", default="1,2,4,8,16,32,64", help="connection counts for the plot")
     p.add_argument("--sweep-duration", type=float, help="seconds per sweep point (default 3, quick 2)")
     p.add_argument("--no-sweep", action="store_true", help="skip the concurrency sweep and the plot")
+    p.add_argument("--no-held", action="store_true",
+                   help="skip prefork-wasm's held-connection figures (wrk -c256, -c1000; idle connections' memory)")
     p.add_argument("--interpreter", action="store_true",
                    help="also run the same Python CGI script as CPython-for-WASI core module and as a "
                         "componentize-py component: req/s, p50/p99, start-up, first request, worker memory")
@@ -172,6 +174,16 @@ def measure_peers(args: argparse.Namespace, systems: list[peers.System], run_dir
                 r.update(system=s.key, mode="close")
                 data["sweep"].append(r)
                 log(f"sweep c=1   {s.key:14} {r['rps']:9,.0f} req/s (close)")
+
+    pw = next((s for s in systems if s.key == report.REFERENCE), None)
+    if pw is not None and not args.no_held:
+        log(f"held connections: prefork-wasm at -c{' and -c'.join(map(str, held.CROWDS))}, "
+            f"and the memory of {held.IDLE:,} idle ones")
+        idle = held.idle_memory(pw)  # first: after the crowds the workers' heaps have grown already
+        data["held"] = {"idle": idle, "crowds": held.crowds(pw, args.sweep_duration)}
+        for r in data["held"]["crowds"]:
+            log(f"held c={r['connections']:<5} {r['mode']:10} {r['rps']:9,.0f} req/s errors {r['errors']}")
+        log(f"held idle: {data['held']['idle']['mb_per_1000']:.2f} MB per 1,000")
 
     if args.profile and any(s.key == report.REFERENCE for s in systems):
         pw = next(s for s in systems if s.key == report.REFERENCE)
@@ -345,7 +357,7 @@ def measure_supervision(only: str, quick: bool, run_dir: Path, data: dict[str, A
 def write_results(args: argparse.Namespace, data: dict[str, Any], labels: dict[str, str]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = report.summarize(data["runs"], labels)
-    checks = report.targets(rows, data["runs"], data["sweep"])
+    checks = report.targets(rows, data["runs"], data["sweep"], held.targets(data["held"]) if "held" in data else [])
     data["summary"] = [r.__dict__ | {"spread": r.spread} for r in rows]
     data["targets"] = checks
     m, v = data["machine"], data["versions"]
@@ -401,6 +413,8 @@ def write_results(args: argparse.Namespace, data: dict[str, Any], labels: dict[s
         md += ["", "## Concurrency sweep (keep-alive, req/s)", "",
                f"![req/s against connections]({stem.with_suffix('.png').name})", "",
                report.sweep_table(data["sweep"], labels)]
+    if "held" in data:
+        md += ["", "## Held connections (prefork-wasm)", "", held.markdown(data["held"])]
     md += ["", "## Worker memory (median per worker, MiB)", "",
            "| system | USS at start | PSS at start | USS at end | PSS at end | access log lines |",
            "| --- | ---: | ---: | ---: | ---: | ---: |"]

@@ -8,7 +8,7 @@ import platform
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,18 +210,19 @@ def _scaling(sweep: list[dict[str, Any]], more: int, fewer: int) -> float | None
     return rps[more] / rps[fewer] if rps.get(more) and rps.get(fewer) else None
 
 
-def targets(rows: list[Row], runs: list[dict[str, Any]],
-            sweep: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def targets(rows: list[Row], runs: list[dict[str, Any]], sweep: list[dict[str, Any]] | None = None,
+            more: Sequence[tuple[str, float | None, float, str]] = ()) -> list[dict[str, Any]]:
     """The project's goals, each with its value, goal and PASS or MISS (n/a if a peer is missing).
 
     Throughput goals at -c16 are judged on the paired (per-round) ratio; the ratio of the
     table's medians is given beside it. The -c1 goals come from the sweep's one-connection runs.
+    `more`: other sections' goals, as (name, value, goal, kind).
     """
     get = {(r.system, r.mode): r for r in rows}
     checks: list[dict[str, Any]] = []
 
     def check(name: str, value: float | None, goal: float, kind: str, **extra: Any) -> None:
-        ok = value is not None and (value >= goal if kind == ">=" else value <= goal)
+        ok = value is not None and {">=": value >= goal, "<=": value <= goal, "==": value == goal}[kind]
         checks.append({"target": name, "value": value, "goal": goal, "kind": kind, **extra,
                        "verdict": "n/a" if value is None else ("PASS" if ok else "MISS")})
 
@@ -249,9 +250,9 @@ def targets(rows: list[Row], runs: list[dict[str, Any]],
         check(f"{mode}: p99 / p50", r.p99 / r.p50 if r and r.p50 else None, P99_OVER_P50, "<=")
     mine = [r for r in rows if r.system == REFERENCE]
     errors = sum(r.errors + r.stalled for r in mine) if mine else None
-    checks.append({"target": "errors + stalled connections (all rounds, both modes)", "value": errors,
-                   "goal": 0, "kind": "==",
-                   "verdict": "n/a" if errors is None else ("PASS" if errors == 0 else "MISS")})
+    check("errors + stalled connections (all rounds, both modes)", errors, 0, "==")
+    for name, value, goal, kind in more:
+        check(name, value, goal, kind)
     return checks
 
 
