@@ -509,22 +509,23 @@ class EventLoop:
 
     def _pass_on_left(self, now: float) -> None:
         """What this worker left to one that holds fewer (Accept.BALANCE) and still waits a
-        LISTEN_RECHECK later. EPOLLEXCLUSIVE woke only this worker for it, so a sleeping one would
-        hear of it only with the next connection, or never: sent to the hand-over socket, one per
-        message, each wakes one. A TLS port's connection, which cannot move, is greeted here, as
-        is what the hand-over socket has no room for."""
+        LISTEN_RECHECK later. EPOLLEXCLUSIVE woke only this worker for it, and a sleeping one
+        would hear of it only with the next connection, or never: sent to the hand-over socket,
+        it wakes one. One connection per listener and one message at each look: in a burst the
+        others, busy, find the rest in their own epoll, and the balance stays theirs to keep. A
+        TLS port's connection, which cannot move, is greeted here, as is what the hand-over
+        socket has no room for."""
         going: list[Held] = []
         for listener in self.listeners.values():
-            for _ in range(ACCEPT_BATCH):
-                try:
-                    sock, peer = listener.sock.accept()
-                except OSError:  # none waits (BlockingIOError), or not now: the backlog keeps it
-                    break
-                held = self._new_held(listener, sock, peer, now)
-                if listener.tls is not None:
-                    self._greet(held, now)
-                else:
-                    going.append(held)
+            try:
+                sock, peer = listener.sock.accept()
+            except OSError:  # none waits (BlockingIOError), or not now: the backlog keeps it
+                continue
+            held = self._new_held(listener, sock, peer, now)
+            if listener.tls is not None:
+                self._greet(held, now)
+            else:
+                going.append(held)
         going += self._adopted(now)
         sent = handover.send(self.send_end, [held.parcel() for held in going], [held.fd for held in going], now, 1)
         for held in going[:sent]:
