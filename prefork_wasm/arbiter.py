@@ -68,7 +68,7 @@ from .site import Page
 from .spares import plan
 from .status import StatusPage
 from .tls import Contexts
-from .worker import EXIT_CHILD_FATAL, Worker
+from .worker import EXIT_CHILD_FATAL, Worker, exited_how
 
 WASM = "wasm"  # the error log's name for the module of the master's compile lines (Apache's: MPM's)
 # Seconds between SIGTERM and SIGKILL when stopping workers now.
@@ -397,7 +397,7 @@ class Arbiter:
                 continue
             if code != 0 and not (child.leaving or child.killed):
                 self._count_recycle("guest_stuck" if code == EXIT_GUEST_STUCK else "crash")
-                how = f"on signal {signal.Signals(-code).name}" if code < 0 else f"with status {code}"
+                how = exited_how(code)
                 how += " (it gave up a request whose guest it could not stop)" if code == EXIT_GUEST_STUCK else ""
                 self.error_log.error(f"worker {pid} exited {how}; a new one replaces it", MPM)
             if len(self.children) >= self.config.max_request_workers:

@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 import setproctitle
 
-from . import handover, prctl
+from . import handover, prctl, privileges
 from .handover import Parcel
 from .held import KEEPALIVE
 
@@ -135,11 +135,8 @@ def _keep(
     """The keeper's life: wait for the worker's death, pass its connections on, exit. Only
     system calls that open no descriptor run before the worker is dead."""
     try:
-        if credentials is not None:  # what privileges.drop does, with the ids found before the fork
-            uid, gid, groups = credentials
-            os.setgid(gid)
-            os.setgroups(groups)
-            os.setuid(uid)
+        if credentials is not None:  # the User's, found before the fork
+            privileges.become(*credentials)
         setproctitle.setproctitle(title)
         prctl.die_with_parent(WAKE)
         if os.getppid() == parent:  # else it died before PDEATHSIG was set

@@ -42,14 +42,19 @@ def credentials(user: str, group: str | None) -> tuple[int, int, list[int]]:
     return uid, gid, os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
 
 
+def become(uid: int, gid: int, groups: list[int]) -> None:
+    """setgid, setgroups, setuid: in that order, while the process still may."""
+    os.setgid(gid)
+    os.setgroups(groups)
+    os.setuid(uid)
+
+
 def drop(user: str, group: str | None) -> None:
     """setgid, setgroups, setuid — in that order, while we still may; no-op unless root."""
     if os.geteuid() != 0:
         return
     uid, gid, groups = credentials(user, group)
-    os.setgid(gid)
-    os.setgroups(groups)
-    os.setuid(uid)
+    become(uid, gid, groups)
     if os.getuid() == 0 or os.geteuid() == 0:
         raise PermissionError(f"still root after setuid({uid})")
     # A credential change makes the process non-dumpable, which makes /proc/self/fd/N (how

@@ -57,6 +57,11 @@ from .site import Page, Site, prepare_guests
 EXIT_CHILD_FATAL = 15
 
 
+def exited_how(code: int) -> str:
+    """A child's exit code (negative: the signal that ended it) as the error log says it."""
+    return f"on signal {signal.Signals(-code).name}" if code < 0 else f"with status {code}"
+
+
 # A peer that has been in one request for longer than this does not count in the balance of
 # held connections: a worker stuck in a long guest must not keep the others from accepting.
 AVAILABLE_WINDOW = 0.05
@@ -222,10 +227,9 @@ class Worker:
             return
         self.keeper = None
         self.stopping = True
-        how = f"on signal {signal.Signals(-code).name}" if code < 0 else f"with status {code}"
         self.error_log.error(
-            f"worker {os.getpid()}: its keeper {keeper.pid} exited {how}; the worker hands its connections "
-            "over and a new one replaces it"
+            f"worker {os.getpid()}: its keeper {keeper.pid} exited {exited_how(code)}; the worker hands its "
+            "connections over and a new one replaces it"
         )
 
     def _peers(self) -> list[Peer]:
