@@ -157,6 +157,14 @@ def measure_peers(args: argparse.Namespace, systems: list[peers.System], run_dir
                 log(f"round {rnd + 1}/{args.rounds} {s.key:14} {mode:10} {r['rps']:9,.0f} req/s "
                     f"p50 {r['p50_ms']:7.2f} ms p99 {r['p99_ms']:8.2f} ms errors {r['errors']} "
                     f"stalled {r['stalled']} other-CPU {r['foreign_cpu']:.0%}")
+                if s.key == report.REFERENCE and mode == "keep-alive" and args.connections != report.SCALING_FEWER:
+                    # The scaling goal's other side, in the same round: a paired ratio, as for the peers.
+                    r = measured_run(systems, s.url, report.SCALING_FEWER, args.duration, close=False,
+                                     retry_above=args.retry_above, retries=args.retries)
+                    r.update(system=s.key, mode=mode, round=rnd + 1)
+                    data["scaling"].append(r)
+                    log(f"round {rnd + 1}/{args.rounds} {s.key:14} {mode:10} {r['rps']:9,.0f} req/s "
+                        f"at -c{report.SCALING_FEWER}")
 
     if not args.no_sweep:
         levels = [int(c) for c in args.sweep.split(",")]
@@ -299,7 +307,7 @@ def main(argv: list[str]) -> int:
             "quick", "rounds", "duration", "connections", "workers", "max_keepalive", "sweep",
             "sweep_duration", "system_keys", "retry_above", "retries")},
         "labels": labels,
-        "runs": [], "sweep": [], "servers": {},
+        "runs": [], "scaling": [], "sweep": [], "servers": {},
     }
     try:
         with procs.run_folder(args.keep_dir, log) as run_dir:
@@ -357,7 +365,8 @@ def measure_supervision(only: str, quick: bool, run_dir: Path, data: dict[str, A
 def write_results(args: argparse.Namespace, data: dict[str, Any], labels: dict[str, str]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = report.summarize(data["runs"], labels)
-    checks = report.targets(rows, data["runs"], data["sweep"], held.targets(data["held"]) if "held" in data else [])
+    checks = report.targets(rows, data["runs"], data["sweep"], held.targets(data["held"]) if "held" in data else [],
+                            data.get("scaling", []))
     data["summary"] = [r.__dict__ | {"spread": r.spread} for r in rows]
     data["targets"] = checks
     m, v = data["machine"], data["versions"]
