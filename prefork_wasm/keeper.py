@@ -12,8 +12,9 @@ serves it (eventloop.py), so requests sent meanwhile are still in the kernel's s
 the adopter reads them. The request the worker was serving, and a head read in part, die with
 the keeper's exit.
 
-A worker that leaves as asked ends its keeper first (`Keeper.stop`); a dead worker's keeper
-passes nothing on once the server stops or drains (no worker would adopt).
+A worker that leaves as asked ends its keeper first (`Keeper.stop`); one ended by an exception
+out of its loop (a bug) does not, and its keeper passes its connections on as after a kill. A
+dead worker's keeper passes nothing on once the server stops or drains (no worker would adopt).
 
 Between its birth and the worker's death the keeper runs nothing but sigwait: a descriptor it
 closed would be closed for the worker too. It is born before the worker starts a thread, a

@@ -117,12 +117,15 @@ class Worker:
                 self.error_log.log("emerg", f"worker could not start: {e}")
                 self._exit(EXIT_CHILD_FATAL)
             self._loop(site)
-        except BaseException:  # pragma: no cover - last resort, keep the master informed
-            self.error_log.error("worker crashed: " + traceback.format_exc().replace("\n", " | "))
+        except BaseException:  # last resort: keep the master informed
+            self.error_log.error(
+                "worker crashed (its keeper passes its idle connections on): "
+                + traceback.format_exc().replace("\n", " | ")
+            )
             status = 1
         finally:
             self.slot.state = CLEANUP
-        self._exit(status)
+        self._exit(status, crashed=status != 0)
 
     def _start_keeper(self) -> None:
         """Before any thread (keeper.py): the twin that keeps this worker's waiting connections
@@ -138,9 +141,11 @@ class Worker:
         (not while the server stops or drains)."""
         return bool(self.slot.quit != DRAIN and self.scoreboard.cumulative.phase != STOPPING)
 
-    def _exit(self, status: int) -> NoReturn:
-        """Leave as asked: the keeper first, so that it passes nothing on."""
-        if self.keeper is not None:
+    def _exit(self, status: int, crashed: bool = False) -> NoReturn:
+        """Leave as asked: the keeper first, so that it passes nothing on. A worker that
+        `crashed` (a bug raised out of its loop) leaves its keeper be: woken by the worker's
+        death, it passes the idle connections on, as after a SIGKILL."""
+        if self.keeper is not None and not crashed:
             self.keeper.stop()
         os._exit(status)
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 import pytest
@@ -369,6 +370,63 @@ def test_a_worker_killed_between_requests_keeps_its_idle_connections(make_server
         assert got.startswith(b"HTTP/1.1 200 "), (got, server.log())
         sock.close()
 
+
+
+# Loaded into a server by PYTHONPATH: its event loop raises once, the first time it has a
+# request to serve after the file named by PW_TEST_FAULT appears (a bug's exception, injected).
+_FAULT = """
+import os
+from prefork_wasm.eventloop import EventLoop
+
+_serve_ready = EventLoop._serve_ready
+
+
+def _faulty(self):
+    if self._ready:
+        try:
+            os.unlink(os.environ["PW_TEST_FAULT"])
+        except FileNotFoundError:
+            pass
+        else:
+            raise RuntimeError("a fault injected by the test")
+    _serve_ready(self)
+
+
+EventLoop._serve_ready = _faulty
+"""
+
+
+def test_a_worker_that_crashes_on_a_bug_leaves_its_idle_connections_to_its_replacement(
+    make_server: Callable[..., Server], tmp_path: Path,
+) -> None:
+    """An exception out of a worker's loop (a bug) ends the worker, but not as asked: its keeper
+    passes the idle connections on, as after a SIGKILL, and only the request that met the bug
+    is lost."""
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(_FAULT)
+    trigger = tmp_path / "fault"
+    env = os.environ | {"PYTHONPATH": str(tmp_path / "inject"), "PW_TEST_FAULT": str(trigger)}
+    server = make_server(HELLO + "KeepAliveTimeout 60\n", start=False, start_servers=1).start(env=env)
+    (worker,) = server.worker_pids()
+    idle = kept_alive(server.port, 3)
+    wait_for(lambda: server.access_log.read_text().count('"GET /hello') == 3, what="three logged requests")
+    wait_for(lambda: keeper_of(worker), what="the worker's keeper")
+    trigger.touch()
+    with socket.create_connection((HOST, server.port), timeout=10) as unlucky:
+        unlucky.sendall(REQUEST)
+        try:
+            lost = not answered(unlucky)  # the request that met the bug: closed, or reset if unread
+        except ConnectionResetError:
+            lost = True
+        assert lost
+    assert not trigger.exists()
+    server.wait_for_workers(lambda pids: len(pids) == 1 and worker not in pids, what="the replacement")
+    assert "worker crashed (its keeper passes its idle connections on): " in server.error_log.read_text()
+    for sock in idle:
+        sock.sendall(REQUEST)
+        got = answered(sock)
+        assert got.startswith(b"HTTP/1.1 200 "), (got, server.log())
+        sock.close()
 
 
 def keeper_of(worker: int) -> int | None:
