@@ -200,8 +200,16 @@ class EventLoop:
                 self.title("idle" if not self.draining else "graceful")
                 events = epoll.poll(timeout - REPORT_WAIT)
             now = time.monotonic()
+            # The held connections' events first: the requests they make ready say whether this
+            # worker is idle when `_accept` looks (an idle one takes one connection and serves it;
+            # a busy one takes what the backlog holds, as the balance allows).
+            conns = self._conns
             for fd, _ in events:
-                self._event(fd, now)
+                if fd in conns:
+                    self._event(fd, now)
+            for fd, _ in events:
+                if fd not in conns:
+                    self._event(fd, now)
             for held in self._deadlines.expired(now):
                 self._expire(held, now)
             self._serve_ready()

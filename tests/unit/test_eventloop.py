@@ -93,6 +93,54 @@ def test_each_held_connection_ends_by_its_own_deadline() -> None:
             client.close()
 
 
+def test_a_busy_worker_takes_what_waits_in_the_backlog_in_one_turn_not_one_connection_a_turn() -> None:
+    """A worker whose kept-alive connections keep it busy reads their events before its
+    listener's: with their requests ready it is not idle, so it takes the connections waiting
+    in the backlog together, instead of one a turn while the busy ones go round (which starved
+    new connections for seconds under a few hundred busy ones)."""
+    busy_count, new_count = 8, 16
+    site = Site(slow=0.005)  # a turn of the busy ones takes 40 ms: a wave's connections all wait for the next
+    with Serving(site, site, LIMITS) as server:
+        busy = [connect(server.port) for _ in range(busy_count)]
+        stop, mid_turn = threading.Event(), threading.Event()
+
+        def keep_busy() -> None:  # a closed loop: the busy connections ask again once all are answered
+            while not stop.is_set():
+                for client in busy:
+                    client.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+                for i, client in enumerate(busy):
+                    answer(client)
+                    if i == 0:
+                        mid_turn.set()
+
+        looping = threading.Thread(target=keep_busy, daemon=True)
+        looping.start()
+        wait_for(lambda: site.paths.count("/slow") >= 2 * busy_count, what="the busy connections going round")
+        for _ in range(5):  # waves: the kernel orders one turn's events its own way
+            # The wave comes in the middle of a turn: the listener is readable before the busy
+            # connections' next requests come, and the worker is not idle.
+            mid_turn.clear()
+            assert mid_turn.wait(10)
+            with site.lock:
+                before = len(site.paths)
+            new = [connect(server.port) for _ in range(new_count)]
+            for client in new:
+                client.sendall(b"GET /more HTTP/1.1\r\nHost: x\r\n\r\n")
+            for client in new:
+                assert answer(client).startswith(b"HTTP/1.1 200 ")
+                client.close()
+            with site.lock:
+                paths = site.paths[before:]
+            first, last = paths.index("/more"), len(paths) - 1 - paths[::-1].index("/more")
+            # Taken together, a wave is served within a turn or two of the busy ones (three on a
+            # slow machine); taken one a turn, a turn of them comes between each two of its own.
+            assert paths[first:last].count("/slow") <= 3 * busy_count, paths[first:last + 1]
+        stop.set()
+        looping.join(10)
+        for client in busy:
+            client.close()
+
+
 def test_a_trickling_head_earns_time_by_min_rate_up_to_its_maximum_then_a_408_and_a_clean_close() -> None:
     """The 408 is followed by a lingering close: what the client still sends is drained, not
     answered with a reset, which could destroy the 408 before the client reads it."""
