@@ -31,6 +31,7 @@ from wasmtime.component import Component, ExportIndex, Variant
 from wasmtime.component import Linker as ComponentLinker
 
 from .engine import InstancePool, engine_config, keep_freed_heap, trap_reason
+from .timerfd import OneShotTimer
 from .wasi_http import ProxyComponent
 from .wasi_http_resources import Exchange, Stopped
 from .wasmtime_capi import CoreStore, Wasi, component_store
@@ -130,8 +131,7 @@ WATCH_INTERVAL = 0.005
 # An interrupted guest stops at once in its own code, but not inside a host call (a long
 # poll_oneoff sleep): after this grace the request is given up (see `Runtime.run`).
 STUCK_GRACE = 0.5
-# The watcher keeps polling this long after a run, so that a busy worker does not wake it
-# for every request; then it blocks until the next run, and an idle worker costs nothing.
+# A worker idle this long has its streams emptied (`_Stream`).
 WATCH_LINGER = 0.25
 
 # Called from the watcher thread with the outcome and its cause when a guest cannot be stopped.
@@ -146,6 +146,12 @@ class _Watcher:
     Each store's deadline is the next epoch, and only the watcher advances it, to stop a guest:
     no ticking. A worker runs one guest at a time, so one set of fields describes the run;
     `_lock` makes sure an epoch increment meant for one run cannot reach the next.
+
+    Most runs end long before the first look is due, so the thread sleeps on a timer that each
+    run sets (`begin`) and sets again as it ends (`end`, to empty the streams once the worker
+    has been idle WATCH_LINGER): it wakes only for a long run, then looks every WATCH_INTERVAL
+    until the run ends. A thread that polled would wake 200 times a second on a busy worker and
+    take the GIL from the request being served each time.
     """
 
     def __init__(self, engine: wasmtime.Engine, stdout: _Stream, stderr: _Stream) -> None:
@@ -154,16 +160,16 @@ class _Watcher:
         self._stderr = stderr
         self._lock = threading.Lock()
         self.output_lock = threading.Lock()  # held by a run from its guest's start to its output's read
-        self._wake = threading.Event()
-        self._asleep = False
-        self._runs = 0  # runs begun, so the watcher sees a busy worker between its polls
+        self._timer = OneShotTimer()
+        self._runs = 0  # runs begun: the watcher follows the one it woke for, not those after it
         self._running = False
         self._deadline = 0.0
         self._stdout_limit = 0
         self._abandon: Abandon | None = None
         self._stopped: tuple[Outcome, str] | None = None
         self._stopped_at = 0.0
-        threading.Thread(target=self._watch, name="guest-watcher", daemon=True).start()
+        self.thread = threading.Thread(target=self._watch, name="guest-watcher", daemon=True)
+        self.thread.start()
 
     def begin(self, timeout: float, stdout_limit: int, abandon: Abandon | None) -> None:
         self._deadline = time.monotonic() + timeout
@@ -172,33 +178,35 @@ class _Watcher:
         self._stopped = None
         self._runs += 1
         self._running = True
-        if self._asleep:
-            self._wake.set()
+        self._timer.set(min(WATCH_INTERVAL, timeout))
 
     def end(self) -> tuple[Outcome, str] | None:
         """The guest has returned: no stop after this. Why the watcher stopped it, if it did."""
         with self._lock:
             self._running = False
             self._abandon = None
-            return self._stopped
+            stopped = self._stopped
+        self._timer.set(WATCH_LINGER)
+        return stopped
 
     def _watch(self) -> None:
-        seen, busy_at = self._runs, time.monotonic()
         while True:
-            with self._lock:
-                pause = self._check(time.monotonic()) if self._running else WATCH_INTERVAL
-            now = time.monotonic()
-            if self._runs != seen or self._running:
-                seen, busy_at = self._runs, now
-            elif now - busy_at > WATCH_LINGER:
+            self._timer.wait()
+            run = self._runs
+            if not self._running:  # no run began for WATCH_LINGER
                 self._empty_streams()
-                self._asleep = True  # begin() sets the event after setting _running: no lost wakeup
-                if not self._running:
-                    self._wake.wait()
-                self._wake.clear()
-                self._asleep = False
-                continue
-            time.sleep(pause)
+            while self._look(run):
+                pass
+
+    def _look(self, run: int) -> bool:
+        """Look at the guest of `run` and wait for the next look; False once that run is over
+        (a run after it has set the timer for itself)."""
+        with self._lock:
+            if not self._running or self._runs != run:
+                return False
+            pause = self._check(time.monotonic())
+        time.sleep(pause)
+        return True
 
     def _empty_streams(self) -> None:
         """An idle worker holds no guest's output; a run that is starting keeps it (and will

@@ -1,5 +1,5 @@
 """The run side in-process, with real modules: the watcher stops guests by time and by output,
-empties the output memfds after each run, and goes to sleep when no guest runs; a component's
+empties the output memfds after each run or once idle, and sleeps through quick runs; a component's
 exports end in the same outcomes."""
 
 from __future__ import annotations
@@ -19,14 +19,17 @@ from prefork_wasm import runtime as runtime_module
 from prefork_wasm.engine import InstancePool, engine_config
 from prefork_wasm.runtime import (
     _FIRST_READ,
+    RETAIN,
     STDERR_CAP,
     STUCK_GRACE,
+    WATCH_INTERVAL,
     GuestSpec,
     LoadedComponent,
     LoadedModule,
     Outcome,
     Runtime,
     _Stream,
+    _Watcher,
 )
 
 MiB = 2**20
@@ -101,12 +104,51 @@ def test_a_guest_stuck_in_a_host_call_is_abandoned_once(runtime: Runtime, module
     assert result.outcome is Outcome.TIMEOUT
 
 
-def test_the_watcher_sleeps_when_no_guest_runs(runtime: Runtime, modules: dict[str, LoadedModule]) -> None:
+def voluntary_switches(native_id: int) -> int:
+    """How often the thread has blocked: each wake-up of the watcher ends in one."""
+    status = Path(f"/proc/self/task/{native_id}/status").read_text()
+    return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+
+
+def waits_on_its_timer(runtime: Runtime, native_id: int) -> bool:
+    """The watcher is blocked in a system call on its timer's fd: the read that waits for it."""
+    fields = Path(f"/proc/self/task/{native_id}/syscall").read_text().split()
+    return len(fields) > 1 and int(fields[1], 16) == runtime._watcher._timer.fd
+
+
+def test_the_watcher_sleeps_through_quick_runs_and_wakes_for_long_ones(
+    runtime: Runtime, modules: dict[str, LoadedModule]
+) -> None:
+    """A polling watcher would wake every WATCH_INTERVAL of these runs; this one only for a run
+    that lasts that long (one the scheduler held up, on a busy machine)."""
+    native_id = runtime._watcher.thread.native_id
+    assert native_id is not None
     runtime.run(modules["hello"], GuestSpec(), ["hello"], {}, b"")
-    wait_for(lambda: runtime._watcher._asleep, what="the watcher to block")
-    assert runtime.run(modules["hello"], GuestSpec(), ["hello"], {}, b"").outcome is Outcome.OK
+    wait_for(lambda: waits_on_its_timer(runtime, native_id), what="the watcher to wait on its timer")
+    before, began = voluntary_switches(native_id), time.monotonic()
+    long_runs = 0
+    while time.monotonic() - began < 40 * WATCH_INTERVAL:
+        start = time.monotonic()
+        assert runtime.run(modules["hello"], GuestSpec(), ["hello"], {}, b"").outcome is Outcome.OK
+        long_runs += time.monotonic() - start >= WATCH_INTERVAL
+    assert voluntary_switches(native_id) - before <= 3 * long_runs
     result = runtime.run(modules["loop"], GuestSpec(timeout=0.05), ["loop"], {}, b"")  # woken for it
     assert result.outcome is Outcome.TIMEOUT
+
+
+def test_an_idle_workers_retained_output_is_given_back(tmp_path: Path) -> None:
+    """A busy worker keeps past output in its streams (`RETAIN`); once no run has begun for
+    WATCH_LINGER, the watcher empties them."""
+    stdout, stderr = _Stream("stdout"), _Stream("stderr")
+    watcher = _Watcher(wasmtime.Engine(), stdout, stderr)
+    for stream in (stdout, stderr):
+        stream.retain = RETAIN
+        os.write(stream.fd, b"x" * 1000)
+        stream.start = 1000  # as after `take`: kept, not emptied
+    watcher.begin(30, 0, None)
+    assert watcher.end() is None
+    wait_for(lambda: os.fstat(stdout.fd).st_size == os.fstat(stderr.fd).st_size == 0, what="the streams emptied")
+    assert stdout.start == stderr.start == 0
 
 
 @pytest.fixture(scope="module")
