@@ -177,7 +177,7 @@ class Held:
         """Its response is out: a kept-alive connection with nothing of the next request read is
         one the keeper may pass on from now, before the access log is written."""
         if keeps and self.board is not None and self.portable and not self.parser.trailing[0]:
-            self.board.mark(self.fd, True)
+            self.board.mark(self.fd, self.served)
 
     @property
     def untouched(self) -> bool:

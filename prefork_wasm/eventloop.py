@@ -252,7 +252,7 @@ class EventLoop:
             self._idle[held] = None
         held.state = state
         if self._board is not None:
-            self._board.mark(held.fd, state in MOVABLE and held.untouched)
+            self._board.mark(held.fd, held.served if state in MOVABLE and held.untouched else None)
 
     def _hold(self, held: Held) -> None:
         """A connection the worker now owns: wait for its head, or serve it at once."""

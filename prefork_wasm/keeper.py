@@ -55,22 +55,29 @@ Credentials = tuple[int, int, list[int]]
 
 
 class Board:
-    """One byte per descriptor number in memory the keeper shares (MAP_SHARED): 1 for a
-    connection it may pass on. Only the worker's event loop writes it."""
+    """What the keeper needs of each descriptor, in memory it shares (MAP_SHARED): a byte, 1 for
+    a connection it may pass on, and the requests served on it (MaxKeepAliveRequests holds
+    across the pass). Only the worker's event loop writes it."""
 
     def __init__(self) -> None:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         size = MAX_DESCRIPTORS if soft == resource.RLIM_INFINITY else min(soft, MAX_DESCRIPTORS)
         self._map = mmap.mmap(-1, max(size, 1))  # anonymous, shared: untouched pages cost nothing
+        self._served = memoryview(mmap.mmap(-1, max(size, 1) * 4)).cast("I")
 
-    def mark(self, fd: int, movable: bool) -> None:
+    def mark(self, fd: int, served: int | None) -> None:
+        """`served`: the requests answered on a connection the keeper may pass on; None for
+        one it may not."""
         if fd < len(self._map):
-            self._map[fd] = movable
+            self._map[fd] = served is not None
+            if served is not None:
+                self._served[fd] = min(served, 0xFFFFFFFF)
 
-    def movable(self) -> list[int]:
+    def movable(self) -> list[tuple[int, int]]:
+        """(descriptor, requests served) of each connection the keeper may pass on."""
         found, start, data = [], 0, self._map
         while (fd := data.find(b"\x01", start)) >= 0:
-            found.append(fd)
+            found.append((fd, self._served[fd]))
             start = fd + 1
         return found
 
@@ -152,7 +159,7 @@ def pass_on(board: Board, send_end: socket.socket, keep_alive_timeout: float) ->
     """Send the marked connections to the hand-over socket; returns how many went."""
     now = time.monotonic()
     parcels, fds = [], []
-    for fd in board.movable():
+    for fd, served in board.movable():
         try:
             sock = socket.socket(fileno=fd)
         except OSError:
@@ -163,6 +170,6 @@ def pass_on(board: Board, send_end: socket.socket, keep_alive_timeout: float) ->
             continue  # reset by the client meanwhile: nothing to pass on
         finally:
             sock.detach()
-        parcels.append(Parcel(peer[:2], local[1], local[0], 0, KEEPALIVE, b"", (now + keep_alive_timeout,)))
+        parcels.append(Parcel(peer[:2], local[1], local[0], served, KEEPALIVE, b"", (now + keep_alive_timeout,)))
         fds.append(fd)
     return handover.send(send_end, parcels, fds, now + SEND_SECONDS, handover.PER_MESSAGE)

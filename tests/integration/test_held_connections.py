@@ -372,6 +372,28 @@ def test_a_worker_killed_between_requests_keeps_its_idle_connections(make_server
 
 
 
+def test_max_keep_alive_requests_counts_a_connections_requests_across_a_workers_death(
+    make_server: Callable[..., Server],
+) -> None:
+    """The keeper passes on how many requests a connection has had: with MaxKeepAliveRequests 3
+    and two answered before the kill, the replacement answers the third with Connection: close
+    and closes, as the dead worker would have."""
+    server = make_server(HELLO + "KeepAliveTimeout 60\nMaxKeepAliveRequests 3\n", start_servers=1)
+    (worker,) = server.worker_pids()
+    (sock,) = kept_alive(server.port, 1)
+    sock.sendall(REQUEST)
+    second = answered(sock)
+    assert second.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in second
+    wait_for(lambda: server.access_log.read_text().count('"GET /hello') == 2, what="two logged requests")
+    os.kill(worker, signal.SIGKILL)
+    server.wait_for_workers(lambda pids: len(pids) == 1 and worker not in pids, what="the replacement")
+    sock.sendall(REQUEST)
+    third = answered(sock)
+    assert third.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close\r\n" in third, (third, server.log())
+    assert sock.recv(100) == b""  # closed after it
+    sock.close()
+
+
 # Loaded into a server by PYTHONPATH: its event loop raises once, the first time it has a
 # request to serve after the file named by PW_TEST_FAULT appears (a bug's exception, injected).
 _FAULT = """

@@ -15,13 +15,14 @@ from prefork_wasm.held import KEEPALIVE
 from prefork_wasm.keeper import Board, pass_on
 
 
-def test_the_board_lists_the_descriptors_marked_movable_and_no_others() -> None:
+def test_the_board_lists_the_descriptors_marked_movable_with_their_requests_and_no_others() -> None:
     board = Board()
-    for fd in (5, 9, 300):
-        board.mark(fd, True)
-    board.mark(9, False)
-    board.mark(1 << 40, True)  # past the board: never passed on
-    assert board.movable() == [5, 300]
+    for fd, served in ((5, 1), (9, 2), (300, 70000)):
+        board.mark(fd, served)
+    board.mark(9, None)
+    board.mark(5, 3)  # served once more since
+    board.mark(1 << 40, 1)  # past the board: never passed on
+    assert board.movable() == [(5, 3), (300, 70000)]
 
 
 @pytest.fixture
@@ -48,9 +49,9 @@ def test_a_keeper_passes_on_the_marked_connections_with_the_request_still_unread
     board = Board()
     send_end, receive_end = handover.pair()
     (waiting_client, waiting), (idle_client, idle), (_, serving) = connections
-    for sock in (waiting, idle):
-        board.mark(sock.fileno(), True)
-    board.mark(serving.fileno(), False)
+    board.mark(waiting.fileno(), 4)
+    board.mark(idle.fileno(), 1)
+    board.mark(serving.fileno(), None)
     waiting_client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     before = time.monotonic()
     assert pass_on(board, send_end, keep_alive_timeout=5.0) == 2
@@ -60,8 +61,9 @@ def test_a_keeper_passes_on_the_marked_connections_with_the_request_still_unread
         parcel, sock = adopted[client.getsockname()]
         assert parcel.peer == client.getsockname()
         assert (parcel.server_addr, parcel.port) == client.getpeername()
-        assert parcel.state == KEEPALIVE and parcel.buffered == b"" and parcel.served == 0
+        assert parcel.state == KEEPALIVE and parcel.buffered == b""
         assert before + 5.0 <= parcel.deadline[0] <= time.monotonic() + 5.0
+    assert [adopted[client.getsockname()][0].served for client in (waiting_client, idle_client)] == [4, 1]
     _, sock = adopted[waiting_client.getsockname()]
     sock.setblocking(True)
     assert sock.recv(100) == b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
