@@ -394,27 +394,30 @@ def test_max_keep_alive_requests_counts_a_connections_requests_across_a_workers_
     sock.close()
 
 
-# Loaded into a server by PYTHONPATH: its event loop raises once, the first time it has a
-# request to serve after the file named by PW_TEST_FAULT appears (a bug's exception, injected).
+# Loaded into a server by PYTHONPATH: the first request a worker serves after the file named by
+# PW_TEST_FAULT appears raises out of its event loop (a bug's exception, injected). It is raised
+# once the request is read, so that request is the one in flight; a BaseException, since the loop
+# answers an Exception from serving one connection and goes on.
 _FAULT = """
 import os
-from prefork_wasm.eventloop import EventLoop
+from prefork_wasm import worker
 
-_serve_ready = EventLoop._serve_ready
-
-
-def _faulty(self):
-    if self._ready:
-        try:
-            os.unlink(os.environ["PW_TEST_FAULT"])
-        except FileNotFoundError:
-            pass
-        else:
-            raise RuntimeError("a fault injected by the test")
-    _serve_ready(self)
+_serve = worker.serve
 
 
-EventLoop._serve_ready = _faulty
+class InjectedBug(BaseException):
+    pass
+
+
+def _faulty(*args):
+    try:
+        os.unlink(os.environ["PW_TEST_FAULT"])
+    except FileNotFoundError:
+        return _serve(*args)
+    raise InjectedBug("a fault injected by the test")
+
+
+worker.serve = _faulty
 """
 
 
