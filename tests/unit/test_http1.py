@@ -23,6 +23,7 @@ from prefork_wasm.http1 import (
     ResponseHeadError,
     body_length,
     check_request_line,
+    common_head,
     framed_head,
     max_head_size,
     response_head,
@@ -261,10 +262,10 @@ def request(method: bytes, target: bytes, version: bytes, headers: Fields) -> tu
 def test_check_request_line(method: bytes, target: bytes, version: bytes, headers: Fields, status: int | None) -> None:
     event, parsed = request(method, target, version, headers)
     if status is None:
-        check_request_line(event, parsed)
+        check_request_line(event.method, event.target, event.http_version, parsed)
     else:
         with pytest.raises(Refused) as e:
-            check_request_line(event, parsed)
+            check_request_line(event.method, event.target, event.http_version, parsed)
         assert e.value.status == status
 
 
@@ -690,6 +691,151 @@ def test_after_the_body_the_parser_knows_whether_the_client_can_go_on(head: byte
     p.start_body(p.check(p.request("1")), 0)
     assert p.body() == b""
     assert (p.client_closes, p.ready_for_next) == (closes, ready)
+
+
+# --- the common head: parsed without h11, as h11 would parse it
+
+
+def h11_reading(head: bytes) -> tuple[bytes, bytes, list[tuple[bytes, bytes]], bool] | None:
+    """What h11 makes of a whole head (without its final CRLFs): method, target, fields and whether
+    the client closes after it; None if it refuses it or reads more into it than a bodiless
+    HTTP/1.1 request that is over at once (a body, a protocol switch, a wait for 100 Continue)."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(head + b"\r\n\r\n")
+    try:
+        request, end = conn.next_event(), conn.next_event()
+    except h11.RemoteProtocolError:
+        return None
+    if (
+        not isinstance(request, h11.Request) or not isinstance(end, h11.EndOfMessage)
+        or request.http_version != b"1.1" or conn.they_are_waiting_for_100_continue
+        or conn.their_state not in (h11.DONE, h11.MUST_CLOSE)
+    ):
+        return None
+    return request.method, request.target, list(request.headers), conn.their_state is h11.MUST_CLOSE
+
+
+def assert_read_as_h11_reads(head: bytes) -> bool:
+    """Whether `common_head` took `head`; if it did, it read it as h11 does."""
+    common = common_head(head)
+    if common is not None:
+        assert (common.method, common.target, common.headers, common.closes) == h11_reading(head)
+    return common is not None
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1:8080",  # what wrk sends
+        b"GET /a?b=c&d HTTP/1.1\r\nHost: a.test\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n"
+        b"Accept: text/html,*/*;q=0.8\r\nAccept-Language: en-US,en;q=0.5\r\nCookie: a=b; c=d",
+        b"HEAD / HTTP/1.1\r\nhOsT:a\r\nConnection: close",
+        b"DELETE /x HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, CLOSE",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: closed",  # not the close token
+        b"GET / HTTP/1.1\r\nHost: a\r\nX:\r\nY:  \t spaced \t value\t  \r\nZ: \x80\xff",
+        b"OPTIONS * HTTP/1.1\r\nHost: a",
+        b"GET http://a.test/x HTTP/1.1\r\nHost: a.test",
+        b"GET /%00/../x HTTP/1.1\r\nHost: a",  # the path's checks come later, on either parse
+        b"POST /x HTTP/1.1\r\nHost: a",  # no Content-Length: no body
+    ],
+)
+def test_common_heads_are_parsed_without_h11_as_h11_parses_them(head: bytes) -> None:
+    assert assert_read_as_h11_reads(head)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3",
+        b"POST /x HTTP/1.1\r\nHost: a\r\ncontent-length: 0",
+        b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked",
+        b"POST /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue",
+        b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket",
+        b"CONNECT a:443 HTTP/1.1\r\nHost: a",
+        b"GET / HTTP/1.0",
+        b"GET / HTTP/1.0\r\nHost: a",
+        b"GET / HTTP/2.0\r\nHost: a",
+        b"GET / http/1.1\r\nHost: a",
+        b"GET / HTTP/1.1",  # no Host: h11 refuses
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b",  # two: h11 refuses
+        b"GET /\x80 HTTP/1.1\r\nHost: a",
+        b"GET  / HTTP/1.1\r\nHost: a",
+        b"GET / HTTP/1.1 \r\nHost: a",
+        b"G(T / HTTP/1.1\r\nHost: a",
+        b"GET / HTTP/1.1\r\nHost : a",
+        b"GET / HTTP/1.1\r\n Host: a",
+        b"GET / HTTP/1.1\r\nHost: a\r\n X: folded",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\nb",
+        b"GET / HTTP/1.1\nHost: a",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: \x00",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: \x0b",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: \x7f",
+        b"GET / HTTP/1.1\r\nHost: a\r\nno colon",
+        b"GET / HTTP/1.1\r\nHost: a\r\n: no name",
+    ],
+)
+def test_other_heads_are_left_to_h11(head: bytes) -> None:
+    assert common_head(head) is None
+
+
+# Heads made of pieces h11 and common_head could read differently, joined by line ends of every
+# kind, then bytes that break lines, names and values put anywhere.
+REQUEST_LINES = st.sampled_from([
+    b"GET / HTTP/1.1", b"POST /a?b HTTP/1.1", b"CONNECT a:1 HTTP/1.1", b"GET * HTTP/1.1", b"get /x HTTP/1.1",
+    b"GET / HTTP/1.0", b"GET / HTTP/1.2", b"GET  / HTTP/1.1", b"GET /\x80 HTTP/1.1", b"GET / HTTP/1.1 ",
+    b" GET / HTTP/1.1",
+])
+FIELDS = st.sampled_from([
+    b"Host: a", b"host:a", b"HOST: \t a \t", b"Host :a", b" Host: a", b"\tHost: a", b"Host: b", b"Host:", b"X: a\tb",
+    b"X: \x80\xff", b"X:", b"X: a\rb", b"X: a b", b"X\x00: a", b"X: \x7f", b"X: \x0c", b"(X): a", b"X Y: a", b": a",
+    b"X::a", b"Connection: close", b"connection: keep-alive, CLOSE", b"Connection: ,close,", b"Connection: close x",
+    b"Content-Length: 0", b"Content-Length: 1", b"Transfer-Encoding: chunked", b"Expect: 100-continue",
+    b"Upgrade: h2c", b"Connection: upgrade", b"X-A_b.c~d!: 1",
+])
+LINE_ENDS = st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r", b"\r\r\n", b"\r\n "])
+TRICKY = st.sampled_from([b"\r", b"\n", b"\r\n", b" ", b"\t", b":", b"\x00", b"\x80", b"\x7f", b",", b"\xff"])
+
+
+@settings(max_examples=1500, derandomize=True, database=None, deadline=None)
+@given(
+    REQUEST_LINES, st.lists(st.tuples(LINE_ENDS, FIELDS).map(b"".join), max_size=6),
+    st.lists(st.tuples(st.integers(0, 200), TRICKY), max_size=2),
+)
+def test_common_head_reads_no_head_otherwise_than_h11(
+    line: bytes, fields: list[bytes], inserts: list[tuple[int, bytes]],
+) -> None:
+    head = line + b"".join(fields)
+    for at, byte in inserts:
+        at %= len(head) + 1
+        head = head[:at] + byte + head[at:]
+    assert_read_as_h11_reads(head)
+
+
+def test_the_random_heads_reach_both_answers() -> None:
+    """The test above would prove nothing if common_head took all of its heads, or none."""
+    taken = [common_head(b"GET / HTTP/1.1" + b"".join(fields)) is not None for fields in (
+        [b"\r\nHost: a"], [b"\r\nHost: a", b"\r\nX: a\tb", b"\r\nConnection: ,close,"], [b"\r\nHost: a", b"\nX: a"],
+        [b"\r\nHost: a", b"\r\nContent-Length: 0"],
+    )]
+    assert taken == [True, True, False, False]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [GOOD, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", b"GET /x HTTP/1.1\r\nHost: a\r\n\r\nGET /y"],
+)
+def test_a_common_head_whole_or_through_h11_makes_the_same_request(head: bytes) -> None:
+    """In one packet a common head is parsed without h11; in two, h11 parses it."""
+    made = []
+    for chunks in ([head], [head[:5], head[5:]]):
+        p = parser()
+        assert fed(p, *chunks)
+        request = p.request("1")
+        p.start_body(p.check(request), 0)
+        assert p.body() == b""
+        made.append((dataclasses.replace(request, start=0.0), p.trailing, p.client_closes, p.ready_for_next))
+    assert made[0] == made[1]
 
 
 # --- the response head
