@@ -110,10 +110,10 @@ def voluntary_switches(native_id: int) -> int:
     return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
 
 
-def waits_on_its_timer(runtime: Runtime, native_id: int) -> bool:
+def waits_on_its_timer(watcher: _Watcher) -> bool:
     """The watcher is blocked in a system call on its timer's fd: the read that waits for it."""
-    fields = Path(f"/proc/self/task/{native_id}/syscall").read_text().split()
-    return len(fields) > 1 and int(fields[1], 16) == runtime._watcher._timer.fd
+    fields = Path(f"/proc/self/task/{watcher.thread.native_id}/syscall").read_text().split()
+    return len(fields) > 1 and int(fields[1], 16) == watcher._timer.fd
 
 
 def test_the_watcher_sleeps_through_quick_runs_and_wakes_for_long_ones(
@@ -126,7 +126,7 @@ def test_the_watcher_sleeps_through_quick_runs_and_wakes_for_long_ones(
     native_id = runtime._watcher.thread.native_id
     assert native_id is not None
     runtime.run(modules["hello"], GuestSpec(), ["hello"], {}, b"")
-    wait_for(lambda: waits_on_its_timer(runtime, native_id), what="the watcher to wait on its timer")
+    wait_for(lambda: waits_on_its_timer(runtime._watcher), what="the watcher to wait on its timer")
     before, began = voluntary_switches(native_id), time.monotonic()
     looks = 0  # what the long runs among them may cost
     while time.monotonic() - began < 40 * WATCH_INTERVAL:
@@ -138,6 +138,30 @@ def test_the_watcher_sleeps_through_quick_runs_and_wakes_for_long_ones(
     assert voluntary_switches(native_id) - before <= 3 * looks
     result = runtime.run(modules["loop"], GuestSpec(timeout=0.05), ["loop"], {}, b"")  # woken for it
     assert result.outcome is Outcome.TIMEOUT
+
+
+def test_after_a_long_run_the_watcher_stops_looking_though_runs_follow() -> None:
+    """The watcher follows the run it woke for, not the runs after it: one that looked on while
+    any run was under way would look every WATCH_INTERVAL through these back-to-back runs. The
+    runs sleep, as a guest in a host call does, so that the watcher never waits for the GIL."""
+    watcher = _Watcher(wasmtime.Engine(), _Stream("stdout"), _Stream("stderr"))
+    native_id = watcher.thread.native_id
+    assert native_id is not None
+    wait_for(lambda: waits_on_its_timer(watcher), what="the watcher to wait on its timer")
+    watcher.begin(30, 0, None)
+    time.sleep(3.5 * WATCH_INTERVAL)  # a long run: looked at, and ending between two looks
+    watcher.end()
+    before = voluntary_switches(native_id)
+    looks = 1  # the long run's last look, due just after it ended
+    for _ in range(40):  # runs shorter than WATCH_INTERVAL, one right after another
+        start = time.monotonic()
+        watcher.begin(30, 0, None)
+        time.sleep(WATCH_INTERVAL / 3)
+        watcher.end()
+        lasted = time.monotonic() - start
+        if lasted >= WATCH_INTERVAL:  # held up: its own timer wakes the watcher
+            looks += 1 + int(lasted / WATCH_INTERVAL)
+    assert voluntary_switches(native_id) - before <= 3 * looks
 
 
 def test_an_idle_workers_retained_output_is_given_back(tmp_path: Path) -> None:
