@@ -23,7 +23,6 @@ copy-on-write twin of a young process.
 
 from __future__ import annotations
 
-import ctypes
 import mmap
 import os
 import platform
@@ -38,6 +37,7 @@ import setproctitle
 from . import handover, prctl, privileges
 from .handover import Parcel
 from .held import KEEPALIVE
+from .libc import LIBC
 
 # clone(2)'s number and flag; the other arguments are 0 (a fork-like child: its own stack copy).
 _SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(platform.machine())
@@ -102,11 +102,10 @@ class Keeper:
         adopt its connections; `credentials` are the User's, which the keeper takes at once."""
         if _SYS_CLONE is None:
             return None
-        libc = ctypes.CDLL(None, use_errno=True)
         parent = os.getpid()
         title = f"prefork-wasm: keeper of worker {parent}"
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {WAKE})  # the keeper's from birth
-        pid = libc.syscall(_SYS_CLONE, _CLONE_FILES | signal.SIGCHLD, 0, 0, 0, 0)
+        pid = LIBC.syscall(_SYS_CLONE, _CLONE_FILES | signal.SIGCHLD, 0, 0, 0, 0)
         if pid == 0:
             _keep(parent, title, credentials, board, send_end, keep_alive_timeout, may_pass)  # never returns
         signal.pthread_sigmask(signal.SIG_SETMASK, old)

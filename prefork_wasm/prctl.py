@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
-
-_libc = ctypes.CDLL(None, use_errno=True)
+from .libc import LIBC, last_error
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
@@ -13,9 +10,8 @@ _PR_SET_CHILD_SUBREAPER = 36
 
 
 def _prctl(option: int, value: int) -> None:
-    if _libc.prctl(option, value, 0, 0, 0) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
+    if LIBC.prctl(option, value, 0, 0, 0) != 0:
+        raise last_error()
 
 
 def die_with_parent(signum: int) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import ctypes
 import os
 
-_libc = ctypes.CDLL(None, use_errno=True)
+from .libc import LIBC, last_error
+
 _CLOCK_MONOTONIC = 1
 _TFD_CLOEXEC = 0o2000000
 
@@ -23,11 +24,6 @@ class _Timespec(ctypes.Structure):
 
 class _Itimerspec(ctypes.Structure):
     _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
-
-
-def _error() -> OSError:
-    errno = ctypes.get_errno()
-    return OSError(errno, os.strerror(errno))
 
 
 def _spec(seconds: float) -> _Itimerspec:
@@ -41,10 +37,10 @@ class OneShotTimer:
     it fires replaces the delay, and forgets a firing not yet waited for (timerfd_settime)."""
 
     def __init__(self) -> None:
-        self.fd = _libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_CLOEXEC)
+        self.fd = LIBC.timerfd_create(_CLOCK_MONOTONIC, _TFD_CLOEXEC)
         if self.fd < 0:
-            raise _error()
-        self._settime = _libc.timerfd_settime
+            raise last_error()
+        self._settime = LIBC.timerfd_settime
         self._specs: dict[float, object] = {}  # by delay: the few a caller uses, built once
 
     def set(self, seconds: float) -> None:
@@ -53,7 +49,7 @@ class OneShotTimer:
         if spec is None:
             spec = self._specs[seconds] = ctypes.byref(_spec(seconds))
         if self._settime(self.fd, 0, spec, None) < 0:
-            raise _error()
+            raise last_error()
 
     def wait(self) -> None:
         """Block until the timer fires (the GIL is released meanwhile)."""
