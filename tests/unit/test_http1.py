@@ -838,6 +838,27 @@ def test_a_common_head_whole_or_through_h11_makes_the_same_request(head: bytes) 
     assert made[0] == made[1]
 
 
+@pytest.mark.parametrize(
+    "target", [b"/a/../b", b"//x//y", b"/%2e%2e/x", b"/%2E./x", b"/a%2Fb", b"/%00", b"/a/./b/", b"/..", b"/%c0%ae/x"],
+)
+def test_a_hostile_path_is_the_same_request_or_refusal_whoever_parses_the_head(target: bytes) -> None:
+    """Dot segments, doubled slashes and encoded bytes are normalised (or refused) after the
+    parse, one way for both parsers."""
+    head = b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+    outcomes = []
+    for chunks in ([head], [head[:5], head[5:]]):  # common_head, then h11
+        p = parser()
+        assert fed(p, *chunks)
+        request = p.request("1")
+        try:
+            p.check(request)
+        except Refused as e:
+            outcomes.append(("refused", e.status))
+        else:
+            outcomes.append(("served", request.path))
+    assert outcomes[0] == outcomes[1]
+
+
 # --- the response head
 
 
