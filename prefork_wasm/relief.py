@@ -25,6 +25,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from .schedstat import SchedStat
+
 # How long a request runs before the requests already sent on the worker's other connections are
 # handed off, and after it, at each look, those that arrive. A hand-off costs the adopting worker
 # about as much CPU as a quick request, and a moved connection does not come back, so quick
@@ -73,30 +75,6 @@ def idle_too(now: float, started: float, held_up: float) -> bool:
     return now - started - held_up >= IDLE_AFTER
 
 
-class RunDelay:
-    """How long a thread has waited, runnable, for a CPU (the kernel's schedstat run_delay),
-    in seconds; 0 where the kernel does not say. Read from another thread: one pread."""
-
-    def __init__(self, native_id: int) -> None:
-        try:
-            self._fd: int | None = os.open(f"/proc/self/task/{native_id}/schedstat", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            self._fd = None
-
-    def __call__(self) -> float:
-        if self._fd is None:
-            return 0.0
-        try:
-            return int(os.pread(self._fd, 64, 0).split()[1]) / 1e9
-        except (OSError, IndexError, ValueError):
-            return 0.0
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
 class Relief:
     """The worker's relief thread; `hand_off` runs in it, under the lock, while the main thread serves."""
 
@@ -113,8 +91,8 @@ class Relief:
 
     def start(self) -> None:
         """From the thread that serves (the event loop's): its run delay is the one watched."""
-        run_delay = RunDelay(threading.get_native_id())
-        self._thread = threading.Thread(target=self._watch, args=(run_delay,), name="relief", daemon=True)
+        stat = SchedStat(threading.get_native_id())
+        self._thread = threading.Thread(target=self._watch, args=(stat,), name="relief", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -143,21 +121,21 @@ class Relief:
             self._error(f"worker {os.getpid()}: handing its other connections off failed: {e!r}")
             return True
 
-    def _watch(self, run_delay: RunDelay) -> None:
+    def _watch(self, stat: SchedStat) -> None:
         try:
-            self._loop(run_delay)
+            self._loop(stat)
         finally:
-            run_delay.close()
+            stat.close()
 
-    def _loop(self, run_delay: RunDelay) -> None:
+    def _loop(self, stat: SchedStat) -> None:
         seen, busy_at = self._runs, time.monotonic()
         done_with = 0  # the run whose connections are all handed off
         run, delay_before = 0, 0.0  # the run last seen, and the main thread's run delay at the look before it
-        delay = run_delay()
+        delay = stat.run_delay()
         while not self._stopping:
             serving = self._serving
             now = time.monotonic()
-            last_delay, delay = delay, run_delay()
+            last_delay, delay = delay, stat.run_delay()
             started: float | None = None
             held_up, done = 0.0, False
             if serving is not None:
@@ -179,6 +157,6 @@ class Relief:
                     self._wake.wait()
                 self._wake.clear()
                 self._asleep = False
-                busy_at, delay = time.monotonic(), run_delay()
+                busy_at, delay = time.monotonic(), stat.run_delay()
                 continue
             time.sleep(next_look(now, started, held_up, done))

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from harness import wait_for
-from prefork_wasm.relief import IDLE_AFTER, LINGER, RETRY, THRESHOLD, Relief, RunDelay, due, idle_too, next_look
+from prefork_wasm.relief import IDLE_AFTER, LINGER, RETRY, THRESHOLD, Relief, due, idle_too, next_look
 
 
 def test_a_running_request_is_looked_at_when_it_reaches_the_threshold() -> None:
@@ -31,19 +31,6 @@ def test_a_hand_off_is_due_for_a_request_past_the_threshold_with_something_left(
     # A quick request the scheduler kept from a CPU is no long request: nothing moves.
     assert not due(100.0 + 3 * THRESHOLD, 100.0, 2.5 * THRESHOLD, done=False)
     assert due(100.0 + 3 * THRESHOLD, 100.0, 1.5 * THRESHOLD, done=False)
-
-
-def test_the_run_delay_of_a_thread_is_read_from_another_and_absent_is_zero() -> None:
-    delay = RunDelay(threading.get_native_id())
-    seen: list[float] = []
-    reader = threading.Thread(target=lambda: seen.extend([delay(), delay()]))
-    reader.start()
-    reader.join()
-    delay.close()
-    assert 0.0 <= seen[0] <= seen[1]
-    absent = RunDelay(2**31 - 1)  # no such thread in this process
-    assert absent() == 0.0
-    absent.close()
 
 
 class Main:
