@@ -28,6 +28,7 @@ import os
 import select
 import socket
 import ssl
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from . import descriptors, handover
 from .connection import Held
 from .held import (
+    BLOCKING_WINDOW,
     CLOSING,
     HANDSHAKE,
     KEEPALIVE,
@@ -47,6 +49,7 @@ from .held import (
     Deadlines,
     Peer,
     Throttle,
+    blocks,
     may_accept,
     wait_for,
 )
@@ -54,6 +57,7 @@ from .http1 import Limits
 from .keeper import Board
 from .logs import ErrorLog
 from .relief import Relief
+from .schedstat import SchedStat
 from .scoreboard import GRACEFUL, HAND_OVER, SERVE, Slot
 from .scoreboard import WAITING as IDLE_WORKER
 from .tlsio import HandshakeFailed, PlainHTTP, record_server_names
@@ -148,6 +152,14 @@ class EventLoop:
         self._deadlines: Deadlines[Held] = Deadlines()
         self._listening = False
         self._recheck_at = 0.0
+        # Which workers gather connections (held.gatherers): the CPUs this worker may run on,
+        # and whether its guests block, measured from this (the serving) thread's schedstat
+        # (unknown without one: then it gathers, as every worker did before workers gathered).
+        self.cpus = len(os.sched_getaffinity(0))
+        self._blocking = False
+        self._schedstat = SchedStat(threading.get_native_id())
+        self._window: tuple[float, float, float] = (0.0, 0.0, 0.0)  # its start, seconds on a CPU and runnable
+        self._polled = 0.0  # seconds in epoll wait in the current window
         self._peers: list[Peer] = []
         self._peers_at = 0.0
         self._bound_log = Throttle(BOUND_LOG_EVERY)
@@ -165,9 +177,11 @@ class EventLoop:
         or closed."""
         self._relief.start()
         try:
+            self._measure(time.monotonic())
             self._run()
         finally:
             self._relief.stop()
+            self._schedstat.close()
 
     def _run(self) -> None:
         epoll = self._epoll
@@ -188,6 +202,10 @@ class EventLoop:
                 self._listen(verdict in (Accept.YES, Accept.MAKE_ROOM))
                 if verdict is Accept.BALANCE:
                     self._pass_on_left(now)
+                if verdict in (Accept.BALANCE, Accept.SPARE):
+                    self._shed(now)
+            if now >= self._window[0] + BLOCKING_WINDOW:
+                self._measure(now)
             timeout = 0.0 if self._ready else wait_for(self._deadlines.next(), now, self._longest_wait(now))
             counts = self._counts[:SERVING]
             if counts != self._published:
@@ -199,7 +217,8 @@ class EventLoop:
             if not events and timeout > REPORT_WAIT:
                 self.title("idle" if not self.draining else "graceful")
                 events = epoll.poll(timeout - REPORT_WAIT)
-            now = time.monotonic()
+            polled_from, now = now, time.monotonic()
+            self._polled += now - polled_from
             # The held connections' events first: the requests they make ready say whether this
             # worker is idle when `_accept` looks (an idle one takes one connection and serves it;
             # a busy one takes what the backlog holds, as the balance allows).
@@ -441,10 +460,30 @@ class EventLoop:
     def _verdict(self, now: float) -> Accept:
         """Whether to take one more connection (held.may_accept), by the peers' counts as last
         read, or as they are now if those say no: in a burst the others take connections too."""
-        verdict = may_accept(len(self._conns), len(self._idle), self._peer_view(now), self.bound, self._own_limit)
-        if verdict is Accept.BALANCE:
-            verdict = may_accept(len(self._conns), len(self._idle), self._peer_view(now, True), 0, self._own_limit)
+        held, idle, limit = len(self._conns), len(self._idle), self._own_limit
+        cpus, blocking = self.cpus, self._blocking
+        verdict = may_accept(held, idle, self._peer_view(now), self.bound, limit, cpus=cpus, blocking=blocking)
+        if verdict in (Accept.BALANCE, Accept.SPARE):
+            verdict = may_accept(held, idle, self._peer_view(now, True), 0, limit, cpus=cpus, blocking=blocking)
         return verdict
+
+    def _measure(self, now: float) -> None:
+        """Whether this worker's guests block (held.blocks), over the window that ends now;
+        published in its slot for the others' verdicts. A change is looked at at once."""
+        times = self._schedstat.read()
+        start, on_cpu, runnable = self._window
+        if times is None:
+            blocking, times = True, (0.0, 0.0)
+        else:
+            blocking = bool(start) and blocks(now - start, times[0] - on_cpu, times[1] - runnable, self._polled)
+        self._window = (now, *times)
+        self._polled = 0.0
+        if blocking != self._blocking:
+            self._blocking = self.slot.blocking = blocking
+            self._recheck_at = 0.0
+        if self._listening and not self.draining and self._verdict(now) in (Accept.BALANCE, Accept.SPARE):
+            self._listen(False)  # the others changed (their guests block, or not): look again at once
+            self._recheck_at = 0.0
 
     def _listen(self, on: bool) -> None:
         """Take new connections, and connections other workers hand over, or stop taking them."""
@@ -466,6 +505,10 @@ class EventLoop:
         idle = not self._ready
         for _ in range(ACCEPT_BATCH):
             verdict = self._verdict(now)
+            if verdict is Accept.SPARE:  # woken as a gatherer was: wake one for what is there
+                self._listen(False)
+                self._pass_on_left(now)
+                return
             if verdict is not Accept.YES:
                 if verdict is not Accept.BALANCE and self._bound_log.due(now):
                     self.error_log.error(
@@ -546,10 +589,27 @@ class EventLoop:
     def _adopt(self, now: float) -> None:
         """Connections another worker handed over, as they were there: one message, if the
         balance lets this worker take more (else the workers that hold fewer take it)."""
-        if self._verdict(now) not in (Accept.YES, Accept.MAKE_ROOM):
+        verdict = self._verdict(now)
+        if verdict not in (Accept.YES, Accept.MAKE_ROOM):
             self._listen(False)
+            if verdict is Accept.SPARE:  # woken as a gatherer was: pass it on now
+                self._pass_on_left(now)
             return
         self._receive(now)
+
+    def _shed(self, now: float) -> None:
+        """Hand one connection not being served (keep-alive, reading, then the last to wait
+        for its turn) to the workers that take more: a spare holds none, and a worker over the
+        balance gives back what its guests' blocking or a moved gatherer left it. One per
+        LISTEN_RECHECK, so the others' counts catch up between two."""
+        reading = (held for held in self._conns.values() if held.state == READING)
+        candidates = itertools.chain(self._idle, reading, reversed(self._ready))
+        going = next((held for held in candidates if held.portable), None)
+        if going is not None:
+            queued = going.state == WAITING
+            if self._send_away([going], now, 1) and queued:
+                self._ready.remove(going)
+            self._recheck_at = now + LISTEN_RECHECK
 
     def _receive(self, now: float) -> bool:
         """Hold the connections of one message in the hand-over socket; False when none waits."""

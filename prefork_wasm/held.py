@@ -6,15 +6,16 @@ head is complete and that wait for the worker to finish another request (waiting
 being closed after their last response (closing) and those in a TLS handshake (handshake)
 cost it an epoll entry and a deadline each, never the worker itself. This module is the
 arithmetic of that: the per-connection deadlines, whether to accept one more connection (the
-balance between workers and the server-wide MaxHeldConnections bound) and how often the bound
-is logged. Times are time.monotonic() seconds, given by the caller.
+balance between workers and the server-wide MaxHeldConnections bound), which workers gather
+the connections (`gatherers`), whether a worker's guests block (`blocks`) and how often the
+bound is logged. Times are time.monotonic() seconds, given by the caller.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Generic, TypeVar
@@ -94,6 +95,7 @@ class Accept(Enum):
     MAKE_ROOM = "close the oldest keep-alive connection, then accept"
     BALANCE = "leave it to a worker that holds fewer"
     FULL = "the bound is reached: leave it in the listen backlog"
+    SPARE = "leave it to the workers that gather connections"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,39 @@ class Peer:
 
     held: int
     available: bool  # in its event loop lately: a worker stuck in one long request is not
+    blocking: bool = False  # its guests lately slept (`blocks`): it keeps a CPU busy only part of the time
+    before: bool = False  # its slot comes before this worker's (the order in which workers gather)
+
+
+def gatherers(peers: Sequence[Peer], blocking: bool, cpus: int, own_limit: int) -> list[Peer] | None:
+    """The peers that gather connections with this worker, or None when this worker is a spare.
+
+    Every available worker whose guests do not block keeps a CPU busy while it holds ready
+    requests, and a worker the scheduler has set aside delays every connection it holds: so
+    connections gather on as many such workers as there are CPUs, the first in slot order,
+    and the others stay spare (idle, for the requests relief hands over, and for new
+    connections once a gatherer is stuck in a long request or holds `own_limit`). A worker
+    whose guests block leaves its CPU to others while it waits, so it gathers without taking
+    a CPU's place: with blocking guests every worker gathers, as each did before a worker held
+    many connections. Unavailable peers (stuck in one long request) are left out, as in the
+    balance.
+    """
+
+    def steady(p: Peer) -> bool:
+        return p.available and not p.blocking and p.held < own_limit
+
+    ahead = sum(1 for p in peers if p.before and steady(p))
+    if not blocking and ahead >= cpus:
+        return None
+    places = cpus - ahead - (not blocking)  # for steady gatherers after this worker
+    gathering = []
+    for p in peers:
+        if p.available and p.held < own_limit and (p.blocking or p.before):
+            gathering.append(p)
+        elif steady(p) and places > 0:
+            gathering.append(p)
+            places -= 1
+    return gathering
 
 
 def balance_margin(least: int) -> int:
@@ -110,25 +145,46 @@ def balance_margin(least: int) -> int:
     return 1 + least // 8
 
 
-def may_accept(held: int, idle: int, peers: Iterable[Peer], bound: int, own_limit: int) -> Accept:
+def may_accept(
+    held: int, idle: int, peers: Sequence[Peer], bound: int, own_limit: int, *, cpus: int, blocking: bool = False
+) -> Accept:
     """Whether this worker, holding `held` connections (`idle` of them in keep-alive), accepts one more.
 
     `bound` is server-wide (MaxHeldConnections; 0: none) and `own_limit` is what this worker's
     descriptors allow: at either, a worker makes room by closing its oldest idle connection,
-    or, with none, leaves new connections in the listen backlog. Below them, a worker accepts
-    while it holds no more than `balance_margin` over the least-loaded available peer, so that
-    kept-alive connections spread over the workers instead of piling on whichever woke first;
-    a peer busy in one long request does not count, or it would hold the others back.
+    or, with none, leaves new connections in the listen backlog. Below them, a spare
+    (`gatherers`, with `cpus` CPUs) leaves new connections to the
+    gatherers, and a gatherer accepts while it holds no more than `balance_margin` over the
+    least-loaded of the others, so that kept-alive connections spread over the gatherers
+    instead of piling on whichever woke first.
     """
-    peers = list(peers)
     if held >= own_limit or (bound and held + sum(p.held for p in peers) >= bound):
         return Accept.MAKE_ROOM if idle else Accept.FULL
-    available = [p.held for p in peers if p.available]
-    if available:
-        least = min(available)
+    gathering = gatherers(peers, blocking, cpus, own_limit)
+    if gathering is None:
+        return Accept.SPARE
+    if gathering:
+        least = min(p.held for p in gathering)
         if held > least + balance_margin(least):
             return Accept.BALANCE
     return Accept.YES
+
+
+# How long a worker measures before it says whether its guests block, and the share of that
+# time asleep outside its epoll wait (in a guest's sleep or I/O, or a slow client's write)
+# from which they do.
+BLOCKING_WINDOW = 0.2
+BLOCKING_SHARE = 0.25
+
+
+def blocks(wall: float, on_cpu: float, runnable: float, polled: float) -> bool:
+    """Whether a worker's guests block, from one window: `wall` seconds, of which `on_cpu` ran,
+    `runnable` waited for a CPU (both from the kernel's schedstat for its main thread) and
+    `polled` were spent in its epoll wait. The rest is sleep outside epoll wait; the waits for
+    a CPU that end an epoll wait are in both `runnable` and `polled`, so this errs toward
+    not blocking."""
+    asleep = wall - on_cpu - runnable - polled
+    return asleep > BLOCKING_SHARE * wall
 
 
 class Throttle:

@@ -15,7 +15,9 @@ from: the generation, whether the server is stopping, and the metrics' label nam
 
 Each slot also counts the connections its worker holds without serving them, by state
 (held.STATE_NAMES: reading a head, keep-alive, waiting for the worker, closing): the workers
-balance new connections by these counts, and server-status and the metrics show them.
+balance new connections by these counts, and server-status and the metrics show them. A
+worker also says there whether its guests block, which decides which workers gather
+connections (held.gatherers).
 
 States are Apache's letters (mod_status):
   '.' open slot      'S' starting      '_' waiting for a connection
@@ -73,6 +75,7 @@ class Slot(ctypes.Structure):
         ("module", ctypes.c_char * MODULE_CHARS),  # module of that request
         ("memory", ctypes.c_uint64),  # last sampled memory figure, written by the master
         ("held", ctypes.c_uint32 * len(STATE_NAMES)),  # connections held, by state (held.STATE_NAMES)
+        ("blocking", ctypes.c_bool),  # its guests lately slept (held.blocks): it gathers without a CPU's place
         ("counts", Counts),  # the metrics' counters (counters.Recorder writes them)
     ]
 
@@ -131,6 +134,10 @@ class Scoreboard:
         read per slot when a worker looks for the few slots in use among ServerLimit."""
         start = ctypes.addressof(self.slots) - ctypes.addressof(self.cumulative) + _STATE_OFFSET
         return self._map[start : start + ctypes.sizeof(Slot) * len(self.slots) : ctypes.sizeof(Slot)]
+
+    def index(self, slot: Slot) -> int:
+        """`slot`'s place on the board (a Slot read from it is a view at that place)."""
+        return (ctypes.addressof(slot) - ctypes.addressof(self.slots)) // ctypes.sizeof(Slot)
 
     def free_slot(self) -> int | None:
         for index, slot in enumerate(self.slots):

@@ -238,17 +238,20 @@ class Worker:
         )
 
     def _peers(self) -> list[Peer]:
-        """The other serving workers of this generation, as the scoreboard shows them: their held
-        connections, and whether they are in their event loop lately (waiting there now, or
-        in a request that began less than AVAILABLE_WINDOW ago)."""
+        """The other serving workers of this generation, as the scoreboard shows them, in slot
+        order: their held connections, whether they are in their event loop lately (waiting
+        there now, or in a request that began less than AVAILABLE_WINDOW ago), whether their
+        guests block, and whether their slot comes before this worker's."""
         me, generation, slots = self.slot, self.slot.generation, self.scoreboard.slots
         now = time.monotonic()
+        mine = self.scoreboard.index(me)
         peers = []
         for found in _SERVING.finditer(self.scoreboard.states()):
-            slot = slots[found.start()]
-            if slot.quit == SERVE and slot.generation == generation and slot.pid != me.pid:
+            index = found.start()
+            slot = slots[index]
+            if slot.quit == SERVE and slot.generation == generation and index != mine:
                 available = found[0] == WAITING or now - slot.heartbeat < AVAILABLE_WINDOW
-                peers.append(Peer(sum(slot.held), available))
+                peers.append(Peer(sum(slot.held), available, slot.blocking, index < mine))
         return peers
 
     def _loop(self, site: Site) -> None:

@@ -17,6 +17,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -549,7 +550,7 @@ def test_connections_opened_one_at_a_time_while_others_idle_are_each_answered_at
     left must be passed on to wake one (eventloop.py), or it waits until a KeepAliveTimeout
     frees a place. A client opening connections one after another while the earlier ones idle
     gets each answered long before that (here 30 s; the socket's timeout is 5 s), and the
-    connections end up spread over the workers."""
+    connections end up spread over the workers that gather them, one per CPU (held.gatherers)."""
     server = make_server(HELLO + "KeepAliveTimeout 30\n", start_servers=4)
     server.wait_for_workers(lambda pids: len(pids) == 4, what="four workers")
     socks = []
@@ -559,7 +560,65 @@ def test_connections_opened_one_at_a_time_while_others_idle_are_each_answered_at
         sock.sendall(REQUEST)
         assert answered(sock).startswith(b"HTTP/1.1 200 ")
     held = holders(server)
-    per_worker = [list(held.values()).count(pid) for pid in server.worker_pids()]
-    assert len(held) == ONE_AT_A_TIME and max(per_worker) <= 2 * min(per_worker) + 2, per_worker
+    per_worker = sorted((list(held.values()).count(pid) for pid in server.worker_pids()), reverse=True)
+    gathering = per_worker[: min(len(os.sched_getaffinity(0)), 4)]
+    assert len(held) == ONE_AT_A_TIME and max(gathering) <= 2 * min(gathering) + 2, per_worker
     for sock in socks:
+        sock.close()
+
+
+def test_connections_gather_on_one_worker_per_cpu_and_spread_over_all_while_the_guests_block(
+    make_server: Callable[..., Server],
+) -> None:
+    """held.gatherers: a worker the scheduler sets aside delays every connection it holds, so
+    kept-alive connections gather on as many workers as there are CPUs and the others stay
+    spare. A worker whose guests sleep leaves its CPU to others, so while the guests block the
+    connections spread over every worker, whose requests then sleep in parallel as prefork's
+    did; once they stop blocking, the spares hand theirs back."""
+    cpus = len(os.sched_getaffinity(0))
+    if cpus > 6:
+        pytest.skip(f"{cpus} CPUs: the test wants a few more workers than CPUs")
+    workers = cpus + 2
+    server = make_server(HELLO + SLOW + "KeepAliveTimeout 60\n", start_servers=workers)
+    server.wait_for_workers(lambda pids: len(pids) == workers, what=f"{workers} workers")
+    socks = kept_alive(server.port, 4 * workers)
+
+    def held_by() -> str:
+        return repr(sorted(Counter(holders(server).values()).values()))
+
+    def on(count: int) -> bool:
+        held = holders(server)
+        return len(held) == len(socks) and len(set(held.values())) == count
+
+    wait_for(lambda: on(cpus), what=f"the connections on {cpus} workers", explain=held_by)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def sleeper(sock: socket.socket) -> None:
+        try:
+            while not stop.is_set():
+                sock.sendall(b"GET /slow?10 HTTP/1.1\r\nHost: x\r\n\r\n")
+                data = b""
+                while not data.endswith(b"slept 10 ms\n"):
+                    chunk = sock.recv(65536)
+                    assert chunk, "closed"
+                    data += chunk
+                assert data.startswith(b"HTTP/1.1 200 "), data
+        except BaseException as e:
+            failures.append(e)
+
+    threads = [threading.Thread(target=sleeper, args=(sock,)) for sock in socks]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: on(workers), what=f"the connections on all {workers} workers", explain=held_by)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    assert not failures, failures
+    wait_for(lambda: on(cpus), what=f"the connections back on {cpus} workers", explain=held_by)
+    for sock in socks:
+        sock.sendall(REQUEST)
+        assert answered(sock).startswith(b"HTTP/1.1 200 ")
         sock.close()
