@@ -71,6 +71,9 @@ ACCEPT_BATCH = 64
 # A worker that stopped accepting (the balance, the bound) looks again this often, and whenever
 # one of its connections ends.
 LISTEN_RECHECK = 0.01
+# A spare (held.gatherers) looks this often whether it must gather: a gatherer stuck in a request
+# stops counting after worker.AVAILABLE_WINDOW, as long.
+SPARE_RECHECK = 0.05
 # The other workers' held counts are read from the scoreboard at most this often.
 PEERS_EVERY = 0.02
 # A leaving worker waits at most this long for room in the hand-over socket.
@@ -203,7 +206,9 @@ class EventLoop:
                 if verdict is Accept.BALANCE:
                     self._pass_on_left(now)
                 if verdict in (Accept.BALANCE, Accept.SPARE):
-                    self._shed(now)
+                    shed = self._shed(now)
+                    if verdict is Accept.SPARE and not shed:  # a spare with nothing to hand back
+                        self._recheck_at = now + SPARE_RECHECK
             if now >= self._window[0] + BLOCKING_WINDOW:
                 self._measure(now)
             timeout = 0.0 if self._ready else wait_for(self._deadlines.next(), now, self._longest_wait(now))
@@ -597,19 +602,21 @@ class EventLoop:
             return
         self._receive(now)
 
-    def _shed(self, now: float) -> None:
+    def _shed(self, now: float) -> bool:
         """Hand one connection not being served (keep-alive, reading, then the last to wait
         for its turn) to the workers that take more: a spare holds none, and a worker over the
         balance gives back what its guests' blocking or a moved gatherer left it. One per
-        LISTEN_RECHECK, so the others' counts catch up between two."""
+        LISTEN_RECHECK, so the others' counts catch up between two. False when none can go."""
         reading = (held for held in self._conns.values() if held.state == READING)
         candidates = itertools.chain(self._idle, reading, reversed(self._ready))
         going = next((held for held in candidates if held.portable), None)
-        if going is not None:
-            queued = going.state == WAITING
-            if self._send_away([going], now, 1) and queued:
-                self._ready.remove(going)
-            self._recheck_at = now + LISTEN_RECHECK
+        if going is None:
+            return False
+        queued = going.state == WAITING
+        if self._send_away([going], now, 1) and queued:
+            self._ready.remove(going)
+        self._recheck_at = now + LISTEN_RECHECK
+        return True
 
     def _receive(self, now: float) -> bool:
         """Hold the connections of one message in the hand-over socket; False when none waits."""
