@@ -507,7 +507,7 @@ class EventLoop:
         most: a burst of connections is taken in a few turns), except that a worker with nothing
         to do stops at a connection whose request has come: it serves that one now, and
         EPOLLEXCLUSIVE wakes another idle worker for the next."""
-        idle = not self._ready
+        idle = waits = not self._ready
         for _ in range(ACCEPT_BATCH):
             verdict = self._verdict(now)
             if verdict is Accept.SPARE:  # woken as a gatherer was: wake one for what is there
@@ -547,9 +547,14 @@ class EventLoop:
                 # (another idle worker takes it), as a prefork worker reads the connection it
                 # accepted.
                 # With a keeper, a request that must wait for its turn stays unread (`_readable`).
+                # Once per turn: a connection that sends nothing in that moment (a flood of idle
+                # ones) must not cost each of the next ones the same wait.
                 if idle or self._board is None:
-                    if not held.receive(now) and idle and _readable_within(sock, ACCEPT_WAIT):
-                        held.receive(time.monotonic())
+                    if not held.receive(now) and waits:
+                        if _readable_within(sock, ACCEPT_WAIT):
+                            held.receive(time.monotonic())
+                        else:
+                            waits = False
                 self._hold(held)
             if self.accepted == self.max_connections:
                 self._listen(False)  # the last one: the loop leaves once it is served

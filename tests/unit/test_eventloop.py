@@ -13,11 +13,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness import HOST, wait_for
-from prefork_wasm import relief
+from prefork_wasm import eventloop, relief
 from prefork_wasm.handover import PER_MESSAGE
 from prefork_wasm.http1 import Limits
 from prefork_wasm.messages import Request, Response
@@ -139,6 +140,37 @@ def test_a_busy_worker_takes_what_waits_in_the_backlog_in_one_turn_not_one_conne
         looping.join(10)
         for client in busy:
             client.close()
+
+
+def test_an_idle_worker_waits_for_a_new_connections_request_once_a_turn_not_once_a_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An idle worker gives a connection it accepts a moment (ACCEPT_WAIT) for its request, to
+    serve it at once. A burst of connections that send nothing (a flood) must not cost that
+    moment each: 200 of them held one worker, and the client behind them, for 0.4 s (with the
+    connections gathered on two workers, held.gatherers, the likely cause of a normal client's
+    2.2 s wait in the flood test). At most one wait per turn of the accept loop."""
+    waits, turns = [0], [0]
+    wait_within, accept = eventloop._readable_within, eventloop.EventLoop._accept
+
+    def counted_wait(sock: socket.socket, seconds: float) -> bool:
+        waits[0] += 1
+        return wait_within(sock, seconds)
+
+    def counted_accept(self: eventloop.EventLoop, *args: Any) -> None:
+        turns[0] += 1
+        accept(self, *args)
+
+    monkeypatch.setattr(eventloop, "_readable_within", counted_wait)
+    monkeypatch.setattr(eventloop.EventLoop, "_accept", counted_accept)
+    with Serving(Site(), Site(), LIMITS) as server:
+        silent = [connect(server.port) for _ in range(200)]
+        with connect(server.port) as client:
+            client.sendall(REQUEST)
+            assert answer(client).startswith(b"HTTP/1.1 200 ")
+        assert 0 < waits[0] <= turns[0], (waits, turns)
+        for sock in silent:
+            sock.close()
 
 
 def test_a_trickling_head_earns_time_by_min_rate_up_to_its_maximum_then_a_408_and_a_clean_close() -> None:
