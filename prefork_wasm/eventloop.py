@@ -156,12 +156,12 @@ class EventLoop:
         self._listening = False
         self._recheck_at = 0.0
         # Which workers gather connections (held.gatherers): the CPUs this worker may run on,
-        # and whether its guests block, measured from this (the serving) thread's schedstat
-        # (unknown without one: then it gathers, as every worker did before workers gathered).
+        # and whether its guests block, measured from the serving thread's schedstat (`run`;
+        # unknown without one: then it gathers, as every worker did before workers gathered).
         self.cpus = len(os.sched_getaffinity(0))
+        self._schedstat: SchedStat
         self._blocking = False
-        self._schedstat = SchedStat(threading.get_native_id())
-        self._window: tuple[float, float, float] = (0.0, 0.0, 0.0)  # its start, seconds on a CPU and runnable
+        self._window: tuple[float, float, float]  # its start, seconds on a CPU and runnable
         self._polled = 0.0  # seconds in epoll wait in the current window
         self._peers: list[Peer] = []
         self._peers_at = 0.0
@@ -178,9 +178,12 @@ class EventLoop:
     def run(self) -> None:
         """Serve until the worker leaves; returns once every connection it held is handed over
         or closed."""
+        self._schedstat = SchedStat(threading.get_native_id())  # this thread serves
+        times = self._schedstat.read()
+        self._blocking = self.slot.blocking = times is None
+        self._window = (time.monotonic(), *(times or (0.0, 0.0)))
         self._relief.start()
         try:
-            self._measure(time.monotonic())
             self._run()
         finally:
             self._relief.stop()
@@ -480,7 +483,7 @@ class EventLoop:
         if times is None:
             blocking, times = True, (0.0, 0.0)
         else:
-            blocking = bool(start) and blocks(now - start, times[0] - on_cpu, times[1] - runnable, self._polled)
+            blocking = blocks(now - start, times[0] - on_cpu, times[1] - runnable, self._polled)
         self._window = (now, *times)
         self._polled = 0.0
         if blocking != self._blocking:

@@ -153,10 +153,10 @@ def may_accept(
     `bound` is server-wide (MaxHeldConnections; 0: none) and `own_limit` is what this worker's
     descriptors allow: at either, a worker makes room by closing its oldest idle connection,
     or, with none, leaves new connections in the listen backlog. Below them, a spare
-    (`gatherers`, with `cpus` CPUs) leaves new connections to the
-    gatherers, and a gatherer accepts while it holds no more than `balance_margin` over the
-    least-loaded of the others, so that kept-alive connections spread over the gatherers
-    instead of piling on whichever woke first.
+    (`gatherers`, with `cpus` CPUs) leaves new connections to the gatherers, and a gatherer
+    accepts while it holds no more than `balance_margin` over the least-loaded of the others,
+    so that kept-alive connections spread over the gatherers instead of piling on whichever
+    woke first.
     """
     if held >= own_limit or (bound and held + sum(p.held for p in peers) >= bound):
         return Accept.MAKE_ROOM if idle else Accept.FULL
