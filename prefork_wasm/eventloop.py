@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from . import descriptors, handover
 from .connection import Held
+from .cpuquota import usable_cpus
 from .held import (
     BLOCKING_WINDOW,
     CLOSING,
@@ -155,10 +156,11 @@ class EventLoop:
         self._deadlines: Deadlines[Held] = Deadlines()
         self._listening = False
         self._recheck_at = 0.0
-        # Which workers gather connections (held.gatherers): the CPUs this worker may run on,
-        # and whether its guests block, measured from the serving thread's schedstat (`run`;
-        # unknown without one: then it gathers, as every worker did before workers gathered).
-        self.cpus = len(os.sched_getaffinity(0))
+        # Which workers gather connections (held.gatherers): the CPUs this worker may keep busy
+        # (its affinity, capped by a cgroup CPU quota), and whether its guests block, measured
+        # from the serving thread's schedstat (`run`; unknown without one: then it gathers, as
+        # every worker did before workers gathered).
+        self.cpus = usable_cpus()
         self._schedstat: SchedStat
         self._blocking = False
         self._window: tuple[float, float, float]  # its start, seconds on a CPU and runnable

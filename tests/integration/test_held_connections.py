@@ -26,6 +26,7 @@ import psutil
 import pytest
 
 from harness import HELLO, HOST, Server, wait_for
+from prefork_wasm.cpuquota import usable_cpus
 
 IDLE, TRICKLE, KEPT = 2000, 500, 1000
 PROBE_SECONDS = 40.0
@@ -561,7 +562,7 @@ def test_connections_opened_one_at_a_time_while_others_idle_are_each_answered_at
         assert answered(sock).startswith(b"HTTP/1.1 200 ")
     held = holders(server)
     per_worker = sorted((list(held.values()).count(pid) for pid in server.worker_pids()), reverse=True)
-    gathering = per_worker[: min(len(os.sched_getaffinity(0)), 4)]
+    gathering = per_worker[: min(usable_cpus(), 4)]
     assert len(held) == ONE_AT_A_TIME and max(gathering) <= 2 * min(gathering) + 2, per_worker
     for sock in socks:
         sock.close()
@@ -575,7 +576,7 @@ def test_connections_gather_on_one_worker_per_cpu_and_spread_over_all_while_the_
     spare. A worker whose guests sleep leaves its CPU to others, so while the guests block the
     connections spread over every worker, whose requests then sleep in parallel as prefork's
     did; once they stop blocking, the spares hand theirs back."""
-    cpus = len(os.sched_getaffinity(0))
+    cpus = usable_cpus()
     if cpus > 6:
         pytest.skip(f"{cpus} CPUs: the test wants a few more workers than CPUs")
     workers = cpus + 2
