@@ -163,6 +163,7 @@ class EventLoop:
         self.cpus = usable_cpus()
         self._schedstat: SchedStat
         self._blocking = False
+        self._spare = False  # as the last verdict found (for server-status and the metrics)
         self._window: tuple[float, float, float]  # its start, seconds on a CPU and runnable
         self._polled = 0.0  # seconds in epoll wait in the current window
         self._peers: list[Peer] = []
@@ -475,6 +476,9 @@ class EventLoop:
         verdict = may_accept(held, idle, self._peer_view(now), self.bound, limit, cpus=cpus, blocking=blocking)
         if verdict in (Accept.BALANCE, Accept.SPARE):
             verdict = may_accept(held, idle, self._peer_view(now, True), 0, limit, cpus=cpus, blocking=blocking)
+        spare = verdict is Accept.SPARE
+        if spare != self._spare:
+            self._spare = self.slot.spare = spare
         return verdict
 
     def _measure(self, now: float) -> None:

@@ -112,6 +112,19 @@ class MetricsPage:
         )
         for name, count in zip(HELD_STATES, self.scoreboard.held(), strict=True):
             out.sample(PREFIX + "held_connections", [("state", name)], count)
+        roles = self.scoreboard.roles()
+        out.family(
+            PREFIX + "serving_workers", "gauge",
+            "Serving workers by role: gathering (they take new connections: one per CPU while the guests keep "
+            "their CPU busy, every worker while they block) or spare.",
+        )
+        out.sample(PREFIX + "serving_workers", [("role", "gathering")], roles.gathering)
+        out.sample(PREFIX + "serving_workers", [("role", "spare")], roles.spare)
+        out.family(
+            PREFIX + "blocking_workers", "gauge",
+            "Serving workers whose guests lately slept outside their event loop (they gather without a CPU's place).",
+        )
+        out.sample(PREFIX + "blocking_workers", [], roles.blocking)
         out.family(
             PREFIX + "worker_memory_bytes", "gauge", "Each worker's resident memory, as last sampled by the master."
         )

@@ -17,7 +17,8 @@ Each slot also counts the connections its worker holds without serving them, by 
 (held.STATE_NAMES: reading a head, keep-alive, waiting for the worker, closing): the workers
 balance new connections by these counts, and server-status and the metrics show them. A
 worker also says there whether its guests block, which decides which workers gather
-connections (held.gatherers).
+connections (held.gatherers), and whether it found itself a spare, for server-status and the
+metrics.
 
 States are Apache's letters (mod_status):
   '.' open slot      'S' starting      '_' waiting for a connection
@@ -42,6 +43,7 @@ OPEN, STARTING, WAITING, READING, SENDING, KEEPALIVE, LOGGING, GRACEFUL, CLEANUP
     b".", b"S", b"_", b"R", b"W", b"K", b"L", b"G", b"I"
 )
 BUSY_STATES = frozenset({READING, SENDING, KEEPALIVE, LOGGING, GRACEFUL})
+SERVING_STATES = frozenset({WAITING, READING, SENDING, KEEPALIVE, LOGGING})
 
 # Slot.quit, set by the master: how the worker leaves. HAND_OVER: finish the request in flight,
 # pass every held connection to the workers that stay (handover.py), exit. DRAIN: no worker
@@ -76,6 +78,7 @@ class Slot(ctypes.Structure):
         ("memory", ctypes.c_uint64),  # last sampled memory figure, written by the master
         ("held", ctypes.c_uint32 * len(STATE_NAMES)),  # connections held, by state (held.STATE_NAMES)
         ("blocking", ctypes.c_bool),  # its guests lately slept (held.blocks): it gathers without a CPU's place
+        ("spare", ctypes.c_bool),  # its last look found it spare (held.gatherers): it takes no new connections
         ("counts", Counts),  # the metrics' counters (counters.Recorder writes them)
     ]
 
@@ -114,6 +117,16 @@ class Counters:
     bytes: int
 
 
+@dataclass(slots=True)
+class Roles:
+    """Serving workers: those that take new connections, the spares, and of all of them those
+    whose guests block (held.gatherers)."""
+
+    gathering: int = 0
+    spare: int = 0
+    blocking: int = 0
+
+
 class Scoreboard:
     def __init__(self, slots: int) -> None:
         head = ctypes.sizeof(Cumulative) + ctypes.sizeof(Names)
@@ -150,6 +163,18 @@ class Scoreboard:
             if slot.pid == pid and slot.state != OPEN:
                 return slot
         return None
+
+    def roles(self) -> Roles:
+        """The serving workers (not starting or leaving) by role, for server-status and the metrics."""
+        roles = Roles()
+        for slot in self.slots:
+            if slot.quit == SERVE and slot.state in SERVING_STATES:
+                if slot.spare:
+                    roles.spare += 1
+                else:
+                    roles.gathering += 1
+                roles.blocking += slot.blocking
+        return roles
 
     def held(self) -> list[int]:
         """Connections the workers hold, by state (held.STATE_NAMES), summed over live slots."""

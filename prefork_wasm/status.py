@@ -13,7 +13,20 @@ from dataclasses import dataclass
 from . import __version__
 from .held import STATE_NAMES as HELD_STATES
 from .messages import Request, Response
-from .scoreboard import BUSY_STATES, LOGGING, OPEN, READING, SENDING, STARTING, WAITING, Scoreboard
+from .scoreboard import (
+    BUSY_STATES,
+    LOGGING,
+    OPEN,
+    READING,
+    SENDING,
+    SERVE,
+    SERVING_STATES,
+    STARTING,
+    WAITING,
+    Roles,
+    Scoreboard,
+    Slot,
+)
 
 # Apache event MPM's names for its asynchronous connections, by held state.
 # ConnsAsyncHandshake is this server's own: Apache's event MPM does a TLS handshake in a worker.
@@ -37,6 +50,7 @@ class Totals:
     letters: str
     held: list[int]  # connections held by the workers, by state (held.STATE_NAMES)
     in_flight: int  # connections whose request a worker is serving
+    roles: Roles
 
 
 def totals(scoreboard: Scoreboard) -> Totals:
@@ -47,7 +61,16 @@ def totals(scoreboard: Scoreboard) -> Totals:
     idle = sum(1 for s in slots if s.state == WAITING)
     letters = "".join(s.state.decode() or "." for s in slots)
     in_flight = sum(1 for s in slots if s.state in IN_FLIGHT)
-    return Totals(counters.accesses, counters.bytes / 1024, busy, idle, letters, scoreboard.held(), in_flight)
+    return Totals(
+        counters.accesses, counters.bytes / 1024, busy, idle, letters, scoreboard.held(), in_flight, scoreboard.roles()
+    )
+
+
+def role(slot: Slot) -> str:
+    """A serving worker's part in taking connections (held.gatherers); blank for the others."""
+    if slot.quit != SERVE or slot.state not in SERVING_STATES:
+        return ""
+    return ("spare" if slot.spare else "gathers") + (", guests block" if slot.blocking else "")
 
 
 def _uptime(seconds: float) -> str:
@@ -95,6 +118,9 @@ class StatusPage:
             f"Processes: {sum(1 for s in slots if s.state != OPEN)}",
             f"ConnsTotal: {sum(t.held) + t.in_flight}",
             *(f"{name}: {count}" for name, count in zip(HELD_FIELDS, t.held, strict=True)),
+            f"GatheringWorkers: {t.roles.gathering}",
+            f"SpareWorkers: {t.roles.spare}",
+            f"BlockingWorkers: {t.roles.blocking}",
             f"Scoreboard: {t.letters}",
         ]
         return "\n".join(lines) + "\n"
@@ -114,7 +140,7 @@ class StatusPage:
                     f"<td>{html.escape(str(cell))}</td>"
                     for cell in (
                         index, s.pid, s.generation, s.state.decode(), s.accesses, s.connections,
-                        "/".join(map(str, s.held)),
+                        "/".join(map(str, s.held)), role(s),
                         f"{s.bytes / 1024:.1f}", f"{s.memory / 1048576:.1f}", f"{ago:.1f}",
                         s.module.decode("utf-8", "replace"),
                         s.request.decode("latin-1") if s.state not in (STARTING,) else "",
@@ -135,11 +161,12 @@ class StatusPage:
 <dt>Total accesses: {t.accesses} - Total Traffic: {t.kbytes:.1f} kB</dt>
 <dt>{t.accesses / uptime:.3g} requests/sec</dt>
 <dt>{t.busy} requests currently being processed, {t.idle} idle workers</dt>
-<dt>{sum(t.held)} connections held: {held}</dt></dl>
+<dt>{sum(t.held)} connections held: {held}</dt>
+<dt>{t.roles.gathering} workers gather connections, {t.roles.spare} spare; guests block in {t.roles.blocking}</dt></dl>
 <pre>{t.letters}</pre>
 <p>Scoreboard Key: {legend}</p>
 <table border="1"><tr><th>Slot</th><th>PID</th><th>Gen</th><th>M</th><th>Acc</th><th>Conn</th>
-<th>Held {"/".join(HELD_STATES)}</th>
+<th>Held {"/".join(HELD_STATES)}</th><th>Role</th>
 <th>kB</th><th>RSS MB</th><th>Req age s</th><th>Module</th><th>Request</th></tr>
 {chr(10).join(rows)}
 </table></body></html>

@@ -575,12 +575,13 @@ def test_connections_gather_on_one_worker_per_cpu_and_spread_over_all_while_the_
     kept-alive connections gather on as many workers as there are CPUs and the others stay
     spare. A worker whose guests sleep leaves its CPU to others, so while the guests block the
     connections spread over every worker, whose requests then sleep in parallel as prefork's
-    did; once they stop blocking, the spares hand theirs back."""
+    did; once they stop blocking, the spares hand theirs back. server-status says which role
+    each worker has."""
     cpus = usable_cpus()
     if cpus > 6:
         pytest.skip(f"{cpus} CPUs: the test wants a few more workers than CPUs")
     workers = cpus + 2
-    server = make_server(HELLO + SLOW + "KeepAliveTimeout 60\n", start_servers=workers)
+    server = make_server(HELLO + SLOW + STATUS + "KeepAliveTimeout 60\n", start_servers=workers)
     server.wait_for_workers(lambda pids: len(pids) == workers, what=f"{workers} workers")
     socks = kept_alive(server.port, 4 * workers)
 
@@ -591,7 +592,13 @@ def test_connections_gather_on_one_worker_per_cpu_and_spread_over_all_while_the_
         held = holders(server)
         return len(held) == len(socks) and len(set(held.values())) == count
 
+    def roles() -> tuple[int, int, int]:
+        fields = dict(line.split(": ", 1) for line in server.get("/server-status?auto")[2].decode().splitlines()[1:])
+        return int(fields["GatheringWorkers"]), int(fields["SpareWorkers"]), int(fields["BlockingWorkers"])
+
     wait_for(lambda: on(cpus), what=f"the connections on {cpus} workers", explain=held_by)
+    wait_for(lambda: roles() == (cpus, 2, 0), interval=0.1, what=f"{cpus} gathering, 2 spare",
+             explain=lambda: repr(roles()))
     stop = threading.Event()
     failures: list[BaseException] = []
 
@@ -613,12 +620,16 @@ def test_connections_gather_on_one_worker_per_cpu_and_spread_over_all_while_the_
         thread.start()
     try:
         wait_for(lambda: on(workers), what=f"the connections on all {workers} workers", explain=held_by)
+        wait_for(lambda: roles()[:2] == (workers, 0) and roles()[2] > 0, interval=0.1,
+                 what="every worker gathering, some blocking", explain=lambda: repr(roles()))
     finally:
         stop.set()
         for thread in threads:
             thread.join(timeout=10)
     assert not failures, failures
     wait_for(lambda: on(cpus), what=f"the connections back on {cpus} workers", explain=held_by)
+    wait_for(lambda: roles() == (cpus, 2, 0), interval=0.1, what=f"{cpus} gathering again",
+             explain=lambda: repr(roles()))
     for sock in socks:
         sock.sendall(REQUEST)
         assert answered(sock).startswith(b"HTTP/1.1 200 ")

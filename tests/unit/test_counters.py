@@ -5,6 +5,7 @@ Prometheus parser."""
 from __future__ import annotations
 
 import math
+import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -151,6 +152,26 @@ def test_held_connections_are_shown_by_state_in_the_metrics_and_server_status() 
     page = StatusPage(board, 0.0, 0, "x").html()
     assert "159 connections held: 5 reading, 150 keepalive, 1 waiting, 1 closing, 2 handshake" in page
     assert "<td>3/100/1/0/2</td>" in page
+
+
+def test_gathering_spare_and_blocking_workers_are_shown_in_the_metrics_and_server_status() -> None:
+    board = Scoreboard(4)
+    for index in range(4):
+        board.slots[index].claim(10 + index, 0)
+    for slot in board.slots[:3]:
+        slot.state = b"_"
+    board.slots[1].blocking = True
+    board.slots[2].spare = True  # slot 3 is still starting: no role
+    found = samples(MetricsPage(board, 0.0).text())
+    assert found[("prefork_wasm_serving_workers", frozenset({("role", "gathering")}))] == 2
+    assert found[("prefork_wasm_serving_workers", frozenset({("role", "spare")}))] == 1
+    assert found[("prefork_wasm_blocking_workers", frozenset())] == 1
+    fields = dict(line.split(": ", 1) for line in StatusPage(board, 0.0, 0, "x").auto().splitlines()[1:])
+    assert (fields["GatheringWorkers"], fields["SpareWorkers"], fields["BlockingWorkers"]) == ("2", "1", "1")
+    page = StatusPage(board, 0.0, 0, "x").html()
+    assert "2 workers gather connections, 1 spare; guests block in 1" in page
+    roles = re.findall(r"<tr><td>(\d)</td>(?:<td>[^<]*</td>){6}<td>([^<]*)</td>", page)
+    assert roles == [("0", "gathers"), ("1", "gathers, guests block"), ("2", "spare"), ("3", "")]
 
 
 def test_health_is_ready_only_while_serving_and_live_whenever_it_answers() -> None:

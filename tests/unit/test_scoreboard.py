@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prefork_wasm.scoreboard import OPEN, Counters, Scoreboard
+from prefork_wasm.scoreboard import HAND_OVER, OPEN, SERVE, Counters, Roles, Scoreboard
 
 
 def test_a_released_slot_keeps_counting_in_the_totals_and_is_reusable() -> None:
@@ -40,3 +40,18 @@ def test_the_states_of_every_slot_are_read_in_one_step() -> None:
     board.slots[3].claim(103, 0)
     board.slots[3].state = b"W"
     assert board.states() == b".S.W."
+
+
+def test_roles_count_the_serving_workers_only() -> None:
+    board = Scoreboard(6)
+    for index in range(5):
+        board.slots[index].claim(100 + index, 0)
+    gatherer, spare, sleeper, starting, leaving = board.slots[:5]
+    gatherer.state, spare.state, sleeper.state, leaving.state = b"_", b"_", b"W", b"_"
+    spare.spare = True
+    sleeper.blocking = True  # its guests sleep: it gathers without a CPU's place
+    starting.spare = True  # still 'S': not counted
+    leaving.quit = HAND_OVER  # leaving: not counted, whatever it said before
+    assert board.roles() == Roles(gathering=2, spare=1, blocking=1)
+    leaving.quit = SERVE
+    assert board.roles() == Roles(gathering=3, spare=1, blocking=1)
