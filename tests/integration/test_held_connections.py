@@ -567,10 +567,19 @@ def test_connections_opened_one_at_a_time_while_others_idle_are_each_answered_at
         socks.append(sock)
         sock.sendall(REQUEST)
         assert answered(sock).startswith(b"HTTP/1.1 200 ")
-    held = holders(server)
-    per_worker = sorted((list(held.values()).count(pid) for pid in server.worker_pids()), reverse=True)
-    gathering = per_worker[: min(usable_cpus(), 4)]
-    assert len(held) == ONE_AT_A_TIME and max(gathering) <= 2 * min(gathering) + 2, per_worker
+
+    def per_worker() -> list[int]:
+        held = list(holders(server).values())
+        return sorted((held.count(pid) for pid in server.worker_pids()), reverse=True)
+
+    def spread() -> bool:
+        # Every connection held (one a spare hands back is in the hand-over socket for a
+        # moment, held by no worker), and evenly over the gatherers.
+        counts = per_worker()
+        gathering = counts[: min(usable_cpus(), 4)]
+        return sum(counts) == ONE_AT_A_TIME and max(gathering) <= 2 * min(gathering) + 2
+
+    wait_for(spread, what="the connections spread over the gatherers", explain=lambda: repr(per_worker()))
     for sock in socks:
         sock.close()
 
