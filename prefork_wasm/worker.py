@@ -40,10 +40,9 @@ from .scoreboard import (
     DRAIN,
     GRACEFUL,
     HAND_OVER,
-    OPEN,
     REQUEST_CHARS,
     SERVE,
-    STARTING,
+    SERVING_STATES,
     STOPPING,
     WAITING,
     Scoreboard,
@@ -327,7 +326,7 @@ class Worker:
 
 
 # A slot whose worker serves (not open, starting, leaving or exiting), in Scoreboard.states().
-_SERVING = re.compile(b"[^" + re.escape(OPEN + STARTING + GRACEFUL + CLEANUP) + b"]")
+_SERVING = re.compile(b"[" + re.escape(b"".join(sorted(SERVING_STATES))) + b"]")
 
 
 def _bound_ip(sock: socket.socket) -> str:
