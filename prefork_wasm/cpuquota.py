@@ -40,7 +40,10 @@ def cgroup_quota(proc_cgroup: str, root: Path = CGROUP_ROOT) -> float | None:
     ancestors that exist, down to the mount's root (the container's own cgroup), still count."""
     quotas = []
     for line in proc_cgroup.splitlines():
-        hierarchy, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue  # not a cgroup line: the kernel writes none such, and none caps the CPUs
+        hierarchy, controllers, path = fields
         if hierarchy == "0" and not controllers:  # v2, the unified hierarchy
             mount, read = root, _read_v2
         elif "cpu" in controllers.split(","):

@@ -57,6 +57,12 @@ def test_v2_without_a_quota_anywhere_is_none(tmp_path: Path) -> None:
     assert cgroup_quota("0::/\n", tmp_path) is None  # the root cgroup has no cpu.max
 
 
+def test_lines_that_are_not_cgroup_lines_are_skipped(tmp_path: Path) -> None:
+    _write(tmp_path / "app" / "cpu.max", "100000 100000\n")
+    assert cgroup_quota("garbage\n\n0::/app\n", tmp_path) == 1.0
+    assert cgroup_quota("nothing here", tmp_path) is None
+
+
 def test_v1_reads_the_cpu_controllers_mount_and_skips_the_others(tmp_path: Path) -> None:
     _write(tmp_path / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_quota_us", "200000\n")
     _write(tmp_path / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_period_us", "100000\n")
