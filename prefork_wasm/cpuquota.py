@@ -44,6 +44,8 @@ def cgroup_quota(proc_cgroup: str, root: Path = CGROUP_ROOT) -> float | None:
         if len(fields) != 3:
             continue  # not a cgroup line: the kernel writes none such, and none caps the CPUs
         hierarchy, controllers, path = fields
+        if "\0" in path or ".." in path.split("/"):
+            continue  # a path that would leave the cgroup mount: not the kernel's, not read
         if hierarchy == "0" and not controllers:  # v2, the unified hierarchy
             mount, read = root, _read_v2
         elif "cpu" in controllers.split(","):
@@ -56,7 +58,7 @@ def cgroup_quota(proc_cgroup: str, root: Path = CGROUP_ROOT) -> float | None:
             quota = read(directory)
             if quota is not None:
                 quotas.append(quota)
-            if directory == mount or mount not in directory.parents:
+            if directory == mount:  # no '..' in `path`: walking up reaches it
                 break
             directory = directory.parent
     return min(quotas) if quotas else None

@@ -63,6 +63,18 @@ def test_lines_that_are_not_cgroup_lines_are_skipped(tmp_path: Path) -> None:
     assert cgroup_quota("nothing here", tmp_path) is None
 
 
+@pytest.mark.parametrize(
+    "proc", ["0::/../\n", "0::/app/../..\n", "4:cpu:/../..\n", "0::/a\0b\n", "0::" + "/a" * 5000 + "\n"]
+)
+def test_a_path_that_would_leave_the_mount_or_cannot_be_a_file_reads_as_no_quota(tmp_path: Path, proc: str) -> None:
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    _write(tmp_path / "cpu.max", "100000 100000\n")  # outside the mount: must not be read
+    _write(tmp_path / "cpu" / "cpu.cfs_quota_us", "100000\n")
+    _write(tmp_path / "cpu" / "cpu.cfs_period_us", "100000\n")
+    assert cgroup_quota(proc, root) is None
+
+
 def test_v1_reads_the_cpu_controllers_mount_and_skips_the_others(tmp_path: Path) -> None:
     _write(tmp_path / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_quota_us", "200000\n")
     _write(tmp_path / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_period_us", "100000\n")
