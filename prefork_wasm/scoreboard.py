@@ -86,6 +86,10 @@ class Slot(ctypes.Structure):
         ctypes.memset(ctypes.addressof(self), 0, ctypes.sizeof(self))
         self.state = OPEN
 
+    def serves(self) -> bool:
+        """Its worker serves: not starting, not told to leave, not leaving or exiting."""
+        return self.quit == SERVE and self.state in SERVING_STATES
+
     def claim(self, pid: int, generation: int) -> None:
         """Master, at fork: the slot now belongs to `pid`."""
         self.clear()
@@ -168,7 +172,7 @@ class Scoreboard:
         """The serving workers (not starting or leaving) by role, for server-status and the metrics."""
         roles = Roles()
         for slot in self.slots:
-            if slot.quit == SERVE and slot.state in SERVING_STATES:
+            if slot.serves():
                 if slot.spare:
                     roles.spare += 1
                 else:

@@ -19,8 +19,6 @@ from .scoreboard import (
     OPEN,
     READING,
     SENDING,
-    SERVE,
-    SERVING_STATES,
     STARTING,
     WAITING,
     Roles,
@@ -68,7 +66,7 @@ def totals(scoreboard: Scoreboard) -> Totals:
 
 def role(slot: Slot) -> str:
     """A serving worker's part in taking connections (held.gatherers); blank for the others."""
-    if slot.quit != SERVE or slot.state not in SERVING_STATES:
+    if not slot.serves():
         return ""
     return ("spare" if slot.spare else "gathers") + (", guests block" if slot.blocking else "")
 
