@@ -146,7 +146,15 @@ def balance_margin(least: int) -> int:
 
 
 def may_accept(
-    held: int, idle: int, peers: Sequence[Peer], bound: int, own_limit: int, *, cpus: int, blocking: bool = False
+    held: int,
+    idle: int,
+    peers: Sequence[Peer],
+    bound: int,
+    own_limit: int,
+    *,
+    cpus: int,
+    blocking: bool = False,
+    backlog: int = 0,
 ) -> Accept:
     """Whether this worker, holding `held` connections (`idle` of them in keep-alive), accepts one more.
 
@@ -157,6 +165,12 @@ def may_accept(
     accepts while it holds no more than `balance_margin` over the least-loaded of the others,
     so that kept-alive connections spread over the gatherers instead of piling on whichever
     woke first.
+
+    A burst (`backlog` connections waiting in the listen backlog) is shared at once: a gatherer
+    also accepts while it holds less than its share of all the gatherers' connections and the
+    backlog's. By the margin alone, each gatherer would take a margin's worth per turn of its
+    loop while the others serve theirs, and the last of a thousand connections would wait
+    dozens of turns, seconds, for their accept.
     """
     if held >= own_limit or (bound and held + sum(p.held for p in peers) >= bound):
         return Accept.MAKE_ROOM if idle else Accept.FULL
@@ -165,9 +179,15 @@ def may_accept(
         return Accept.SPARE
     if gathering:
         least = min(p.held for p in gathering)
-        if held > least + balance_margin(least):
+        if held > least + balance_margin(least) and held >= fair_share(held, gathering, backlog):
             return Accept.BALANCE
     return Accept.YES
+
+
+def fair_share(held: int, gathering: Sequence[Peer], backlog: int) -> int:
+    """This worker's share, rounded up, of what it and the other gatherers hold and will hold
+    once the backlog is accepted."""
+    return -(-(held + sum(p.held for p in gathering) + backlog) // (len(gathering) + 1))
 
 
 # How long a worker measures before it says whether its guests block, and the share of that

@@ -407,3 +407,16 @@ def test_a_connection_in_any_state_is_adopted_as_it_was() -> None:
     assert copy.receive(102.0) and copy.parser.closed  # the close is the socket's: read again there
     copy.end()
     closed.end()
+
+
+def test_a_listeners_backlog_is_read_from_the_kernel_and_a_non_tcp_socket_says_none() -> None:
+    with socket.create_server((HOST, 0), backlog=16) as listener:
+        waiting = [socket.create_connection(listener.getsockname()) for _ in range(5)]
+        assert eventloop._backlog(listener) == 5
+        listener.accept()[0].close()
+        assert eventloop._backlog(listener) == 4
+        for client in waiting:
+            client.close()
+    left, right = socket.socketpair()
+    with left, right:
+        assert eventloop._backlog(left) == 0

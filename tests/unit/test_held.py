@@ -15,6 +15,7 @@ from prefork_wasm.held import (
     Throttle,
     balance_margin,
     blocks,
+    fair_share,
     gatherers,
     may_accept,
     wait_for,
@@ -158,6 +159,42 @@ def test_a_spare_steps_in_for_a_gatherer_stuck_in_a_long_request_or_full() -> No
     assert full is not None and [p.held for p in full] == [5]
     assert gatherers(board([5, 5, 0, 0], me=3, busy=(1,)), blocking=False, cpus=2, own_limit=LOTS) is None
     assert may_accept(0, 0, board([5, 5, 0, 0], me=3), 0, LOTS, cpus=2) is Accept.SPARE
+
+
+def burst_turns(held: list[int], backlog: int, with_backlog: bool = True) -> int:
+    """The turns the gatherers (all of `held`, on as many CPUs) take to accept a burst of
+    `backlog` connections, one gatherer's turn after another's (the others are serving
+    meanwhile), each accepting while may_accept says yes."""
+    turns = 0
+    while backlog and turns < 1000:
+        i = turns % len(held)
+        turns += 1
+        while backlog:
+            seen = backlog if with_backlog else 0
+            if may_accept(held[i], 0, board(held, i), 0, LOTS, cpus=len(held), backlog=seen) is not Accept.YES:
+                break
+            held[i] += 1
+            backlog -= 1
+    return turns
+
+
+def test_a_burst_is_shared_out_in_one_turn_of_each_gatherer_not_a_margin_a_turn() -> None:
+    held = [10, 10]
+    assert burst_turns(held, 1000) == 2 and held == [510, 510]
+    held = [40, 0, 7, 3]
+    assert burst_turns(held, 2000) == 4 and max(held) - min(held) < len(held)  # each share rounded up
+    # By the margin alone (what a worker knew before it read its listener's backlog), the last
+    # connections of a burst waited dozens of turns, each as long as serving all the others.
+    assert burst_turns([10, 10], 1000, with_backlog=False) > 20
+
+
+def test_a_gatherers_fair_share_counts_the_others_and_the_backlog_rounded_up() -> None:
+    assert fair_share(10, [Peer(10, True)], 1000) == 510
+    assert fair_share(3, [Peer(0, True), Peer(4, True)], 0) == 3
+    assert fair_share(0, [Peer(0, True)], 1) == 1
+    # Over the margin, a gatherer at its share leaves the rest of the backlog to the others.
+    assert may_accept(510, 0, [Peer(10, True)], 0, LOTS, cpus=2, backlog=500) is Accept.BALANCE
+    assert may_accept(509, 0, [Peer(10, True)], 0, LOTS, cpus=2, backlog=501) is Accept.YES
 
 
 def test_a_gatherer_balances_against_the_other_gatherers_not_the_spares() -> None:
