@@ -474,7 +474,8 @@ class EventLoop:
 
     def _verdict(self, now: float) -> Accept:
         """Whether to take one more connection (held.may_accept), by the peers' counts as last
-        read, or as they are now if those say no: in a burst the others take connections too."""
+        read, or as they are now if those say no: in a burst the others take connections too.
+        Over the margin, what waits in the listen backlog counts too (its share is this worker's)."""
         held, idle, limit = len(self._conns), len(self._idle), self._own_limit
         cpus, blocking = self.cpus, self._blocking
         verdict = may_accept(held, idle, self._peer_view(now), self.bound, limit, cpus=cpus, blocking=blocking)
