@@ -92,8 +92,10 @@ RESERVED_DESCRIPTORS = 64
 LEAVING_TLS_IDLE = 2.0
 
 _IN = select.EPOLLIN
-# struct tcp_info's tcpi_unacked, at byte 24 (after 8 one-byte fields and four u32).
+# struct tcp_info's tcpi_unacked: a u32 at byte 24 (after 8 one-byte fields and four u32).
 _TCP_INFO_UNACKED = struct.Struct("=I")
+_UNACKED_AT = 24
+_UNACKED_END = _UNACKED_AT + _TCP_INFO_UNACKED.size
 _EXCLUSIVE = select.EPOLLIN | select.EPOLLEXCLUSIVE
 
 
@@ -167,7 +169,6 @@ class EventLoop:
         self.cpus = usable_cpus()
         self._schedstat: SchedStat
         self._blocking = False
-        self._spare = False  # as the last verdict found (for server-status and the metrics)
         self._window: tuple[float, float, float]  # its start, seconds on a CPU and runnable
         self._polled = 0.0  # seconds in epoll wait in the current window
         self._peers: list[Peer] = []
@@ -487,8 +488,8 @@ class EventLoop:
                 peers = self._peer_view(now)
                 verdict = may_accept(held, idle, peers, 0, limit, cpus=cpus, blocking=blocking, backlog=backlog)
         spare = verdict is Accept.SPARE
-        if spare != self._spare:
-            self._spare = self.slot.spare = spare
+        if spare != self.slot.spare:  # for server-status and the metrics
+            self.slot.spare = spare
         return verdict
 
     def _measure(self, now: float) -> None:
@@ -720,10 +721,10 @@ def _backlog(sock: socket.socket) -> int:
     """The connections waiting in a listening socket's backlog (`ss -lt` shows it as Recv-Q):
     the kernel gives it as a listener's tcpi_unacked. 0 when it cannot say (not TCP)."""
     try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_UNACKED.size + 24)
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _UNACKED_END)
     except OSError:
         return 0
-    return _TCP_INFO_UNACKED.unpack_from(info, 24)[0] if len(info) >= 28 else 0
+    return _TCP_INFO_UNACKED.unpack_from(info, _UNACKED_AT)[0] if len(info) >= _UNACKED_END else 0
 
 
 def _drain_pipe(fd: int) -> None:
