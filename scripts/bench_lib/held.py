@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import resource
 import socket
+import time
 from typing import Any
 
 import psutil
@@ -22,6 +23,7 @@ CROWDS = (256, 1000)
 CROWD_TIMEOUT_S = 10.0
 IDLE = 2000  # kept-alive connections held at once for the memory figure
 MB = 1e6  # the goal is in MB
+SETTLE_S = 1.0  # how long the count of held connections may take to see them all
 
 
 def crowds(system: System, seconds: float) -> list[dict[str, Any]]:
@@ -49,7 +51,7 @@ def idle_memory(system: System, count: int = IDLE) -> dict[str, Any]:
             socks.append(sock)
             sock.sendall(request)
             _read_response(sock, system.expect)
-        held = _held(system)
+        held = _held(system, count)
         after = _workers_uss(system)
     finally:
         for sock in socks:
@@ -76,8 +78,17 @@ def _workers_uss(system: System) -> int:
     return sum(psutil.Process(pid).memory_full_info().uss for pid in system.worker_pids())
 
 
-def _held(system: System) -> int:
-    """The established connections to the server's port that its workers hold."""
+def _held(system: System, count: int) -> int:
+    """The established connections to the server's port that its workers hold, counted again
+    (for SETTLE_S at most) until all `count` are seen: a connection the balance is moving from
+    one worker to another is in neither's table for that moment."""
+    deadline = time.monotonic() + SETTLE_S
+    while (held := _held_now(system)) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return held
+
+
+def _held_now(system: System) -> int:
     held = 0
     for pid in system.worker_pids():
         conns = psutil.Process(pid).net_connections("tcp")
