@@ -481,12 +481,12 @@ class EventLoop:
         cpus, blocking = self.cpus, self._blocking
         verdict = may_accept(held, idle, self._peer_view(now), self.bound, limit, cpus=cpus, blocking=blocking)
         if verdict in (Accept.BALANCE, Accept.SPARE):
-            verdict = may_accept(held, idle, self._peer_view(now, True), 0, limit, cpus=cpus, blocking=blocking)
-        if verdict is Accept.BALANCE:
-            backlog = sum(_backlog(listener.sock) for listener in self.listeners.values())
-            if backlog:
-                peers = self._peer_view(now)
-                verdict = may_accept(held, idle, peers, 0, limit, cpus=cpus, blocking=blocking, backlog=backlog)
+            peers = self._peer_view(now, True)
+            verdict = may_accept(held, idle, peers, 0, limit, cpus=cpus, blocking=blocking)
+            if verdict is Accept.BALANCE:
+                backlog = sum(_backlog(listener.sock) for listener in self.listeners.values())
+                if backlog:
+                    verdict = may_accept(held, idle, peers, 0, limit, cpus=cpus, blocking=blocking, backlog=backlog)
         spare = verdict is Accept.SPARE
         if spare != self.slot.spare:  # for server-status and the metrics
             self.slot.spare = spare
